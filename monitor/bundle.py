@@ -1,0 +1,148 @@
+"""The model bundle: `<name>.tflite` (full-integer int8) plus `<name>.json` (everything else).
+
+The JSON says what the model expects (labels, front-end parameters, window length, how short
+clips are placed in a window, input normalisation) and what it was measured to do. The daemon
+refuses a bundle it cannot honour with one clear line instead of producing wrong scores.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from monitor.errors import BundleError
+from monitor.frontend import FrontendParams
+
+BUNDLE_FORMAT = "soundmon-bundle"
+BUNDLE_VERSION = 1
+
+__all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "ModelBundle", "bundle_paths", "load_bundle"]
+
+
+@dataclass
+class ModelBundle:
+    """A loaded bundle's metadata; `tflite_path` points at the int8 model file."""
+
+    name: str
+    tflite_path: Path
+    labels: list[str]
+    frontend: FrontendParams
+    window_seconds: float
+    window_frames: int
+    norm_mean: float
+    norm_std: float
+    placement: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)
+    output_activation: str = "softmax"
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The bundle JSON (training writes it with this; `meta` carries training data and metrics)."""
+        out = {
+            "format": BUNDLE_FORMAT,
+            "format_version": BUNDLE_VERSION,
+            "name": self.name,
+            "labels": list(self.labels),
+            "frontend": self.frontend.to_dict(),
+            "window_seconds": self.window_seconds,
+            "window_frames": self.window_frames,
+            "placement": self.placement,
+            "normalisation": {"mean": self.norm_mean, "std": self.norm_std},
+            "output_activation": self.output_activation,
+            "thresholds": self.thresholds,
+        }
+        out.update({k: v for k, v in self.meta.items() if k not in out})
+        return out
+
+
+def bundle_paths(path: str | Path) -> tuple[Path, Path]:
+    """(tflite, json) paths for `models/x`, `models/x.tflite` or `models/x.json`."""
+    p = Path(path)
+    if p.suffix in (".tflite", ".json"):
+        p = p.with_suffix("")
+    return p.with_suffix(".tflite"), p.with_suffix(".json")
+
+
+def _require(data: dict, key: str, kind: type | tuple[type, ...], where: Path) -> Any:
+    if key not in data:
+        raise BundleError(f"model bundle {where}: missing key '{key}'")
+    value = data[key]
+    if not isinstance(value, kind):
+        raise BundleError(f"model bundle {where}: '{key}' has the wrong type ({type(value).__name__})")
+    return value
+
+
+def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = None) -> ModelBundle:
+    """Read and check a bundle; raise BundleError with one line on anything this soundmon cannot run."""
+    tflite_path, json_path = bundle_paths(path)
+    if not json_path.is_file():
+        raise BundleError(f"model bundle: {json_path} not found (a bundle is <name>.tflite + <name>.json)")
+    if not tflite_path.is_file():
+        raise BundleError(f"model bundle: {tflite_path} not found (a bundle is <name>.tflite + <name>.json)")
+    try:
+        data = json.loads(json_path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BundleError(f"model bundle {json_path}: not valid JSON ({exc})") from None
+    if not isinstance(data, dict) or data.get("format") != BUNDLE_FORMAT:
+        raise BundleError(f"model bundle {json_path}: not a soundmon bundle (format != '{BUNDLE_FORMAT}')")
+    version = data.get("format_version")
+    if version != BUNDLE_VERSION:
+        raise BundleError(
+            f"model bundle {json_path}: format_version {version!r}; this soundmon reads version {BUNDLE_VERSION}"
+        )
+    labels = _require(data, "labels", list, json_path)
+    if not labels or not all(isinstance(x, str) and x for x in labels) or len(set(labels)) != len(labels):
+        raise BundleError(f"model bundle {json_path}: 'labels' must be a non-empty list of distinct names")
+    try:
+        frontend = FrontendParams.from_dict(_require(data, "frontend", dict, json_path))
+    except (TypeError, ValueError) as exc:
+        raise BundleError(f"model bundle {json_path}: front-end: {exc}") from None
+    expected = expected_frontend or FrontendParams()
+    if frontend != expected:
+        diffs = [
+            f"{k}={v!r} (daemon: {expected.to_dict()[k]!r})"
+            for k, v in frontend.to_dict().items()
+            if expected.to_dict()[k] != v
+        ]
+        raise BundleError(f"model bundle {json_path}: front-end mismatch: {', '.join(diffs)}")
+    window_seconds = float(_require(data, "window_seconds", (int, float), json_path))
+    window_frames = int(_require(data, "window_frames", int, json_path))
+    if window_frames != frontend.frames_for(window_seconds):
+        raise BundleError(
+            f"model bundle {json_path}: window_frames {window_frames} does not match "
+            f"{window_seconds} s at hop {frontend.hop_length} (= {frontend.frames_for(window_seconds)})"
+        )
+    norm = _require(data, "normalisation", dict, json_path)
+    try:
+        mean, std = float(norm["mean"]), float(norm["std"])
+    except (KeyError, TypeError, ValueError):
+        raise BundleError(f"model bundle {json_path}: 'normalisation' needs numeric 'mean' and 'std'") from None
+    if not std > 0:
+        raise BundleError(f"model bundle {json_path}: normalisation std must be > 0")
+    activation = data.get("output_activation", "softmax")
+    if activation not in ("softmax", "sigmoid"):
+        raise BundleError(f"model bundle {json_path}: output_activation must be 'softmax' or 'sigmoid'")
+    thresholds = data.get("thresholds") or {}
+    bad = [k for k, v in thresholds.items() if k not in labels or not isinstance(v, (int, float)) or not 0 <= v <= 1]
+    if bad:
+        raise BundleError(f"model bundle {json_path}: bad default thresholds for {bad}")
+    known = {
+        "format", "format_version", "name", "labels", "frontend", "window_seconds", "window_frames",
+        "placement", "normalisation", "output_activation", "thresholds",
+    }  # fmt: skip
+    return ModelBundle(
+        name=str(data.get("name") or json_path.stem),
+        tflite_path=tflite_path,
+        labels=list(labels),
+        frontend=frontend,
+        window_seconds=window_seconds,
+        window_frames=window_frames,
+        norm_mean=mean,
+        norm_std=std,
+        placement=dict(data.get("placement") or {}),
+        thresholds={k: float(v) for k, v in thresholds.items()},
+        output_activation=activation,
+        meta={k: v for k, v in data.items() if k not in known},
+    )

@@ -1,0 +1,44 @@
+"""Resampling to the model's rate with soxr: whole signals (files) and streams (live input)."""
+
+from __future__ import annotations
+
+import numpy as np
+import soxr
+
+
+def to_mono(audio: np.ndarray) -> np.ndarray:
+    """Downmix (frames, channels) to mono float32 by averaging; 1-D input is returned as is."""
+    audio = np.asarray(audio, dtype=np.float32)
+    if audio.ndim == 2:
+        audio = audio.mean(axis=1, dtype=np.float32) if audio.shape[1] > 1 else audio[:, 0]
+    return np.ascontiguousarray(audio, dtype=np.float32)
+
+
+def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
+    """Resample a whole mono signal (no-op when the rates agree)."""
+    if in_rate == out_rate:
+        return np.asarray(audio, dtype=np.float32)
+    return soxr.resample(np.asarray(audio, dtype=np.float32), in_rate, out_rate, quality="HQ")
+
+
+class StreamResampler:
+    """Block-by-block resampling that keeps filter state between blocks (soxr.ResampleStream).
+
+    With equal rates it passes blocks through untouched, so the common 16 kHz case costs nothing.
+    """
+
+    def __init__(self, in_rate: int, out_rate: int) -> None:
+        self.in_rate = int(in_rate)
+        self.out_rate = int(out_rate)
+        self._stream = (
+            None
+            if self.in_rate == self.out_rate
+            else soxr.ResampleStream(self.in_rate, self.out_rate, 1, dtype="float32", quality="HQ")
+        )
+
+    def process(self, block: np.ndarray, last: bool = False) -> np.ndarray:
+        """Resample one mono block; `last=True` flushes the filter's tail at the end of a stream."""
+        block = np.asarray(block, dtype=np.float32)
+        if self._stream is None:
+            return block
+        return self._stream.resample_chunk(block, last=last)

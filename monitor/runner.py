@@ -1,0 +1,106 @@
+"""Run an int8 TFLite bundle on log-mel windows: normalise, quantise, invoke, dequantise.
+
+Interpreter: `ai_edge_litert` (x86-64 and 64-bit Pi OS), falling back to `tflite_runtime`
+(32-bit Pi OS). Never TensorFlow: the daemon installs only the runtime set.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from monitor.bundle import ModelBundle
+from monitor.errors import BundleError
+
+__all__ = ["ModelRunner", "load_interpreter_class"]
+
+
+def load_interpreter_class() -> tuple[type, str]:
+    """(Interpreter class, package name) from the first TFLite runtime that imports."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai_edge_litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore[import-not-found]
+
+        return Interpreter, "tflite_runtime"
+    except ImportError:
+        raise BundleError(
+            "no TFLite interpreter: install ai-edge-litert (64-bit) or tflite-runtime (32-bit Pi OS)"
+        ) from None
+
+
+class ModelRunner:
+    """One loaded int8 model. `predict(window)` maps a (frames, n_mels) dB window to label scores."""
+
+    def __init__(self, bundle: ModelBundle, num_threads: int = 1) -> None:
+        self.bundle = bundle
+        interpreter_cls, self.runtime = load_interpreter_class()
+        try:
+            self._interp = interpreter_cls(model_path=str(bundle.tflite_path), num_threads=int(num_threads))
+            self._interp.allocate_tensors()
+        except Exception as exc:  # the runtimes raise ValueError/RuntimeError with long texts
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"model {bundle.tflite_path}: cannot load TFLite model ({first})") from None
+        inp = self._interp.get_input_details()
+        out = self._interp.get_output_details()
+        if len(inp) != 1 or len(out) != 1:
+            raise BundleError(f"model {bundle.tflite_path}: expected one input and one output tensor")
+        self._in: dict[str, Any] = inp[0]
+        self._out: dict[str, Any] = out[0]
+        shape = tuple(int(x) for x in self._in["shape"])
+        want = (bundle.window_frames, bundle.frontend.n_mels)
+        if len(shape) not in (3, 4) or shape[1:3] != want or (len(shape) == 4 and shape[3] != 1):
+            raise BundleError(
+                f"model {bundle.tflite_path}: input shape {list(shape)} does not match the bundle's "
+                f"window of {want[0]} frames x {want[1]} mel bands"
+            )
+        self._in_shape = shape
+        n_out = int(np.prod(self._out["shape"][1:]))
+        if n_out != len(bundle.labels):
+            raise BundleError(
+                f"model {bundle.tflite_path}: {n_out} outputs but the bundle lists {len(bundle.labels)} labels"
+            )
+        self._in_dtype = self._in["dtype"]
+        self._in_scale, self._in_zero = self._quant(self._in)
+        self._out_scale, self._out_zero = self._quant(self._out)
+        # Fold normalisation and input quantisation into one affine map: q = x * a + b.
+        if self._in_scale:
+            self._a = 1.0 / (bundle.norm_std * self._in_scale)
+            self._b = self._in_zero - bundle.norm_mean * self._a
+        else:
+            self._a = 1.0 / bundle.norm_std
+            self._b = -bundle.norm_mean * self._a
+        info = np.iinfo(self._in_dtype) if np.issubdtype(self._in_dtype, np.integer) else None
+        self._clip = (info.min, info.max) if info else None
+        self._buf = np.empty(shape, dtype=self._in_dtype)
+
+    @staticmethod
+    def _quant(detail: dict[str, Any]) -> tuple[float, int]:
+        scale, zero = detail.get("quantization", (0.0, 0))
+        return float(scale), int(zero)
+
+    @property
+    def quantized(self) -> bool:
+        return bool(self._in_scale) and np.issubdtype(self._in_dtype, np.integer)
+
+    def predict(self, window: np.ndarray) -> np.ndarray:
+        """Scores (n_labels,) float32 in [0, 1] for one (frames, n_mels) log-mel window in dB."""
+        x = np.asarray(window, dtype=np.float32)
+        if x.shape != self._in_shape[1:3]:
+            raise ValueError(f"window shape {x.shape}, model wants {self._in_shape[1:3]}")
+        q = x * self._a + self._b
+        if self._clip is not None:
+            np.rint(q, out=q)
+            np.clip(q, self._clip[0], self._clip[1], out=q)
+        self._buf.reshape(x.shape)[...] = q
+        self._interp.set_tensor(self._in["index"], self._buf)
+        self._interp.invoke()
+        y = self._interp.get_tensor(self._out["index"]).reshape(-1)
+        if self._out_scale:
+            return ((y.astype(np.float32) - self._out_zero) * self._out_scale).astype(np.float32)
+        return y.astype(np.float32)

@@ -1,0 +1,93 @@
+"""Overlapping analysis windows over a stream of log-mel frames.
+
+`WindowRing` keeps the last `window_frames` frames in a ring (stored twice, so every window is
+one contiguous slice without copying the ring) and yields a window every `hop_frames` new
+frames. `file_windows` is the same rule applied to a whole recording in one go; training
+evaluation and `soundmon classify` use it, and the streaming pipeline produces identical
+windows (tested).
+
+Placement rule for recordings shorter than one window: the audio is padded at the end with
+digital silence up to one window (the model bundle records this as placement "start").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from monitor.frontend import FrontendParams, LogMelFrontend
+
+__all__ = ["WindowRing", "file_windows", "hop_frames_for", "pad_to_window"]
+
+
+def hop_frames_for(hop_seconds: float, params: FrontendParams) -> int:
+    """Frames per window hop (0.5 s -> 50 at a 10 ms frame hop); at least one."""
+    return max(1, int(round(hop_seconds * params.sample_rate / params.hop_length)))
+
+
+def pad_to_window(audio: np.ndarray, window_seconds: float, sample_rate: int) -> np.ndarray:
+    """Zero-pad a short recording at its end to one full window (placement 'start')."""
+    need = int(round(window_seconds * sample_rate))
+    if len(audio) >= need:
+        return audio
+    return np.concatenate([audio, np.zeros(need - len(audio), dtype=np.float32)])
+
+
+def file_windows(
+    audio: np.ndarray,
+    frontend: LogMelFrontend,
+    window_seconds: float,
+    hop_seconds: float,
+) -> np.ndarray:
+    """All analysis windows of a mono recording at the model rate: (n_windows, frames, n_mels)."""
+    p = frontend.params
+    logmel = frontend(pad_to_window(np.asarray(audio, dtype=np.float32), window_seconds, p.sample_rate))
+    window_frames = p.frames_for(window_seconds)
+    hop = hop_frames_for(hop_seconds, p)
+    starts = range(0, len(logmel) - window_frames + 1, hop)
+    return np.stack([logmel[s : s + window_frames] for s in starts]).astype(np.float32)
+
+
+class WindowRing:
+    """Collect frames; emit a (window_frames, n_mels) window every `hop_frames` new frames.
+
+    The first window is emitted once `window_frames` frames have arrived. Each returned window
+    is a copy (one push may complete several windows, and later frames overwrite the ring).
+    """
+
+    def __init__(self, window_frames: int, hop_frames: int, n_mels: int) -> None:
+        if hop_frames < 1 or window_frames < 1:
+            raise ValueError("window_frames and hop_frames must be >= 1")
+        self.window_frames = window_frames
+        self.hop_frames = hop_frames
+        self.n_mels = n_mels
+        self._ring = np.zeros((2 * window_frames, n_mels), dtype=np.float32)
+        self._pos = 0  # next write index in [0, window_frames)
+        self.total_frames = 0
+        self._next_emit = window_frames  # total_frames at which the next window completes
+
+    def set_hop(self, hop_frames: int) -> None:
+        """Change the hop from the next window on (SIGHUP), without losing buffered frames."""
+        if hop_frames < 1:
+            raise ValueError("hop_frames must be >= 1")
+        last = self._next_emit - self.hop_frames
+        self.hop_frames = hop_frames
+        self._next_emit = max(self.window_frames, last + hop_frames)
+
+    def reset(self) -> None:
+        """Start over (after a gap in the audio): the next window needs a full window of new frames."""
+        self._pos = 0
+        self._next_emit = self.total_frames + self.window_frames
+
+    def push(self, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """Add frames; return [(index of the window's last frame + 1, window), ...]."""
+        out: list[tuple[int, np.ndarray]] = []
+        w = self.window_frames
+        for frame in frames:
+            self._ring[self._pos] = frame
+            self._ring[self._pos + w] = frame
+            self._pos = (self._pos + 1) % w
+            self.total_frames += 1
+            if self.total_frames == self._next_emit:
+                out.append((self.total_frames, self._ring[self._pos : self._pos + w].copy()))
+                self._next_emit += self.hop_frames
+        return out
