@@ -10,10 +10,10 @@ from typing import Any
 
 import numpy as np
 
-from monitor.bundle import ModelBundle
+from monitor.bundle import ModelBundle, load_bundle
 from monitor.errors import BundleError
 
-__all__ = ["ModelRunner", "load_interpreter_class"]
+__all__ = ["ModelRunner", "load_interpreter_class", "open_model"]
 
 
 def load_interpreter_class() -> tuple[type, str]:
@@ -104,3 +104,9 @@ class ModelRunner:
         if self._out_scale:
             return ((y.astype(np.float32) - self._out_zero) * self._out_scale).astype(np.float32)
         return y.astype(np.float32)
+
+
+def open_model(path, num_threads: int = 1) -> tuple[ModelBundle, ModelRunner]:
+    """Load and check a bundle and its interpreter (one line of BundleError on any problem)."""
+    bundle = load_bundle(path)
+    return bundle, ModelRunner(bundle, num_threads=num_threads)

@@ -1,0 +1,55 @@
+# soundmon — developer and user entry points. `make help` lists them.
+SHELL := /bin/bash
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+APT_PACKAGES := libportaudio2 mosquitto pulseaudio pulseaudio-utils libasound2-plugins systemd flac
+EXTRAS ?= train,dev
+
+.PHONY: help venv system-deps test test-fast demo lint bench soak clean
+
+help:
+	@echo "make demo   - run the daemon on the bundled street recording with the shipped model"
+	@echo "make test   - install what is missing (apt packages as root, .venv) and run the tests"
+	@echo "make venv   - create/update .venv with the runtime, train and dev extras"
+	@echo "make lint   - ruff"
+	@echo "make bench  - speed and memory figures against the budgets (README, Performance)"
+
+# System packages the tests need (PortAudio, a real broker, PulseAudio for the mic path,
+# systemd-analyze for the unit check). Installed only when missing; needs root.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else \
+	    echo "missing system packages:$$missing (run: sudo apt-get install$$missing)"; exit 1; \
+	  fi; \
+	fi
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e ".[$(EXTRAS)]"
+	@touch $(STAMP)
+
+venv: $(STAMP)
+
+test: system-deps venv
+	$(BIN)/python -m pytest -q
+
+lint: venv
+	$(BIN)/ruff check monitor training tests
+
+demo: venv
+	$(BIN)/soundmon run --source demo/street_demo.flac --pace realtime --print --config demo/demo.yaml
+
+bench: venv
+	$(BIN)/soundmon bench
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache state runs

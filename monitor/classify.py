@@ -1,0 +1,132 @@
+"""`soundmon classify`: recordings through the daemon's own pipeline, as a table or JSON lines.
+
+Each file is streamed by `FileSource` (fast pace) through `Pipeline`, exactly as `soundmon run
+--source FILE` would, so a result here is what the daemon would have published. The clip-level
+score of a label is the mean of its window scores (gated near-silent windows excluded); events
+are the detector's start/end pairs.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+
+from monitor.bundle import ModelBundle
+from monitor.config import Config
+from monitor.errors import AudioFileError
+from monitor.file_source import FileSource
+from monitor.pipeline import Pipeline
+
+__all__ = ["ClipResult", "classify_file", "format_table", "run_classify"]
+
+
+@dataclass
+class ClipResult:
+    """What `classify --json` prints for one file."""
+
+    file: str
+    duration_s: float
+    label: str | None
+    score: float
+    scores: dict[str, float]
+    events: list[dict] = field(default_factory=list)
+    windows: int = 0
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "file": self.file,
+                "duration_s": round(self.duration_s, 3),
+                "label": self.label,
+                "score": round(self.score, 4),
+                "scores": {k: round(v, 4) for k, v in self.scores.items()},
+                "events": self.events,
+            }
+        )
+
+
+def classify_file(path: str | Path, bundle: ModelBundle, runner, cfg: Config) -> ClipResult:
+    """Stream one recording through the pipeline; raise AudioFileError if it cannot be decoded."""
+    source = FileSource(path, bundle.frontend.sample_rate, pace="fast", block_seconds=1.0)
+    pipeline = Pipeline(bundle, runner, cfg.detection)
+    score_sum = np.zeros(len(bundle.labels), dtype=np.float64)
+    scored = 0
+    events: dict[str, dict] = {}
+
+    def consume(results) -> None:
+        nonlocal scored
+        for res in results:
+            if res.scores is not None:
+                score_sum[:] += res.scores
+                scored += 1
+            _collect(res.events, events)
+
+    while not source.finished:
+        consume(pipeline.process(source.read(timeout=1.0)))
+    padded, closing = pipeline.finish()
+    consume(padded)
+    _collect(closing, events)
+    labels = bundle.labels
+    mean = score_sum / scored if scored else score_sum
+    best = int(np.argmax(mean)) if scored else -1
+    return ClipResult(
+        file=str(path),
+        duration_s=source.duration_s,
+        label=labels[best] if best >= 0 else None,
+        score=float(mean[best]) if best >= 0 else 0.0,
+        scores={label: float(v) for label, v in zip(labels, mean)},
+        events=sorted(events.values(), key=lambda e: (e["start_s"], e["label"])),
+        windows=pipeline.stats.windows,
+    )
+
+
+def _collect(new_events, events: dict[str, dict]) -> None:
+    for ev in new_events:
+        if ev.type == "start":
+            events[ev.id] = {"label": ev.label, "start_s": round(ev.start_offset_s, 3), "end_s": None,
+                             "score": round(ev.score, 4)}  # fmt: skip
+        else:
+            entry = events.setdefault(ev.id, {"label": ev.label, "start_s": round(ev.start_offset_s, 3)})
+            entry["end_s"] = round(ev.end_offset_s, 3) if ev.end_offset_s is not None else None
+            entry["score"] = round(ev.peak_score, 4)
+
+
+def format_table(result: ClipResult, top: int = 3) -> str:
+    """A readable block for one file: best labels with scores, then events."""
+    lines = [f"{result.file}  ({result.duration_s:.1f} s, {result.windows} windows)"]
+    ranked = sorted(result.scores.items(), key=lambda kv: -kv[1])[:top]
+    for label, score in ranked:
+        bar = "#" * int(round(score * 20))
+        lines.append(f"  {label:<18} {score:5.2f}  {bar}")
+    if result.events:
+        lines.append("  events:")
+        for ev in result.events:
+            end = f"{ev['end_s']:7.2f}" if ev.get("end_s") is not None else "      ?"
+            lines.append(f"    {ev['start_s']:7.2f} - {end} s  {ev['label']:<18} peak {ev['score']:.2f}")
+    else:
+        lines.append("  events: none above threshold")
+    return "\n".join(lines)
+
+
+def run_classify(
+    paths: list[str], bundle: ModelBundle, runner, cfg: Config, as_json: bool,
+    out: TextIO = sys.stdout, err: TextIO = sys.stderr,
+) -> int:  # fmt: skip
+    """Classify every path; a file that fails is reported on `err` and the rest still run.
+
+    Returns 0 when every file was classified, 1 when any failed."""
+    failed = 0
+    for path in paths:
+        try:
+            result = classify_file(path, bundle, runner, cfg)
+        except AudioFileError as exc:
+            print(f"soundmon classify: {exc}", file=err)
+            failed += 1
+            continue
+        print(result.to_json() if as_json else format_table(result), file=out, flush=True)
+    return 1 if failed else 0

@@ -1,0 +1,152 @@
+"""The `soundmon` command: run, classify, devices, bench, train, evaluate.
+
+Every subcommand imports its module lazily, so `soundmon classify` never loads the daemon's
+MQTT code and nothing but `train`/`evaluate` loads TensorFlow. Errors the user can fix end
+with one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from monitor.errors import SoundmonError
+
+__all__ = ["main"]
+
+
+def _add_config(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", "-c", type=Path, default=None,
+                   help="YAML configuration (default: built-in defaults; see config.yaml)")  # fmt: skip
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="soundmon",
+        description="Recognise urban sounds from a microphone and publish detections over MQTT.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run the daemon (microphone or a file)")
+    _add_config(run)
+    run.add_argument("--source", default="mic", help="'mic' (default) or an audio file path")
+    run.add_argument("--pace", choices=["realtime", "fast"], default="realtime",
+                     help="with a file source: real speed or as fast as the CPU allows")  # fmt: skip
+    run.add_argument("--model", type=Path, default=None, help="model bundle (overrides model.path)")
+    run.add_argument("--print", dest="print_events", action="store_true",
+                     help="also print each detection to stdout")  # fmt: skip
+
+    cls = sub.add_parser("classify", help="classify recordings with the daemon's pipeline")
+    cls.add_argument("paths", nargs="+", metavar="PATH", help="audio files (wav, flac, ogg, mp3, ...)")
+    cls.add_argument("--model", type=Path, default=None, help="model bundle (default: shipped model)")
+    _add_config(cls)
+    cls.add_argument("--json", action="store_true", help="one JSON object per file per line")
+
+    sub.add_parser("devices", help="list audio input devices and the rates they accept")
+
+    bench = sub.add_parser("bench", help="measure the pipeline's speed and memory (see README)")
+    bench.add_argument("args", nargs=argparse.REMAINDER)
+
+    for name, helptext in (("train", "train a model (needs the 'train' extra)"),
+                           ("evaluate", "evaluate a model on a dataset (needs the 'train' extra)")):  # fmt: skip
+        p = sub.add_parser(name, help=helptext, add_help=False)
+        p.add_argument("args", nargs=argparse.REMAINDER)
+    return parser
+
+
+def _load_config(path: Path | None):
+    from monitor.config import load_config
+
+    return load_config(path)
+
+
+def _open_model(cfg, override: Path | None):
+    """Bundle + runner from --model, model.path or the shipped model, checked against the config."""
+    from monitor.errors import BundleError
+    from monitor.runner import open_model
+
+    path = override if override is not None else cfg.model.resolved_path()
+    tflite = Path(path).with_suffix(".tflite") if Path(path).suffix != ".tflite" else Path(path)
+    if not tflite.is_file():
+        where = "--model" if override is not None else "model.path"
+        if override is None and cfg.model.path is None:
+            raise BundleError(
+                f"no model at {tflite}: no model is shipped in this checkout yet; train one with "
+                "`soundmon train --dataset DIR --out models/urban10` (see README) or pass --model"
+            )
+        raise BundleError(f"{where}: {tflite} not found")
+    bundle, runner = open_model(path, num_threads=cfg.model.threads)
+    cfg.check_against_labels(bundle.labels)
+    return bundle, runner
+
+
+def _cmd_classify(args: argparse.Namespace) -> int:
+    from monitor.classify import run_classify
+
+    cfg = _load_config(args.config)
+    bundle, runner = _open_model(cfg, args.model)
+    return run_classify(args.paths, bundle, runner, cfg, as_json=args.json)
+
+
+def _cmd_devices(args: argparse.Namespace) -> int:
+    from monitor.devices import format_devices, list_input_devices
+
+    print(format_devices(list_input_devices()))
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from monitor.daemon import run_daemon
+
+    cfg = _load_config(args.config)
+    bundle, runner = _open_model(cfg, args.model)
+    return run_daemon(cfg, bundle, runner, source=args.source, pace=args.pace, config_path=args.config,
+                      model_override=args.model, print_events=args.print_events)  # fmt: skip
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from monitor.bench import bench_main
+
+    return bench_main(args.args)
+
+
+def _cmd_training(args: argparse.Namespace) -> int:
+    try:
+        from training import cli as training_cli
+    except ImportError as exc:
+        raise SoundmonError(
+            f"soundmon {args.command} needs the training extra ({exc.name} is missing): "
+            "pip install 'soundmon[train]'"
+        ) from None
+    entry = training_cli.train_main if args.command == "train" else training_cli.evaluate_main
+    return entry(args.args)
+
+
+COMMANDS = {
+    "run": _cmd_run,
+    "classify": _cmd_classify,
+    "devices": _cmd_devices,
+    "bench": _cmd_bench,
+    "train": _cmd_training,
+    "evaluate": _cmd_training,
+}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return COMMANDS[args.command](args)
+    except SoundmonError as exc:
+        print(f"soundmon {args.command}: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,387 @@
+"""`soundmon run`: the service loop that ties a source, the pipeline and the publisher together.
+
+Main thread only: read audio from the source, push it through the pipeline, turn window results
+into MQTT messages, and keep systemd informed (READY once audio flows, WATCHDOG from this loop
+so a stalled pipeline gets restarted). Signals only set flags; the loop acts on them:
+SIGHUP re-reads the config (detection settings apply at once, a device or model change
+rebuilds that part), SIGTERM/SIGINT end open events, publish `offline`, flush and exit 0.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from monitor.bundle import ModelBundle
+from monitor.clips import ClipRecorder
+from monitor.config import Config, load_config
+from monitor.detector import DetectionEvent
+from monitor.errors import SoundmonError
+from monitor.pipeline import Pipeline, WindowResult
+from monitor.runner import open_model
+from monitor.sdnotify import Notifier
+
+__all__ = ["Daemon", "run_daemon"]
+
+log = logging.getLogger("soundmon")
+VERSION = "0.1.0"
+
+
+def iso_utc(ts: float) -> str:
+    """ISO 8601 UTC with milliseconds and a Z, e.g. 2026-11-21T16:25:00.123Z."""
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class NullPublisher:
+    """Stand-in when `mqtt.enabled` is false: detections are only logged/printed."""
+
+    connected = False
+    spool_depth = 0
+    spool_dropped = 0
+    published = 0
+    state = "disabled"
+
+    def start(self) -> None: ...
+    def publish_detection(self, payload: dict) -> None: ...
+    def set_state(self, label: str, on: bool) -> None: ...
+    def publish_level(self, payload: dict) -> None: ...
+    def publish_stats(self, payload: dict) -> None: ...
+    def update_labels(self, labels, enabled) -> None: ...
+    def stop(self, timeout: float = 3.0) -> None: ...
+
+
+@dataclass
+class _Flags:
+    stop: bool = False
+    reload: bool = False
+    signal_name: str = ""
+
+
+class Daemon:
+    """One running service: owns the source, the pipeline, the publisher and the notifier."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        bundle: ModelBundle,
+        runner,
+        source: str = "mic",
+        pace: str = "realtime",
+        config_path: Path | None = None,
+        model_override: Path | None = None,
+        print_events: bool = False,
+        publisher=None,
+        notifier: Notifier | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.bundle = bundle
+        self.runner = runner
+        self.source_spec = source
+        self.pace = pace
+        self.config_path = config_path
+        self.model_override = model_override
+        self.print_events = print_events
+        self.flags = _Flags()
+        self.notifier = notifier or Notifier()
+        self.node = cfg.mqtt.node_id
+        self.pipeline = Pipeline(bundle, runner, cfg.detection)
+        self.publisher = publisher if publisher is not None else self._make_publisher(cfg)
+        self.source = None
+        self.clips: ClipRecorder | None = None
+        self._stream_start_wall: float | None = None
+        self._start_monotonic = time.monotonic()
+        self._last_level = 0.0
+        self._last_stats = 0.0
+        self._last_watchdog = 0.0
+        self._last_status = ""
+        self._gap_seen = 0
+        self._ready = False
+        self._level_sum = 0.0
+        self._level_n = 0
+        self._events_started = 0
+
+    # -- construction --------------------------------------------------------------------------
+
+    def _make_publisher(self, cfg: Config):
+        if not cfg.mqtt.enabled:
+            return NullPublisher()
+        from monitor.publisher import Publisher
+
+        return Publisher(cfg.mqtt, cfg.storage, self.bundle.labels, self.bundle.name, logger=log)
+
+    def _open_source(self):
+        rate = self.bundle.frontend.sample_rate
+        if self.source_spec == "mic":
+            from monitor.mic_source import MicSource
+
+            return MicSource(self.cfg.audio, rate, logger=log)
+        from monitor.file_source import FileSource
+
+        return FileSource(self.source_spec, rate, pace=self.pace, block_seconds=self.cfg.audio.block_seconds)
+
+    def _make_clips(self) -> ClipRecorder | None:
+        st = self.cfg.storage
+        if not st.clips_enabled:
+            return None
+        return ClipRecorder(
+            Path(st.state_dir) / "clips", self.bundle.frontend.sample_rate,
+            pre_seconds=st.clip_pre_seconds + self.bundle.window_seconds, post_seconds=st.clip_post_seconds,
+            max_bytes=int(st.clips_max_mb * 1e6),
+        )  # fmt: skip
+
+    # -- signals -------------------------------------------------------------------------------
+
+    def install_signal_handlers(self) -> None:
+        def on_stop(signum, _frame):
+            self.flags.stop = True
+            self.flags.signal_name = signal.Signals(signum).name
+
+        def on_hup(_signum, _frame):
+            self.flags.reload = True
+
+        signal.signal(signal.SIGTERM, on_stop)
+        signal.signal(signal.SIGINT, on_stop)
+        signal.signal(signal.SIGHUP, on_hup)
+
+    # -- main loop -----------------------------------------------------------------------------
+
+    def run(self) -> int:
+        """Run until the file ends or a stop signal; returns the exit status (0 on a clean stop)."""
+        Path(self.cfg.storage.state_dir).mkdir(parents=True, exist_ok=True)
+        self.clips = self._make_clips()
+        self.source = self._open_source()
+        log.info(
+            "starting: model %s (%d labels, %s), source %s, hop %.2f s, mqtt %s",
+            self.bundle.name, len(self.bundle.labels), getattr(self.runner, "runtime", "?"),
+            self.source_spec, self.cfg.detection.hop_seconds,
+            f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.cfg.mqtt.base}" if self.cfg.mqtt.enabled else "off",
+        )  # fmt: skip
+        self.publisher.start()
+        self.source.start() if hasattr(self.source, "start") else None
+        try:
+            while not self.flags.stop:
+                if self.flags.reload:
+                    self.flags.reload = False
+                    self.reload()
+                block = self.source.read(timeout=0.2)
+                self._handle_gap()
+                if len(block):
+                    if self._stream_start_wall is None:
+                        self._stream_start_wall = time.time() - len(block) / self.bundle.frontend.sample_rate
+                    if self.clips is not None:
+                        self.clips.add_audio(block)
+                    for res in self.pipeline.process(block):
+                        self._on_window(res)
+                    if not self._ready:
+                        self._ready = True
+                        self.notifier.ready(self._status_line())
+                        log.info("audio flowing; ready")
+                self._periodic()
+                if getattr(self.source, "finished", False):
+                    log.info("end of %s after %.1f s of audio", self.source_spec, self.pipeline.offset_s)
+                    padded, closing = self.pipeline.finish()
+                    for res in padded:
+                        self._on_window(res)
+                    self._emit(closing)
+                    break
+            else:
+                log.info("%s received: stopping", self.flags.signal_name or "stop")
+                self._emit(self.pipeline.detector.close(self.pipeline.offset_s))
+        finally:
+            self._shutdown()
+        return 0
+
+    def _shutdown(self) -> None:
+        self.notifier.stopping()
+        if self.source is not None and hasattr(self.source, "stop"):
+            self.source.stop()
+        if self.clips is not None:
+            self.clips.flush_all()
+        self._publish_stats()
+        self.publisher.stop(timeout=3.0)
+        log.info("stopped: %d windows, %d events", self.pipeline.stats.windows, self._events_started)
+
+    def _handle_gap(self) -> None:
+        gaps = getattr(self.source, "gap_count", 0)
+        if gaps != self._gap_seen:
+            self._gap_seen = gaps
+            missing = int(getattr(self.source, "last_gap_samples", 0))
+            self._emit(self.pipeline.gap(missing))
+
+    def _on_window(self, res: WindowResult) -> None:
+        self._level_sum += 10 ** (res.level_dbfs / 10.0) if res.level_dbfs > -200 else 0.0
+        self._level_n += 1
+        self._emit(res.events)
+
+    # -- events --------------------------------------------------------------------------------
+
+    def _wall(self, offset_s: float) -> float:
+        return (self._stream_start_wall or time.time()) + offset_s
+
+    def detection_payload(self, ev: DetectionEvent) -> dict[str, Any]:
+        payload: dict[str, Any] = {
+            "id": ev.id,
+            "type": ev.type,
+            "label": ev.label,
+            "score": round(float(ev.score), 4),
+            "peak_score": round(float(ev.peak_score), 4),
+            "time": iso_utc(self._wall(ev.start_offset_s)),
+            "stream_offset_s": round(ev.start_offset_s, 3),
+            "node": self.node,
+            "model": self.bundle.name,
+        }
+        if ev.type == "end":
+            end = ev.end_offset_s if ev.end_offset_s is not None else ev.start_offset_s
+            payload["end_time"] = iso_utc(self._wall(end))
+            payload["duration_s"] = round(max(0.0, end - ev.start_offset_s), 3)
+            payload["end_offset_s"] = round(end, 3)
+        return payload
+
+    def _emit(self, events: list[DetectionEvent]) -> None:
+        for ev in events:
+            payload = self.detection_payload(ev)
+            if ev.type == "start":
+                self._events_started += 1
+                if self.clips is not None:
+                    self.clips.event_started(ev.id, ev.label, ev.start_offset_s)
+            elif self.clips is not None:
+                clip = self.clips.event_ended(ev.id, payload["end_offset_s"])
+                if clip:
+                    payload["clip"] = clip
+            # Spool first (inside publish_detection), then state: nothing detected is lost.
+            self.publisher.publish_detection(payload)
+            self.publisher.set_state(ev.label, ev.type == "start")
+            if ev.type == "start":
+                log.info("detected %s (score %.2f) at %.1f s [%s]", ev.label, ev.score, ev.start_offset_s, ev.id[:8])
+            else:
+                log.info("ended %s after %.1f s (peak %.2f) [%s]", ev.label, payload["duration_s"], ev.peak_score, ev.id[:8])
+            if self.print_events:
+                print(_event_line(payload), flush=True)
+
+    # -- periodic messages ---------------------------------------------------------------------
+
+    def _periodic(self) -> None:
+        now = time.monotonic()
+        interval = self.notifier.watchdog_interval()
+        if interval and now - self._last_watchdog >= min(interval, 5.0):
+            self._last_watchdog = now
+            self.notifier.watchdog()
+        lvl = self.cfg.detection.level_interval
+        if lvl > 0 and now - self._last_level >= lvl and self._level_n:
+            self._last_level = now
+            mean = self._level_sum / self._level_n
+            self._level_sum, self._level_n = 0.0, 0
+            dbfs = round(10 * np.log10(mean), 1) if mean > 1e-20 else -200.0
+            self.publisher.publish_level({"time": iso_utc(time.time()), "dbfs": dbfs})
+        if now - self._last_stats >= self.cfg.mqtt.stats_interval:
+            self._last_stats = now
+            self._publish_stats()
+            status = self._status_line()
+            if status != self._last_status:
+                self._last_status = status
+                self.notifier.status(status)
+
+    def stats_payload(self) -> dict[str, Any]:
+        st = self.pipeline.stats
+        p50, p95 = st.inference_percentiles()
+        source_stats = dict(getattr(self.source, "stats", {}) or {})
+        audio_state = getattr(self.source, "health", "ok")
+        return {
+            "time": iso_utc(time.time()),
+            "uptime_s": round(time.monotonic() - self._start_monotonic, 1),
+            "status": "ok" if audio_state == "ok" and self.publisher.state in ("connected", "disabled") else "degraded",
+            "audio": audio_state,
+            "mqtt": self.publisher.state,
+            "audio_seconds": round(self.pipeline.offset_s, 1),
+            "windows": st.windows,
+            "gated_windows": st.gated_windows,
+            "inference_ms_p50": round(p50, 3),
+            "inference_ms_p95": round(p95, 3),
+            "frontend_ms_per_hop": round(1000 * st.frontend_s / max(st.windows, 1), 3),
+            "dropped_samples": int(source_stats.get("dropped_samples", 0)),
+            "overflows": int(source_stats.get("overflows", 0)),
+            "nonfinite_samples": st.nonfinite_samples,
+            "device_reopens": int(source_stats.get("reopen_count", 0)),
+            "events": self._events_started,
+            "active": sorted(self.pipeline.detector.active),
+            "spool_depth": self.publisher.spool_depth,
+            "spool_dropped": self.publisher.spool_dropped,
+            "model": self.bundle.name,
+            "version": VERSION,
+            "host": socket.gethostname(),
+        }
+
+    def _publish_stats(self) -> None:
+        self.publisher.publish_stats(self.stats_payload())
+
+    def _status_line(self) -> str:
+        st = self.pipeline.stats
+        p50, _ = st.inference_percentiles()
+        return (
+            f"audio {getattr(self.source, 'health', 'ok')}, mqtt {self.publisher.state}, "
+            f"{st.windows} windows, {self._events_started} events, inference p50 {p50:.2f} ms, "
+            f"spool {self.publisher.spool_depth}"
+        )
+
+    # -- reload --------------------------------------------------------------------------------
+
+    def reload(self) -> None:
+        """SIGHUP: re-read the config; an invalid file is logged and the running config stays."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+            model_path = self.model_override or new.model.resolved_path()
+            model_changed = (model_path != (self.model_override or self.cfg.model.resolved_path())
+                             or new.model.threads != self.cfg.model.threads)  # fmt: skip
+            bundle, runner = (open_model(model_path, new.model.threads) if model_changed
+                              else (self.bundle, self.runner))  # fmt: skip
+            new.check_against_labels(bundle.labels)
+        except SoundmonError as exc:
+            log.error("reload refused, keeping the running config: %s", exc)
+            self.notifier.ready(self._status_line())
+            return
+        if model_changed:
+            self._emit(self.pipeline.detector.close(self.pipeline.offset_s))
+            self.bundle, self.runner = bundle, runner
+            self.pipeline = Pipeline(bundle, runner, new.detection)
+            log.info("reload: model %s loaded, pipeline rebuilt", bundle.name)
+        else:
+            self._emit(self.pipeline.apply_detection_config(new.detection))
+        if new.audio != self.cfg.audio and self.source_spec == "mic":
+            log.info("reload: audio settings changed, reopening the input")
+            self.source.stop()
+            self.cfg = new
+            self.source = self._open_source()
+            self.source.start()
+            self._gap_seen = getattr(self.source, "gap_count", 0)
+            self.pipeline.gap(0)
+        self.cfg = new
+        self.publisher.update_labels(self.bundle.labels, new.enabled_labels(self.bundle.labels))
+        log.info("reload: configuration applied")
+        self.notifier.ready(self._status_line())
+
+
+def _event_line(payload: dict[str, Any]) -> str:
+    if payload["type"] == "start":
+        return f"{payload['stream_offset_s']:8.2f} s  START {payload['label']:<18} score {payload['score']:.2f}"
+    return (f"{payload['end_offset_s']:8.2f} s  END   {payload['label']:<18} peak  {payload['peak_score']:.2f}"
+            f"  ({payload['duration_s']:.1f} s)")  # fmt: skip
+
+
+def run_daemon(cfg: Config, bundle: ModelBundle, runner, source: str = "mic", pace: str = "realtime",
+               config_path: Path | None = None, model_override: Path | None = None,
+               print_events: bool = False) -> int:  # fmt: skip
+    """Entry point of `soundmon run` (after config and model have been checked)."""
+    logging.getLogger().setLevel(cfg.logging.level)
+    daemon = Daemon(cfg, bundle, runner, source=source, pace=pace, config_path=config_path,
+                    model_override=model_override, print_events=print_events)  # fmt: skip
+    daemon.install_signal_handlers()
+    return daemon.run()

@@ -1,0 +1,187 @@
+"""The streaming pipeline: model-rate audio blocks -> log-mel -> windows -> model -> detector.
+
+One code path for every user: `soundmon classify`, `soundmon run` (microphone or file) and
+`soundmon bench` all push audio through `Pipeline.process`, so what is measured and tested is
+what runs. No I/O here: sources feed it, the daemon publishes what it returns.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from monitor.bundle import ModelBundle
+from monitor.config import DetectionConfig
+from monitor.detector import DetectionEvent, Detector
+from monitor.frontend import StreamingLogMel
+from monitor.windows import WindowRing, hop_frames_for
+
+__all__ = ["Pipeline", "PipelineStats", "WindowResult", "level_dbfs"]
+
+SILENCE_DBFS = -200.0
+
+
+def level_dbfs(mean_square: float) -> float:
+    """RMS level in dBFS (full-scale square wave = 0 dBFS; a full-scale sine is -3 dBFS)."""
+    return float(10.0 * np.log10(mean_square)) if mean_square > 1e-20 else SILENCE_DBFS
+
+
+@dataclass
+class WindowResult:
+    """One analysis window: where it ends in the stream, its level, scores (None = gated) and events."""
+
+    index: int
+    end_offset_s: float
+    level_dbfs: float
+    scores: np.ndarray | None
+    events: list[DetectionEvent]
+    inference_ms: float = 0.0
+
+
+@dataclass
+class PipelineStats:
+    """Counters and recent timings for the stats message and the benchmark."""
+
+    windows: int = 0
+    gated_windows: int = 0
+    nonfinite_samples: int = 0
+    samples: int = 0
+    frontend_s: float = 0.0
+    inference_s: float = 0.0
+    detector_s: float = 0.0
+    recent_inference_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+
+    def inference_percentiles(self) -> tuple[float, float]:
+        """(p50, p95) inference time in ms over the recent windows (0 when none yet)."""
+        if not self.recent_inference_ms:
+            return 0.0, 0.0
+        arr = np.fromiter(self.recent_inference_ms, dtype=np.float64)
+        return float(np.percentile(arr, 50)), float(np.percentile(arr, 95))
+
+
+def _detector_settings(cfg: DetectionConfig, labels: list[str], bundle: ModelBundle) -> dict:
+    thresholds = {}
+    enabled = set()
+    for label in labels:
+        cls = cfg.classes.get(label)
+        if cls is None or cls.enabled:
+            enabled.add(label)
+        if cls is not None and cls.threshold is not None:
+            thresholds[label] = cls.threshold
+        else:
+            thresholds[label] = bundle.thresholds.get(label, cfg.default_threshold)
+    return {
+        "thresholds": thresholds,
+        "enabled": enabled,
+        "smoothing_windows": cfg.smoothing_windows,
+        "release_ratio": cfg.release_ratio,
+        "hold_seconds": cfg.hold_seconds,
+        "cooldown_seconds": cfg.cooldown_seconds,
+    }
+
+
+class Pipeline:
+    """Feed mono float32 blocks at the model's rate; get a `WindowResult` per completed window.
+
+    `runner` is anything with `predict(window) -> scores` (normally `monitor.runner.ModelRunner`).
+    """
+
+    def __init__(self, bundle: ModelBundle, runner, detection: DetectionConfig) -> None:
+        self.bundle = bundle
+        self.runner = runner
+        self.labels = list(bundle.labels)
+        p = bundle.frontend
+        self._sr = p.sample_rate
+        self._hop_length = p.hop_length
+        self._n_fft = p.n_fft
+        self.frontend = StreamingLogMel(p)
+        self.window_frames = bundle.window_frames
+        # One extra column carries each frame's mean-square energy, so the level of a window
+        # travels with its frames through the ring (no second buffer to keep in step).
+        self.ring = WindowRing(self.window_frames, hop_frames_for(detection.hop_seconds, p), p.n_mels + 1)
+        self.detection = detection
+        self.detector = Detector(self.labels, **_detector_settings(detection, self.labels, bundle))
+        self.stats = PipelineStats()
+        self._frame_offset = 0  # frames lost to gaps are skipped in the offset bookkeeping
+        self._gap_samples = 0
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def apply_detection_config(self, detection: DetectionConfig) -> list[DetectionEvent]:
+        """Apply new thresholds, classes, smoothing, hold, gate and hop without a gap in audio."""
+        self.detection = detection
+        self.ring.set_hop(hop_frames_for(detection.hop_seconds, self.bundle.frontend))
+        return self.detector.reconfigure(**_detector_settings(detection, self.labels, self.bundle))
+
+    # -- streaming -----------------------------------------------------------------------------
+
+    @property
+    def offset_s(self) -> float:
+        """Seconds of audio the pipeline has consumed (including gaps reported to it)."""
+        return (self.stats.samples + self._gap_samples) / self._sr
+
+    def _frame_end_offset(self, total_frames: int) -> float:
+        end_sample = (total_frames - 1) * self._hop_length + self._n_fft
+        return (end_sample + self._gap_samples) / self._sr
+
+    def process(self, block: np.ndarray) -> list[WindowResult]:
+        """Consume one block of audio; return the windows it completed (often none)."""
+        block = np.asarray(block, dtype=np.float32).reshape(-1)
+        if block.size == 0:
+            return []
+        finite = np.isfinite(block)
+        if not finite.all():
+            # A broken driver or file: count and replace, never feed NaN/inf to the model.
+            self.stats.nonfinite_samples += int(block.size - np.count_nonzero(finite))
+            block = np.where(finite, block, 0.0).astype(np.float32)
+        self.stats.samples += block.size
+        t0 = time.perf_counter()
+        logmel, energy = self.frontend.process(block)
+        self.stats.frontend_s += time.perf_counter() - t0
+        if len(logmel) == 0:
+            return []
+        frames = np.empty((len(logmel), logmel.shape[1] + 1), dtype=np.float32)
+        frames[:, :-1] = logmel
+        frames[:, -1] = energy
+        return [self._score(end, window) for end, window in self.ring.push(frames)]
+
+    def _score(self, total_frames: int, window: np.ndarray) -> WindowResult:
+        end_offset = self._frame_end_offset(total_frames)
+        level = level_dbfs(float(np.mean(window[:, -1], dtype=np.float64)))
+        scores: np.ndarray | None = None
+        inference_ms = 0.0
+        if level >= self.detection.min_level_dbfs:
+            t0 = time.perf_counter()
+            scores = self.runner.predict(window[:, :-1])
+            inference_ms = (time.perf_counter() - t0) * 1000.0
+            self.stats.inference_s += inference_ms / 1000.0
+            self.stats.recent_inference_ms.append(inference_ms)
+        else:
+            self.stats.gated_windows += 1
+        t1 = time.perf_counter()
+        events = self.detector.update(end_offset, scores)
+        self.stats.detector_s += time.perf_counter() - t1
+        self.stats.windows += 1
+        return WindowResult(self.stats.windows - 1, end_offset, level, scores, events, inference_ms)
+
+    def gap(self, missing_samples: int) -> list[DetectionEvent]:
+        """The source lost audio (overrun or device reopen): restart framing, keep the clock true."""
+        self._gap_samples += int(missing_samples)
+        self.frontend.reset()
+        self.ring.reset()
+        return self.detector.reset()
+
+    def finish(self) -> tuple[list[WindowResult], list[DetectionEvent]]:
+        """End of stream: pad a stream shorter than one window with silence (placement 'start'),
+        then end every open event. Returns (windows from the padding, closing events)."""
+        results: list[WindowResult] = []
+        if self.stats.windows == 0 and self.stats.samples > 0:
+            need = int(round(self.bundle.window_seconds * self._sr)) - self.stats.samples
+            if need > 0:
+                real = self.stats.samples
+                results = self.process(np.zeros(need, dtype=np.float32))
+                self.stats.samples = real  # padding is not audio the stream delivered
+        return results, self.detector.close(self.offset_s)

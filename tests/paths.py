@@ -1,0 +1,30 @@
+"""Where test data lives: small real clips in the repository, the large set beside it if present."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+CLIPS = REPO / "tests" / "data" / "clips"  # 20 UrbanSound8K clips, 2 per class (ATTRIBUTION.md)
+DEMO = REPO / "demo" / "street_demo.flac"
+SHARED_DATA = REPO.parent / "shared" / "data"
+SHIPPED_MODEL = REPO / "models" / "urban10"
+
+
+def bundled_clips() -> list[Path]:
+    return sorted(CLIPS.glob("fold*/*.flac"))
+
+
+def need_shared() -> Path:
+    """The large ../shared/data collection, or skip the calling test with a reason."""
+    if not (SHARED_DATA / "UrbanSound8K").is_dir():
+        pytest.skip("needs ../shared/data (the large dataset), which is not beside this checkout")
+    return SHARED_DATA
+
+
+def need_shipped_model() -> Path:
+    if not SHIPPED_MODEL.with_suffix(".tflite").is_file():
+        pytest.skip("needs the shipped model models/urban10 (not built yet in this checkout)")
+    return SHIPPED_MODEL

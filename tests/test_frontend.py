@@ -1,0 +1,102 @@
+"""The log-mel front-end: batch = streaming, librosa-equal filter bank, resampling lands right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from monitor.frontend import FrontendParams, LogMelFrontend, StreamingLogMel, mel_filterbank
+from monitor.resample import StreamResampler, resample, to_mono
+from tests.paths import bundled_clips
+
+
+def real_audio(min_seconds: float) -> np.ndarray:
+    """At least `min_seconds` of real recordings: the bundled clips joined end to end."""
+    parts, total = [], 0
+    for path in bundled_clips():
+        audio, sr = sf.read(path, dtype="float32")
+        assert sr == 16000
+        parts.append(to_mono(audio))
+        total += len(parts[-1])
+        if total >= min_seconds * sr:
+            break
+    assert total >= min_seconds * 16000, "bundled clips are shorter than the test needs"
+    return np.concatenate(parts)
+
+
+def test_default_window_is_397_frames():
+    assert FrontendParams().frames_for(4.0) == 397
+
+
+def test_streaming_equals_batch_over_a_minute_of_real_audio_in_random_blocks():
+    audio = real_audio(60.0)
+    batch = LogMelFrontend()(audio)
+    stream = StreamingLogMel()
+    rng = np.random.default_rng(1234)
+    out, i = [], 0
+    while i < len(audio):
+        n = int(rng.integers(1, 4001))
+        frames, _energy = stream.process(audio[i : i + n])
+        out.append(frames)
+        i += n
+    streamed = np.concatenate(out)
+    assert streamed.shape == batch.shape
+    assert np.max(np.abs(streamed - batch)) < 1e-3  # dB
+
+
+def test_filterbank_equals_librosa():
+    librosa = pytest.importorskip("librosa", reason="librosa is in the 'train' extra")
+    p = FrontendParams()
+    ours = mel_filterbank(p)
+    ref = librosa.filters.mel(sr=p.sample_rate, n_fft=p.n_fft, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax)
+    np.testing.assert_allclose(ours, ref, atol=1e-6)
+
+
+def test_logmel_equals_librosa_on_real_audio():
+    librosa = pytest.importorskip("librosa", reason="librosa is in the 'train' extra")
+    audio = real_audio(4.0)[:64000]
+    p = FrontendParams()
+    mel = librosa.feature.melspectrogram(
+        y=audio, sr=p.sample_rate, n_fft=p.n_fft, win_length=p.win_length, hop_length=p.hop_length,
+        center=False, n_mels=p.n_mels, power=2.0,
+    )
+    ref = librosa.power_to_db(mel, ref=1.0, amin=p.amin, top_db=None).T
+    ours = LogMelFrontend()(audio)
+    assert ours.shape == ref.shape == (397, 64)
+    assert np.max(np.abs(ours - ref)) < 1e-3
+
+
+def test_fixed_reference_keeps_loudness():
+    """A quieter copy is the same picture shifted down by the gain, not re-normalised."""
+    audio = real_audio(4.0)[:64000]
+    fe = LogMelFrontend()
+    loud, quiet = fe(audio), fe(audio * 0.1)
+    diff = (loud - quiet)[loud > -80]
+    assert np.allclose(diff, 20.0, atol=0.05)
+
+
+def test_silence_is_the_floor():
+    assert np.allclose(LogMelFrontend()(np.zeros(16000, np.float32)), -100.0)
+
+
+@pytest.mark.parametrize("in_rate", [44100, 48000, 22050])
+def test_resampled_tone_lands_on_its_mel_band(in_rate):
+    """A 1 kHz tone recorded at 44.1/48/22.05 kHz peaks in the mel band whose centre is ~1 kHz."""
+    t = np.arange(int(2.0 * in_rate)) / in_rate
+    tone = (0.5 * np.sin(2 * np.pi * 1000.0 * t)).astype(np.float32)
+    stream = StreamResampler(in_rate, 16000)
+    blocks = [stream.process(tone[i : i + 1234]) for i in range(0, len(tone), 1234)]
+    blocks.append(stream.process(np.zeros(0, np.float32), last=True))
+    streamed = np.concatenate(blocks)
+    whole = resample(tone, in_rate, 16000)
+    assert abs(len(streamed) - 32000) <= 2 and abs(len(whole) - 32000) <= 2
+    fe = LogMelFrontend()
+    band = int(np.argmax(fe(streamed[1000:-1000]).mean(axis=0)))
+    centres = fe.mel_basis.argmax(axis=1) * 16000 / 512
+    assert abs(centres[band] - 1000.0) < 80.0
+
+
+def test_stereo_is_averaged():
+    stereo = np.stack([np.ones(10, np.float32), -np.ones(10, np.float32) * 0.5], axis=1)
+    assert np.allclose(to_mono(stereo), 0.25)

@@ -1,0 +1,50 @@
+"""Windows: the ring emits the same windows as the whole-file rule, at the configured hop."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from monitor.frontend import LogMelFrontend, StreamingLogMel
+from monitor.windows import WindowRing, file_windows, hop_frames_for, pad_to_window
+from tests.test_frontend import real_audio
+
+
+def test_ring_windows_equal_file_windows():
+    audio = real_audio(12.0)[: 12 * 16000]
+    fe = LogMelFrontend()
+    expected = file_windows(audio, fe, 4.0, 0.5)
+    stream = StreamingLogMel()
+    ring = WindowRing(397, hop_frames_for(0.5, fe.params), 64)
+    got = []
+    rng = np.random.default_rng(7)
+    i = 0
+    while i < len(audio):
+        n = int(rng.integers(100, 20000))
+        frames, _ = stream.process(audio[i : i + n])
+        got.extend(w for _, w in ring.push(frames))
+        i += n
+    assert len(got) == len(expected) == 1 + (1197 - 397) // 50
+    assert np.max(np.abs(np.stack(got) - expected)) < 1e-3
+
+
+def test_short_clip_is_padded_to_one_window():
+    clip = np.ones(8000, np.float32) * 0.1
+    padded = pad_to_window(clip, 4.0, 16000)
+    assert len(padded) == 64000 and np.all(padded[8000:] == 0)
+    assert file_windows(clip, LogMelFrontend(), 4.0, 0.5).shape == (1, 397, 64)
+
+
+def test_hop_change_applies_from_next_window():
+    ring = WindowRing(10, 5, 1)
+    ends = [end for end, _ in ring.push(np.zeros((20, 1), np.float32))]
+    assert ends == [10, 15, 20]
+    ring.set_hop(2)
+    ends = [end for end, _ in ring.push(np.zeros((6, 1), np.float32))]
+    assert ends == [22, 24, 26]
+
+
+def test_reset_needs_a_full_window_again():
+    ring = WindowRing(10, 5, 1)
+    ring.push(np.zeros((12, 1), np.float32))
+    ring.reset()
+    assert [e for e, _ in ring.push(np.zeros((10, 1), np.float32))] == [22]
