@@ -65,20 +65,13 @@ def _load_config(path: Path | None):
 
 def _open_model(cfg, override: Path | None):
     """Bundle + runner from --model, model.path or the shipped model, checked against the config."""
-    from monitor.errors import BundleError
+    from monitor.config import check_model_path
     from monitor.runner import open_model
 
-    path = override if override is not None else cfg.model.resolved_path()
-    tflite = Path(path).with_suffix(".tflite") if Path(path).suffix != ".tflite" else Path(path)
-    if not tflite.is_file():
-        where = "--model" if override is not None else "model.path"
-        if override is None and cfg.model.path is None:
-            raise BundleError(
-                f"no model at {tflite}: no model is shipped in this checkout yet; train one with "
-                "`soundmon train --dataset DIR --out models/urban10` (see README) or pass --model"
-            )
-        raise BundleError(f"{where}: {tflite} not found")
-    bundle, runner = open_model(path, num_threads=cfg.model.threads)
+    if override is not None:
+        cfg.model.path = override
+    check_model_path(cfg)
+    bundle, runner = open_model(cfg.model.resolved_path(), num_threads=cfg.model.threads)
     cfg.check_against_labels(bundle.labels)
     return bundle, runner
 

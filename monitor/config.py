@@ -1,20 +1,39 @@
 """Typed configuration (config.yaml), validated at start with pydantic.
 
-Every key has a default, so an empty file is a valid configuration. Unknown keys, wrong types
-and out-of-range values are errors that name the key path and what is allowed. Checks that
-need the model (class names, the model file) run in `check_against_labels` / `resolve_model_path`.
+Every key has a default, so an empty file is a valid configuration. Unknown keys, wrong types,
+out-of-range values and duplicate YAML keys are `ConfigError`s (exit status 2) whose message is
+one line naming the key path and what is allowed there. Checks that need the model run later:
+`Config.check_against_labels` (class names) and `check_model_path` (the bundle files exist).
+
+Environment: `SOUNDMON_STATE_DIR` replaces the `storage.state_dir` default ("./state") when the
+file does not set the key (the systemd unit points it at /var/lib/soundmon); `SOUNDMON_MODEL`
+replaces the shipped model when `model.path` is null.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import socket
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
+import annotated_types
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticCustomError
 
+from monitor.bundle import bundle_paths
 from monitor.errors import ConfigError
 
 __all__ = [
@@ -26,13 +45,20 @@ __all__ = [
     "ModelConfig",
     "MqttConfig",
     "StorageConfig",
+    "check_model_path",
     "default_model_path",
+    "default_state_dir",
     "load_config",
     "parse_config",
 ]
 
 REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL_NAME = "urban10"
+DEFAULT_STATE_DIR = Path("./state")
+STATE_DIR_ENV = "SOUNDMON_STATE_DIR"
+
+# Error types whose message is written in full by our validators (no "expected ..." rewrite).
+_OWN_ERROR = "soundmon"
 
 
 def default_model_path() -> Path:
@@ -41,14 +67,38 @@ def default_model_path() -> Path:
     return Path(env) if env else REPO_MODELS / DEFAULT_MODEL_NAME
 
 
+def default_state_dir() -> Path:
+    """`storage.state_dir` when the file does not set it: $SOUNDMON_STATE_DIR, else ./state."""
+    env = os.environ.get(STATE_DIR_ENV)
+    return Path(env) if env else DEFAULT_STATE_DIR
+
+
+def _is_numeric(annotation: Any) -> bool:
+    """True for int/float fields (optionally | None), which must not accept YAML booleans."""
+    args = get_args(annotation) if get_origin(annotation) in (Union, types.UnionType) else (annotation,)
+    return bool({int, float} & set(args)) and bool not in args
+
+
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: YAML's .inf / .nan are never a sensible number of seconds or dB.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        # pydantic's lax mode reads `port: yes` (YAML true) as 1; for a number that is a mistake.
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(v, bool) and field is not None and _is_numeric(field.annotation):
+            raise PydanticCustomError("bool_for_number", "a boolean where a number belongs")
+        return v
 
 
 class AudioConfig(_Section):
     """Where audio comes from. `device`: None = system default, an int = PortAudio index, a str = name substring."""
 
-    device: int | str | None = None
+    device: int | str | None = Field(
+        default=None, description="None = the system default; an int = PortAudio index; a str = part of the name"
+    )
     sample_rate: int | None = Field(default=None, gt=0, description="None = the device's default rate")
     channels: int = Field(default=1, ge=1, le=32)
     block_seconds: float = Field(default=0.1, gt=0.0, le=1.0)
@@ -86,7 +136,12 @@ class DetectionConfig(_Section):
     @field_validator("classes", mode="before")
     @classmethod
     def _none_is_empty(cls, v: Any) -> Any:
-        return {} if v is None else v
+        # "classes:" with nothing under it is no overrides; so is "siren:" with no keys under it.
+        if v is None:
+            return {}
+        if isinstance(v, dict):
+            return {k: ({} if c is None else c) for k, c in v.items()}
+        return v
 
 
 class MqttConfig(_Section):
@@ -113,22 +168,43 @@ class MqttConfig(_Section):
     @field_validator("node_id")
     @classmethod
     def _node_id_chars(cls, v: str) -> str:
-        if not v or any(c in v for c in "/#+ ") :
-            raise ValueError("node_id must be non-empty without '/', '#', '+' or spaces")
+        if not v or any(c in v for c in "/#+") or any(c.isspace() for c in v):
+            raise PydanticCustomError(
+                _OWN_ERROR,
+                "{got} is not allowed; allowed: a non-empty name without '/', '#', '+' or "
+                "whitespace (it is one MQTT topic level)",
+                {"got": _show(v)},
+            )
         return v
 
     @field_validator("base_topic")
     @classmethod
     def _base_topic_chars(cls, v: str | None) -> str | None:
-        if v is not None and (not v or "#" in v or "+" in v or v.endswith("/")):
-            raise ValueError("base_topic must be non-empty, without wildcards or a trailing '/'")
+        if v is not None and (not v or "#" in v or "+" in v or v.startswith("/") or v.endswith("/")):
+            raise PydanticCustomError(
+                _OWN_ERROR,
+                "{got} is not allowed; allowed: a non-empty MQTT topic without the wildcards "
+                "'#' and '+' and without a leading or trailing '/', or null for soundmon/<node_id>",
+                {"got": _show(v)},
+            )
         return v
 
-    @model_validator(mode="after")
-    def _one_password_source(self) -> MqttConfig:
-        if self.password_file is not None and self.password_env is not None:
-            raise ValueError("set only one of password_file and password_env")
-        return self
+    @field_validator("password_env")
+    @classmethod
+    def _one_password_source(cls, v: str | None, info: ValidationInfo) -> str | None:
+        if v is not None and info.data.get("password_file") is not None:
+            raise PydanticCustomError(
+                _OWN_ERROR,
+                "cannot be set together with mqtt.password_file; allowed: only one password "
+                "source (a file or an environment variable)",
+            )
+        if v is not None and (not v or "=" in v or "\0" in v):
+            raise PydanticCustomError(
+                _OWN_ERROR,
+                "{got} is not allowed; allowed: the name of an environment variable",
+                {"got": _show(v)},
+            )
+        return v
 
     @property
     def base(self) -> str:
@@ -150,7 +226,10 @@ class MqttConfig(_Section):
 
 
 class StorageConfig(_Section):
-    state_dir: Path = Path("./state")
+    state_dir: Path = Field(
+        default_factory=default_state_dir,
+        description="./state unless $SOUNDMON_STATE_DIR is set; the file's value wins",
+    )
     spool_max_messages: int = Field(default=10000, ge=10, le=10_000_000)
     clips_enabled: bool = False
     clip_pre_seconds: float = Field(default=2.0, ge=0.0, le=30.0)
@@ -184,12 +263,14 @@ class Config(_Section):
         return data
 
     def check_against_labels(self, labels: list[str], source: str = "config") -> None:
-        """Class names under detection.classes must be labels of the model."""
+        """Class names under detection.classes must be labels of the model (a typo would
+        otherwise silently leave the real class at its default)."""
         unknown = [name for name in self.detection.classes if name not in labels]
         if unknown:
+            name = unknown[0]
             raise ConfigError(
-                f"{source}: detection.classes.{unknown[0]}: the model has no class '{unknown[0]}'; "
-                f"allowed: {', '.join(labels)}"
+                f"{source}: detection.classes.{name}: the model has no class {name!r}"
+                f"{_did_you_mean(name, labels)}; allowed: {', '.join(labels)}"
             )
 
     def thresholds(self, bundle_defaults: dict[str, float], labels: list[str]) -> dict[str, float]:
@@ -204,7 +285,26 @@ class Config(_Section):
         return out
 
     def enabled_labels(self, labels: list[str]) -> set[str]:
+        """Labels that may fire: all of them unless detection.classes.<label>.enabled is false."""
         return {x for x in labels if self.detection.classes.get(x, ClassConfig()).enabled}
+
+
+def check_model_path(cfg: Config) -> None:
+    """The bundle named by model.path (or the shipped one) exists: `<p>.tflite` and `<p>.json`.
+
+    Run by the CLI at start so a wrong path is a one-line configuration error (exit 2) rather
+    than a failure deep in the model loader. Relative paths are relative to the working directory.
+    """
+    tflite, meta = bundle_paths(cfg.model.resolved_path())
+    if cfg.model.path is None:
+        hint = "the shipped model; set model.path or SOUNDMON_MODEL"
+    else:
+        hint = "a bundle is <name>.tflite + <name>.json"
+    for f in (tflite, meta):
+        if not f.exists():
+            raise ConfigError(f"model.path: {f} not found ({hint})")
+        if not f.is_file():
+            raise ConfigError(f"model.path: {f} is not a file ({hint})")
 
 
 def _safe_node_id(name: str) -> str:
@@ -212,46 +312,169 @@ def _safe_node_id(name: str) -> str:
     return cleaned or "soundmon"
 
 
-def _describe_error(err: dict[str, Any], model: type[BaseModel]) -> str:
-    """One line: the key path and what is allowed there."""
-    loc = ".".join(str(x) for x in err["loc"])
-    kind = err["type"]
-    if kind == "extra_forbidden":
-        parent = err["loc"][:-1]
-        allowed = _allowed_keys(model, parent)
-        hint = f"; allowed keys here: {', '.join(allowed)}" if allowed else ""
-        return f"{loc}: unknown key{hint}"
-    msg = err["msg"]
-    if msg.startswith("Value error, "):
-        msg = msg[len("Value error, ") :]
-    got = err.get("input")
-    got_txt = f" (got {got!r})" if got is not None and not isinstance(got, (dict, list)) else ""
-    return f"{loc or '<top level>'}: {msg}{got_txt}"
+_MAX_SHOWN = 60
 
 
-def _allowed_keys(model: type[BaseModel], path: tuple[Any, ...]) -> list[str]:
-    current: Any = model
-    for part in path:
-        if isinstance(current, type) and issubclass(current, BaseModel):
-            field = current.model_fields.get(str(part))
-            if field is None:
-                if current is DetectionConfig:
-                    return []
-                return []
-            ann = field.annotation
-            if isinstance(ann, type) and issubclass(ann, BaseModel):
-                current = ann
-            elif str(part) == "classes":
-                current = "classes"
-            else:
-                return []
-        elif current == "classes":
-            current = ClassConfig
+def _show(value: Any) -> str:
+    """A config value as the user wrote it in YAML, shortened to keep the message on one line."""
+    if value is None:
+        text = "null"
+    elif isinstance(value, bool):
+        text = "true" if value else "false"
+    elif isinstance(value, Path):
+        text = repr(str(value))
+    else:
+        text = repr(value)
+    text = " ".join(text.split())
+    return text if len(text) <= _MAX_SHOWN else text[: _MAX_SHOWN - 3] + "..."
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _fmt(x: float) -> str:
+    return f"{x:g}"
+
+
+def _range_text(metadata: list[Any]) -> str:
+    """' from 1 to 65535', ' greater than 0', ... from a field's annotated-types constraints."""
+    lo = hi = None
+    lo_open = hi_open = False
+    for m in metadata:
+        if isinstance(m, annotated_types.Ge):
+            lo = m.ge
+        elif isinstance(m, annotated_types.Gt):
+            lo, lo_open = m.gt, True
+        elif isinstance(m, annotated_types.Le):
+            hi = m.le
+        elif isinstance(m, annotated_types.Lt):
+            hi, hi_open = m.lt, True
+    if lo is not None and hi is not None:
+        if not lo_open and not hi_open:
+            return f" from {_fmt(lo)} to {_fmt(hi)}"
+        low = f"greater than {_fmt(lo)}" if lo_open else f"at least {_fmt(lo)}"
+        high = f"less than {_fmt(hi)}" if hi_open else f"at most {_fmt(hi)}"
+        return f" {low} and {high}"
+    if lo is not None:
+        return f" greater than {_fmt(lo)}" if lo_open else f" of at least {_fmt(lo)}"
+    if hi is not None:
+        return f" less than {_fmt(hi)}" if hi_open else f" of at most {_fmt(hi)}"
+    return ""
+
+
+def _unit(name: str) -> str:
+    if name.endswith("_seconds") or name in ("level_interval", "stats_interval", "reopen_backoff_max"):
+        return " (seconds)"
+    if name.endswith("_dbfs"):
+        return " (dBFS)"
+    if name.endswith("_mb"):
+        return " (MB)"
+    return ""
+
+
+def _describe_type(ann: Any, metadata: list[Any], name: str = "") -> str:
+    """What a field accepts, in words: 'an integer from 1 to 65535', 'true or false', ..."""
+    origin = get_origin(ann)
+    if origin in (Union, types.UnionType):
+        args = get_args(ann)
+        parts = [_describe_type(a, metadata, name) for a in args if a is not type(None)]
+        if type(None) in args:
+            parts.append("null")
+        return ", ".join(parts[:-1]) + (" or " if len(parts) > 1 else "") + parts[-1]
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in get_args(ann))
+    if origin is dict:
+        value = get_args(ann)[1]
+        keys = ", ".join(value.model_fields) if isinstance(value, type) and issubclass(value, BaseModel) else "..."
+        return f"a mapping of class name to {{{keys}}}"
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return f"a mapping with the keys {', '.join(ann.model_fields)}"
+    if ann is bool:
+        return "true or false"
+    if ann is int:
+        return f"an integer{_range_text(metadata)}{_unit(name)}"
+    if ann is float:
+        return f"a number{_range_text(metadata)}{_unit(name)}"
+    if ann is str:
+        return "a string"
+    if isinstance(ann, type) and issubclass(ann, Path):
+        return "a path (a string)"
+    return getattr(ann, "__name__", str(ann))
+
+
+def _null_meaning(field: FieldInfo | None) -> str:
+    """' (null = the bundle's default)' from a description that says 'None = ...'."""
+    desc = (field.description or "") if field is not None else ""
+    if "None = " in desc:
+        return f" (null = {desc.split('None = ', 1)[1].split(';')[0].strip()})"
+    return ""
+
+
+def _resolve(loc: tuple[Any, ...]) -> tuple[list[str], Any, FieldInfo | None, str]:
+    """Follow an error location through the schema.
+
+    Returns (key path, annotation at the end, its FieldInfo or None, field name). Parts of the
+    location that are not keys (pydantic's union member tags such as 'int', '[key]') end the walk.
+    """
+    path: list[str] = []
+    ann: Any = Config
+    field: FieldInfo | None = None
+    name = ""
+    for part in loc:
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            sub = ann.model_fields.get(str(part))
+            if sub is None:
+                break
+            path.append(str(part))
+            ann, field, name = sub.annotation, sub, str(part)
+        elif get_origin(ann) is dict and part != "[key]":
+            path.append(str(part))
+            ann, field, name = get_args(ann)[1], None, str(part)
         else:
-            return []
-    if isinstance(current, type) and issubclass(current, BaseModel):
-        return list(current.model_fields)
+            break
+    return path, ann, field, name
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    """The keys allowed in the mapping at `loc` ([] when it is not a known section)."""
+    path, ann, _, _ = _resolve(loc)
+    if len(path) == len(loc) and isinstance(ann, type) and issubclass(ann, BaseModel):
+        return list(ann.model_fields)
     return []
+
+
+def _describe_error(err: dict[str, Any]) -> tuple[str, str]:
+    """(key path, one-line message naming the key path and what is allowed there)."""
+    loc = tuple(err["loc"])
+    kind = err["type"]
+    got = err.get("input")
+    if kind == "extra_forbidden":
+        key = str(loc[-1])
+        where = ".".join(str(x) for x in loc)
+        allowed = _allowed_keys(loc[:-1])
+        if not loc[:-1]:
+            return where, f"{where}: unknown section{_did_you_mean(key, allowed)}; allowed sections: {', '.join(allowed)}"
+        hint = f"; allowed keys: {', '.join(allowed)}" if allowed else ""
+        return where, f"{where}: unknown key{_did_you_mean(key, allowed)}{hint}"
+    path, ann, field, name = _resolve(loc)
+    where = ".".join(path) or "<top level>"
+    if kind == _OWN_ERROR:
+        return where, f"{where}: {err['msg']}"
+    if kind == "invalid_key" or loc[-1:] == ("[key]",):
+        return where, f"{where}: key {_show(got)} is not allowed; keys must be names (strings)"
+    if path and kind != "value_error":
+        metadata = list(field.metadata) if field is not None else []
+        allowed = _describe_type(ann, metadata, name) + _null_meaning(field)
+        return where, f"{where}: expected {allowed}, got {_show(got)}"
+    msg = err["msg"].removeprefix("Value error, ")
+    shown = f" (got {_show(got)})" if not isinstance(got, (dict, list)) else ""
+    return where, f"{where}: {msg}{shown}"
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
 
 
 def parse_config(data: Any, source: str = "config") -> Config:
@@ -259,14 +482,22 @@ def parse_config(data: Any, source: str = "config") -> Config:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{source}: the top level must be a mapping of sections, got {type(data).__name__}")
+        kind = "a list" if isinstance(data, list) else _show(data)
+        raise ConfigError(
+            f"{source}: the top level must be a mapping of sections "
+            f"({', '.join(Config.model_fields)}), got {kind}"
+        )
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        errors = exc.errors()
-        first = _describe_error(errors[0], Config)
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"{source}: {first}{more}") from None
+        # One problem per key path (a union reports one error per member type).
+        problems: dict[str, str] = {}
+        for err in exc.errors():
+            where, message = _describe_error(err)
+            problems.setdefault(where, message)
+        messages = list(problems.values())
+        more = f" (and {len(messages) - 1} more problem(s))" if len(messages) > 1 else ""
+        raise ConfigError(_one_line(f"{source}: {messages[0]}{more}")) from None
 
 
 def load_config(path: str | Path | None) -> Config:
@@ -275,20 +506,47 @@ def load_config(path: str | Path | None) -> Config:
         return Config()
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(f"config {path}: file not found") from None
     except IsADirectoryError:
         raise ConfigError(f"config {path}: is a directory, not a YAML file") from None
     except PermissionError:
-        raise ConfigError(f"config {path}: permission denied") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"config {path}: cannot read ({exc})") from None
+        raise ConfigError(f"config {path}: permission denied (the service user must be able to read it)") from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"config {path}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x} on line {line}); save it as UTF-8"
+        ) from None
+    except OSError as exc:
+        raise ConfigError(_one_line(f"config {path}: cannot read ({exc.strerror or exc})")) from None
     try:
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader that refuses duplicate keys
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise ConfigError(f"config {path}: YAML syntax error{where}: {problem}") from None
+        raise ConfigError(_one_line(f"config {path}: YAML syntax error{where}: {problem}")) from None
     return parse_config(data, source=f"config {path}")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader, except that a key given twice in one mapping is an error: PyYAML would
+    silently keep the last value, hiding an edit the user believes is in effect."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:  # an unhashable key: the base class reports it
+                continue
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)

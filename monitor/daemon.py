@@ -9,7 +9,9 @@ rebuilds that part), SIGTERM/SIGINT end open events, publish `offline`, flush an
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import signal
 import socket
 import time
@@ -107,6 +109,8 @@ class Daemon:
         self._level_sum = 0.0
         self._level_n = 0
         self._events_started = 0
+        self._first_window: dict[str, float] | None = None
+        self._publish_s = 0.0
 
     # -- construction --------------------------------------------------------------------------
 
@@ -115,7 +119,8 @@ class Daemon:
             return NullPublisher()
         from monitor.publisher import Publisher
 
-        return Publisher(cfg.mqtt, cfg.storage, self.bundle.labels, self.bundle.name, logger=log)
+        return Publisher(cfg.mqtt, cfg.storage, self.bundle.labels, self.bundle.name, logger=log,
+                         enabled=cfg.enabled_labels(self.bundle.labels))
 
     def _open_source(self):
         rate = self.bundle.frontend.sample_rate
@@ -157,7 +162,9 @@ class Daemon:
         """Run until the file ends or a stop signal; returns the exit status (0 on a clean stop)."""
         Path(self.cfg.storage.state_dir).mkdir(parents=True, exist_ok=True)
         self.clips = self._make_clips()
+        # The source first: a missing device is a one-line error before anything connects.
         self.source = self._open_source()
+        self.source.start()
         log.info(
             "starting: model %s (%d labels, %s), source %s, hop %.2f s, mqtt %s",
             self.bundle.name, len(self.bundle.labels), getattr(self.runner, "runtime", "?"),
@@ -165,7 +172,6 @@ class Daemon:
             f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.cfg.mqtt.base}" if self.cfg.mqtt.enabled else "off",
         )  # fmt: skip
         self.publisher.start()
-        self.source.start() if hasattr(self.source, "start") else None
         try:
             while not self.flags.stop:
                 if self.flags.reload:
@@ -201,13 +207,39 @@ class Daemon:
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
-        if self.source is not None and hasattr(self.source, "stop"):
+        if self.source is not None:
             self.source.stop()
         if self.clips is not None:
             self.clips.flush_all()
         self._publish_stats()
+        report = os.environ.get("SOUNDMON_BENCH_REPORT")
+        if report:
+            self._write_bench_report(Path(report))
         self.publisher.stop(timeout=3.0)
         log.info("stopped: %d windows, %d events", self.pipeline.stats.windows, self._events_started)
+
+    def _write_bench_report(self, path: Path) -> None:
+        """For `soundmon bench`: steady-state CPU and per-stage timings of this very run."""
+        st = self.pipeline.stats
+        inf = np.fromiter(st.recent_inference_ms, dtype=np.float64) if st.recent_inference_ms else np.zeros(1)
+        first = self._first_window or {"monotonic": 0.0, "cpu_s": 0.0, "audio_s": 0.0}
+        path.write_text(json.dumps({
+            "audio_s": self.pipeline.offset_s,
+            "windows": st.windows,
+            "gated_windows": st.gated_windows,
+            "events": self._events_started,
+            "first_window_monotonic": first["monotonic"],
+            "first_window_audio_s": first["audio_s"],
+            "cpu_s_at_first_window": first["cpu_s"],
+            "cpu_s_at_end": time.process_time(),
+            "frontend_s": st.frontend_s,
+            "inference_s": st.inference_s,
+            "detector_s": st.detector_s,
+            "publish_s": self._publish_s,
+            "inference_ms_p50": float(np.percentile(inf, 50)),
+            "inference_ms_p95": float(np.percentile(inf, 95)),
+            "spool_depth": self.publisher.spool_depth,
+        }))
 
     def _handle_gap(self) -> None:
         gaps = getattr(self.source, "gap_count", 0)
@@ -217,6 +249,10 @@ class Daemon:
             self._emit(self.pipeline.gap(missing))
 
     def _on_window(self, res: WindowResult) -> None:
+        if self._first_window is None:
+            self._first_window = {"monotonic": time.monotonic(), "cpu_s": time.process_time(),
+                                  "audio_s": res.end_offset_s}  # fmt: skip
+            log.info("first window result %.3f s after start", time.monotonic() - self._start_monotonic)
         self._level_sum += 10 ** (res.level_dbfs / 10.0) if res.level_dbfs > -200 else 0.0
         self._level_n += 1
         self._emit(res.events)
@@ -257,8 +293,10 @@ class Daemon:
                 if clip:
                     payload["clip"] = clip
             # Spool first (inside publish_detection), then state: nothing detected is lost.
+            t0 = time.perf_counter()
             self.publisher.publish_detection(payload)
             self.publisher.set_state(ev.label, ev.type == "start")
+            self._publish_s += time.perf_counter() - t0
             if ev.type == "start":
                 log.info("detected %s (score %.2f) at %.1f s [%s]", ev.label, ev.score, ev.start_offset_s, ev.id[:8])
             else:

@@ -52,7 +52,7 @@ class PipelineStats:
     frontend_s: float = 0.0
     inference_s: float = 0.0
     detector_s: float = 0.0
-    recent_inference_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+    recent_inference_ms: deque = field(default_factory=lambda: deque(maxlen=4096))
 
     def inference_percentiles(self) -> tuple[float, float]:
         """(p50, p95) inference time in ms over the recent windows (0 when none yet)."""

@@ -6,6 +6,9 @@ Interpreter: `ai_edge_litert` (x86-64 and 64-bit Pi OS), falling back to `tflite
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -34,6 +37,27 @@ def load_interpreter_class() -> tuple[type, str]:
         ) from None
 
 
+@contextlib.contextmanager
+def _quiet_native_stderr() -> Iterator[None]:
+    """Hide the runtime's C++ banner ("INFO: Created TensorFlow Lite XNNPACK delegate") on fd 2.
+
+    It is printed once per interpreter and is noise in a one-line-per-event log; real load
+    errors still arrive as Python exceptions.
+    """
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 class ModelRunner:
     """One loaded int8 model. `predict(window)` maps a (frames, n_mels) dB window to label scores."""
 
@@ -41,8 +65,9 @@ class ModelRunner:
         self.bundle = bundle
         interpreter_cls, self.runtime = load_interpreter_class()
         try:
-            self._interp = interpreter_cls(model_path=str(bundle.tflite_path), num_threads=int(num_threads))
-            self._interp.allocate_tensors()
+            with _quiet_native_stderr():
+                self._interp = interpreter_cls(model_path=str(bundle.tflite_path), num_threads=int(num_threads))
+                self._interp.allocate_tensors()
         except Exception as exc:  # the runtimes raise ValueError/RuntimeError with long texts
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise BundleError(f"model {bundle.tflite_path}: cannot load TFLite model ({first})") from None

@@ -1,0 +1,383 @@
+"""`soundmon bench`: speed, memory and start-up of the real daemon, printed against the budgets.
+
+It runs `soundmon run --source LONG.flac --pace fast` as a child process (the exact daemon:
+file source, incremental front-end, windows, int8 model, detector, MQTT publisher and spool
+against a real local broker when `mosquitto` is installed), reads the child's own timing
+report and its peak RSS from the kernel (wait4), and, when librosa is installed, times a naive
+pipeline that recomputes the whole 4 s log-mel with librosa at every hop, for comparison.
+`--latency` plays the street recordings at real speed and measures onset -> MQTT `start` at a
+subscriber. Figures only: nothing here asserts a timing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import soundfile as sf
+
+from monitor.config import default_model_path
+
+__all__ = ["bench_main"]
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_RECORDINGS = REPO.parent / "shared" / "data" / "recordings"
+DEMO = REPO / "demo" / "street_demo.flac"
+
+BUDGETS = {
+    "x_realtime": (">=", 300.0),
+    "peak_rss_mb": ("<=", 100.0),
+    "startup_s": ("<=", 1.5),
+}
+
+
+# -- inputs ------------------------------------------------------------------------------------
+
+
+def recordings_dir(arg: str | None) -> Path | None:
+    if arg:
+        return Path(arg)
+    return SHARED_RECORDINGS if SHARED_RECORDINGS.is_dir() else None
+
+
+def build_long_recording(minutes: float, out: Path, recordings: Path | None) -> Path:
+    """Concatenate the street recordings (looped) to at least `minutes` of 16 kHz audio."""
+    if out.is_file() and sf.info(out).duration >= minutes * 60 - 1:
+        return out
+    sources = sorted(recordings.glob("*.flac")) if recordings else [DEMO]
+    if not sources:
+        raise SystemExit(f"soundmon bench: no recordings in {recordings}")
+    need = int(minutes * 60 * 16000)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    written = 0
+    with sf.SoundFile(out, "w", samplerate=16000, channels=1, subtype="PCM_16", format="FLAC") as dst:
+        while written < need:
+            for src in sources:
+                audio, sr = sf.read(src, dtype="int16")
+                if sr != 16000 or audio.ndim != 1:
+                    raise SystemExit(f"soundmon bench: {src} is not 16 kHz mono")
+                dst.write(audio)
+                written += len(audio)
+                if written >= need:
+                    break
+    return out
+
+
+# -- a throwaway broker -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen | None, int]:
+    """A private mosquitto on a free loopback port, or (None, 0) when it is not installed."""
+    exe = next((p for p in ("/usr/sbin/mosquitto", "/usr/bin/mosquitto") if os.path.exists(p)), None)
+    if exe is None:
+        return None, 0
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n")
+    proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return proc, port
+        except OSError:
+            time.sleep(0.02)
+    proc.kill()
+    return None, 0
+
+
+# -- the daemon run ----------------------------------------------------------------------------
+
+
+def write_config(path: Path, state_dir: Path, model: Path, port: int, hop: float, threads: int,
+                 node_id: str = "bench") -> None:  # fmt: skip
+    mqtt = {"enabled": bool(port), "host": "127.0.0.1", "port": port or 1883, "node_id": node_id,
+            "stats_interval": 3600}  # fmt: skip
+    cfg = {
+        "model": {"path": str(model), "threads": threads},
+        "detection": {"hop_seconds": hop, "level_interval": 5},
+        "mqtt": mqtt,
+        "storage": {"state_dir": str(state_dir)},
+        "logging": {"level": "WARNING"},
+    }
+    path.write_text(json.dumps(cfg))  # JSON is YAML
+
+
+def run_child(audio: Path, config: Path, report: Path, pace: str = "fast") -> dict[str, Any]:
+    """Run the daemon on `audio`; return its report plus wall time, peak RSS and start-up."""
+    env = dict(os.environ, SOUNDMON_BENCH_REPORT=str(report))
+    cmd = [sys.executable, "-m", "monitor", "run", "--source", str(audio), "--pace", pace, "--config", str(config)]
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    stderr_chunks: list[bytes] = []
+    reader = threading.Thread(target=lambda: stderr_chunks.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    wall = time.monotonic() - t0
+    reader.join(5)
+    if proc.returncode != 0:
+        err = b"".join(stderr_chunks).decode(errors="replace").strip().splitlines()
+        raise SystemExit(f"soundmon bench: the daemon failed ({proc.returncode}): {err[-1] if err else ''}")
+    data = json.loads(report.read_text())
+    data["wall_s"] = wall
+    data["peak_rss_mb"] = usage.ru_maxrss / 1024.0  # kB on Linux
+    data["child_cpu_s"] = usage.ru_utime + usage.ru_stime
+    data["startup_s"] = data["first_window_monotonic"] - t0
+    return data
+
+
+def naive_ms_per_hop(model: Path, threads: int, seconds: float, recordings: Path | None) -> float | None:
+    """Recompute the whole 4 s log-mel with librosa at every hop (+ inference): ms per hop."""
+    try:
+        import librosa
+    except ImportError:
+        return None
+    from monitor.runner import open_model
+
+    bundle, runner = open_model(model, threads)
+    p = bundle.frontend
+    src = sorted(recordings.glob("*.flac"))[0] if recordings else DEMO
+    audio, _ = sf.read(src, dtype="float32")
+    audio = np.tile(audio, int(np.ceil((seconds + 4) * 16000 / len(audio))))
+    win = int(bundle.window_seconds * p.sample_rate)
+    hop = int(0.5 * p.sample_rate)
+    librosa.feature.melspectrogram(y=audio[:win], sr=p.sample_rate)  # numba compile outside the timing
+    starts = range(0, int(seconds * p.sample_rate), hop)
+    t0 = time.process_time()
+    for s in starts:
+        mel = librosa.feature.melspectrogram(
+            y=audio[s : s + win], sr=p.sample_rate, n_fft=p.n_fft, win_length=p.win_length,
+            hop_length=p.hop_length, center=False, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax,
+        )  # fmt: skip
+        db = librosa.power_to_db(mel, ref=p.ref, amin=p.amin, top_db=None).T
+        runner.predict(db)
+    return 1000.0 * (time.process_time() - t0) / len(starts)
+
+
+# -- report ------------------------------------------------------------------------------------
+
+
+def verdict(name: str, value: float) -> str:
+    if name not in BUDGETS:
+        return ""
+    op, limit = BUDGETS[name]
+    ok = value >= limit if op == ">=" else value <= limit
+    return f"{'pass' if ok else 'MISS'} ({op} {limit:g})"
+
+
+def figures_from(run: dict[str, Any], bundle_meta: dict[str, Any], hop: float) -> dict[str, Any]:
+    windows = max(run["windows"], 1)
+    steady_audio = run["audio_s"] - run["first_window_audio_s"]
+    steady_cpu = run["cpu_s_at_end"] - run["cpu_s_at_first_window"]
+    xrt = steady_audio / steady_cpu if steady_cpu > 0 else float("inf")
+    macs = bundle_meta.get("macs_per_window")
+    return {
+        "audio_minutes": round(run["audio_s"] / 60, 2),
+        "windows": run["windows"],
+        "x_realtime": round(xrt, 1),
+        "cpu_s_per_audio_hour": round(3600 / xrt, 2),
+        "core_percent": round(100 / xrt, 3),
+        "frontend_ms_per_hop": round(1000 * run["frontend_s"] / windows, 4),
+        "inference_ms_p50": round(run["inference_ms_p50"], 4),
+        "inference_ms_p95": round(run["inference_ms_p95"], 4),
+        "detector_publish_ms_per_window": round(1000 * (run["detector_s"] + run["publish_s"]) / windows, 4),
+        "peak_rss_mb": round(run["peak_rss_mb"], 1),
+        "startup_s": round(run["startup_s"], 3),
+        "macs_per_window": macs,
+        "macs_per_audio_second": round(macs / hop) if macs else None,
+        "events": run["events"],
+    }
+
+
+def print_table(fig: dict[str, Any]) -> None:
+    labels = {
+        "audio_minutes": "audio streamed (min)",
+        "windows": "windows",
+        "x_realtime": "audio s per CPU s (x real time)",
+        "cpu_s_per_audio_hour": "CPU s per audio hour",
+        "core_percent": "share of one core (%)",
+        "frontend_ms_per_hop": "front-end ms per hop",
+        "inference_ms_p50": "inference ms per window p50",
+        "inference_ms_p95": "inference ms per window p95",
+        "detector_publish_ms_per_window": "detector + publish ms per window",
+        "peak_rss_mb": "peak RSS of soundmon run (MB)",
+        "startup_s": "start -> first window result (s)",
+        "macs_per_window": "model MACs per window",
+        "macs_per_audio_second": "model MACs per audio second",
+        "naive_librosa_ms_per_hop": "naive librosa pipeline ms per hop",
+        "speedup_vs_naive": "speed-up vs naive (x)",
+        "events": "detection events",
+        "latency_median_s": "onset -> MQTT start, median (s)",
+        "latency_p90_s": "onset -> MQTT start, p90 (s)",
+        "latency_detected": "labelled onsets detected",
+    }
+    width = max(len(v) for v in labels.values())
+    for key, value in fig.items():
+        if key in labels and value is not None:
+            shown = f"{value:,.4g}" if isinstance(value, float) else str(value)
+            print(f"  {labels[key]:<{width}}  {shown:>12}  {verdict(key, value) if isinstance(value, (int, float)) else ''}")
+
+
+# -- latency -----------------------------------------------------------------------------------
+
+
+def latency_bench(model: Path, hop: float, threads: int, recordings: Path, workdir: Path,
+                  parallel: int) -> dict[str, Any]:  # fmt: skip
+    """Play each street recording at real speed; onset of each labelled occurrence -> `start` at a subscriber."""
+    import paho.mqtt.client as mqtt
+
+    broker, port = start_mosquitto(workdir)
+    if broker is None:
+        raise SystemExit("soundmon bench --latency: needs mosquitto (apt-get install mosquitto)")
+    received: list[tuple[float, dict]] = []
+    lock = threading.Lock()
+
+    def on_message(_c, _u, msg):
+        try:
+            payload = json.loads(msg.payload)
+        except ValueError:
+            return
+        with lock:
+            received.append((time.time(), payload))
+
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-latency")
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", port)
+    sub.subscribe("soundmon/+/detection", qos=1)
+    sub.loop_start()
+    labels = list(csv.DictReader(open(recordings / "labels.csv")))
+    fsids = sorted({r["fsID"] for r in labels})
+    try:
+        for i in range(0, len(fsids), parallel):
+            procs = []
+            for fsid in fsids[i : i + parallel]:
+                cfg = workdir / f"lat-{fsid}.yaml"
+                write_config(cfg, workdir / f"state-{fsid}", model, port, hop, threads, node_id=f"rec{fsid}")
+                procs.append(subprocess.Popen(
+                    [sys.executable, "-m", "monitor", "run", "--source", str(recordings / f"{fsid}.flac"),
+                     "--pace", "realtime", "--config", str(cfg)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))  # fmt: skip
+            for proc in procs:
+                proc.wait()
+        time.sleep(1.0)
+    finally:
+        sub.loop_stop()
+        broker.terminate()
+    latencies: list[float] = []
+    total = 0
+    for fsid in fsids:
+        starts = [(rx, p) for rx, p in received if p.get("node") == f"rec{fsid}" and p.get("type") == "start"]
+        for occ in (r for r in labels if r["fsID"] == fsid):
+            onset, end = float(occ["start"]), float(occ["end"])
+            total += 1
+            hits = [(rx, p) for rx, p in starts if p["label"] == occ["class"] and onset <= p["stream_offset_s"] <= end + hop]
+            if not hits:
+                continue
+            rx, p = min(hits, key=lambda h: h[1]["stream_offset_s"])
+            stream_start = _parse_iso(p["time"]) - p["stream_offset_s"]
+            latencies.append(rx - (stream_start + onset))
+    return {
+        "latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
+        "latency_p90_s": round(float(np.percentile(latencies, 90)), 3) if latencies else None,
+        "latency_detected": f"{len(latencies)}/{total}",
+        "latency_budget_s": hop + 0.3,
+    }
+
+
+def _parse_iso(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+# -- entry point -------------------------------------------------------------------------------
+
+
+def bench_main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="soundmon bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, default=None, help="bundle (default: the shipped model)")
+    ap.add_argument("--audio", type=Path, default=None, help="recording to stream (default: build one)")
+    ap.add_argument("--minutes", type=float, default=30.0, help="length of the built recording")
+    ap.add_argument("--recordings", default=None, help="folder of street recordings (default ../shared/data/recordings)")
+    ap.add_argument("--hop", type=float, default=0.5)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-mqtt", action="store_true", help="run without a broker (publisher disabled)")
+    ap.add_argument("--naive-seconds", type=float, default=60.0, help="audio for the naive comparison (0 = skip)")
+    ap.add_argument("--latency", action="store_true", help="measure onset -> MQTT start in real time")
+    ap.add_argument("--parallel", type=int, default=10, help="--latency: recordings played at once")
+    ap.add_argument("--json-out", type=Path, default=None, help="also write the figures here")
+    args = ap.parse_args(argv)
+
+    from monitor.bundle import load_bundle
+
+    model = args.model or default_model_path()
+    bundle = load_bundle(model)
+    recordings = recordings_dir(args.recordings)
+    with tempfile.TemporaryDirectory(prefix="soundmon-bench-") as tmp:
+        work = Path(tmp)
+        if args.latency:
+            if recordings is None:
+                raise SystemExit("soundmon bench --latency: needs the street recordings (../shared/data/recordings)")
+            print(f"latency: {len(list(recordings.glob('*.flac')))} street recordings at real speed, "
+                  f"{args.parallel} at a time ...", flush=True)  # fmt: skip
+            fig = latency_bench(model, args.hop, args.threads, recordings, work, args.parallel)
+            ok = fig["latency_median_s"] is not None and fig["latency_median_s"] <= fig["latency_budget_s"]
+            print_table(fig)
+            print(f"  budget: median <= hop + 0.3 s = {fig['latency_budget_s']:.2f} s: {'pass' if ok else 'MISS'}")
+        else:
+            audio = args.audio or build_long_recording(
+                args.minutes, REPO / ".cache" / f"bench_{args.minutes:g}min.flac", recordings)
+            broker, port = (None, 0) if args.no_mqtt else start_mosquitto(work)
+            config = work / "bench.yaml"
+            write_config(config, work / "state", model, port, args.hop, args.threads)
+            print(f"streaming {sf.info(audio).duration / 60:.1f} min of audio through `soundmon run --pace fast` "
+                  f"(model {bundle.name}, {args.threads} thread(s), hop {args.hop} s, "
+                  f"mqtt {'on' if port else 'off'}) ...", flush=True)  # fmt: skip
+            try:
+                run = run_child(audio, config, work / "report.json")
+            finally:
+                if broker is not None:
+                    broker.terminate()
+            fig = figures_from(run, bundle.meta, args.hop)
+            if args.naive_seconds > 0:
+                naive = naive_ms_per_hop(model, args.threads, args.naive_seconds, recordings)
+                if naive is not None:
+                    ours = 1000 * args.hop / fig["x_realtime"]
+                    fig["naive_librosa_ms_per_hop"] = round(naive, 3)
+                    fig["speedup_vs_naive"] = round(naive / ours, 1)
+            print_table(fig)
+        fig["machine"] = f"{os.cpu_count()} cores, {_cpu_model()}"
+        fig["date"] = time.strftime("%Y-%m-%d")
+        print(json.dumps(fig))
+        if args.json_out:
+            args.json_out.write_text(json.dumps(fig, indent=2) + "\n")
+    return 0
+
+
+def _cpu_model() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"

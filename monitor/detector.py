@@ -1,0 +1,321 @@
+"""Turn per-window model scores into detection events (start/end), as pure logic.
+
+No I/O and no clocks: the detector only sees *stream offsets*, the seconds since the audio
+stream began, so a file run and a live run make the same decisions and tests can drive it
+with plain score sequences. The pipeline calls `update(offset_s, scores)` once per analysis
+window (every `detection.hop_seconds`), where `offset_s` is the stream offset of the **end**
+of the window just scored; it publishes whatever events come back.
+
+Rules (per label; labels are independent, so overlapping sounds can all be active):
+
+1. **Smoothing.** The smoothed score is the mean of the last N window scores
+   (N = `smoothing_windows`); before N windows exist, the mean of those available. A window
+   the level gate skipped (`scores=None`) counts as all-zero scores, so events still end in
+   silence. Non-finite scores (NaN) count as 0. A one-window spike is divided by N, which is
+   what keeps a single click from firing a 0.5 threshold at N = 3.
+2. **Start.** An event starts when the label is enabled, has no open event, is not in
+   cooldown, and its smoothed score >= its threshold. `start_offset_s` is the offset (window
+   end) of that window; `score` and `peak_score` are the smoothed score there.
+3. **Hysteresis.** An open event stays active while smoothed >= threshold x `release_ratio`
+   (the *release level*); it does not need to stay above the threshold itself.
+4. **Hold.** Once the smoothed score drops below the release level, the event ends only when
+   no window has been at or above the release level for `hold_seconds`, measured from the
+   last such window (so a dip shorter than the hold does not split one siren into many
+   events; a window back above the release level cancels the pending end). With
+   `hold_seconds = 0` the first window below the release level ends the event.
+5. **End.** The `end` event carries the same `id` as its `start`; `end_offset_s` is the
+   offset of the last window still at or above the release level (the hold does not inflate
+   `duration_s = end_offset_s - start_offset_s`; 0 means one window), `score` is the
+   smoothed score at the end decision and `peak_score` the highest smoothed score seen
+   while the event was open.
+6. **Cooldown.** After an end, the label cannot start again until the window offset reaches
+   end-decision offset + `cooldown_seconds`.
+7. **Thresholds 0 and 1.** Comparisons allow 1e-6 of floating-point slack: a float32 model
+   score of 0.7 is 0.69999999 and the mean of three float64 0.7 scores is 0.6999999999999998,
+   and both must reach a 0.7 threshold. A threshold of 0 means
+   "always on": the label starts on the first window after it is enabled (even a gated one)
+   and, since nothing is below 0, ends only when disabled, at `close()` or at `reset()`.
+   A threshold of 1.0 fires only on a perfect smoothed score (every one of the last N windows
+   scored 1.0); an int8 softmax output tops out at 255/256, so in practice 1.0 means never.
+8. **Ordering.** Within one call, `end` events come before `start` events, each in label
+   order.
+
+Lifecycle: `reconfigure()` (SIGHUP) swaps settings from the next window on, keeping the score
+history (a larger N uses older windows at once) and open events; a label that becomes
+disabled ends its open event immediately. `reset()` (after an audio gap) clears the score
+history and cooldowns and ends open events; offsets may restart after it. `close(offset_s)`
+(shutdown, end of file) ends every open event: one still above its release level ends at
+`offset_s` (the stream ended while the sound was present), one in its hold ends at its last
+window above the release level.
+"""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["DetectionEvent", "Detector"]
+
+EPS = 1e-6
+"""Slack for score/threshold and offset comparisons: float32 scores (0.7 -> 0.69999999),
+floating-point means and offset sums (0.1 + 0.2). Far below any meaningful score difference."""
+
+HISTORY_KEEP = 100
+"""Window scores kept regardless of N, so a SIGHUP that raises `smoothing_windows` (config
+maximum: 100) smooths over real history at once instead of starting from scratch."""
+
+
+@dataclass
+class DetectionEvent:
+    """One event start or end, as published on `<base>/detection` (the MQTT contract's fields)."""
+
+    type: Literal["start", "end"]
+    id: str  # stable per event (uuid4 hex), the same in its start and its end
+    label: str
+    score: float  # smoothed score at the decision
+    peak_score: float  # highest smoothed score so far in the event
+    start_offset_s: float  # stream offset (window end) at which the event started
+    end_offset_s: float | None = None  # on "end": last window at or above the release level
+
+    @property
+    def duration_s(self) -> float | None:
+        """Seconds from the start window to the last window above the release level (on "end")."""
+        if self.end_offset_s is None:
+            return None
+        return max(0.0, self.end_offset_s - self.start_offset_s)
+
+
+@dataclass
+class _Open:
+    """Book-keeping for one label's open event."""
+
+    start: DetectionEvent
+    peak: float
+    last_above_s: float  # offset of the last window at or above the release level
+
+
+def _check_settings(
+    labels: list[str],
+    thresholds: Mapping[str, float],
+    enabled: Iterable[str],
+    smoothing_windows: int,
+    release_ratio: float,
+    hold_seconds: float,
+    cooldown_seconds: float,
+) -> tuple[dict[str, float], set[str]]:
+    """Validate detector settings; ValueError names the offending one (a programming error:
+    the config schema already enforces these ranges for users)."""
+    known = set(labels)
+    enabled_set = set(enabled)
+    unknown = sorted((set(thresholds) | enabled_set) - known)
+    if unknown:
+        raise ValueError(f"detector: unknown label(s) {unknown}; labels are {labels}")
+    missing = sorted(x for x in enabled_set if x not in thresholds)
+    if missing:
+        raise ValueError(f"detector: no threshold for enabled label(s) {missing}")
+    for label, thr in thresholds.items():
+        if not (0.0 <= float(thr) <= 1.0):
+            raise ValueError(f"detector: threshold for {label} must be in [0, 1], got {thr}")
+    if isinstance(smoothing_windows, bool) or int(smoothing_windows) != smoothing_windows or smoothing_windows < 1:
+        raise ValueError(f"detector: smoothing_windows must be an integer >= 1, got {smoothing_windows}")
+    if not (0.0 < release_ratio <= 1.0):
+        raise ValueError(f"detector: release_ratio must be in (0, 1], got {release_ratio}")
+    for name, value in (("hold_seconds", hold_seconds), ("cooldown_seconds", cooldown_seconds)):
+        if not (value >= 0.0 and math.isfinite(value)):
+            raise ValueError(f"detector: {name} must be a finite number >= 0, got {value}")
+    return {k: float(v) for k, v in thresholds.items()}, enabled_set
+
+
+class Detector:
+    """Per-label smoothing, threshold with hysteresis, hold and cooldown; see the module docstring."""
+
+    def __init__(
+        self,
+        labels: list[str],
+        thresholds: dict[str, float],
+        enabled: set[str],
+        smoothing_windows: int = 3,
+        release_ratio: float = 0.8,
+        hold_seconds: float = 1.0,
+        cooldown_seconds: float = 2.0,
+    ) -> None:
+        if not labels or len(set(labels)) != len(labels):
+            raise ValueError(f"detector: labels must be a non-empty list of unique names, got {labels}")
+        self.labels: list[str] = list(labels)
+        self._index = {label: i for i, label in enumerate(self.labels)}
+        self._history: deque[np.ndarray] = deque(maxlen=max(HISTORY_KEEP, int(smoothing_windows)))
+        self._smoothed = np.zeros(len(self.labels), dtype=np.float64)
+        self._open: dict[str, _Open] = {}
+        self._cooldown_until: dict[str, float] = {}
+        self._last_offset: float | None = None
+        self._apply(thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds)
+
+    # -- settings ------------------------------------------------------------------------------
+
+    def _apply(
+        self,
+        thresholds: Mapping[str, float],
+        enabled: Iterable[str],
+        smoothing_windows: int,
+        release_ratio: float,
+        hold_seconds: float,
+        cooldown_seconds: float,
+    ) -> None:
+        thr, en = _check_settings(
+            self.labels, thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds
+        )
+        self.thresholds: dict[str, float] = thr
+        self.enabled: set[str] = en
+        self.smoothing_windows = int(smoothing_windows)
+        self.release_ratio = float(release_ratio)
+        self.hold_seconds = float(hold_seconds)
+        self.cooldown_seconds = float(cooldown_seconds)
+        if self._history.maxlen is not None and self._history.maxlen < self.smoothing_windows:
+            self._history = deque(self._history, maxlen=self.smoothing_windows)
+
+    def reconfigure(
+        self,
+        thresholds: dict[str, float],
+        enabled: set[str],
+        smoothing_windows: int,
+        release_ratio: float,
+        hold_seconds: float,
+        cooldown_seconds: float,
+    ) -> list[DetectionEvent]:
+        """New settings from the next window on, keeping score history and open events.
+
+        A label that is no longer enabled ends its open event now (returned as "end" events);
+        an open event whose threshold changed is judged against the new release level at the
+        next window. Invalid settings raise ValueError and leave the detector unchanged.
+        """
+        self._apply(thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds)
+        ended: list[DetectionEvent] = []
+        for label in self.labels:
+            if label in self._open and label not in self.enabled:
+                ended.append(self._end(label, self._open[label].last_above_s, self._decision_offset()))
+        return ended
+
+    # -- state ---------------------------------------------------------------------------------
+
+    @property
+    def active(self) -> dict[str, DetectionEvent]:
+        """Open events by label (their "start" event, with `peak_score` so far)."""
+        return {label: replace(o.start, peak_score=o.peak) for label, o in self._open.items()}
+
+    @property
+    def smoothed(self) -> np.ndarray:
+        """The latest smoothed scores in `labels` order (zeros before the first window)."""
+        return self._smoothed.copy()
+
+    def _decision_offset(self) -> float:
+        return self._last_offset if self._last_offset is not None else 0.0
+
+    def _release_level(self, label: str) -> float:
+        return self.thresholds[label] * self.release_ratio
+
+    # -- the per-window step -------------------------------------------------------------------
+
+    def update(self, offset_s: float, scores: np.ndarray | None) -> list[DetectionEvent]:
+        """Add one window's scores (None = gated, i.e. all zero); return events it decided."""
+        offset_s = float(offset_s)
+        if not math.isfinite(offset_s):
+            raise ValueError(f"detector: offset must be finite, got {offset_s}")
+        if self._last_offset is not None and offset_s < self._last_offset - EPS:
+            raise ValueError(
+                f"detector: offset went backwards ({offset_s} after {self._last_offset}); "
+                "call reset() before restarting offsets"
+            )
+        if scores is None:
+            row = np.zeros(len(self.labels), dtype=np.float64)
+        else:
+            row = np.asarray(scores, dtype=np.float64).reshape(-1)
+            if row.shape[0] != len(self.labels):
+                raise ValueError(f"detector: got {row.shape[0]} scores for {len(self.labels)} labels")
+            row = np.nan_to_num(row, nan=0.0, posinf=1.0, neginf=0.0)
+        self._history.append(row)
+        self._last_offset = offset_s
+        n = min(self.smoothing_windows, len(self._history))
+        recent = list(self._history)[-n:]
+        self._smoothed = np.mean(np.stack(recent), axis=0)
+
+        ends: list[DetectionEvent] = []
+        starts: list[DetectionEvent] = []
+        for i, label in enumerate(self.labels):
+            s = float(self._smoothed[i])
+            opened = self._open.get(label)
+            if opened is not None:
+                opened.peak = max(opened.peak, s)
+                if s >= self._release_level(label) - EPS:
+                    opened.last_above_s = offset_s
+                elif offset_s - opened.last_above_s >= self.hold_seconds - EPS:
+                    ends.append(self._end(label, opened.last_above_s, offset_s))
+                continue
+            if (
+                label in self.enabled
+                and offset_s >= self._cooldown_until.get(label, -math.inf) - EPS
+                and s >= self.thresholds[label] - EPS
+            ):
+                start = DetectionEvent("start", uuid.uuid4().hex, label, s, s, offset_s)
+                self._open[label] = _Open(start=start, peak=s, last_above_s=offset_s)
+                self._cooldown_until.pop(label, None)
+                starts.append(start)
+        return ends + starts
+
+    def _end(self, label: str, end_offset_s: float, decision_offset_s: float) -> DetectionEvent:
+        """Close `label`'s open event: build its "end" event and start its cooldown."""
+        opened = self._open.pop(label)
+        score = float(self._smoothed[self._index[label]])
+        self._cooldown_until[label] = decision_offset_s + self.cooldown_seconds
+        return DetectionEvent(
+            type="end",
+            id=opened.start.id,
+            label=label,
+            score=score,
+            peak_score=max(opened.peak, score),
+            start_offset_s=opened.start.start_offset_s,
+            end_offset_s=max(end_offset_s, opened.start.start_offset_s),
+        )
+
+    # -- endings outside the window rhythm -----------------------------------------------------
+
+    def close(self, offset_s: float) -> list[DetectionEvent]:
+        """End every open event (shutdown, end of file).
+
+        An event still at or above its release level ends at `offset_s` (never before its last
+        window); one in its hold ends at its last window above the release level.
+        """
+        offset_s = float(offset_s)
+        ended = []
+        for label in self.labels:
+            opened = self._open.get(label)
+            if opened is None:
+                continue
+            s = float(self._smoothed[self._index[label]])
+            in_hold = s < self._release_level(label) - EPS
+            end = opened.last_above_s if in_hold else max(offset_s, opened.last_above_s)
+            ended.append(self._end(label, end, max(offset_s, self._decision_offset())))
+        return ended
+
+    def reset(self) -> list[DetectionEvent]:
+        """After an audio gap: end open events, clear score history and cooldowns.
+
+        Open events end at their last window above the release level (the last offset for an
+        event that was still above). The next window starts smoothing from scratch, and its
+        offset may be smaller than before (a source that restarts its clock).
+        """
+        ended = [
+            self._end(label, self._open[label].last_above_s, self._decision_offset())
+            for label in self.labels
+            if label in self._open
+        ]
+        self._history.clear()
+        self._smoothed = np.zeros(len(self.labels), dtype=np.float64)
+        self._cooldown_until.clear()
+        self._last_offset = None
+        return ended

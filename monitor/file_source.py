@@ -1,0 +1,208 @@
+"""Audio from a file, delivered through the same `read(timeout)` interface as the microphone.
+
+Anything libsndfile decodes (wav, flac, ogg/vorbis, mp3, ...), any rate and channel count.
+The file is streamed block by block (an hour-long recording is never loaded whole),
+downmixed to mono and resampled with the same streaming resampler as live input, whose tail
+is flushed at the end. `pace="realtime"` releases each block when it "would have been
+recorded", scheduled against a monotonic start time so the pacing does not drift;
+`pace="fast"` delivers as fast as the consumer reads.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import soundfile as sf
+
+from monitor.errors import AudioFileError
+from monitor.resample import StreamResampler, to_mono
+
+__all__ = ["FileSource"]
+
+_EMPTY = np.zeros(0, dtype=np.float32)
+
+try:  # soundfile's cffi handles, for _read_frames (see there); absent -> the public read()
+    from soundfile import _ffi as _sf_ffi
+    from soundfile import _snd as _sf_lib
+except ImportError:  # pragma: no cover - other soundfile builds
+    _sf_ffi = _sf_lib = None
+
+
+def _read_frames(f: sf.SoundFile, frames: int) -> np.ndarray:
+    """The next `frames` frames as (n, channels) float32, continuing exactly where the last read ended.
+
+    Why not `f.read(frames)`: python-soundfile follows every read with a seek to the position
+    it just reached (`_cdata_io`: "Update read & write position"). For MP3 that seek restarts
+    mpg123 at a frame boundary without its bit reservoir and overlap state, so block-by-block
+    reads of an MP3 come out partly as near-silence (measured with libsndfile 1.2.0 and 1.2.2:
+    a 1 kHz tone read in 0.1 s blocks decays to RMS 0.00 from 0.35 in some blocks, while one
+    whole-file read is correct). Calling libsndfile's sf_readf_float directly reads sequentially
+    with no seek, and equals a whole-file read bit for bit for every format.
+    """
+    handle = getattr(f, "_file", None)
+    if _sf_lib is None or _sf_ffi is None or handle is None:
+        return f.read(frames, dtype="float32", always_2d=True)
+    out = np.empty((frames, f.channels), dtype=np.float32)
+    got = _sf_lib.sf_readf_float(handle, _sf_ffi.from_buffer("float[]", out), frames)
+    err = _sf_lib.sf_error(handle)
+    if err:
+        raise RuntimeError(_sf_ffi.string(_sf_lib.sf_error_number(err)).decode("utf-8", "replace"))
+    return out[: max(0, int(got))]
+
+
+def _reason(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())
+    # libsndfile messages repeat the path: "Error opening 'x.wav': Format not recognised."
+    if ": " in text and text.startswith("Error opening"):
+        text = text.split(": ", 1)[1]
+    return text or type(exc).__name__
+
+
+class FileSource:
+    """Mono float32 audio at `target_rate` from `path`; `finished` becomes True after the last block.
+
+    Raises AudioFileError("cannot decode <path>: <reason>") at construction if the file cannot
+    be opened or its first block cannot be decoded.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        target_rate: int,
+        pace: Literal["realtime", "fast"] = "realtime",
+        block_seconds: float = 0.1,
+    ) -> None:
+        if pace not in ("realtime", "fast"):
+            raise ValueError(f"pace must be 'realtime' or 'fast', got {pace!r}")
+        if block_seconds <= 0:
+            raise ValueError("block_seconds must be positive")
+        self.path = Path(path)
+        self.target_rate = int(target_rate)
+        self.pace = pace
+        if self.path.is_dir():
+            raise AudioFileError(f"cannot decode {self.path}: is a directory")
+        try:
+            self._file = sf.SoundFile(str(self.path))
+        except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
+            raise AudioFileError(f"cannot decode {self.path}: {_reason(exc)}") from None
+        self.sample_rate = int(self._file.samplerate)
+        self.channels = int(self._file.channels)
+        self.frames = int(self._file.frames)
+        self.duration_s = self.frames / self.sample_rate if self.sample_rate else 0.0
+        self._block = max(1, round(block_seconds * self.sample_rate))
+        self._resampler = StreamResampler(self.sample_rate, self.target_rate)
+        self._lock = threading.Lock()
+        self._frames_read = 0  # frames taken from the file so far
+        self._eof = False
+        self.finished = False
+        self._t0: float | None = None
+        # Decode the first block now, so a file whose header parses but whose data does not
+        # fails here, at construction, with a clear message, and not in the middle of a run.
+        self._pending = self._decode_block()
+
+    # ---- interface shared with MicSource -------------------------------------------------
+    def start(self) -> None:
+        """Start the clock for realtime pacing (otherwise the first read() starts it)."""
+        if self._t0 is None:
+            self._t0 = time.monotonic()
+
+    def stop(self) -> None:
+        """Close the file; later reads return nothing and `finished` is True."""
+        with self._lock:
+            self.finished = True
+            self._eof = True
+            self._file.close()
+
+    @property
+    def health(self) -> str:
+        return "stopped" if self.finished else "ok"
+
+    @property
+    def gap_count(self) -> int:
+        return 0
+
+    @property
+    def stats(self) -> dict[str, Any]:
+        return {
+            "health": self.health,
+            "device": str(self.path),
+            "device_rate": self.sample_rate,
+            "channels": self.channels,
+            "target_rate": self.target_rate,
+            "dropped_samples": 0,
+            "overflows": 0,
+            "callbacks": 0,
+            "reopen_count": 0,
+            "position_s": self._frames_read / self.sample_rate,
+            "duration_s": self.duration_s,
+        }
+
+    def read(self, timeout: float) -> np.ndarray:
+        """The next audio at `target_rate` (may be empty); waits at most `timeout` s (realtime).
+
+        fast: one block per call. realtime: every block whose last sample is due by now; if
+        none is due within `timeout`, sleeps `timeout` and returns nothing. After the last
+        block (and the resampler's tail) `finished` is True and reads return empty arrays.
+        """
+        with self._lock:
+            if self.finished:
+                return _EMPTY
+            if self._t0 is None:
+                self._t0 = time.monotonic()
+            if self.pace == "fast":
+                blocks = [self._take()]
+            else:
+                blocks = []
+                while self._pending is not None:
+                    due = self._t0 + (self._frames_read + len(self._pending)) / self.sample_rate
+                    wait = due - time.monotonic()
+                    if wait > 0:
+                        if blocks or wait > timeout:
+                            break
+                        time.sleep(wait)
+                    blocks.append(self._take())
+                if not blocks and self._pending is not None:
+                    time.sleep(max(0.0, timeout))
+                    return _EMPTY
+            out = [self._resampler.process(to_mono(b)) for b in blocks if b is not None and len(b)]
+            if self._pending is None:  # end of file: flush the resampler's tail
+                out.append(self._resampler.process(np.zeros(0, dtype=np.float32), last=True))
+                self.finished = True
+                self._file.close()
+            if not out:
+                return _EMPTY
+            return out[0] if len(out) == 1 else np.concatenate(out).astype(np.float32, copy=False)
+
+    def __enter__(self) -> FileSource:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # ---- internals ---------------------------------------------------------------------
+    def _take(self) -> np.ndarray | None:
+        """Hand out the pending block and decode the next one."""
+        block = self._pending
+        if block is not None:
+            self._frames_read += len(block)
+        self._pending = self._decode_block()
+        return block
+
+    def _decode_block(self) -> np.ndarray | None:
+        if self._eof:
+            return None
+        try:
+            data = _read_frames(self._file, self._block)
+        except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
+            raise AudioFileError(f"cannot decode {self.path}: {_reason(exc)}") from None
+        if len(data) == 0:
+            self._eof = True
+            return None
+        if len(data) < self._block:
+            self._eof = True  # a short read is the end (mp3 frame counts can be estimates)
+        return data

@@ -1,0 +1,56 @@
+"""A real, tiny int8 bundle for tests: a small CNN trained on the test clips and exported.
+
+Use it with `from tests.fixtures_model import tiny_bundle  # noqa: F401`; the fixture returns the
+bundle path without suffix (`.../tiny.tflite` + `.../tiny.json`, loadable by `load_bundle`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+CLIPS = Path(__file__).resolve().parent / "data" / "clips"
+
+
+def build_tiny_bundle(out_dir: Path, epochs: int = 6, seed: int = 0) -> Path:
+    """Train the `tiny` CNN on tests/data/clips and export an int8 bundle to `out_dir/tiny`."""
+    from monitor.frontend import FrontendParams
+    from training.datasets import read_dataset
+    from training.export import convert_int8, representative_windows, write_bundle
+    from training.features import compute_features
+    from training.train import TrainConfig, set_threads, train_cnn
+
+    set_threads(2)
+    params = FrontendParams()
+    ds = read_dataset(CLIPS)
+    feats = compute_features(
+        ds.clips, params, cache_dir=out_dir / "cache", workers=1, progress=False
+    )
+    y = ds.y()
+    cfg = TrainConfig(
+        arch="tiny", epochs=epochs, batch_size=8, lr=5e-3, seed=seed, eval_every=0, warmup_epochs=1
+    )
+    model, norm, _ = train_cnn(feats, y, len(ds.labels), cfg, params, progress=False)
+    rep = representative_windows(feats, y, len(ds.labels), norm, params, n=40, seed=seed)
+    base = out_dir / "tiny"
+    write_bundle(
+        base,
+        convert_int8(model, rep),
+        ds.labels,
+        norm,
+        params,
+        meta={
+            "model": {"arch": "tiny"},
+            "training": {"dataset": str(CLIPS), "clips": len(ds.clips), "dropout": cfg.dropout},
+        },
+    )
+    model.save_weights(base.with_name("tiny.weights.h5"))
+    return base
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    if not (CLIPS / "metadata.csv").is_file():
+        pytest.skip("tests/data/clips (the test clips) not present")
+    return build_tiny_bundle(tmp_path_factory.mktemp("tiny_bundle"))

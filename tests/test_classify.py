@@ -1,0 +1,117 @@
+"""`soundmon classify`: JSON lines contract, readable table, bad files reported, exit codes."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from monitor.config import Config
+from monitor.frontend import LogMelFrontend
+from monitor.runner import open_model
+from monitor.windows import file_windows
+from tests.fixtures_model import tiny_bundle  # noqa: F401
+from tests.paths import bundled_clips
+
+
+def soundmon(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "monitor", *args], capture_output=True, text=True,
+                          timeout=timeout)  # fmt: skip
+
+
+def test_json_lines_have_every_field(tiny_bundle):
+    clips = bundled_clips()[:3]
+    out = soundmon("classify", "--json", "--model", str(tiny_bundle), *map(str, clips))
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.strip().splitlines()
+    assert len(lines) == 3
+    for line, clip in zip(lines, clips):
+        obj = json.loads(line)
+        assert set(obj) == {"file", "duration_s", "label", "score", "scores", "events"}
+        assert obj["file"] == str(clip)
+        assert obj["duration_s"] == pytest.approx(sf.info(clip).duration, abs=0.01)
+        assert obj["label"] == max(obj["scores"], key=obj["scores"].get)
+        assert obj["score"] == pytest.approx(obj["scores"][obj["label"]], abs=1e-3)
+        for ev in obj["events"]:
+            assert set(ev) == {"label", "start_s", "end_s", "score"}
+            assert ev["end_s"] >= ev["start_s"]
+
+
+def test_clip_scores_equal_the_training_evaluation_rule(tiny_bundle):
+    """classify streams through the daemon pipeline; evaluation scores file_windows directly. Same numbers."""
+    from monitor.classify import classify_file
+
+    bundle, runner = open_model(tiny_bundle)
+    cfg = Config()
+    cfg.detection.min_level_dbfs = -200.0  # no gating, as in evaluation
+    for clip in bundled_clips()[:4]:
+        audio, _ = sf.read(clip, dtype="float32")
+        windows = file_windows(audio, LogMelFrontend(bundle.frontend), bundle.window_seconds, 0.5)
+        expected = np.mean([runner.predict(w) for w in windows], axis=0)
+        got = classify_file(clip, bundle, runner, cfg)
+        assert np.allclose([got.scores[k] for k in bundle.labels], expected, atol=1e-6)
+
+
+def test_any_rate_and_channel_count(tiny_bundle, tmp_path):
+    audio, sr = sf.read(bundled_clips()[0], dtype="float32")
+    import soxr
+
+    stereo44 = np.stack([soxr.resample(audio, sr, 44100)] * 2, axis=1)
+    wav = tmp_path / "stereo44.wav"
+    ogg = tmp_path / "stereo44.ogg"
+    sf.write(wav, stereo44, 44100)
+    sf.write(ogg, stereo44, 44100)
+    out = soundmon("classify", "--json", "--model", str(tiny_bundle), str(wav), str(ogg))
+    assert out.returncode == 0, out.stderr
+    assert [json.loads(x)["duration_s"] for x in out.stdout.splitlines()] == pytest.approx(
+        [len(audio) / sr] * 2, abs=0.02
+    )
+
+
+def test_undecodable_file_is_reported_and_others_still_run(tiny_bundle, tmp_path):
+    bad = tmp_path / "broken.flac"
+    bad.write_bytes(b"fLaC but not really" * 50)
+    missing = tmp_path / "nope.wav"
+    good = bundled_clips()[0]
+    out = soundmon("classify", "--json", "--model", str(tiny_bundle), str(bad), str(good), str(missing))
+    assert out.returncode == 1
+    assert len(out.stdout.strip().splitlines()) == 1
+    errors = out.stderr.strip().splitlines()
+    assert len(errors) == 2 and all(line.startswith("soundmon classify: ") for line in errors)
+    assert "broken.flac" in errors[0] and "nope.wav" in errors[1]
+    assert "Traceback" not in out.stderr
+
+
+def test_table_output_is_readable(tiny_bundle):
+    out = soundmon("classify", "--model", str(tiny_bundle), str(bundled_clips()[0]))
+    assert out.returncode == 0, out.stderr
+    assert "windows)" in out.stdout and "events" in out.stdout
+
+
+def test_missing_model_is_one_line_exit_2(tmp_path):
+    out = soundmon("classify", "--model", str(tmp_path / "none"), str(bundled_clips()[0]))
+    assert out.returncode == 2
+    assert out.stderr.count("\n") == 1 and "not found" in out.stderr
+
+
+def test_bad_config_is_one_line_exit_2(tiny_bundle, tmp_path):
+    cfg = tmp_path / "bad.yaml"
+    cfg.write_text("detection:\n  classes:\n    unicorn: {threshold: 0.5}\n")
+    out = soundmon("classify", "--config", str(cfg), "--model", str(tiny_bundle), str(bundled_clips()[0]))
+    assert out.returncode == 2
+    assert "detection.classes.unicorn" in out.stderr and out.stderr.count("\n") == 1
+
+
+def test_short_clip_gets_one_window(tiny_bundle, tmp_path):
+    from monitor.classify import classify_file
+
+    short = tmp_path / "short.flac"
+    audio, sr = sf.read(bundled_clips()[0], dtype="float32")
+    sf.write(short, audio[: sr // 2], sr)
+    bundle, runner = open_model(tiny_bundle)
+    assert classify_file(Path(short), bundle, runner, Config()).windows == 1

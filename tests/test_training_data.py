@@ -1,0 +1,222 @@
+"""Dataset readers, feature cache and augmentation of the training module (real audio, no mocks)."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from monitor.frontend import FrontendParams, LogMelFrontend
+from monitor.windows import file_windows
+from training.augment import AugmentConfig, Augmenter, place_in_window
+from training.datasets import (
+    URBAN10_LABELS,
+    DatasetError,
+    load_audio,
+    parse_renames,
+    read_dataset,
+    read_esc50,
+    read_folders,
+    read_urbansound8k,
+)
+from training.features import clip_windows, compute_features, floor_db
+
+CLIPS = Path(__file__).resolve().parent / "data" / "clips"
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _need_shared(sub: str) -> Path:
+    path = SHARED / sub
+    if not path.is_dir():
+        pytest.skip("needs ../shared/data (the large dataset)")
+    return path
+
+
+# -- readers ----------------------------------------------------------------------------------
+
+
+def test_urbansound8k_reader_on_test_clips():
+    ds = read_urbansound8k(CLIPS)
+    assert ds.labels == URBAN10_LABELS  # classID order
+    assert len(ds.clips) == 20 and ds.missing == []
+    assert ds.folds == [1, 2]
+    assert all(c.path.is_file() and c.group.startswith("fs") for c in ds.clips)
+    assert read_dataset(CLIPS).format == "urbansound8k"  # detected
+
+
+def test_missing_files_are_counted_not_fatal(tmp_path):
+    shutil.copytree(CLIPS, tmp_path / "us8k")
+    meta = tmp_path / "us8k" / "metadata.csv"
+    rows = meta.read_text().splitlines()
+    rows.append("999999-3-0-0.flac,999999,0,4,1,1,3,dog_bark")
+    rows.append("999998-6-0-0.flac,999998,0,1,1,2,6,gun_shot")
+    meta.write_text("\n".join(rows) + "\n")
+    (tmp_path / "us8k" / "fold1" / "180256-3-0-0.flac").unlink()
+    ds = read_urbansound8k(tmp_path / "us8k")
+    assert len(ds.clips) == 19
+    assert len(ds.missing) == 3
+    assert "3 listed file(s) missing" in ds.summary()
+
+
+def test_choose_folds_and_classes():
+    ds = read_urbansound8k(CLIPS, classes=["siren", "dog_bark"], folds=[2])
+    assert ds.labels == ["siren", "dog_bark"]
+    assert {c.label for c in ds.clips} == {"siren", "dog_bark"} and ds.folds == [2]
+    with pytest.raises(DatasetError, match="unknown class"):
+        read_urbansound8k(CLIPS, classes=["dog"])
+    with pytest.raises(DatasetError, match="fold"):
+        read_urbansound8k(CLIPS, folds=[7])
+
+
+def test_esc50_renaming():
+    root = _need_shared("ESC-50")
+    renames = parse_renames(["dog=dog_bark,chainsaw=drilling"])
+    ds = read_esc50(root, classes=["dog_bark", "drilling", "rooster"], renames=renames)
+    assert ds.labels == ["dog_bark", "drilling", "rooster"]
+    counts = {lab: sum(c.label == lab for c in ds.clips) for lab in ds.labels}
+    assert counts["dog_bark"] >= 10 and counts["drilling"] >= 10
+    assert ds.folds == [1, 2]
+    # Groups are Freesound source recordings: no group on both sides of a fold split.
+    folds_of = {}
+    for c in ds.clips:
+        folds_of.setdefault(c.group, set()).add(c.fold)
+    assert all(len(f) == 1 for f in folds_of.values())
+
+
+def _write_tone(path: Path, freq: float, seconds: float = 1.0, rate: int = 22050) -> None:
+    t = np.arange(int(seconds * rate)) / rate
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sf.write(path, (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32), rate)
+
+
+def test_folders_grouped_by_recording(tmp_path):
+    root = tmp_path / "mine"
+    for cls, f in (("whistle", 1000.0), ("hum", 100.0)):
+        for rec in range(6):
+            for clip in range(3):
+                _write_tone(root / cls / f"{cls}rec{rec}_{clip}.wav", f * (1 + 0.05 * rec))
+    (root / "hum" / "kitchen").mkdir()
+    _write_tone(root / "hum" / "kitchen" / "a.wav", 120.0)
+    _write_tone(root / "hum" / "kitchen" / "b.wav", 120.0)
+    ds = read_folders(root)
+    assert ds.labels == ["hum", "whistle"] and len(ds.clips) == 38
+    groups = {}
+    for c in ds.clips:
+        groups.setdefault(c.group, set()).add(c.fold)
+    assert len(groups) == 13  # 12 loose recordings + the kitchen sub-folder
+    assert all(len(f) == 1 for f in groups.values()), "clips of one recording on both sides"
+    assert len(ds.folds) >= 2
+    assert read_dataset(root).format == "folders"
+    # explicit fold folders are honoured
+    root2 = tmp_path / "mine2"
+    for cls in ("a", "b"):
+        for fold in (1, 2):
+            _write_tone(root2 / cls / f"fold{fold}" / "x.wav", 440.0)
+    ds2 = read_folders(root2)
+    assert ds2.folds == [1, 2] and len(ds2.clips) == 4
+
+
+def test_load_audio_resamples_and_downmixes(tmp_path):
+    rate = 44100
+    stereo = np.stack([np.ones(rate), -np.ones(rate) * 0.5], axis=1).astype(np.float32) * 0.2
+    sf.write(tmp_path / "s.wav", stereo, rate)
+    audio = load_audio(tmp_path / "s.wav")
+    assert audio.ndim == 1 and abs(len(audio) - 16000) <= 1
+    assert abs(float(np.median(audio)) - 0.05) < 1e-3
+
+
+# -- features -------------------------------------------------------------------------------
+
+
+def test_feature_cache_is_10x_faster_and_matches_file_windows(tmp_path):
+    ds = read_urbansound8k(CLIPS)
+    params = FrontendParams()
+    t0 = time.perf_counter()
+    first = compute_features(ds.clips, params, cache_dir=tmp_path, workers=1, progress=False)
+    t_first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    second = compute_features(ds.clips, params, cache_dir=tmp_path, workers=1, progress=False)
+    t_second = time.perf_counter() - t0
+    assert t_first >= 10 * t_second, f"cache hit {t_second:.3f}s vs compute {t_first:.3f}s"
+    for a, b in zip(first, second, strict=True):
+        np.testing.assert_array_equal(a.logmel, b.logmel)
+        assert a.n_valid == b.n_valid
+    # The cached windows are exactly the daemon's file rule.
+    fe = LogMelFrontend(params)
+    for clip, f in list(zip(ds.clips, first, strict=True))[:4]:
+        want = file_windows(load_audio(clip.path), fe, 4.0, hop_seconds=0.5)
+        np.testing.assert_array_equal(clip_windows(f, params, 4.0, 0.5), want)
+    # A different front-end is a different cache key (no stale features).
+    other = compute_features(
+        ds.clips[:2], FrontendParams(n_mels=40), cache_dir=tmp_path, workers=1, progress=False
+    )
+    assert other[0].logmel.shape[1] == 40
+
+
+def test_parallel_features_equal_serial(tmp_path):
+    ds = read_urbansound8k(CLIPS, folds=[1])
+    serial = compute_features(ds.clips, cache_dir=tmp_path / "a", workers=1, progress=False)
+    parallel = compute_features(ds.clips, cache_dir=tmp_path / "b", workers=2, progress=False)
+    for a, b in zip(serial, parallel, strict=True):
+        np.testing.assert_array_equal(a.logmel, b.logmel)
+
+
+# -- augmentation ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip_feats(tmp_path_factory):
+    ds = read_urbansound8k(CLIPS)
+    return ds, compute_features(
+        ds.clips, cache_dir=tmp_path_factory.mktemp("c"), workers=1, progress=False
+    )
+
+
+def test_augmentation_is_seedable_and_switchable(clip_feats):
+    ds, feats = clip_feats
+    y = ds.y()
+    idx = np.arange(8)
+    floor = floor_db(FrontendParams())
+
+    def batch(cfg, seed):
+        return Augmenter(cfg, 397, 10, -40.0, 20.0, floor, seed).batch(feats, y, idx)
+
+    a1, y1 = batch(AugmentConfig(), 1)
+    a2, y2 = batch(AugmentConfig(), 1)
+    b, _ = batch(AugmentConfig(), 2)
+    np.testing.assert_array_equal(a1, a2)
+    np.testing.assert_array_equal(y1, y2)
+    assert not np.array_equal(a1, b)
+    assert a1.shape == (8, 397, 64, 1) and np.allclose(y1.sum(1), 1.0)
+    # Off: the evaluation placement, one-hot labels, no randomness.
+    off, yo = batch(AugmentConfig.off(), 3)
+    for j, i in enumerate(idx):
+        want = (place_in_window(feats[i].logmel, feats[i].n_valid, 397, 0, floor) + 40.0) / 20.0
+        np.testing.assert_allclose(off[j, ..., 0], want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(yo.argmax(1), y[idx])
+    # Each piece switches on its own: gain only changes levels, nothing else.
+    only_gain = AugmentConfig(time_shift=False, p_mix=0, p_background=0, p_stretch=0, p_pitch=0,
+                              time_masks=0, freq_masks=0, gain_db=6.0)  # fmt: skip
+    g, _ = batch(only_gain, 4)
+    diff = (g - off)[..., 0] * 20.0
+    real = (off[..., 0] * 20.0 - 40.0) > floor + 10
+    per_clip = [np.unique(np.round(diff[j][real[j]], 3)) for j in range(8)]
+    assert all(len(u) == 1 and abs(u[0]) <= 6.0 for u in per_clip)
+
+
+def test_time_shift_places_short_clip_anywhere(clip_feats):
+    ds, feats = clip_feats
+    short = next(i for i, f in enumerate(feats) if f.n_valid < 200)
+    floor = floor_db(FrontendParams())
+    cfg = AugmentConfig(p_start=0.0, p_mix=0, p_background=0, p_stretch=0, p_pitch=0, gain_db=0,
+                        time_masks=0, freq_masks=0)  # fmt: skip
+    aug = Augmenter(cfg, 397, 10, 0.0, 1.0, floor, seed=5)
+    starts = set()
+    for _ in range(10):
+        w = aug.window(feats[short].logmel, feats[short].n_valid)
+        starts.add(int(np.argmax(w.max(1) > floor)))
+    assert len(starts) > 3

@@ -1,0 +1,160 @@
+"""Training, int8 export, evaluation CLI and fine-tuning, on tiny real models (no mocks)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.bundle import load_bundle
+from monitor.runner import ModelRunner
+from tests.fixtures_model import CLIPS, tiny_bundle  # noqa: F401
+from training.datasets import read_urbansound8k
+from training.features import clip_windows, compute_features
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def test_tiny_bundle_is_a_real_int8_bundle(tiny_bundle):  # noqa: F811
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.window_frames == 397 and bundle.frontend.n_mels == 64
+    assert bundle.placement == {
+        "rule": "start",
+        "pad": "zeros",
+        "clip_score": "mean",
+        "hop_seconds": 0.5,
+    }
+    assert bundle.labels[0] == "air_conditioner" and len(bundle.labels) == 10
+    runner = ModelRunner(bundle, num_threads=1)
+    assert runner.quantized
+    ds = read_urbansound8k(CLIPS)
+    feats = compute_features(
+        ds.clips, workers=1, progress=False, cache_dir=Path(tiny_bundle).parent / "cache"
+    )
+    scores = runner.predict(clip_windows(feats[0], bundle.frontend, 4.0, 0.5)[0])
+    assert scores.shape == (10,) and abs(float(scores.sum()) - 1.0) < 0.05
+
+
+def test_int8_agrees_with_float(tiny_bundle):  # noqa: F811
+    from training.evaluate import predict_int8
+    from training.run import load_float_model
+    from training.train import predict_float
+
+    model, bundle = load_float_model(tiny_bundle)
+    assert model is not None
+    ds = read_urbansound8k(CLIPS)
+    feats = compute_features(
+        ds.clips, workers=1, progress=False, cache_dir=Path(tiny_bundle).parent / "cache"
+    )
+    sf = predict_float(model, feats, (bundle.norm_mean, bundle.norm_std), bundle.frontend)
+    sq = predict_int8(bundle, feats, progress=False)
+    assert np.mean(sf.argmax(1) == sq.argmax(1)) >= 0.8
+    assert np.max(np.abs(sf - sq)) < 0.15
+
+
+def test_mlp_baseline_trains():
+    from training.train import train_mlp
+
+    ds = read_urbansound8k(CLIPS)
+    feats = compute_features(ds.clips, workers=1, progress=False, use_cache=False)
+    y = ds.y()
+    predict = train_mlp(feats, y, 10, epochs=150)
+    scores = predict(feats)
+    assert scores.shape == (20, 10)
+    assert np.mean(scores.argmax(1) == y) >= 0.8  # it can at least fit its training clips
+    from training.models import mfcc_stats
+
+    assert mfcc_stats(feats[0].logmel).shape == (140,)
+
+
+def test_evaluate_cli(tiny_bundle, tmp_path, capsys):  # noqa: F811
+    from training.cli import evaluate_main
+
+    rc = evaluate_main(["--model", str(tiny_bundle), "--dataset", str(CLIPS), "--folds", "2",
+                        "--out", str(tmp_path / "ev"), "--workers", "1", "--no-progress",
+                        "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert rc == 0
+    m = json.loads((tmp_path / "ev" / "metrics.json").read_text())
+    assert m["int8"]["n_clips"] == 10 and "float" in m and m["folds"] == [2]
+    assert 0 <= m["int8"]["accuracy"] <= 1 and "macro_accuracy" in m["int8"]
+    assert (tmp_path / "ev" / "confusion.png").stat().st_size > 1000
+    assert "| siren |" in (tmp_path / "ev" / "per_class.md").read_text()
+    assert "int8 accuracy" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    from training.cli import evaluate_main, train_main
+
+    assert train_main(["--dataset", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not found" in err[0]
+    assert evaluate_main(["--model", str(tmp_path / "none"), "--dataset", str(CLIPS)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("soundmon evaluate:") and "Traceback" not in "".join(err)
+
+
+def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path):
+    from training.cli import train_main
+
+    out = tmp_path / "models" / "t"
+    rc = train_main(["--dataset", str(CLIPS), "--arch", "tiny", "--epochs", "2", "--cv", "--batch-size", "8",
+                     "--out", str(out), "--workers", "1", "--no-progress", "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert rc == 0
+    bundle = load_bundle(out)
+    assert bundle.meta["metrics"]["cv_folds"] == [1, 2]
+    assert "macs_per_window" in bundle.meta["model"] and bundle.meta["latency"]["median_ms"] > 0
+    report = json.loads((out.parent / "t_metrics.json").read_text())
+    assert len(report["cv"]["per_fold"]) == 2 and "mlp" in report["cv"]["per_fold"][0]
+    card = (out.parent / "t.md").read_text()
+    assert "CC BY-NC 3.0" in card and "t_confusion.png" in card
+    assert (out.parent / "t_confusion.png").is_file() and (
+        out.parent / "t_learning_curve.png"
+    ).is_file()
+
+
+def test_init_from_fine_tunes_on_folder_per_class_esc50(tiny_bundle, tmp_path):  # noqa: F811
+    esc = SHARED / "ESC-50"
+    if not esc.is_dir():
+        pytest.skip("needs ../shared/data (the large dataset)")
+    from training.cli import train_main
+    from training.datasets import read_esc50, read_folders
+
+    # A user's folder-per-class set built from ESC-50: <class>/<recording>.flac, no fold folders.
+    src = read_esc50(esc, classes=["rooster", "crying_baby", "chainsaw"])
+    root = tmp_path / "mine"
+    for clip in src.clips:
+        dst = root / clip.label / clip.path.name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        dst.symlink_to(clip.path)
+    ds = read_folders(root)
+    assert ds.labels == ["chainsaw", "crying_baby", "rooster"] and len(ds.folds) >= 2
+    out = tmp_path / "ft"
+    rc = train_main(["--dataset", str(root), "--init-from", str(tiny_bundle), "--epochs", "4",
+                     "--batch-size", "8", "--out", str(out), "--workers", "2", "--no-progress",
+                     "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert rc == 0
+    bundle = load_bundle(out)
+    assert bundle.labels == ["chainsaw", "crying_baby", "rooster"]
+    assert bundle.meta["init_from"] == str(tiny_bundle)
+    src_b = load_bundle(tiny_bundle)
+    assert (bundle.norm_mean, bundle.norm_std) == (src_b.norm_mean, src_b.norm_std)
+    runner = ModelRunner(bundle)
+    assert runner.predict(np.full((397, 64), -60.0, dtype=np.float32)).shape == (3,)
+
+
+def test_streaming_check_on_full_recordings(tiny_bundle, tmp_path, capsys):  # noqa: F811
+    rec = SHARED / "recordings"
+    if not rec.is_dir():
+        pytest.skip("needs ../shared/data (the large dataset)")
+    from training.cli import evaluate_main
+
+    rc = evaluate_main(
+        ["--model", str(tiny_bundle), "--recordings", str(rec), "--out", str(tmp_path)]
+    )
+    assert rc == 0
+    st = json.loads((tmp_path / "streaming.json").read_text())
+    assert st["all"]["recordings"] == 20 and st["all"]["windows"] > 500
+    assert st["unseen"]["recordings"] > 0
+    assert "streaming: labelled-window accuracy" in capsys.readouterr().out

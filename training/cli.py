@@ -1,0 +1,310 @@
+"""`soundmon train` and `soundmon evaluate` (also `python -m training.cli train|evaluate ...`)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from monitor.errors import SoundmonError
+
+__all__ = ["evaluate_main", "main", "train_main"]
+
+
+def _folds(text: str | None) -> list[int] | None:
+    if not text:
+        return None
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"folds must be comma-separated integers, got {text!r}"
+        ) from None
+
+
+def _dataset_args(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument(
+        "--dataset",
+        required=required,
+        help="dataset root (UrbanSound8K, ESC-50 or a folder per class)",
+    )
+    p.add_argument(
+        "--format",
+        choices=["urbansound8k", "esc50", "folders"],
+        help="default: detected from the layout",
+    )
+    p.add_argument(
+        "--classes", help="comma-separated classes to keep (after renaming); default: all"
+    )
+    p.add_argument("--rename", action="append", default=[], metavar="OLD=NEW",
+                   help="rename a class, e.g. dog=dog_bark (repeat or comma-separate)")  # fmt: skip
+    p.add_argument("--folds", type=_folds, help="comma-separated folds to use; default: all")
+    p.add_argument(
+        "--cache",
+        help="feature cache directory (default: $SOUNDMON_CACHE or ~/.cache/soundmon/features)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes for feature extraction (default: all cores)",
+    )
+    p.add_argument(
+        "--threads", type=int, default=None, help="TensorFlow threads (default: all cores)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def _read(args):
+    from training.datasets import parse_classes, parse_renames, read_dataset
+
+    return read_dataset(
+        args.dataset,
+        args.format,
+        classes=parse_classes(args.classes),
+        renames=parse_renames(args.rename),
+        folds=args.folds,
+    )
+
+
+def _train_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="soundmon train", description="Train a soundmon model and export an int8 bundle."
+    )
+    _dataset_args(p)
+    p.add_argument(
+        "--out", default="models/model", help="bundle path without suffix (default: models/model)"
+    )
+    p.add_argument("--cv", nargs="?", const="all", default=None, metavar="FOLDS",
+                   help="leave-one-fold-out cross-validation first (optionally over these comma-separated folds)")  # fmt: skip
+    p.add_argument(
+        "--arch",
+        default="cnn",
+        help="cnn (default), small, tiny, or mlp (baseline only, no bundle)",
+    )
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="training epochs (default: 60; 30 with --init-from)",
+    )
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="peak learning rate (default 3e-3; 1e-3 with --init-from)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    p.add_argument(
+        "--no-baseline", action="store_true", help="skip the MFCC-MLP baseline in cross-validation"
+    )
+    p.add_argument(
+        "--init-from", help="reuse the convolutional body of this bundle (needs its .weights.h5)"
+    )
+    p.add_argument(
+        "--report-dir", help="where metrics.json and the PNGs go (default: next to --out)"
+    )
+    p.add_argument(
+        "--experiments", help="markdown file whose text goes into the model card's 'What was tried'"
+    )
+    return p
+
+
+def train_main(argv: list[str]) -> int:
+    args = _train_parser().parse_args(argv)
+    try:
+        return _train(args, argv)
+    except SoundmonError as exc:
+        print(f"soundmon train: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("soundmon train: interrupted", file=sys.stderr)
+        return 130
+
+
+def _train(args, argv) -> int:
+    from training.datasets import DatasetError
+
+    dataset = _read(args)
+    if args.arch == "mlp":
+        return _train_mlp_only(args, dataset)
+    from training.augment import AugmentConfig
+    from training.models import ARCHS
+    from training.run import TrainJob, command_line, run_training
+    from training.train import TrainConfig, set_threads
+
+    if args.arch not in ARCHS:
+        raise DatasetError(f"--arch {args.arch!r}: choose one of {sorted(ARCHS) + ['mlp']}")
+    set_threads(args.threads or os.cpu_count())
+    fine = bool(args.init_from)
+    cfg = TrainConfig(
+        arch=args.arch,
+        epochs=args.epochs or (30 if fine else 60),
+        batch_size=args.batch_size,
+        lr=args.lr or (1e-3 if fine else 3e-3),
+        seed=args.seed,
+        augment=AugmentConfig.off() if args.no_augment else AugmentConfig(),
+        freeze_body_epochs=5 if fine else 0,
+    )
+    cv = None
+    if args.cv:
+        cv = dataset.folds if args.cv == "all" else _folds(args.cv)
+    experiments = ""
+    if args.experiments:
+        try:
+            experiments = Path(args.experiments).read_text()
+        except OSError as exc:
+            raise DatasetError(f"--experiments: {exc}") from None
+    job = TrainJob(
+        dataset=dataset,
+        out=Path(args.out),
+        cfg=cfg,
+        cv_folds=cv,
+        baseline=not args.no_baseline,
+        init_from=args.init_from,
+        cache_dir=args.cache,
+        workers=args.workers,
+        report_dir=Path(args.report_dir) if args.report_dir else None,
+        progress=not args.no_progress,
+        command=command_line(argv, "soundmon train"),
+        experiments=experiments,
+    )
+    run_training(job)
+    return 0
+
+
+def _train_mlp_only(args, dataset) -> int:
+    """`--arch mlp`: the MFCC-statistics baseline, leave-one-fold-out, metrics only (no bundle)."""
+    import numpy as np
+
+    from training.evaluate import metrics, write_metrics
+    from training.features import compute_features
+    from training.train import train_mlp
+
+    feats = compute_features(
+        dataset.clips, cache_dir=args.cache, workers=args.workers, progress=not args.no_progress
+    )
+    y = dataset.y()
+    folds = np.array([c.fold for c in dataset.clips])
+    cv = dataset.folds if args.cv in (None, "all") else _folds(args.cv)
+    out = {"per_fold": []}
+    for k in cv:
+        tr, te = np.where(folds != k)[0], np.where(folds == k)[0]
+        pred = train_mlp([feats[i] for i in tr], y[tr], len(dataset.labels), seed=args.seed)(
+            [feats[i] for i in te]
+        )
+        m = metrics(y[te], pred, dataset.labels)
+        out["per_fold"].append({"fold": k, **m})
+        print(
+            f"fold {k}: accuracy {100 * m['accuracy']:.1f}%, macro {100 * m['macro_accuracy']:.1f}%"
+        )
+    report_dir = Path(args.report_dir or Path(args.out).parent)
+    write_metrics(report_dir / f"{Path(args.out).name}_mlp_metrics.json", out)
+    return 0
+
+
+def _evaluate_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="soundmon evaluate",
+        description="Score a bundle on a dataset: int8 through the daemon's runner, float too if "
+        "<model>.weights.h5 lies next to the bundle.",
+    )
+    p.add_argument(
+        "--model", required=True, help="bundle path (models/urban10 or models/urban10.tflite)"
+    )
+    _dataset_args(p, required=False)
+    p.add_argument(
+        "--recordings",
+        help="also run the streaming check on full recordings with a labels.csv "
+        "(e.g. ../shared/data/recordings)",
+    )
+    p.add_argument(
+        "--out",
+        default="runs/evaluate",
+        help="directory for metrics.json, per_class.md, confusion.png",
+    )
+    p.add_argument(
+        "--hop",
+        type=float,
+        default=0.5,
+        help="window hop in seconds for clips longer than a window",
+    )
+    return p
+
+
+def evaluate_main(argv: list[str]) -> int:
+    parser = _evaluate_parser()
+    args = parser.parse_args(argv)
+    if not args.dataset and not args.recordings:
+        print("soundmon evaluate: give --dataset and/or --recordings", file=sys.stderr)
+        return 2
+    lines = []
+    try:
+        from training.evaluate import write_metrics
+        from training.run import evaluate_bundle
+        from training.train import set_threads
+
+        set_threads(args.threads or os.cpu_count())
+        if args.dataset:
+            dataset = _read(args)
+            print(dataset.summary(), file=sys.stderr)
+            res = evaluate_bundle(
+                args.model,
+                dataset,
+                Path(args.out),
+                args.cache,
+                args.workers,
+                not args.no_progress,
+                args.hop,
+            )
+            line = (
+                f"int8 accuracy {100 * res['int8']['accuracy']:.1f}% "
+                f"(macro {100 * res['int8']['macro_accuracy']:.1f}%)"
+            )
+            if "float" in res:
+                line += (
+                    f", float {100 * res['float']['accuracy']:.1f}% "
+                    f"(macro {100 * res['float']['macro_accuracy']:.1f}%)"
+                )
+            lines.append(
+                f"{line} on {res['int8']['n_clips']} clips; "
+                f"wrote {args.out}/metrics.json, per_class.md, confusion.png"
+            )
+        if args.recordings:
+            from training.streaming import evaluate_recordings
+
+            st = evaluate_recordings(args.model, args.recordings, hop=args.hop)
+            write_metrics(Path(args.out) / "streaming.json", st)
+
+            def pct(x):
+                return "-" if x is None else f"{100 * x:.1f}%"
+
+            lines.append(
+                f"streaming: labelled-window accuracy {pct(st['all']['window_accuracy'])} over "
+                f"{st['all']['recordings']} recordings ({pct(st['unseen']['window_accuracy'])} on the "
+                f"{st['unseen']['recordings']} never seen in training); wrote {args.out}/streaming.json"
+            )
+    except SoundmonError as exc:
+        print(f"soundmon evaluate: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("soundmon evaluate: interrupted", file=sys.stderr)
+        return 130
+    for line in lines:
+        print(line)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in ("train", "evaluate"):
+        print("usage: python -m training.cli {train|evaluate} ...", file=sys.stderr)
+        return 2
+    return (train_main if argv[0] == "train" else evaluate_main)(argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

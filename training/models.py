@@ -1,0 +1,149 @@
+"""Keras models: the small int8-friendly CNN the daemon runs, and the MFCC-statistics MLP baseline.
+
+The CNN uses only ops that quantise to full-integer TFLite and run fast on a Raspberry Pi:
+Conv2D / DepthwiseConv2D with batch norm (folded at export), ReLU, max/average pooling,
+global pooling, Dense and Softmax. It shrinks the 397 x 64 log-mel quickly (strided stem and
+early pooling) so a window costs a few tens of millions of multiply-accumulates.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from keras import layers as L  # noqa: E402
+
+__all__ = [
+    "ARCHS",
+    "BODY_PREFIX",
+    "build_cnn",
+    "build_mlp",
+    "count_macs",
+    "mfcc_stats",
+    "transfer_body",
+]
+
+BODY_PREFIX = "body_"  # layers whose weights `--init-from` reuses
+
+# name -> (stem channels, [(channels, convs, pool after)], head pooling)
+ARCHS: dict[str, dict] = {
+    # 3 stages of full 3x3 convs after a strided stem; ~24 M MAC, ~0.4 ms int8 on one x86 core
+    "cnn": {
+        "stem": 24,
+        "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
+        "pool": "avgmax",
+    },
+    # for tests and quick experiments
+    "tiny": {"stem": 8, "stages": [(16, 1, True), (32, 1, False)], "pool": "avg"},
+    "small": {"stem": 16, "stages": [(32, 1, True), (64, 1, True), (128, 1, False)], "pool": "avg"},
+}
+
+
+def _conv_bn(x, ch: int, name: str, kernel=3, strides=1):
+    x = L.Conv2D(ch, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(
+        x
+    )
+    x = L.BatchNormalization(name=f"{name}_bn")(x)
+    return L.ReLU(name=f"{name}_relu")(x)
+
+
+def build_cnn(
+    n_classes: int,
+    frames: int = 397,
+    n_mels: int = 64,
+    arch: str = "cnn",
+    dropout: float = 0.3,
+    weight_decay: float = 0.0,
+) -> keras.Model:
+    """The detector CNN: input normalised log-mel (frames, n_mels, 1), output softmax probabilities."""
+    spec = ARCHS[arch]
+    inp = keras.Input((frames, n_mels, 1), name="logmel")
+    x = _conv_bn(inp, spec["stem"], f"{BODY_PREFIX}stem", strides=2)  # 199 x 32
+    x = L.MaxPooling2D(2, name=f"{BODY_PREFIX}stem_pool")(x)  # 99 x 16
+    for s, (ch, n_conv, pool) in enumerate(spec["stages"], start=1):
+        for c in range(n_conv):
+            x = _conv_bn(x, ch, f"{BODY_PREFIX}s{s}c{c}")
+        if pool:
+            x = L.MaxPooling2D(2, name=f"{BODY_PREFIX}s{s}_pool")(x)
+    if spec["pool"] == "avgmax":
+        # Mean over frequency, then both the mean and the max over time: the max keeps short
+        # events (a gun shot, a horn blip) from being averaged away in a 4 s window.
+        f = x.shape[2]
+        x = L.AveragePooling2D((1, f), name="head_freqpool")(x)
+        x = L.Concatenate(name="head_cat")(
+            [L.GlobalAveragePooling2D(name="head_avg")(x), L.GlobalMaxPooling2D(name="head_max")(x)]
+        )
+    else:
+        x = L.GlobalAveragePooling2D(name="head_avg")(x)
+    if dropout:
+        x = L.Dropout(dropout, name="head_dropout")(x)
+    x = L.Dense(n_classes, name="head_dense")(x)
+    out = L.Softmax(name="probs")(x)
+    return keras.Model(inp, out, name=f"soundmon_{arch}")
+
+
+def transfer_body(src: keras.Model, dst: keras.Model) -> int:
+    """Copy the convolutional body's weights from `src` to `dst` by layer name; returns layers copied."""
+    src_layers = {layer.name: layer for layer in src.layers}
+    copied = 0
+    for layer in dst.layers:
+        if layer.name.startswith(BODY_PREFIX) and layer.name in src_layers and layer.weights:
+            layer.set_weights(src_layers[layer.name].get_weights())
+            copied += 1
+    return copied
+
+
+def count_macs(model: keras.Model) -> int:
+    """Multiply-accumulates of one forward pass (convolutions and dense layers)."""
+    total = 0
+    for layer in model.layers:
+        if isinstance(layer, L.DepthwiseConv2D):
+            o = layer.output.shape
+            total += o[1] * o[2] * o[3] * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, L.Conv2D):
+            o = layer.output.shape
+            cin = layer.input.shape[-1]
+            total += o[1] * o[2] * o[3] * cin * layer.kernel_size[0] * layer.kernel_size[1]
+        elif isinstance(layer, L.Dense):
+            total += layer.input.shape[-1] * layer.units
+    return int(total)
+
+
+# -- the classic baseline -----------------------------------------------------------------------
+
+
+def _dct_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """Orthonormal DCT-II (as librosa.feature.mfcc / scipy dct norm='ortho'), shape (n_out, n_in)."""
+    k = np.arange(n_out)[:, None]
+    n = np.arange(n_in)[None, :]
+    m = np.cos(np.pi / n_in * (n + 0.5) * k) * np.sqrt(2.0 / n_in)
+    m[0] /= np.sqrt(2.0)
+    return m.astype(np.float32)
+
+
+def mfcc_stats(logmel: np.ndarray, n_mfcc: int = 20) -> np.ndarray:
+    """20 MFCCs (DCT of the front-end's log-mel) x 7 statistics over the clip's frames -> (140,)."""
+    from scipy.stats import kurtosis, skew
+
+    x = np.asarray(logmel, dtype=np.float64)
+    if len(x) < 2:
+        x = np.concatenate([x, x]) if len(x) else np.zeros((2, logmel.shape[1]))
+    mfcc = x @ _dct_matrix(x.shape[1], n_mfcc).T.astype(np.float64)  # (frames, n_mfcc)
+    stats = [
+        mfcc.min(0), mfcc.max(0), np.median(mfcc, 0), mfcc.mean(0), mfcc.var(0),
+        np.nan_to_num(skew(mfcc, axis=0)), np.nan_to_num(kurtosis(mfcc, axis=0)),
+    ]  # fmt: skip
+    return np.concatenate(stats).astype(np.float32)
+
+
+def build_mlp(
+    n_features: int, n_classes: int, hidden: int = 256, dropout: float = 0.5
+) -> keras.Model:
+    inp = keras.Input((n_features,), name="mfcc_stats")
+    x = L.Dense(hidden, activation="relu", name="hidden")(inp)
+    x = L.Dropout(dropout)(x)
+    out = L.Dense(n_classes, activation="softmax", name="probs")(x)
+    return keras.Model(inp, out, name="mfcc_mlp")

@@ -1,0 +1,378 @@
+"""The train and evaluate workflows behind `soundmon train` / `soundmon evaluate`."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import shlex
+import sys
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from monitor.bundle import bundle_paths, load_bundle  # noqa: E402
+from monitor.errors import BundleError  # noqa: E402
+from monitor.frontend import FrontendParams  # noqa: E402
+from training.datasets import Dataset, DatasetError  # noqa: E402
+from training.evaluate import (  # noqa: E402
+    measure_latency,
+    metrics,
+    per_class_table,
+    plot_confusion,
+    plot_learning_curve,
+    predict_int8,
+    write_metrics,
+)
+from training.export import PLACEMENT, convert_int8, representative_windows, write_bundle  # noqa: E402
+from training.features import ClipFeatures, compute_features  # noqa: E402
+from training.train import TrainConfig, predict_float, train_cnn, train_mlp  # noqa: E402
+
+__all__ = ["TrainJob", "evaluate_bundle", "load_float_model", "run_training", "weights_path_for"]
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process and its (finished) children, MB."""
+    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return max(own, kids) / 1024.0
+
+
+def weights_path_for(base: str | Path) -> Path:
+    """The float weights kept next to a bundle (for `--init-from` and float evaluation)."""
+    tflite, _ = bundle_paths(base)
+    return tflite.with_name(tflite.stem + ".weights.h5")
+
+
+def load_float_model(base: str | Path):
+    """(Keras model, bundle) rebuilt from the bundle's meta and its `.weights.h5`, or (None, bundle)."""
+    from training.models import build_cnn
+
+    bundle = load_bundle(base)
+    wpath = weights_path_for(base)
+    arch = (bundle.meta.get("model") or {}).get("arch")
+    if not wpath.is_file() or not arch:
+        return None, bundle
+    model = build_cnn(len(bundle.labels), bundle.window_frames, bundle.frontend.n_mels, arch,
+                      (bundle.meta.get("training") or {}).get("dropout", 0.3))  # fmt: skip
+    model.load_weights(wpath)
+    return model, bundle
+
+
+@dataclass
+class TrainJob:
+    dataset: Dataset
+    out: Path
+    cfg: TrainConfig
+    cv_folds: list[int] | None = None  # leave-one-fold-out over these folds (None: no CV)
+    baseline: bool = True  # train the MFCC-MLP baseline in each CV fold
+    init_from: str | None = None
+    cache_dir: str | None = None
+    workers: int | None = None
+    report_dir: Path | None = None
+    progress: bool = True
+    command: str = ""
+    experiments: str = ""
+    latency_calls: int = 300
+
+
+def _export(
+    model, feats, labels_idx, n_classes, norm, params, base, labels, meta, cfg, keep_weights=False
+):
+    rep = representative_windows(
+        feats, labels_idx, n_classes, norm, params, cfg.window_seconds, seed=cfg.seed
+    )
+    tfl = convert_int8(model, rep)
+    bundle = write_bundle(base, tfl, labels, norm, params, cfg.window_seconds, meta=meta)
+    if keep_weights:
+        model.save_weights(weights_path_for(base))
+    return bundle, len(tfl)
+
+
+def _pooled(parts: list[tuple[np.ndarray, np.ndarray]], labels) -> dict:
+    y = np.concatenate([p[0] for p in parts])
+    s = np.concatenate([p[1] for p in parts])
+    return metrics(y, s, labels)
+
+
+def run_training(job: TrainJob) -> dict:
+    """Optional cross-validation, then the final model on all selected folds; writes the bundle and report."""
+    t_start = time.perf_counter()
+    ds, cfg = job.dataset, job.cfg
+    params = FrontendParams()
+    labels = ds.labels
+    n_classes = len(labels)
+    log(ds.summary())
+    for m in ds.missing[:5]:
+        log(f"  missing: {m}")
+    feats = compute_features(
+        ds.clips, params, cfg.window_seconds, job.cache_dir, job.workers, job.progress
+    )
+    y = ds.y()
+    folds = np.array([c.fold for c in ds.clips])
+
+    init_model, init_bundle, init_norm = None, None, None
+    if job.init_from:
+        init_model, init_bundle = load_float_model(job.init_from)
+        if init_model is None:
+            raise BundleError(
+                f"--init-from {job.init_from}: no float weights ({weights_path_for(job.init_from).name}) next to the bundle"
+            )
+        if init_bundle.frontend != params:
+            raise BundleError(
+                f"--init-from {job.init_from}: its front-end differs from this soundmon's"
+            )
+        init_norm = (init_bundle.norm_mean, init_bundle.norm_std)
+        cfg.arch = init_bundle.meta["model"]["arch"]
+
+    report_dir = job.report_dir or job.out.parent
+    report_dir.mkdir(parents=True, exist_ok=True)
+    stem = job.out.name
+    report: dict = {
+        "name": stem,
+        "labels": labels,
+        "arch": cfg.arch,
+        "command": job.command,
+        "window_seconds": cfg.window_seconds,
+        "window_frames": params.frames_for(cfg.window_seconds),
+        "frontend": params.to_dict(),
+        "placement": PLACEMENT,
+        "training": cfg.to_dict(),
+        "data": {
+            "name": ds.name,
+            "root": str(ds.root),
+            "format": ds.format,
+            "n_clips": len(ds.clips),
+            "folds": ds.folds,
+            "clips_per_fold": {
+                str(k): v for k, v in sorted(Counter(int(f) for f in folds).items())
+            },
+            "clips_per_class": {lab: int(np.sum(y == i)) for i, lab in enumerate(labels)},
+            "missing": len(ds.missing),
+        },
+        "init_from": job.init_from,
+        "experiments": job.experiments,
+    }
+    histories: dict[str, dict] = {}
+
+    # -- cross-validation -------------------------------------------------------------------
+    if job.cv_folds:
+        absent = sorted(set(job.cv_folds) - set(ds.folds))
+        if absent:
+            raise DatasetError(f"--cv folds {absent} are not in the dataset (folds: {ds.folds})")
+        per_fold = []
+        parts_f, parts_q, parts_m = [], [], []
+        for k in job.cv_folds:
+            tr = np.where(folds != k)[0]
+            te = np.where(folds == k)[0]
+            trf, tef = [feats[i] for i in tr], [feats[i] for i in te]
+            log(f"CV fold {k}: train {len(tr)} clips, test {len(te)} clips")
+            t0 = time.perf_counter()
+            model, norm, hist = train_cnn(trf, y[tr], n_classes, cfg, params, val=(tef, y[te]),
+                                          init_from=init_model, norm=init_norm, progress=job.progress)  # fmt: skip
+            train_s = time.perf_counter() - t0
+            histories[f"fold {k}"] = hist.to_dict()
+            sf = predict_float(model, tef, norm, params, cfg.window_seconds, cfg.hop_seconds)
+            with tempfile.TemporaryDirectory() as tmp:
+                bundle, _ = _export(
+                    model,
+                    trf,
+                    y[tr],
+                    n_classes,
+                    norm,
+                    params,
+                    Path(tmp) / f"cv{k}",
+                    labels,
+                    {},
+                    cfg,
+                )
+                sq = predict_int8(bundle, tef, cfg.hop_seconds, progress=job.progress)
+            entry = {
+                "fold": k,
+                "n_clips": len(te),
+                "train_clips": len(tr),
+                "train_seconds": train_s,
+                "float": metrics(y[te], sf, labels),
+                "int8": metrics(y[te], sq, labels),
+                "int8_float_agreement": float(np.mean(sf.argmax(1) == sq.argmax(1))),
+            }
+            parts_f.append((y[te], sf))
+            parts_q.append((y[te], sq))
+            if job.baseline:
+                mlp = train_mlp(trf, y[tr], n_classes, seed=cfg.seed)
+                sm = mlp(tef)
+                entry["mlp"] = metrics(y[te], sm, labels)
+                parts_m.append((y[te], sm))
+            per_fold.append(entry)
+            log(
+                f"CV fold {k}: float {100 * entry['float']['accuracy']:.1f}%, int8 {100 * entry['int8']['accuracy']:.1f}%"
+                + (f", MLP {100 * entry['mlp']['accuracy']:.1f}%" if "mlp" in entry else "")
+                + f" ({train_s / 60:.1f} min)"
+            )
+            del model
+        summary = {
+            "n_clips": int(sum(e["n_clips"] for e in per_fold)),
+            "float_accuracy_mean": float(np.mean([e["float"]["accuracy"] for e in per_fold])),
+            "int8_accuracy_mean": float(np.mean([e["int8"]["accuracy"] for e in per_fold])),
+            "float_macro_mean": float(np.mean([e["float"]["macro_accuracy"] for e in per_fold])),
+            "int8_macro_mean": float(np.mean([e["int8"]["macro_accuracy"] for e in per_fold])),
+            "float_pooled": _pooled(parts_f, labels),
+            "int8_pooled": _pooled(parts_q, labels),
+        }
+        if parts_m:
+            summary["mlp_accuracy_mean"] = float(np.mean([e["mlp"]["accuracy"] for e in per_fold]))
+            summary["mlp_macro_mean"] = float(
+                np.mean([e["mlp"]["macro_accuracy"] for e in per_fold])
+            )
+            summary["mlp_pooled"] = _pooled(parts_m, labels)
+        report["cv"] = {"folds": list(job.cv_folds), "per_fold": per_fold, "summary": summary}
+        cm_png = report_dir / f"{stem}_confusion.png"
+        plot_confusion(np.array(summary["int8_pooled"]["confusion"]), labels, cm_png,
+                       f"{stem}: int8, held-out folds {job.cv_folds} pooled "
+                       f"(acc {100 * summary['int8_pooled']['accuracy']:.1f}%)")  # fmt: skip
+        report["confusion_png"] = str(cm_png)
+        lc_png = report_dir / f"{stem}_learning_curve.png"
+        plot_learning_curve(histories, lc_png, f"{stem}: leave-one-fold-out learning curves")
+        report["learning_curve_png"] = str(lc_png)
+        log(
+            f"CV mean accuracy: float {100 * summary['float_accuracy_mean']:.1f}%, "
+            f"int8 {100 * summary['int8_accuracy_mean']:.1f}%"
+            + (f", MLP baseline {100 * summary['mlp_accuracy_mean']:.1f}%" if parts_m else "")
+        )
+
+    # -- final model on everything selected -----------------------------------------------------
+    log(f"final model: {len(feats)} clips, {cfg.epochs} epochs")
+    t0 = time.perf_counter()
+    final_cfg = TrainConfig(**{**cfg.__dict__, "eval_every": 0})
+    model, norm, hist = train_cnn(feats, y, n_classes, final_cfg, params, init_from=init_model,
+                                  norm=init_norm, progress=job.progress)  # fmt: skip
+    final_s = time.perf_counter() - t0
+    from training.models import count_macs
+
+    report["norm"] = list(norm)
+    report["model"] = {
+        "arch": cfg.arch,
+        "params": int(model.count_params()),
+        "macs_per_window": count_macs(model),
+    }
+    report["cost"] = {
+        "train_clips": len(feats),
+        "final_train_seconds": final_s,
+        "seconds_per_epoch": float(np.median(hist.epoch_seconds)) if hist.epoch_seconds else None,
+    }
+    meta_keys = ("training", "data", "model", "init_from")
+    meta = {k: report[k] for k in meta_keys}
+    if "cv" in report:
+        s = report["cv"]["summary"]
+        meta["metrics"] = {
+            "cv_folds": report["cv"]["folds"],
+            "float_accuracy": s["float_accuracy_mean"],
+            "int8_accuracy": s["int8_accuracy_mean"],
+            "float_macro_accuracy": s["float_macro_mean"],
+            "int8_macro_accuracy": s["int8_macro_mean"],
+            "mlp_baseline_accuracy": s.get("mlp_accuracy_mean"),
+            "per_fold": [
+                {
+                    "fold": e["fold"],
+                    "float": e["float"]["accuracy"],
+                    "int8": e["int8"]["accuracy"],
+                    "mlp": e.get("mlp", {}).get("accuracy"),
+                }  # fmt: skip
+                for e in report["cv"]["per_fold"]
+            ],
+        }
+    bundle, nbytes = _export(
+        model, feats, y, n_classes, norm, params, job.out, labels, meta, cfg, keep_weights=True
+    )
+    report["model"]["tflite_bytes"] = nbytes
+    report["latency"] = measure_latency(bundle, job.latency_calls)
+    report["cost"]["total_seconds"] = time.perf_counter() - t_start
+    report["cost"]["peak_rss_mb"] = peak_rss_mb()
+    # Rewrite the bundle JSON with the measured cost and latency.
+    meta["model"] = report["model"]
+    meta["latency"] = report["latency"]
+    meta["cost"] = report["cost"]
+    tflite_path, json_path = bundle_paths(job.out)
+    data = json.loads(json_path.read_text())
+    data.update({k: v for k, v in meta.items() if k in ("model", "latency", "cost")})
+    json_path.write_text(json.dumps(data, indent=2) + "\n")
+    load_bundle(job.out)
+    report["bundle"] = {"tflite": str(tflite_path), "json": str(json_path)}
+    write_metrics(report_dir / f"{stem}_metrics.json", report)
+    from training.card import write_card
+
+    write_card(bundle_paths(job.out)[0].with_suffix(".md"), report)
+    log(
+        f"wrote {tflite_path} ({nbytes / 1024:.0f} KiB), {json_path}, {tflite_path.with_suffix('.md')}; "
+        f"{report['model']['params']:,} params, {report['model']['macs_per_window'] / 1e6:.1f} M MAC/window, "
+        f"int8 {report['latency']['median_ms']:.3f} ms/window; total {report['cost']['total_seconds'] / 60:.1f} min, "
+        f"peak {report['cost']['peak_rss_mb']:.0f} MB"
+    )
+    return report
+
+
+def evaluate_bundle(
+    model_path: str,
+    dataset: Dataset,
+    out_dir: Path,
+    cache_dir: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    hop_seconds: float = 0.5,
+) -> dict:
+    """Int8 (ModelRunner) and, if `<model>.weights.h5` exists, float scores of a bundle on a dataset."""
+    model, bundle = load_float_model(model_path)
+    missing_labels = [lab for lab in dataset.labels if lab not in bundle.labels]
+    if missing_labels:
+        raise DatasetError(
+            f"dataset classes {missing_labels} are not labels of {model_path} ({bundle.labels}); "
+            "use --classes/--rename to map them"
+        )
+    feats: list[ClipFeatures] = compute_features(
+        dataset.clips, bundle.frontend, bundle.window_seconds, cache_dir, workers, progress
+    )
+    y = np.array([bundle.labels.index(c.label) for c in dataset.clips])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sq = predict_int8(bundle, feats, hop_seconds, progress=progress)
+    result = {
+        "model": str(model_path),
+        "dataset": str(dataset.root),
+        "folds": dataset.folds,
+        "missing": len(dataset.missing),
+        "int8": metrics(y, sq, bundle.labels),
+    }
+    columns = {"int8": result["int8"]}
+    if model is not None:
+        sf = predict_float(
+            model,
+            feats,
+            (bundle.norm_mean, bundle.norm_std),
+            bundle.frontend,
+            bundle.window_seconds,
+            hop_seconds,
+        )
+        result["float"] = metrics(y, sf, bundle.labels)
+        result["int8_float_agreement"] = float(np.mean(sf.argmax(1) == sq.argmax(1)))
+        columns = {"float": result["float"], "int8": result["int8"]}
+    result["float_source"] = str(weights_path_for(model_path)) if model is not None else None
+    table = per_class_table(columns, bundle.labels)
+    (out_dir / "per_class.md").write_text(table + "\n")
+    plot_confusion(np.array(result["int8"]["confusion"]), bundle.labels, out_dir / "confusion.png",
+                   f"{bundle.name} int8 on {dataset.name} folds {dataset.folds} "
+                   f"(acc {100 * result['int8']['accuracy']:.1f}%)")  # fmt: skip
+    write_metrics(out_dir / "metrics.json", result)
+    return result
+
+
+def command_line(argv: list[str], prog: str) -> str:
+    return " ".join([prog] + [shlex.quote(a) for a in argv])
