@@ -230,7 +230,7 @@ def test_nan_inf_clipped_and_silent_audio_do_not_break_the_daemon(broker, tiny_b
                        "--model", str(tiny_bundle))  # fmt: skip
         assert d.proc.returncode == 0, d.text()
         # (the first run's stats are retained: wait for this run's, not retained, message)
-        stats = sub.wait_for("soundmon/testnode/stats", lambda m: not m.retain).json()
+        stats = sub.wait_for("soundmon/testnode/stats", lambda m: not m.retain and m.json()["windows"]).json()
         assert stats["gated_windows"] == stats["windows"] == 5
         # Gated windows count as zero scores: the always-on siren still starts (threshold 0) but
         # nothing is inferred on digital silence.

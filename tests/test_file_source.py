@@ -109,6 +109,7 @@ def test_realtime_read_returns_early_with_nothing_when_no_block_is_due(tmp_path:
     assert not src.finished
 
 
+@pytest.mark.needs_shared
 def test_real_recording_from_shared_data(tmp_path: Path) -> None:
     path = SHARED_DATA / "recordings" / "118101.flac"
     if not path.is_file():

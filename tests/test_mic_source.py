@@ -125,6 +125,7 @@ def test_capture_latency_is_measured(pulse_sink: PulseSink, log: logging.Logger)
         src.stop()
 
 
+@pytest.mark.needs_shared
 def test_captures_a_real_recording(pulse_sink: PulseSink, log: logging.Logger) -> None:
     path = SHARED_DATA / "recordings" / "118101.flac"  # dog barks, 16 kHz mono 16-bit
     if not path.is_file():
