@@ -102,10 +102,17 @@ class AudioRing:
 
     def wait(self, timeout: float) -> bool:
         """Wait up to `timeout` s until there is unread audio; True if there is."""
-        if self.available > 0:
-            return True
-        self._data_ready.wait(max(0.0, timeout))
-        return self.available > 0
+        deadline = time.monotonic() + max(0.0, timeout)
+        while self.available <= 0:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            self._data_ready.wait(remaining)
+            if self.available <= 0:
+                # A set() for audio that read() already took (the writer sets after unlocking):
+                # clear it and re-check at the top of the loop, so no wake-up is lost.
+                self._data_ready.clear()
+        return True
 
     def read(self, max_frames: int | None = None) -> RingRead:
         """Take up to `max_frames` (default: all) unread frames, oldest first, as a new array."""

@@ -102,3 +102,27 @@ def test_callback_cost_is_a_copy() -> None:
     per_call_us = (time.perf_counter() - t0) / n * 1e6
     print(f"AudioRing.write of 1600 mono frames: {per_call_us:.1f} us per call")
     assert ring.callbacks == n
+
+
+def test_wait_never_reports_nothing_early_while_a_writer_is_busy() -> None:
+    """Regression: the writer sets the event after unlocking, so a reader could wake for audio it
+    had already taken and return empty long before its timeout."""
+    ring = AudioRing(4096)
+    stop = threading.Event()
+
+    def writer() -> None:
+        block = np.ones((16, 1), dtype=np.float32)
+        while not stop.is_set():
+            ring.write(block)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        empties = 0
+        for _ in range(300):
+            if not ring.wait(2.0) or len(ring.read().data) == 0:
+                empties += 1
+    finally:
+        stop.set()
+        t.join()
+    assert empties == 0

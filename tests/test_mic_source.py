@@ -258,7 +258,7 @@ def test_digital_zeros_from_a_real_device_reopen_then_ok(
         assert src.health in ("silent", "reopening", "error")
         pulse_sink.set_file_input(_tone(440, 1.0))  # the next reopen reads this
         _read_until(src, lambda: src.health == "ok", timeout=20)
-        sound = src.read(1.0)
+        sound = wait_for_audio(src.read)
     finally:
         src.stop()
     assert np.abs(sound).max() > 0.1

@@ -14,6 +14,7 @@ Everything works in the log-mel (dB) domain, so nothing has to be recomputed fro
   energy-weighted mixture of the two labels (between-class learning). Background mixing adds a
   synthetic coloured noise floor at a random SNR (label unchanged), which also hides the
   digital silence that zero padding leaves and that a live microphone never produces.
+- equaliser: a smooth random gain curve over the mel bands (another microphone or room).
 - spectrogram masking (SpecAugment): time and frequency bands set to the normalisation mean.
 
 `AugmentConfig.off()` switches all of it off; the same seed gives the same batches.
@@ -44,6 +45,8 @@ class AugmentConfig:
     stretch: tuple[float, float] = (0.85, 1.15)
     p_pitch: float = 0.3
     pitch_bands: float = 2.0  # mel bands, uniform in [-x, +x]
+    p_eq: float = 0.0  # probability of a random smooth equaliser curve (another microphone)
+    eq_db: float = 6.0  # its largest deviation, dB
     time_masks: int = 2
     time_mask_frames: int = 40
     freq_masks: int = 2
@@ -152,6 +155,14 @@ class Augmenter:
             offset = int(rng.integers(0, wf - n + 1))
         return place_in_window(x, n, wf, offset, self.floor)
 
+    def _eq_curve(self, n_mels: int) -> np.ndarray:
+        """A smooth random gain curve over the mel bands (3 cosine terms), peak |dB| <= eq_db."""
+        pos = np.linspace(0.0, np.pi, n_mels)
+        coef = self.rng.normal(0.0, 1.0, 3)
+        curve = sum(c * np.cos((k + 1) * pos + self.rng.uniform(0, np.pi)) for k, c in enumerate(coef))
+        peak = np.max(np.abs(curve)) + 1e-9
+        return (curve / peak * self.rng.uniform(0.0, self.cfg.eq_db)).astype(np.float32)
+
     def _background(self, x: np.ndarray) -> np.ndarray:
         cfg, rng = self.cfg, self.rng
         level = _mean_power_db(x, self.floor) - rng.uniform(*cfg.background_snr_db)
@@ -194,6 +205,8 @@ class Augmenter:
                     x = _db_add(x, other)
                     y *= 1.0 - lam
                     y[labels[k]] += lam
+                if cfg.p_eq and rng.random() < cfg.p_eq:
+                    x = np.maximum(x + self._eq_curve(x.shape[1]), self.floor)
                 if cfg.gain_db:
                     x = np.maximum(x + rng.uniform(-cfg.gain_db, cfg.gain_db), self.floor)
                 if cfg.p_background and rng.random() < cfg.p_background:

@@ -36,16 +36,44 @@ ARCHS: dict[str, dict] = {
         "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
         "pool": "avgmax",
     },
+    # the same with a level-blind stem (zero-mean kernels)
+    "cnn_gi": {
+        "stem": 24,
+        "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
+        "pool": "avgmax",
+        "zero_mean": True,
+    },
     # for tests and quick experiments
     "tiny": {"stem": 8, "stages": [(16, 1, True), (32, 1, False)], "pool": "avg"},
     "small": {"stem": 16, "stages": [(32, 1, True), (64, 1, True), (128, 1, False)], "pool": "avg"},
 }
 
 
-def _conv_bn(x, ch: int, name: str, kernel=3, strides=1):
-    x = L.Conv2D(ch, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(
-        x
-    )
+class ZeroMeanKernel(keras.constraints.Constraint):
+    """Each output channel's kernel sums to zero: the filter ignores a constant dB offset.
+
+    On the stem this makes the network (almost: padding at the edges) blind to the overall
+    level of a recording, which otherwise lets it tell recordings apart by their loudness
+    rather than by their sound. Exported as a plain Conv2D.
+    """
+
+    def __call__(self, w):
+        return w - keras.ops.mean(w, axis=(0, 1, 2), keepdims=True)
+
+    def get_config(self):
+        return {}
+
+
+def _conv_bn(x, ch: int, name: str, kernel=3, strides=1, zero_mean=False):
+    x = L.Conv2D(
+        ch,
+        kernel,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_constraint=ZeroMeanKernel() if zero_mean else None,
+        name=f"{name}_conv",
+    )(x)
     x = L.BatchNormalization(name=f"{name}_bn")(x)
     return L.ReLU(name=f"{name}_relu")(x)
 
@@ -61,7 +89,9 @@ def build_cnn(
     """The detector CNN: input normalised log-mel (frames, n_mels, 1), output softmax probabilities."""
     spec = ARCHS[arch]
     inp = keras.Input((frames, n_mels, 1), name="logmel")
-    x = _conv_bn(inp, spec["stem"], f"{BODY_PREFIX}stem", strides=2)  # 199 x 32
+    x = _conv_bn(
+        inp, spec["stem"], f"{BODY_PREFIX}stem", strides=2, zero_mean=spec.get("zero_mean", False)
+    )  # 199 x 32
     x = L.MaxPooling2D(2, name=f"{BODY_PREFIX}stem_pool")(x)  # 99 x 16
     for s, (ch, n_conv, pool) in enumerate(spec["stages"], start=1):
         for c in range(n_conv):

@@ -1,0 +1,104 @@
+"""The daemon with the shipped model on real sound: through PortAudio, and with systemd's notify socket.
+
+End to end through PortAudio: a PulseAudio null sink; `paplay` plays a real siren and a real
+dog-bark recording from ../shared/data/recordings into it; the daemon captures `vsink.monitor`
+through PortAudio's "pulse" device, and must publish `siren` and `dog_bark` start and end
+messages whose `stream_offset_s`, mapped back onto the played file, falls inside a labelled
+occurrence.
+"""
+
+from __future__ import annotations
+
+import csv
+import signal
+import socket
+import time
+from datetime import datetime
+
+import pytest
+
+from tests.broker import Subscriber
+from tests.daemon_helpers import DaemonProcess, write_config
+from tests.fixtures_model import tiny_bundle  # noqa: F401
+from tests.paths import DEMO, need_shared, need_shipped_model
+from tests.pulse import pulse_sink_fixture  # noqa: F401
+
+TOLERANCE_S = 0.5  # paplay start-up and PulseAudio buffering between "play" and the first sample
+
+
+def labelled(recordings, fsid: str) -> list[tuple[str, float, float]]:
+    rows = csv.DictReader(open(recordings / "labels.csv"))
+    return [(r["class"], float(r["start"]), float(r["end"])) for r in rows if r["fsID"] == fsid]
+
+
+def parse_iso(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+@pytest.mark.slow
+def test_siren_and_dog_bark_through_portaudio(pulse_sink, broker, tmp_path):
+    recordings = need_shared() / "recordings"
+    model = need_shipped_model()
+    cfg = write_config(tmp_path / "c.yaml", broker, audio={"device": pulse_sink.device, "block_seconds": 0.1})
+    plays = {"siren": ("34952", None), "dog_bark": ("118101", None)}
+    with Subscriber(broker, "soundmon/testnode/detection") as sub:
+        d = DaemonProcess("--source", "mic", "--config", str(cfg), "--model", str(model), env=pulse_sink.env)
+        try:
+            d.wait_log("audio flowing", timeout=30)
+            time.sleep(1.0)
+            for label, (fsid, _) in plays.items():
+                t_play = time.time()
+                player = pulse_sink.play(recordings / f"{fsid}.flac")
+                assert player.wait(60) == 0
+                plays[label] = (fsid, t_play + 0.1)  # the file starts after 100 ms of padding
+                time.sleep(3.0)  # let events end (hold) before the next recording
+            d.signal(signal.SIGTERM)
+            assert d.wait(15) == 0, d.text()
+        finally:
+            d.kill()
+        messages = [m.json() for m in sub.get()]
+    for label, (fsid, t_file_start) in plays.items():
+        occurrences = [(s, e) for cls, s, e in labelled(recordings, fsid) if cls == label]
+        mine = [m for m in messages if m["label"] == label]
+        assert {m["type"] for m in mine} == {"start", "end"}, f"{label}: {mine}\n{d.text()}"
+        for m in mine:
+            stream_start = parse_iso(m["time"]) - m["stream_offset_s"]
+            offset_in_file = stream_start + m["stream_offset_s"] - t_file_start
+            assert any(s - TOLERANCE_S <= offset_in_file <= e + TOLERANCE_S for s, e in occurrences), (
+                f"{label} {m['type']} at {offset_in_file:.2f} s of {fsid}.flac, labelled {occurrences}"
+            )
+
+
+def test_ready_and_watchdog_reach_a_real_notify_socket(tiny_bundle, tmp_path):
+    sock_path = tmp_path / "notify.sock"
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    server.bind(str(sock_path))
+    server.settimeout(0.5)
+    cfg = write_config(tmp_path / "c.yaml", None)
+    env = {"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"}
+    d = DaemonProcess("--source", str(DEMO), "--pace", "realtime", "--config", str(cfg),
+                      "--model", str(tiny_bundle), env=env)  # fmt: skip
+    received: list[str] = []
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not (
+            any("READY=1" in x for x in received) and sum("WATCHDOG=1" in x for x in received) >= 2
+        ):
+            try:
+                received.append(server.recv(4096).decode())
+            except TimeoutError:
+                continue
+        d.signal(signal.SIGTERM)
+        assert d.wait(10) == 0
+        while True:
+            try:
+                received.append(server.recv(4096).decode())
+            except TimeoutError:
+                break
+    finally:
+        d.kill()
+        server.close()
+    ready = [x for x in received if "READY=1" in x]
+    assert ready and "STATUS=" in ready[0]
+    assert sum("WATCHDOG=1" in x for x in received) >= 2
+    assert any("STOPPING=1" in x for x in received)
