@@ -409,9 +409,11 @@ class Daemon:
 
 def _event_line(payload: dict[str, Any]) -> str:
     if payload["type"] == "start":
-        return f"{payload['stream_offset_s']:8.2f} s  START {payload['label']:<18} score {payload['score']:.2f}"
-    return (f"{payload['end_offset_s']:8.2f} s  END   {payload['label']:<18} peak  {payload['peak_score']:.2f}"
-            f"  ({payload['duration_s']:.1f} s)")  # fmt: skip
+        text = f"{payload['stream_offset_s']:8.2f} s  START {payload['label']:<18} score {payload['score']:.2f}"
+    else:
+        text = (f"{payload['end_offset_s']:8.2f} s  END   {payload['label']:<18} peak  {payload['peak_score']:.2f}"
+                f"  ({payload['duration_s']:.1f} s)")  # fmt: skip
+    return f"{text}  [{payload['id']}]"
 
 
 def run_daemon(cfg: Config, bundle: ModelBundle, runner, source: str = "mic", pace: str = "realtime",

@@ -29,7 +29,13 @@ session start).
 Also here: an ALSA `file` plugin device, `pulse_sink.file_device` ("soundmon_file"): a PCM
 whose capture side reads raw s16le mono 16 kHz from a file with no clock at all (PortAudio
 gets it as fast as it can read). Deterministic and fast; `set_file_input()` sets what it
-returns (read when a stream opens; PortAudio may deliver it more than once).
+returns (the file is opened when a stream opens). Past the end of the file the plugin keeps
+repeating its last period (measured: the last 3200 frames), so use exactly the file's length.
+A MicSource on it overruns its ring at once: good for testing drops and digital zeros.
+
+Real failures for the source's recovery: `kill_server()` / `start_server()` (the stream dies
+with a PortAudio error, like an unplugged USB mic, and "pulse" disappears until restart) and
+`suspend(True/False)` (the sink stops, so callbacks stop: a real stall).
 
 Quirk measured here: the first PortAudio stream on "pulse" in a process often delivers its
 first callback only after ~2 s (PortAudio's ALSA host gives up polling the pulse plugin after

@@ -269,3 +269,46 @@ def test_stats_and_payloads_are_json(broker, tiny_bundle, tmp_path):
         run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--model", str(tiny_bundle))
         payload = sub.wait_for("soundmon/testnode/stats", lambda m: True).text
     json.loads(payload)
+
+
+def printed_ids(lines: list[str], kind: str) -> set[str]:
+    return {line.rsplit("[", 1)[1].rstrip("]") for line in lines if f" {kind} " in line}
+
+
+@pytest.mark.slow
+def test_outage_with_a_daemon_restart_loses_no_event(broker_factory, tiny_bundle, tmp_path):
+    """Broker down 30 s while events happen, the daemon restarted meanwhile: every id arrives."""
+    broker = broker_factory(persistence=True)
+    cfg = write_config(tmp_path / "c.yaml", broker, detection=all_thresholds(0.0))
+    args = ("--source", str(DEMO), "--pace", "realtime", "--print", "--config", str(cfg), "--model", str(tiny_bundle))
+    with Subscriber(broker, "soundmon/testnode/detection", persistent=True) as sub:
+        first = DaemonProcess(*args)
+        second = None
+        try:
+            first.wait_log("MQTT: connected", timeout=20)
+            broker.stop()
+            t_down = time.monotonic()
+            first.wait_log("detected", timeout=20)  # events while the broker is away
+            first.signal(signal.SIGTERM)  # a restart during the outage
+            assert first.wait(10) == 0
+            second = DaemonProcess(*args)
+            second.wait_log("detected", timeout=20)
+            time.sleep(max(0.0, 30.0 - (time.monotonic() - t_down)))
+            broker.start()
+            produced = printed_ids(first.out, "START") | printed_ids(second.out, "START")
+            assert len(produced) == 20
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                got = {m.json()["id"] for m in sub.get()}
+                if produced <= got:
+                    break
+                time.sleep(0.2)
+            second.signal(signal.SIGTERM)
+            assert second.wait(10) == 0
+        finally:
+            first.kill()
+            if second is not None:
+                second.kill()
+        got = {(m.json()["id"], m.json()["type"]) for m in sub.get()}
+    assert {(i, "start") for i in produced} <= got
+    assert {(i, "end") for i in printed_ids(first.out, "END")} <= got
