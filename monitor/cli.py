@@ -118,6 +118,8 @@ def _cmd_training(args: argparse.Namespace) -> int:
     return entry(args.args)
 
 
+PASSTHROUGH = ("bench", "train", "evaluate")
+
 COMMANDS = {
     "run": _cmd_run,
     "classify": _cmd_classify,
@@ -130,7 +132,12 @@ COMMANDS = {
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the process exit status."""
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in PASSTHROUGH:
+        # These subcommands own their options (argparse REMAINDER drops leading --options).
+        args = argparse.Namespace(command=argv[0], args=argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     try:
         return COMMANDS[args.command](args)
