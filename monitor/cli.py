@@ -38,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--model", type=Path, default=None, help="model bundle (overrides model.path)")
     run.add_argument("--print", dest="print_events", action="store_true",
                      help="also print each detection to stdout")  # fmt: skip
+    run.add_argument("--repeat", type=int, default=1, metavar="N",
+                     help="with a file source: play it N times back to back as one stream (soak runs)")  # fmt: skip
 
     cls = sub.add_parser("classify", help="classify recordings with the daemon's pipeline")
     cls.add_argument("paths", nargs="+", metavar="PATH", help="audio files (wav, flac, ogg, mp3, ...)")
@@ -97,7 +99,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = _load_config(args.config)
     bundle, runner = _open_model(cfg, args.model)
     return run_daemon(cfg, bundle, runner, source=args.source, pace=args.pace, config_path=args.config,
-                      model_override=args.model, print_events=args.print_events)  # fmt: skip
+                      model_override=args.model, print_events=args.print_events, repeat=args.repeat)  # fmt: skip
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

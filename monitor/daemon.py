@@ -42,6 +42,44 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class RepeatedFileSource:
+    """A file source played `times` times back to back as one continuous stream (soak runs)."""
+
+    def __init__(self, make_source, times: int) -> None:
+        self._make = make_source
+        self.remaining = max(1, int(times))
+        self._src = make_source()
+        self.duration_s = self._src.duration_s * self.remaining
+
+    def start(self) -> None:
+        self._src.start()
+
+    def stop(self) -> None:
+        self._src.stop()
+
+    @property
+    def finished(self) -> bool:
+        return self._src.finished and self.remaining <= 1
+
+    @property
+    def health(self) -> str:
+        return self._src.health
+
+    @property
+    def stats(self) -> dict:
+        return self._src.stats
+
+    gap_count = 0
+
+    def read(self, timeout: float) -> np.ndarray:
+        block = self._src.read(timeout)
+        if self._src.finished and self.remaining > 1:
+            self.remaining -= 1
+            self._src = self._make()
+            self._src.start()
+        return block
+
+
 class NullPublisher:
     """Stand-in when `mqtt.enabled` is false: detections are only logged/printed."""
 
@@ -80,6 +118,7 @@ class Daemon:
         config_path: Path | None = None,
         model_override: Path | None = None,
         print_events: bool = False,
+        repeat: int = 1,
         publisher=None,
         notifier: Notifier | None = None,
     ) -> None:
@@ -91,6 +130,7 @@ class Daemon:
         self.config_path = config_path
         self.model_override = model_override
         self.print_events = print_events
+        self.repeat = repeat
         self.flags = _Flags()
         self.notifier = notifier or Notifier()
         self.node = cfg.mqtt.node_id
@@ -130,7 +170,10 @@ class Daemon:
             return MicSource(self.cfg.audio, rate, logger=log)
         from monitor.file_source import FileSource
 
-        return FileSource(self.source_spec, rate, pace=self.pace, block_seconds=self.cfg.audio.block_seconds)
+        def make() -> FileSource:
+            return FileSource(self.source_spec, rate, pace=self.pace, block_seconds=self.cfg.audio.block_seconds)
+
+        return make() if self.repeat <= 1 else RepeatedFileSource(make, self.repeat)
 
     def _make_clips(self) -> ClipRecorder | None:
         st = self.cfg.storage
@@ -418,10 +461,10 @@ def _event_line(payload: dict[str, Any]) -> str:
 
 def run_daemon(cfg: Config, bundle: ModelBundle, runner, source: str = "mic", pace: str = "realtime",
                config_path: Path | None = None, model_override: Path | None = None,
-               print_events: bool = False) -> int:  # fmt: skip
+               print_events: bool = False, repeat: int = 1) -> int:  # fmt: skip
     """Entry point of `soundmon run` (after config and model have been checked)."""
     logging.getLogger().setLevel(cfg.logging.level)
     daemon = Daemon(cfg, bundle, runner, source=source, pace=pace, config_path=config_path,
-                    model_override=model_override, print_events=print_events)  # fmt: skip
+                    model_override=model_override, print_events=print_events, repeat=repeat)  # fmt: skip
     daemon.install_signal_handlers()
     return daemon.run()

