@@ -309,6 +309,163 @@ def _parse_iso(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
+# -- soak --------------------------------------------------------------------------------------
+
+
+def _proc_sample(pid: int) -> dict[str, float] | None:
+    """RSS (MB), threads and open file descriptors of a live process, from /proc."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+        fds = len(os.listdir(f"/proc/{pid}/fd"))
+    except OSError:
+        return None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    if "VmRSS" not in fields:  # exiting (zombie)
+        return None
+    return {
+        "rss_mb": int(fields["VmRSS"].split()[0]) / 1024.0,
+        "threads": int(fields["Threads"]),
+        "fds": fds,
+    }
+
+
+def soak(model: Path, hours: float, hop: float, threads: int, recordings: Path | None, workdir: Path,
+         out_dir: Path, audio: Path | None = None) -> dict[str, Any]:  # fmt: skip
+    """Stream `hours` of looped recordings in fast pace against a real broker; sample the daemon."""
+    import paho.mqtt.client as mqtt
+
+    from monitor.frontend import frame_count
+    from monitor.windows import hop_frames_for
+
+    base = audio or build_long_recording(30.0, REPO / ".cache" / "bench_30min.flac", recordings)
+    repeat = max(1, int(round(hours * 60 / (sf.info(base).duration / 60))))
+    broker, port = start_mosquitto(workdir)
+    if broker is None:
+        raise SystemExit("soundmon bench --soak: needs mosquitto (apt-get install mosquitto)")
+    config = workdir / "soak.yaml"
+    write_config(config, workdir / "state", model, port, hop, threads, node_id="soak")
+    cfg = json.loads(config.read_text())
+    cfg["mqtt"]["stats_interval"] = 0.5
+    config.write_text(json.dumps(cfg))
+    latest: dict[str, Any] = {}
+    detections = [0]
+
+    def on_message(_c, _u, msg):
+        if msg.topic.endswith("/stats"):
+            latest.update(json.loads(msg.payload))
+        elif msg.topic.endswith("/detection"):
+            detections[0] += 1
+
+    sub = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-soak")
+    sub.on_message = on_message
+    sub.connect("127.0.0.1", port)
+    sub.subscribe([("soundmon/soak/stats", 0), ("soundmon/soak/detection", 1)])
+    sub.loop_start()
+    report = workdir / "report.json"
+    log_path = workdir / "daemon.log"
+    cmd = [sys.executable, "-m", "monitor", "run", "--source", str(base), "--repeat", str(repeat),
+           "--pace", "fast", "--config", str(config)]  # fmt: skip
+    samples: list[dict[str, float]] = []
+    t0 = time.monotonic()
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
+                                env=dict(os.environ, SOUNDMON_BENCH_REPORT=str(report)))  # fmt: skip
+        while proc.poll() is None:
+            sample = _proc_sample(proc.pid)
+            if sample is not None and latest:
+                sample["audio_h"] = latest.get("audio_seconds", 0.0) / 3600.0
+                sample["spool_depth"] = latest.get("spool_depth", 0)
+                sample["wall_s"] = time.monotonic() - t0
+                samples.append(sample)
+            time.sleep(0.5)
+    time.sleep(1.0)
+    sub.loop_stop()
+    broker.terminate()
+    run = json.loads(report.read_text())
+    total_samples = int(round(sf.info(base).frames)) * repeat
+    p = load_frontend_params(model)
+    frames = frame_count(total_samples, p)
+    window_frames = p.frames_for(4.0)
+    expected_windows = 1 + (frames - window_frames) // hop_frames_for(hop, p) if frames >= window_frames else 0
+    errors = [line for line in log_path.read_text().splitlines() if "ERROR" in line or "Traceback" in line]
+    audio_h = run["audio_s"] / 3600.0
+    first = [x["rss_mb"] for x in samples if x["audio_h"] <= 1.0] or [samples[0]["rss_mb"]]
+    last = [x["rss_mb"] for x in samples if x["audio_h"] >= audio_h - 1.0] or [samples[-1]["rss_mb"]]
+    result = {
+        "requested_hours": hours,
+        "audio_hours": round(audio_h, 2),
+        "wall_minutes": round((time.monotonic() - t0) / 60, 1),
+        "windows": run["windows"],
+        "expected_windows": expected_windows,
+        "windows_exact": run["windows"] == expected_windows,
+        "rss_first_hour_mb": round(statistics.median(first), 1),
+        "rss_last_hour_mb": round(statistics.median(last), 1),
+        "rss_growth_mb": round(statistics.median(last) - statistics.median(first), 2),
+        "max_fds": max(x["fds"] for x in samples),
+        "max_threads": max(x["threads"] for x in samples),
+        "max_spool_depth": max(x["spool_depth"] for x in samples),
+        "detection_messages": detections[0],
+        "log_errors": len(errors),
+        "x_realtime": round(run["audio_s"] / max(run["cpu_s_at_end"], 1e-9), 1),
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    _write_soak_outputs(result, samples, out_dir)
+    return result
+
+
+def load_frontend_params(model: Path):
+    from monitor.bundle import load_bundle
+
+    return load_bundle(model).frontend
+
+
+def _write_soak_outputs(result: dict[str, Any], samples: list[dict[str, float]], out_dir: Path) -> None:
+    """docs/soak.md (table per audio hour) and docs/soak.png (when matplotlib is installed)."""
+    stamp = time.strftime("%Y-%m-%d")
+    machine = f"{os.cpu_count()} cores, {_cpu_model()}"
+    rows = ["| audio hour | RSS MB | open fds | threads | spool depth |", "|---|---|---|---|---|"]
+    for hour in range(int(result["audio_hours"]) + 1):
+        sel = [x for x in samples if hour <= x["audio_h"] < hour + 1]
+        if sel:
+            rows.append(f"| {hour} | {statistics.median(x['rss_mb'] for x in sel):.1f} | "
+                        f"{max(x['fds'] for x in sel)} | {max(x['threads'] for x in sel)} | "
+                        f"{max(x['spool_depth'] for x in sel)} |")  # fmt: skip
+    verdicts = [
+        f"- RSS growth first -> last audio hour: {result['rss_growth_mb']} MB "
+        f"({'pass' if result['rss_growth_mb'] <= 5 else 'MISS'}, budget <= 5 MB)",
+        f"- windows: {result['windows']} of {result['expected_windows']} expected "
+        f"({'exact' if result['windows_exact'] else 'MISMATCH'})",
+        f"- errors in the log: {result['log_errors']}",
+    ]
+    text = (
+        f"# Soak run, {stamp}\n\nMachine: {machine}. Command: `soundmon bench --soak {result['requested_hours']:g}` "
+        f"({result['audio_hours']} h of looped street recordings through `soundmon run --pace fast` "
+        f"against a local mosquitto, sampled from /proc every 0.5 s; {result['wall_minutes']} min wall).\n\n"
+        + "\n".join(verdicts) + "\n\n" + "\n".join(rows) + "\n\n"
+        + "```json\n" + json.dumps(result, indent=2) + "\n```\n\n![soak](soak.png)\n"
+    )
+    (out_dir / "soak.md").write_text(text)
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("(matplotlib not installed: no soak.png)")
+        return
+    fig, axes = plt.subplots(4, 1, figsize=(8, 9), sharex=True)
+    hours = [x["audio_h"] for x in samples]
+    for ax, key, label in zip(axes, ("rss_mb", "fds", "threads", "spool_depth"),
+                              ("RSS (MB)", "open fds", "threads", "spool depth"), strict=True):  # fmt: skip
+        ax.plot(hours, [x[key] for x in samples], lw=1)
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+    axes[-1].set_xlabel("audio hours streamed")
+    fig.suptitle(f"soundmon soak, {stamp}, {machine}", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out_dir / "soak.png", dpi=110)
+
+
 # -- entry point -------------------------------------------------------------------------------
 
 
@@ -324,6 +481,9 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--naive-seconds", type=float, default=60.0, help="audio for the naive comparison (0 = skip)")
     ap.add_argument("--latency", action="store_true", help="measure onset -> MQTT start in real time")
     ap.add_argument("--parallel", type=int, default=10, help="--latency: recordings played at once")
+    ap.add_argument("--soak", type=float, default=0.0, metavar="HOURS",
+                    help="soak: stream HOURS of looped audio against a real broker, sample RSS/fds/threads/spool")
+    ap.add_argument("--soak-out", type=Path, default=REPO / "docs", help="where soak.md and soak.png go")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
 
@@ -334,7 +494,13 @@ def bench_main(argv: list[str]) -> int:
     recordings = recordings_dir(args.recordings)
     with tempfile.TemporaryDirectory(prefix="soundmon-bench-") as tmp:
         work = Path(tmp)
-        if args.latency:
+        if args.soak > 0:
+            print(f"soak: {args.soak:g} h of audio in fast pace against a local broker ...", flush=True)
+            fig = soak(model, args.soak, args.hop, args.threads, recordings, work, args.soak_out, args.audio)
+            for key, value in fig.items():
+                print(f"  {key:<22} {value}")
+            print(f"  written: {args.soak_out / 'soak.md'}, {args.soak_out / 'soak.png'}")
+        elif args.latency:
             if recordings is None:
                 raise SystemExit("soundmon bench --latency: needs the street recordings (../shared/data/recordings)")
             print(f"latency: {len(list(recordings.glob('*.flac')))} street recordings at real speed, "

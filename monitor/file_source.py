@@ -85,6 +85,8 @@ class FileSource:
         self.pace = pace
         if self.path.is_dir():
             raise AudioFileError(f"cannot decode {self.path}: is a directory")
+        if not self.path.exists():
+            raise AudioFileError(f"cannot decode {self.path}: no such file")
         try:
             self._file = sf.SoundFile(str(self.path))
         except (sf.LibsndfileError, RuntimeError, OSError, TypeError, ValueError) as exc:
