@@ -1,3 +1,8 @@
-"""Shared fixtures: a real Mosquitto broker per test (tests/broker.py)."""
+"""Fixtures shared by the whole suite, registered once per session.
 
-pytest_plugins = ["tests.broker"]
+- `broker`, `broker_factory`: a real Mosquitto child process (tests/broker.py)
+- `tiny_bundle`: a tiny real int8 model trained on the bundled clips (tests/fixtures_model.py)
+- `pulse_sink`: PulseAudio null sink captured through PortAudio (tests/pulse.py)
+"""
+
+pytest_plugins = ["tests.broker", "tests.fixtures_model", "tests.pulse"]

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from tests.fixtures_model import tiny_bundle  # noqa: F401
 from tests.paths import DEMO
 
 FIELDS = [

@@ -16,7 +16,6 @@ from monitor.errors import BundleError
 from monitor.frontend import FrontendParams, LogMelFrontend
 from monitor.runner import ModelRunner, open_model
 from monitor.windows import file_windows
-from tests.fixtures_model import tiny_bundle  # noqa: F401
 from tests.test_frontend import real_audio
 
 

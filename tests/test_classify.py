@@ -15,7 +15,6 @@ from monitor.config import Config
 from monitor.frontend import LogMelFrontend
 from monitor.runner import open_model
 from monitor.windows import file_windows
-from tests.fixtures_model import tiny_bundle  # noqa: F401
 from tests.paths import bundled_clips
 
 

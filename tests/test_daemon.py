@@ -18,7 +18,6 @@ import soundfile as sf
 
 from tests.broker import Subscriber
 from tests.daemon_helpers import LABELS, DaemonProcess, all_thresholds, run_to_end, write_config
-from tests.fixtures_model import tiny_bundle  # noqa: F401
 from tests.paths import DEMO
 
 DETECTION_FIELDS = {"id", "type", "label", "score", "peak_score", "time", "stream_offset_s", "node", "model"}

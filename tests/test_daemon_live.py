@@ -19,9 +19,7 @@ import pytest
 
 from tests.broker import Subscriber
 from tests.daemon_helpers import DaemonProcess, write_config
-from tests.fixtures_model import tiny_bundle  # noqa: F401
 from tests.paths import DEMO, need_shared, need_shipped_model
-from tests.pulse import pulse_sink_fixture  # noqa: F401
 
 TOLERANCE_S = 0.5  # paplay start-up and PulseAudio buffering between "play" and the first sample
 

@@ -23,7 +23,7 @@ from monitor.config import AudioConfig
 from monitor.devices import format_devices, list_input_devices, resolve_input_device
 from monitor.errors import DeviceError
 from monitor.mic_source import MicSource
-from tests.pulse import PulseSink, align, pulse_sink_fixture, wait_for_audio  # noqa: F401
+from tests.pulse import PulseSink, align, wait_for_audio
 
 RATE = 16000
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

@@ -21,13 +21,7 @@ from monitor import discovery
 from monitor.config import MqttConfig, StorageConfig
 from monitor.errors import ConfigError
 from monitor.publisher import Publisher
-from tests.broker import (  # noqa: F401  (the *_fixture imports register `broker`, `broker_factory`)
-    Broker,
-    Subscriber,
-    broker_factory_fixture,
-    broker_fixture,
-    make_tls_files,
-)
+from tests.broker import Broker, Subscriber, make_tls_files
 
 REPO = Path(__file__).resolve().parent.parent
 LABELS = ["dog_bark", "siren", "car_horn"]

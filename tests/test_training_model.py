@@ -10,7 +10,7 @@ import pytest
 
 from monitor.bundle import load_bundle
 from monitor.runner import ModelRunner
-from tests.fixtures_model import CLIPS, tiny_bundle  # noqa: F401
+from tests.fixtures_model import CLIPS
 from training.datasets import read_urbansound8k
 from training.features import clip_windows, compute_features
 
