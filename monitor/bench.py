@@ -264,7 +264,8 @@ def latency_bench(model: Path, hop: float, threads: int, recordings: Path, workd
     sub.connect("127.0.0.1", port)
     sub.subscribe("soundmon/+/detection", qos=1)
     sub.loop_start()
-    labels = list(csv.DictReader(open(recordings / "labels.csv")))
+    with open(recordings / "labels.csv", newline="") as f:
+        labels = list(csv.DictReader(f))
     fsids = sorted({r["fsID"] for r in labels})
     try:
         for i in range(0, len(fsids), parallel):
@@ -541,9 +542,10 @@ def bench_main(argv: list[str]) -> int:
 
 def _cpu_model() -> str:
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return "unknown CPU"

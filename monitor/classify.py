@@ -79,7 +79,7 @@ def classify_file(path: str | Path, bundle: ModelBundle, runner, cfg: Config) ->
         duration_s=source.duration_s,
         label=labels[best] if best >= 0 else None,
         score=float(mean[best]) if best >= 0 else 0.0,
-        scores={label: float(v) for label, v in zip(labels, mean)},
+        scores={label: float(v) for label, v in zip(labels, mean, strict=True)},
         events=sorted(events.values(), key=lambda e: (e["start_s"], e["label"])),
         windows=pipeline.stats.windows,
     )

@@ -29,7 +29,7 @@ def test_json_lines_have_every_field(tiny_bundle):
     assert out.returncode == 0, out.stderr
     lines = out.stdout.strip().splitlines()
     assert len(lines) == 3
-    for line, clip in zip(lines, clips):
+    for line, clip in zip(lines, clips, strict=True):
         obj = json.loads(line)
         assert set(obj) == {"file", "duration_s", "label", "score", "scores", "events"}
         assert obj["file"] == str(clip)

@@ -25,7 +25,8 @@ TOLERANCE_S = 0.5  # paplay start-up and PulseAudio buffering between "play" and
 
 
 def labelled(recordings, fsid: str) -> list[tuple[str, float, float]]:
-    rows = csv.DictReader(open(recordings / "labels.csv"))
+    with open(recordings / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
     return [(r["class"], float(r["start"]), float(r["end"])) for r in rows if r["fsID"] == fsid]
 
 
