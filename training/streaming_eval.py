@@ -1,0 +1,124 @@
+"""Streaming evaluation: a bundle as a detector on full-length recordings with timed labels.
+
+Each recording is streamed through the daemon's own pipeline (`monitor.classify.classify_file`,
+default detection settings or a config), and its events are matched to the labelled
+occurrences of `labels.csv` (fsID, class, start, end):
+
+- an occurrence is **found** if an event of its class overlaps it, where an event covers
+  [start_s - window, end_s] (the window that fired ends at start_s, so the sound may sit
+  anywhere in the 4 s before it);
+- an event is **correct** if it overlaps a labelled occurrence of its class in that recording.
+  The unlabelled parts are not guaranteed background (the NOTICE says so), so "incorrect"
+  events are an upper bound on false alarms.
+
+Usage: `python -m training.streaming_eval --model models/urban10 --recordings DIR [--config C]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from monitor.classify import classify_file
+from monitor.config import load_config
+from monitor.runner import open_model
+
+__all__ = ["evaluate_recordings", "main"]
+
+
+def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
+    return a0 < b1 and b0 < a1
+
+
+def evaluate_recordings(model: Path, recordings: Path, config: Path | None = None) -> dict:
+    """Per-class occurrence recall and event precision over every `<fsID>.flac` in labels.csv."""
+    cfg = load_config(config)
+    bundle, runner = open_model(model, cfg.model.threads)
+    with open(recordings / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    by_file: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
+    for r in rows:
+        by_file[r["fsID"]].append((r["class"], float(r["start"]), float(r["end"])))
+    found = defaultdict(lambda: [0, 0])  # class -> [found, total occurrences]
+    correct = defaultdict(lambda: [0, 0])  # class -> [correct, total events]
+    onset_delays: list[float] = []
+    per_file = []
+    for fsid, occurrences in sorted(by_file.items()):
+        result = classify_file(recordings / f"{fsid}.flac", bundle, runner, cfg)
+        events = [(e["label"], e["start_s"], e["end_s"] if e["end_s"] is not None else e["start_s"])
+                  for e in result.events]  # fmt: skip
+        for cls, o0, o1 in occurrences:
+            hits = [e for e in events if e[0] == cls and _overlaps(e[1] - bundle.window_seconds, e[2], o0, o1)]
+            found[cls][1] += 1
+            if hits:
+                found[cls][0] += 1
+                first = min(h[1] for h in hits)
+                if first >= o0:
+                    onset_delays.append(first - o0)
+        for label, e0, e1 in events:
+            ok = any(cls == label and _overlaps(e0 - bundle.window_seconds, e1, o0, o1) for cls, o0, o1 in occurrences)
+            correct[label][1] += 1
+            correct[label][0] += int(ok)
+        per_file.append({"fsID": fsid, "label": result.label, "events": result.events,
+                         "labelled": sorted({c for c, _, _ in occurrences})})  # fmt: skip
+    total_found = sum(v[0] for v in found.values())
+    total_occ = sum(v[1] for v in found.values())
+    total_correct = sum(v[0] for v in correct.values())
+    total_events = sum(v[1] for v in correct.values())
+    onset_delays.sort()
+    return {
+        "model": bundle.name,
+        "recordings": len(by_file),
+        "occurrence_recall": round(total_found / total_occ, 3) if total_occ else None,
+        "event_precision": round(total_correct / total_events, 3) if total_events else None,
+        "occurrences": total_occ,
+        "events": total_events,
+        "median_decision_delay_s": round(onset_delays[len(onset_delays) // 2], 2) if onset_delays else None,
+        "per_class": {
+            label: {"found": f"{found[label][0]}/{found[label][1]}",
+                    "correct_events": f"{correct[label][0]}/{correct[label][1]}"}  # fmt: skip
+            for label in bundle.labels
+        },
+        "per_file": per_file,
+    }
+
+
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:.0%}"
+
+
+def format_report(rep: dict) -> str:
+    lines = [
+        f"model {rep['model']} on {rep['recordings']} full recordings: "
+        f"occurrences found {_pct(rep['occurrence_recall'])} of {rep['occurrences']}, "
+        f"events on a labelled occurrence {_pct(rep['event_precision'])} of {rep['events']}, "
+        f"median decision delay after onset {rep['median_decision_delay_s']} s",
+        "",
+        "| class | occurrences found | events on a labelled occurrence |",
+        "|---|---|---|",
+    ]
+    for label, v in rep["per_class"].items():
+        lines.append(f"| {label} | {v['found']} | {v['correct_events']} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.streaming_eval", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--recordings", type=Path, required=True, help="folder with <fsID>.flac and labels.csv")
+    ap.add_argument("--config", type=Path, default=None)
+    ap.add_argument("--json-out", type=Path, default=None)
+    args = ap.parse_args(argv)
+    rep = evaluate_recordings(args.model, args.recordings, args.config)
+    print(format_report(rep))
+    if args.json_out:
+        args.json_out.write_text(json.dumps(rep, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
