@@ -143,6 +143,21 @@ class DetectionConfig(_Section):
             return {k: ({} if c is None else c) for k, c in v.items()}
         return v
 
+    def thresholds(self, bundle_defaults: dict[str, float], labels: list[str]) -> dict[str, float]:
+        """Effective per-label threshold: classes.<label>.threshold > bundle default > default_threshold."""
+        out = {}
+        for label in labels:
+            cls = self.classes.get(label)
+            if cls is not None and cls.threshold is not None:
+                out[label] = cls.threshold
+            else:
+                out[label] = bundle_defaults.get(label, self.default_threshold)
+        return out
+
+    def enabled_labels(self, labels: list[str]) -> set[str]:
+        """Labels that may fire: all of them unless classes.<label>.enabled is false."""
+        return {x for x in labels if self.classes.get(x, ClassConfig()).enabled}
+
 
 class MqttConfig(_Section):
     enabled: bool = True
@@ -275,18 +290,11 @@ class Config(_Section):
 
     def thresholds(self, bundle_defaults: dict[str, float], labels: list[str]) -> dict[str, float]:
         """Effective per-label threshold: config > bundle default > detection.default_threshold."""
-        out = {}
-        for label in labels:
-            cls = self.detection.classes.get(label)
-            if cls is not None and cls.threshold is not None:
-                out[label] = cls.threshold
-            else:
-                out[label] = bundle_defaults.get(label, self.detection.default_threshold)
-        return out
+        return self.detection.thresholds(bundle_defaults, labels)
 
     def enabled_labels(self, labels: list[str]) -> set[str]:
         """Labels that may fire: all of them unless detection.classes.<label>.enabled is false."""
-        return {x for x in labels if self.detection.classes.get(x, ClassConfig()).enabled}
+        return self.detection.enabled_labels(labels)
 
 
 def check_model_path(cfg: Config) -> None:

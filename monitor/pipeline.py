@@ -63,19 +63,9 @@ class PipelineStats:
 
 
 def _detector_settings(cfg: DetectionConfig, labels: list[str], bundle: ModelBundle) -> dict:
-    thresholds = {}
-    enabled = set()
-    for label in labels:
-        cls = cfg.classes.get(label)
-        if cls is None or cls.enabled:
-            enabled.add(label)
-        if cls is not None and cls.threshold is not None:
-            thresholds[label] = cls.threshold
-        else:
-            thresholds[label] = bundle.thresholds.get(label, cfg.default_threshold)
     return {
-        "thresholds": thresholds,
-        "enabled": enabled,
+        "thresholds": cfg.thresholds(bundle.thresholds, labels),
+        "enabled": cfg.enabled_labels(labels),
         "smoothing_windows": cfg.smoothing_windows,
         "release_ratio": cfg.release_ratio,
         "hold_seconds": cfg.hold_seconds,
