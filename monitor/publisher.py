@@ -230,14 +230,17 @@ class Publisher:
         """
         if self._stopping:
             return
-        self._stopping = True
         deadline = time.monotonic() + max(0.0, timeout)
         client = self._client
         if client is not None and self._started:
             # A short run (a file at fast pace) can end before the first connection attempt has
-            # finished: wait for its outcome, so the spool, states and stats get flushed.
-            while self.state == "connecting" and time.monotonic() < deadline:
+            # finished, or while on_connect is still sending online/discovery/states/stats and
+            # the spool: wait for that (before _stopping is set, which on_connect honours), so
+            # everything is flushed and "offline" is the last status sent.
+            while (self.state == "connecting" or self._flushing) and time.monotonic() < deadline:
                 time.sleep(0.02)
+        self._stopping = True
+        if client is not None and self._started:
             info = None
             with self._pub_lock:
                 if self._connected:
