@@ -52,15 +52,25 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
         events = [(e["label"], e["start_s"], e["end_s"] if e["end_s"] is not None else e["start_s"])
                   for e in result.events]  # fmt: skip
         for cls, o0, o1 in occurrences:
-            hits = [e for e in events if e[0] == cls and _overlaps(e[1] - bundle.window_seconds, e[2], o0, o1)]
+            hits = [
+                e
+                for e in events
+                if e[0] == cls and _overlaps(e[1] - bundle.window_seconds, e[2], o0, o1)
+            ]
             found[cls][1] += 1
             if hits:
                 found[cls][0] += 1
                 first = min(h[1] for h in hits)
-                if first >= o0:
+                # Delay only where the stream holds a full window before the onset (a sound that
+                # is there from the first sample cannot be decided before the first window ends)
+                # and the event is a new one, not one still running from an earlier occurrence.
+                if o0 >= bundle.window_seconds and first >= o0:
                     onset_delays.append(first - o0)
         for label, e0, e1 in events:
-            ok = any(cls == label and _overlaps(e0 - bundle.window_seconds, e1, o0, o1) for cls, o0, o1 in occurrences)
+            ok = any(
+                cls == label and _overlaps(e0 - bundle.window_seconds, e1, o0, o1)
+                for cls, o0, o1 in occurrences
+            )
             correct[label][1] += 1
             correct[label][0] += int(ok)
         per_file.append({"fsID": fsid, "label": result.label, "events": result.events,
@@ -77,10 +87,14 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
         "event_precision": round(total_correct / total_events, 3) if total_events else None,
         "occurrences": total_occ,
         "events": total_events,
-        "median_decision_delay_s": round(onset_delays[len(onset_delays) // 2], 2) if onset_delays else None,
+        "median_decision_delay_s": round(onset_delays[len(onset_delays) // 2], 2)
+        if onset_delays
+        else None,
         "per_class": {
-            label: {"found": f"{found[label][0]}/{found[label][1]}",
-                    "correct_events": f"{correct[label][0]}/{correct[label][1]}"}  # fmt: skip
+            label: {
+                "found": f"{found[label][0]}/{found[label][1]}",
+                "correct_events": f"{correct[label][0]}/{correct[label][1]}",
+            }  # fmt: skip
             for label in bundle.labels
         },
         "per_file": per_file,
@@ -107,9 +121,13 @@ def format_report(rep: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.streaming_eval", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m training.streaming_eval", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--model", type=Path, required=True)
-    ap.add_argument("--recordings", type=Path, required=True, help="folder with <fsID>.flac and labels.csv")
+    ap.add_argument(
+        "--recordings", type=Path, required=True, help="folder with <fsID>.flac and labels.csv"
+    )
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args(argv)
