@@ -150,6 +150,8 @@ class Daemon:
         self._level_n = 0
         self._events_started = 0
         self._first_window: dict[str, float] | None = None
+        self._held: list[np.ndarray] = []
+        self._held_samples = 0
         self._publish_s = 0.0
 
     # -- construction --------------------------------------------------------------------------
@@ -227,14 +229,14 @@ class Daemon:
                         self._stream_start_wall = time.time() - len(block) / self.bundle.frontend.sample_rate
                     if self.clips is not None:
                         self.clips.add_audio(block)
-                    for res in self.pipeline.process(block):
-                        self._on_window(res)
+                    self._feed(block)
                     if not self._ready:
                         self._ready = True
                         self.notifier.ready(self._status_line())
                         log.info("audio flowing; ready")
                 self._periodic()
                 if getattr(self.source, "finished", False):
+                    self._feed_pending()
                     log.info("end of %s after %.1f s of audio", self.source_spec, self.pipeline.offset_s)
                     padded, closing = self.pipeline.finish()
                     for res in padded:
@@ -243,6 +245,7 @@ class Daemon:
                     break
             else:
                 log.info("%s received: stopping", self.flags.signal_name or "stop")
+                self._feed_pending()
                 self._emit(self.pipeline.detector.close(self.pipeline.offset_s))
         finally:
             self._shutdown()
@@ -284,10 +287,30 @@ class Daemon:
             "spool_depth": self.publisher.spool_depth,
         }))
 
+    def _feed(self, block: np.ndarray) -> None:
+        """Hold audio back until it completes the next window, then run the pipeline once.
+
+        Windows come only every hop, so batching up to the next window boundary gives the same
+        results at the same moments with one front-end call per hop instead of one per block.
+        """
+        self._held.append(block)
+        self._held_samples += len(block)
+        if self._held_samples >= self.pipeline.samples_until_window():
+            self._feed_pending()
+
+    def _feed_pending(self) -> None:
+        if not self._held:
+            return
+        audio = self._held[0] if len(self._held) == 1 else np.concatenate(self._held)
+        self._held, self._held_samples = [], 0
+        for res in self.pipeline.process(audio):
+            self._on_window(res)
+
     def _handle_gap(self) -> None:
         gaps = getattr(self.source, "gap_count", 0)
         if gaps != self._gap_seen:
             self._gap_seen = gaps
+            self._feed_pending()
             missing = int(getattr(self.source, "last_gap_samples", 0))
             self._emit(self.pipeline.gap(missing))
 

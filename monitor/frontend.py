@@ -103,6 +103,11 @@ def mel_filterbank(params: FrontendParams) -> np.ndarray:
     return (weights * enorm[:, None]).astype(np.float32)
 
 
+def _mean_square(frames: np.ndarray) -> np.ndarray:
+    """Mean square of each frame (one pass, no temporary of the frames' size)."""
+    return np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / frames.shape[1]
+
+
 class LogMelFrontend:
     """Batch log-mel: audio (float32, mono, at `sample_rate`) -> (frames, n_mels) dB."""
 
@@ -129,7 +134,13 @@ class LogMelFrontend:
         n = frame_count(len(audio), p)
         if n == 0:
             return np.empty((0, p.n_fft), dtype=np.float32)
-        return np.lib.stride_tricks.sliding_window_view(audio, p.n_fft)[:: p.hop_length][:n]
+        # as_strided directly: sliding_window_view's argument checks cost ~35 us per call, which
+        # is a third of the front-end's time on 0.1 s blocks. The view is read-only in use.
+        audio = np.ascontiguousarray(audio)
+        step = audio.strides[0]
+        return np.lib.stride_tricks.as_strided(
+            audio, shape=(n, p.n_fft), strides=(p.hop_length * step, step), writeable=False
+        )
 
     def _frames_to_logmel(self, frames: np.ndarray) -> np.ndarray:
         p = self.params
@@ -154,8 +165,7 @@ class LogMelFrontend:
 
     def frame_energy(self, audio: np.ndarray) -> np.ndarray:
         """Mean square of the raw samples of each frame (for the level gate and level reports)."""
-        frames = self.frames(np.asarray(audio, dtype=np.float32))
-        return np.mean(np.square(frames, dtype=np.float64), axis=1)
+        return _mean_square(self.frames(np.asarray(audio, dtype=np.float32)))
 
 
 class StreamingLogMel:
@@ -177,6 +187,11 @@ class StreamingLogMel:
         """Forget buffered audio (after a gap in the stream)."""
         self._pending = np.zeros(0, dtype=np.float32)
 
+    def samples_until(self, frames: int) -> int:
+        """How many more samples complete `frames` more frames (0 if they are already buffered)."""
+        p = self.params
+        return max(0, (frames - 1) * p.hop_length + p.n_fft - len(self._pending))
+
     def process(self, block: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Add `block`; return (new log-mel frames, their mean-square energies)."""
         p = self.params
@@ -189,7 +204,7 @@ class StreamingLogMel:
             return np.empty((0, p.n_mels), dtype=np.float32), np.empty(0, dtype=np.float64)
         frames = self.batch.frames(buf)
         logmel = self.batch._frames_to_logmel(frames)
-        energy = np.mean(np.square(frames, dtype=np.float64), axis=1)
+        energy = _mean_square(frames)
         self._pending = buf[n * p.hop_length :].copy()
         self.frames_emitted += n
         return logmel, energy

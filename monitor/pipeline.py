@@ -117,6 +117,11 @@ class Pipeline:
         end_sample = (total_frames - 1) * self._hop_length + self._n_fft
         return (end_sample + self._gap_samples) / self._sr
 
+    def samples_until_window(self) -> int:
+        """Samples still needed to complete the next window: a caller that batches its audio up
+        to this point computes the front-end once per hop instead of once per block."""
+        return self.frontend.samples_until(self.ring.frames_until_window)
+
     def process(self, block: np.ndarray) -> list[WindowResult]:
         """Consume one block of audio; return the windows it completed (often none)."""
         block = np.asarray(block, dtype=np.float32).reshape(-1)

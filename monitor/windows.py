@@ -71,7 +71,13 @@ class WindowRing:
             raise ValueError("hop_frames must be >= 1")
         last = self._next_emit - self.hop_frames
         self.hop_frames = hop_frames
-        self._next_emit = max(self.window_frames, last + hop_frames)
+        # Never in the past: a shorter hop whose boundary has already gone by emits on the next frame.
+        self._next_emit = max(self.window_frames, last + hop_frames, self.total_frames + 1)
+
+    @property
+    def frames_until_window(self) -> int:
+        """Frames still needed before the next window is complete (>= 1)."""
+        return self._next_emit - self.total_frames
 
     def reset(self) -> None:
         """Start over (after a gap in the audio): the next window needs a full window of new frames."""
@@ -79,14 +85,23 @@ class WindowRing:
         self._next_emit = self.total_frames + self.window_frames
 
     def push(self, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
-        """Add frames; return [(index of the window's last frame + 1, window), ...]."""
+        """Add frames; return [(index of the window's last frame + 1, window), ...].
+
+        Frames are written in slices up to each window boundary (not one by one): the ring is
+        stored twice over so that a window is always one contiguous slice.
+        """
         out: list[tuple[int, np.ndarray]] = []
         w = self.window_frames
-        for frame in frames:
-            self._ring[self._pos] = frame
-            self._ring[self._pos + w] = frame
-            self._pos = (self._pos + 1) % w
-            self.total_frames += 1
+        i, n = 0, len(frames)
+        while i < n:
+            # Up to the next window boundary or the ring's wrap point, whichever comes first.
+            take = min(n - i, self._next_emit - self.total_frames, w - self._pos)
+            chunk = frames[i : i + take]
+            self._ring[self._pos : self._pos + take] = chunk
+            self._ring[self._pos + w : self._pos + w + take] = chunk
+            self._pos = (self._pos + take) % w
+            self.total_frames += take
+            i += take
             if self.total_frames == self._next_emit:
                 out.append((self.total_frames, self._ring[self._pos : self._pos + w].copy()))
                 self._next_emit += self.hop_frames

@@ -45,7 +45,9 @@ def build_tiny_bundle(out_dir: Path, epochs: int = 6, seed: int = 0) -> Path:
             "training": {"dataset": str(CLIPS), "clips": len(ds.clips), "dropout": cfg.dropout},
         },
     )
-    model.save_weights(base.with_name("tiny.weights.h5"))
+    from training.run import save_float_weights
+
+    save_float_weights(model, base.with_name("tiny.weights.h5"))
     return base
 
 

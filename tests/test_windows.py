@@ -48,3 +48,20 @@ def test_reset_needs_a_full_window_again():
     ring.push(np.zeros((12, 1), np.float32))
     ring.reset()
     assert [e for e, _ in ring.push(np.zeros((10, 1), np.float32))] == [22]
+
+
+def test_shorter_hop_whose_boundary_passed_emits_on_the_next_frame():
+    ring = WindowRing(10, 8, 1)
+    assert [e for e, _ in ring.push(np.zeros((15, 1), np.float32))] == [10]
+    ring.set_hop(2)  # 10 + 2 = 12 is already past (15 frames in)
+    assert [e for e, _ in ring.push(np.zeros((4, 1), np.float32))] == [16, 18]
+
+
+def test_block_push_equals_frame_by_frame_push():
+    rng = np.random.default_rng(3)
+    frames = rng.standard_normal((300, 4)).astype(np.float32)
+    a, b = WindowRing(37, 11, 4), WindowRing(37, 11, 4)
+    got_a = a.push(frames)
+    got_b = [w for f in frames for w in b.push(f[None, :])]
+    assert [e for e, _ in got_a] == [e for e, _ in got_b]
+    assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(got_a, got_b, strict=True))
