@@ -189,7 +189,7 @@ def figures_from(run: dict[str, Any], bundle_meta: dict[str, Any], hop: float) -
     steady_audio = run["audio_s"] - run["first_window_audio_s"]
     steady_cpu = run["cpu_s_at_end"] - run["cpu_s_at_first_window"]
     xrt = steady_audio / steady_cpu if steady_cpu > 0 else float("inf")
-    macs = bundle_meta.get("macs_per_window")
+    macs = bundle_meta.get("macs_per_window") or (bundle_meta.get("model") or {}).get("macs_per_window")
     return {
         "audio_minutes": round(run["audio_s"] / 60, 2),
         "windows": run["windows"],
