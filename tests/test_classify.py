@@ -114,3 +114,44 @@ def test_short_clip_gets_one_window(tiny_bundle, tmp_path):
     sf.write(short, audio[: sr // 2], sr)
     bundle, runner = open_model(tiny_bundle)
     assert classify_file(Path(short), bundle, runner, Config()).windows == 1
+
+
+def test_shipped_model_is_the_default_and_labels_real_clips():
+    """Without --model, classify runs models/urban10; on the bundled clips (training data of the
+    shipped model, two per class) it must name the right class for nearly all of them."""
+    from tests.paths import need_shipped_model
+
+    model = need_shipped_model()
+    clips = bundled_clips()
+    default = soundmon("classify", "--json", *map(str, clips))
+    explicit = soundmon("classify", "--json", "--model", str(model), *map(str, clips))
+    assert default.returncode == 0, default.stderr
+    assert default.stdout == explicit.stdout
+    import csv
+
+    from tests.paths import CLIPS
+
+    with open(CLIPS / "metadata.csv", newline="") as f:
+        truth = {r["slice_file_name"]: r["class"] for r in csv.DictReader(f)}
+    results = [json.loads(line) for line in default.stdout.splitlines()]
+    right = sum(truth[Path(r["file"]).name] == r["label"] for r in results)
+    assert right >= 16, f"{right}/20 bundled clips labelled right"
+
+
+def test_shipped_model_on_shared_clips_by_default():
+    """The large set: a few UrbanSound8K and ESC-10 clips through the default (shipped) model."""
+    from tests.paths import need_shared, need_shipped_model
+
+    need_shipped_model()
+    shared = need_shared()
+    clips = sorted((shared / "UrbanSound8K" / "audio" / "fold3").glob("*.flac"))[:5]
+    clips += sorted((shared / "ESC-50" / "audio").glob("*.flac"))[:3]
+    out = soundmon("classify", "--json", *map(str, clips))
+    assert out.returncode == 0, out.stderr
+    rows = [json.loads(line) for line in out.stdout.splitlines()]
+    assert len(rows) == 8
+    assert {r["label"] for r in rows} <= {
+        "air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling",
+        "engine_idling", "gun_shot", "jackhammer", "siren", "street_music",
+    }  # fmt: skip
+    assert all(abs(sum(r["scores"].values()) - 1.0) < 0.05 for r in rows)
