@@ -159,7 +159,9 @@ class Augmenter:
         """A smooth random gain curve over the mel bands (3 cosine terms), peak |dB| <= eq_db."""
         pos = np.linspace(0.0, np.pi, n_mels)
         coef = self.rng.normal(0.0, 1.0, 3)
-        curve = sum(c * np.cos((k + 1) * pos + self.rng.uniform(0, np.pi)) for k, c in enumerate(coef))
+        curve = sum(
+            c * np.cos((k + 1) * pos + self.rng.uniform(0, np.pi)) for k, c in enumerate(coef)
+        )
         peak = np.max(np.abs(curve)) + 1e-9
         return (curve / peak * self.rng.uniform(0.0, self.cfg.eq_db)).astype(np.float32)
 

@@ -108,6 +108,11 @@ def _train_parser() -> argparse.ArgumentParser:
         "--report-dir", help="where metrics.json and the PNGs go (default: next to --out)"
     )
     p.add_argument(
+        "--recordings",
+        help="after export, run the streaming check on full recordings with a labels.csv "
+        "(e.g. ../shared/data/recordings) and put it in the model card",
+    )
+    p.add_argument(
         "--experiments", help="markdown file whose text goes into the model card's 'What was tried'"
     )
     return p
@@ -171,6 +176,7 @@ def _train(args, argv) -> int:
         progress=not args.no_progress,
         command=command_line(argv, "soundmon train"),
         experiments=experiments,
+        recordings=args.recordings,
     )
     run_training(job)
     return 0

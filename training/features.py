@@ -37,7 +37,7 @@ __all__ = [
     "floor_db",
 ]
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def default_cache_dir() -> Path:
@@ -85,26 +85,30 @@ def _compute_one(path: Path, params: FrontendParams, window_seconds: float) -> C
 
 
 def _cache_file(cache_dir: Path, key: str) -> Path:
-    return cache_dir / key[:2] / f"{key}.npz"
+    return cache_dir / key[:2] / f"{key}.npy"
+
+
+# One .npy per clip (fast to read: no zip container): the log-mel frames plus one trailer row
+# holding n_valid and the duration (both exact in float32 for any realistic clip).
 
 
 def _load_cached(file: Path) -> ClipFeatures | None:
     try:
-        with np.load(file) as z:
-            return ClipFeatures(z["logmel"], int(z["n_valid"]), float(z["duration"]))
-    except (OSError, KeyError, ValueError, EOFError):
+        arr = np.load(file, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
         return None
+    if arr.ndim != 2 or len(arr) < 2:
+        return None
+    return ClipFeatures(arr[:-1], int(arr[-1, 0]), float(arr[-1, 1]))
 
 
 def _store(file: Path, feats: ClipFeatures) -> None:
     file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npz")
-    np.savez(
-        tmp,
-        logmel=feats.logmel,
-        n_valid=np.int64(feats.n_valid),
-        duration=np.float64(feats.duration),
-    )
+    trailer = np.zeros((1, feats.logmel.shape[1]), dtype=np.float32)
+    trailer[0, 0] = feats.n_valid
+    trailer[0, 1] = feats.duration
+    tmp = file.with_name(f"{file.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, np.concatenate([feats.logmel.astype(np.float32), trailer]))
     os.replace(tmp, file)
 
 

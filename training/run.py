@@ -69,6 +69,15 @@ def load_float_model(base: str | Path):
     return model, bundle
 
 
+def save_float_weights(model, path: Path) -> None:
+    """Save the layer weights only (a compiled model would also save the optimizer state, 3x larger)."""
+    import keras
+
+    clean = keras.models.clone_model(model)
+    clean.set_weights(model.get_weights())
+    clean.save_weights(path)
+
+
 @dataclass
 class TrainJob:
     dataset: Dataset
@@ -84,6 +93,7 @@ class TrainJob:
     command: str = ""
     experiments: str = ""
     latency_calls: int = 300
+    recordings: str | None = None  # streaming check on full recordings after export
 
 
 def _export(
@@ -95,7 +105,7 @@ def _export(
     tfl = convert_int8(model, rep)
     bundle = write_bundle(base, tfl, labels, norm, params, cfg.window_seconds, meta=meta)
     if keep_weights:
-        model.save_weights(weights_path_for(base))
+        save_float_weights(model, weights_path_for(base))
     return bundle, len(tfl)
 
 
@@ -235,7 +245,12 @@ def run_training(job: TrainJob) -> dict:
                 np.mean([e["mlp"]["macro_accuracy"] for e in per_fold])
             )
             summary["mlp_pooled"] = _pooled(parts_m, labels)
-        report["cv"] = {"folds": list(job.cv_folds), "per_fold": per_fold, "summary": summary}
+        report["cv"] = {
+            "folds": list(job.cv_folds),
+            "per_fold": per_fold,
+            "summary": summary,
+            "histories": histories,
+        }
         cm_png = report_dir / f"{stem}_confusion.png"
         plot_confusion(np.array(summary["int8_pooled"]["confusion"]), labels, cm_png,
                        f"{stem}: int8, held-out folds {job.cv_folds} pooled "
@@ -307,6 +322,14 @@ def run_training(job: TrainJob) -> dict:
     data.update({k: v for k, v in meta.items() if k in ("model", "latency", "cost")})
     json_path.write_text(json.dumps(data, indent=2) + "\n")
     load_bundle(job.out)
+    if job.recordings:
+        from training.streaming import evaluate_recordings
+
+        report["streaming"] = evaluate_recordings(job.out, job.recordings, train_folds=ds.folds)
+        st = report["streaming"]
+        data["streaming"] = {k: st[k] for k in ("all", "seen", "unseen", "hop_seconds")}
+        json_path.write_text(json.dumps(data, indent=2) + "\n")
+        load_bundle(job.out)
     report["bundle"] = {"tflite": str(tflite_path), "json": str(json_path)}
     write_metrics(report_dir / f"{stem}_metrics.json", report)
     from training.card import write_card
@@ -337,6 +360,18 @@ def evaluate_bundle(
         raise DatasetError(
             f"dataset classes {missing_labels} are not labels of {model_path} ({bundle.labels}); "
             "use --classes/--rename to map them"
+        )
+    trained = bundle.meta.get("data") or {}
+    try:
+        same_root = (
+            trained.get("root") and Path(trained["root"]).resolve() == Path(dataset.root).resolve()
+        )
+    except OSError:
+        same_root = False
+    overlap = sorted(set(trained.get("folds") or []) & set(dataset.folds)) if same_root else []
+    if overlap:
+        log(
+            f"note: fold(s) {overlap} of this dataset were training data of {model_path}: scores are optimistic"
         )
     feats: list[ClipFeatures] = compute_features(
         dataset.clips, bundle.frontend, bundle.window_seconds, cache_dir, workers, progress

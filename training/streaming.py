@@ -3,7 +3,8 @@
 Each recording goes through the daemon's window rule (`monitor.windows.file_windows`, 4 s windows
 every 0.5 s; the streaming pipeline yields the same windows) and the int8 model via
 `monitor.runner.ModelRunner`. A window counts as labelled when at least half of it lies inside a
-labelled occurrence; we report how often its top label is that occurrence's class, per recording
+labelled occurrence (or, for an occurrence shorter than the window, at least half of the occurrence
+lies inside the window); we report how often its top label is that occurrence's class, per recording
 and overall, separately for recordings whose clips were in the training folds and for those that
 were not (folds 5-9: audio the model has never heard).
 """
@@ -54,7 +55,8 @@ def evaluate_recordings(
         for i, s in enumerate(scores):
             t0, t1 = i * hop, i * hop + bundle.window_seconds
             for a, b, cls in events:
-                if cls in bundle.labels and min(t1, b) - max(t0, a) >= bundle.window_seconds / 2:
+                need = min(bundle.window_seconds, b - a) / 2
+                if cls in bundle.labels and min(t1, b) - max(t0, a) >= need:
                     n_all += 1
                     n_ok += int(bundle.labels[int(s.argmax())] == cls)
                     break
