@@ -333,11 +333,6 @@ def _proc_sample(pid: int) -> dict[str, float] | None:
 def soak(model: Path, hours: float, hop: float, threads: int, recordings: Path | None, workdir: Path,
          out_dir: Path, audio: Path | None = None) -> dict[str, Any]:  # fmt: skip
     """Stream `hours` of looped recordings in fast pace against a real broker; sample the daemon."""
-    import paho.mqtt.client as mqtt
-
-    from monitor.frontend import frame_count
-    from monitor.windows import hop_frames_for
-
     base = audio or build_long_recording(30.0, REPO / ".cache" / "bench_30min.flac", recordings)
     repeat = max(1, int(round(hours * 60 / (sf.info(base).duration / 60))))
     broker, port = start_mosquitto(workdir)
@@ -348,6 +343,20 @@ def soak(model: Path, hours: float, hop: float, threads: int, recordings: Path |
     cfg = json.loads(config.read_text())
     cfg["mqtt"]["stats_interval"] = 0.5
     config.write_text(json.dumps(cfg))
+    try:
+        return _soak_run(model, hours, hop, threads, workdir, out_dir, base, repeat, port, config)
+    finally:
+        broker.terminate()
+
+
+def _soak_run(model: Path, hours: float, hop: float, threads: int, workdir: Path, out_dir: Path,
+              base: Path, repeat: int, port: int, config: Path) -> dict[str, Any]:  # fmt: skip
+    """The soak proper (the caller owns the broker); see `soak`."""
+    import paho.mqtt.client as mqtt
+
+    from monitor.frontend import frame_count
+    from monitor.windows import hop_frames_for
+
     latest: dict[str, Any] = {}
     detections = [0]
 
@@ -381,7 +390,6 @@ def soak(model: Path, hours: float, hop: float, threads: int, recordings: Path |
             time.sleep(0.5)
     time.sleep(1.0)
     sub.loop_stop()
-    broker.terminate()
     run = json.loads(report.read_text())
     total_samples = int(round(sf.info(base).frames)) * repeat
     p = load_frontend_params(model)
