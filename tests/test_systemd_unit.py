@@ -79,7 +79,9 @@ def test_every_directive_line_is_commented_or_obvious() -> None:
         assert lines[i - 1].startswith("#") or lines[i - 2].startswith("#"), key
 
 
-def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+def verify(tmp_path: Path, unit_text: str, stub_programs: bool) -> subprocess.CompletedProcess:
+    """`systemd-analyze verify` of `unit_text` in a private root that has systemd's own units
+    (and, with `stub_programs`, stand-ins for ExecStart/ExecReload); skips where it cannot run."""
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
@@ -88,18 +90,22 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
         pytest.skip("no /usr/lib/systemd/system/sysinit.target to verify against")
     root = tmp_path / "root"
     (root / "etc/systemd/system").mkdir(parents=True)
-    shutil.copy(UNIT, root / "etc/systemd/system" / UNIT.name)
+    (root / "etc/systemd/system" / UNIT.name).write_text(unit_text)
     shutil.copytree(units, root / "usr/lib/systemd/system", symlinks=True)
-    exe = root / "opt/soundmon/.venv/bin/soundmon"
-    exe.parent.mkdir(parents=True)
-    exe.write_text("#!/bin/sh\nexit 0\n")
-    exe.chmod(0o755)
-    (root / "bin").mkdir()
-    kill = shutil.which("kill") or "/bin/kill"
-    shutil.copy(kill, root / "bin" / "kill")
+    if stub_programs:
+        exe = root / "opt/soundmon/.venv/bin/soundmon"
+        exe.parent.mkdir(parents=True)
+        exe.write_text("#!/bin/sh\nexit 0\n")
+        exe.chmod(0o755)
+        (root / "bin").mkdir()
+        shutil.copy(shutil.which("kill") or "/bin/kill", root / "bin" / "kill")
     env = dict(os.environ, SYSTEMD_LOG_LEVEL="notice", SYSTEMD_COLORS="0")
-    proc = subprocess.run([analyze, "verify", f"--root={root}", UNIT.name],
+    return subprocess.run([analyze, "verify", f"--root={root}", UNIT.name],
                           capture_output=True, text=True, env=env, timeout=60)  # fmt: skip
+
+
+def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
+    proc = verify(tmp_path, UNIT.read_text(), stub_programs=True)
     report = (proc.stdout + proc.stderr).strip()
     assert proc.returncode == 0, report
     ours = [line for line in report.splitlines() if UNIT.name in line]
@@ -108,19 +114,8 @@ def test_systemd_analyze_verify_accepts_the_unit(tmp_path: Path) -> None:
 
 def test_verify_would_catch_a_broken_unit(tmp_path: Path) -> None:
     """The verify set-up above is not vacuous: a bad value in the same place is reported."""
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed (apt-get install systemd)")
-    units = Path("/usr/lib/systemd/system")
-    if not (units / "sysinit.target").exists():
-        pytest.skip("no /usr/lib/systemd/system/sysinit.target to verify against")
-    root = tmp_path / "root"
-    (root / "etc/systemd/system").mkdir(parents=True)
     bad = UNIT.read_text().replace("ProtectSystem=strict", "ProtectSystem=very")
-    (root / "etc/systemd/system" / UNIT.name).write_text(bad)
-    shutil.copytree(units, root / "usr/lib/systemd/system", symlinks=True)
-    proc = subprocess.run([analyze, "verify", f"--root={root}", UNIT.name],
-                          capture_output=True, text=True, timeout=60)  # fmt: skip
+    proc = verify(tmp_path, bad, stub_programs=False)
     report = proc.stdout + proc.stderr
     assert "ProtectSystem" in report or "protect system" in report.lower()
     assert "is not executable" in report or proc.returncode != 0  # no stub ExecStart this time
