@@ -87,7 +87,7 @@ def _train_parser() -> argparse.ArgumentParser:
         "--epochs",
         type=int,
         default=None,
-        help="training epochs (default: 60; 30 with --init-from)",
+        help="training epochs (default: 60; with --init-from enough for ~600 steps, at least 30)",
     )
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument(
@@ -145,14 +145,21 @@ def _train(args, argv) -> int:
         raise DatasetError(f"--arch {args.arch!r}: choose one of {sorted(ARCHS) + ['mlp']}")
     set_threads(args.threads or os.cpu_count())
     fine = bool(args.init_from)
+    epochs = args.epochs
+    if epochs is None:
+        epochs = 60
+        if fine:
+            # Small user sets give few steps per epoch: aim for ~600 optimiser steps in all.
+            steps = max(1, len(dataset.clips) // args.batch_size)
+            epochs = max(30, -(-600 // steps))
     cfg = TrainConfig(
         arch=args.arch,
-        epochs=args.epochs or (30 if fine else 60),
+        epochs=epochs,
         batch_size=args.batch_size,
         lr=args.lr or (1e-3 if fine else 3e-3),
         seed=args.seed,
         augment=AugmentConfig.off() if args.no_augment else AugmentConfig(),
-        freeze_body_epochs=5 if fine else 0,
+        freeze_body_epochs=max(5, epochs // 6) if fine else 0,
     )
     cv = None
     if args.cv:
