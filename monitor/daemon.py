@@ -27,7 +27,7 @@ from monitor.clips import ClipRecorder
 from monitor.config import Config, load_config
 from monitor.detector import DetectionEvent
 from monitor.errors import SoundmonError
-from monitor.pipeline import Pipeline, WindowResult
+from monitor.pipeline import SILENCE_DBFS, Pipeline, WindowResult, level_dbfs
 from monitor.runner import open_model
 from monitor.sdnotify import Notifier
 
@@ -319,7 +319,7 @@ class Daemon:
             self._first_window = {"monotonic": time.monotonic(), "cpu_s": time.process_time(),
                                   "audio_s": res.end_offset_s}  # fmt: skip
             log.info("first window result %.3f s after start", time.monotonic() - self._start_monotonic)
-        self._level_sum += 10 ** (res.level_dbfs / 10.0) if res.level_dbfs > -200 else 0.0
+        self._level_sum += 10 ** (res.level_dbfs / 10.0) if res.level_dbfs > SILENCE_DBFS else 0.0
         self._level_n += 1
         self._emit(res.events)
 
@@ -383,7 +383,7 @@ class Daemon:
             self._last_level = now
             mean = self._level_sum / self._level_n
             self._level_sum, self._level_n = 0.0, 0
-            dbfs = round(10 * np.log10(mean), 1) if mean > 1e-20 else -200.0
+            dbfs = round(level_dbfs(mean), 1)
             self.publisher.publish_level({"time": iso_utc(time.time()), "dbfs": dbfs})
         if now - self._last_stats >= self.cfg.mqtt.stats_interval:
             self._last_stats = now

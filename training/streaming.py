@@ -23,25 +23,31 @@ from monitor.runner import ModelRunner
 from monitor.windows import file_windows
 from training.datasets import DatasetError, load_audio
 
-__all__ = ["evaluate_recordings"]
+__all__ = ["evaluate_recordings", "read_occurrences"]
+
+
+def read_occurrences(rec_dir: Path) -> tuple[dict[str, list[tuple[float, float, str]]], dict[str, int]]:
+    """labels.csv of a recordings folder: fsID -> [(start, end, class)], and fsID -> fold."""
+    labels_csv = Path(rec_dir) / "labels.csv"
+    if not labels_csv.is_file():
+        raise DatasetError(f"{rec_dir}: no labels.csv (fsID,fold,class,classID,start,end)")
+    occ: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
+    folds: dict[str, int] = {}
+    with labels_csv.open(newline="") as fh:
+        for r in csv.DictReader(fh):
+            occ[r["fsID"]].append((float(r["start"]), float(r["end"]), r["class"]))
+            folds[r["fsID"]] = int(r["fold"])
+    return occ, folds
 
 
 def evaluate_recordings(
     model: str | Path, rec_dir: str | Path, train_folds=(1, 2, 3, 4), hop: float = 0.5
 ) -> dict:
     rec_dir = Path(rec_dir)
-    labels_csv = rec_dir / "labels.csv"
-    if not labels_csv.is_file():
-        raise DatasetError(f"{rec_dir}: no labels.csv (fsID,fold,class,classID,start,end)")
+    occ, folds = read_occurrences(rec_dir)
     bundle = load_bundle(model)
     runner = ModelRunner(bundle, num_threads=1)
     fe = LogMelFrontend(bundle.frontend)
-    occ = defaultdict(list)
-    folds = {}
-    with labels_csv.open(newline="") as fh:
-        for r in csv.DictReader(fh):
-            occ[r["fsID"]].append((float(r["start"]), float(r["end"]), r["class"]))
-            folds[r["fsID"]] = int(r["fold"])
     per_rec = []
     for fsid, events in sorted(occ.items()):
         path = next((p for p in rec_dir.glob(f"{fsid}.*") if p.suffix != ".csv"), None)

@@ -17,7 +17,6 @@ Usage: `python -m training.streaming_eval --model models/urban10 --recordings DI
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from collections import defaultdict
@@ -26,6 +25,7 @@ from pathlib import Path
 from monitor.classify import classify_file
 from monitor.config import load_config
 from monitor.runner import open_model
+from training.streaming import read_occurrences
 
 __all__ = ["evaluate_recordings", "main"]
 
@@ -38,11 +38,8 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
     """Per-class occurrence recall and event precision over every `<fsID>.flac` in labels.csv."""
     cfg = load_config(config)
     bundle, runner = open_model(model, cfg.model.threads)
-    with open(recordings / "labels.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    by_file: dict[str, list[tuple[str, float, float]]] = defaultdict(list)
-    for r in rows:
-        by_file[r["fsID"]].append((r["class"], float(r["start"]), float(r["end"])))
+    occ, _folds = read_occurrences(recordings)
+    by_file = {fsid: [(cls, a, b) for a, b, cls in rows] for fsid, rows in occ.items()}
     found = defaultdict(lambda: [0, 0])  # class -> [found, total occurrences]
     correct = defaultdict(lambda: [0, 0])  # class -> [correct, total events]
     onset_delays: list[float] = []
