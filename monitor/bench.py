@@ -354,7 +354,7 @@ def _soak_run(model: Path, hours: float, hop: float, threads: int, workdir: Path
     """The soak proper (the caller owns the broker); see `soak`."""
     import paho.mqtt.client as mqtt
 
-    from monitor.frontend import frame_count
+    from monitor.pipeline import expected_windows
     from monitor.windows import hop_frames_for
 
     latest: dict[str, Any] = {}
@@ -393,9 +393,7 @@ def _soak_run(model: Path, hours: float, hop: float, threads: int, workdir: Path
     run = json.loads(report.read_text())
     total_samples = int(round(sf.info(base).frames)) * repeat
     p = load_frontend_params(model)
-    frames = frame_count(total_samples, p)
-    window_frames = p.frames_for(4.0)
-    expected_windows = 1 + (frames - window_frames) // hop_frames_for(hop, p) if frames >= window_frames else 0
+    expected = expected_windows(total_samples, p, p.frames_for(4.0), hop_frames_for(hop, p), warm_start=True)
     errors = [line for line in log_path.read_text().splitlines() if "ERROR" in line or "Traceback" in line]
     audio_h = run["audio_s"] / 3600.0
     first = [x["rss_mb"] for x in samples if x["audio_h"] <= 1.0] or [samples[0]["rss_mb"]]
@@ -405,8 +403,8 @@ def _soak_run(model: Path, hours: float, hop: float, threads: int, workdir: Path
         "audio_hours": round(audio_h, 2),
         "wall_minutes": round((time.monotonic() - t0) / 60, 1),
         "windows": run["windows"],
-        "expected_windows": expected_windows,
-        "windows_exact": run["windows"] == expected_windows,
+        "expected_windows": expected,
+        "windows_exact": run["windows"] == expected,
         "rss_first_hour_mb": round(statistics.median(first), 1),
         "rss_last_hour_mb": round(statistics.median(last), 1),
         "rss_growth_mb": round(statistics.median(last) - statistics.median(first), 2),

@@ -53,7 +53,7 @@ class ClipResult:
 def classify_file(path: str | Path, bundle: ModelBundle, runner, cfg: Config) -> ClipResult:
     """Stream one recording through the pipeline; raise AudioFileError if it cannot be decoded."""
     source = FileSource(path, bundle.frontend.sample_rate, pace="fast", block_seconds=1.0)
-    pipeline = Pipeline(bundle, runner, cfg.detection)
+    pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=False)  # the clip rule
     score_sum = np.zeros(len(bundle.labels), dtype=np.float64)
     scored = 0
     events: dict[str, dict] = {}

@@ -130,6 +130,10 @@ class DetectionConfig(_Section):
     hold_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
     cooldown_seconds: float = Field(default=2.0, ge=0.0, le=3600.0)
     min_level_dbfs: float = Field(default=-70.0, ge=-200.0, le=0.0)
+    warm_start: bool = Field(
+        default=True,
+        description="first window one hop after the stream starts, silence ahead of the audio",
+    )
     level_interval: float = Field(default=5.0, ge=0.0, description="seconds between level messages; 0 = off")
     classes: dict[str, ClassConfig] = Field(default_factory=dict)
 

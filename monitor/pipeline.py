@@ -16,10 +16,10 @@ import numpy as np
 from monitor.bundle import ModelBundle
 from monitor.config import DetectionConfig
 from monitor.detector import DetectionEvent, Detector
-from monitor.frontend import StreamingLogMel
+from monitor.frontend import FrontendParams, StreamingLogMel, frame_count
 from monitor.windows import WindowRing, hop_frames_for
 
-__all__ = ["Pipeline", "PipelineStats", "WindowResult", "level_dbfs"]
+__all__ = ["Pipeline", "PipelineStats", "WindowResult", "expected_windows", "level_dbfs"]
 
 SILENCE_DBFS = -200.0
 
@@ -27,6 +27,26 @@ SILENCE_DBFS = -200.0
 def level_dbfs(mean_square: float) -> float:
     """RMS level in dBFS (full-scale square wave = 0 dBFS; a full-scale sine is -3 dBFS)."""
     return float(10.0 * np.log10(mean_square)) if mean_square > 1e-20 else SILENCE_DBFS
+
+
+def warm_start_samples(window_frames: int, hop_frames: int, params: FrontendParams) -> int:
+    """Silence a warm start puts ahead of the stream: at least (window - hop) frames' worth,
+    rounded up to whole hops so that, once a full window of audio has arrived, the windows are
+    exactly the ones a cold start gives (same frames, same window ends)."""
+    if window_frames <= hop_frames:
+        return 0
+    hops = -(-(window_frames - hop_frames) // hop_frames)
+    return hops * hop_frames * params.hop_length
+
+
+def expected_windows(
+    n_samples: int, params: FrontendParams, window_frames: int, hop_frames: int, warm_start: bool
+) -> int:
+    """Windows a gap-free stream of `n_samples` yields (before end-of-stream padding)."""
+    if warm_start:
+        n_samples += warm_start_samples(window_frames, hop_frames, params)
+    frames = frame_count(n_samples, params)
+    return 1 + (frames - window_frames) // hop_frames if frames >= window_frames else 0
 
 
 @dataclass
@@ -77,9 +97,21 @@ class Pipeline:
     """Feed mono float32 blocks at the model's rate; get a `WindowResult` per completed window.
 
     `runner` is anything with `predict(window) -> scores` (normally `monitor.runner.ModelRunner`).
+
+    With `warm_start` (the daemon's default, `detection.warm_start`) the first window comes one
+    hop into the stream, not one window: the window is filled with digital silence ahead of
+    the audio so far, as the model saw short clips in training, so a sound that is already
+    playing when the service starts (or when a device comes back) is reported within a hop.
+    `soundmon classify` keeps it off: its clip score is the training evaluation's window rule.
     """
 
-    def __init__(self, bundle: ModelBundle, runner, detection: DetectionConfig) -> None:
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        runner,
+        detection: DetectionConfig,
+        warm_start: bool | None = None,
+    ) -> None:
         self.bundle = bundle
         self.runner = runner
         self.labels = list(bundle.labels)
@@ -95,8 +127,10 @@ class Pipeline:
         self.detection = detection
         self.detector = Detector(self.labels, **_detector_settings(detection, self.labels, bundle))
         self.stats = PipelineStats()
-        self._frame_offset = 0  # frames lost to gaps are skipped in the offset bookkeeping
         self._gap_samples = 0
+        self._primed_samples = 0  # silence fed ahead of the stream by warm starts
+        self.warm_start = detection.warm_start if warm_start is None else bool(warm_start)
+        self._prime()
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -115,7 +149,21 @@ class Pipeline:
 
     def _frame_end_offset(self, total_frames: int) -> float:
         end_sample = (total_frames - 1) * self._hop_length + self._n_fft
-        return (end_sample + self._gap_samples) / self._sr
+        return (end_sample + self._gap_samples - self._primed_samples) / self._sr
+
+    def _prime(self) -> None:
+        """Warm start: put silence worth (window - hop) frames ahead of the audio to come."""
+        if not self.warm_start:
+            return
+        n = warm_start_samples(self.window_frames, self.ring.hop_frames, self.bundle.frontend)
+        if n <= 0:
+            return
+        logmel, energy = self.frontend.process(np.zeros(n, dtype=np.float32))
+        frames = np.empty((len(logmel), logmel.shape[1] + 1), dtype=np.float32)
+        frames[:, :-1] = logmel
+        frames[:, -1] = np.nan  # not audio: left out of the window's level
+        self.ring.push(frames)  # fewer frames than a window: completes none
+        self._primed_samples += n
 
     def samples_until_window(self) -> int:
         """Samples still needed to complete the next window: a caller that batches its audio up
@@ -145,7 +193,11 @@ class Pipeline:
 
     def _score(self, total_frames: int, window: np.ndarray) -> WindowResult:
         end_offset = self._frame_end_offset(total_frames)
-        level = level_dbfs(float(np.mean(window[:, -1], dtype=np.float64)))
+        energy = window[:, -1]
+        mean_square = float(np.mean(energy, dtype=np.float64))
+        if mean_square != mean_square:  # NaN: a warm-start window, part of it is padding
+            mean_square = float(np.nanmean(energy))
+        level = level_dbfs(mean_square)
         scores: np.ndarray | None = None
         inference_ms = 0.0
         if level >= self.detection.min_level_dbfs:
@@ -167,14 +219,19 @@ class Pipeline:
         self._gap_samples += int(missing_samples)
         self.frontend.reset()
         self.ring.reset()
-        return self.detector.reset()
+        events = self.detector.reset()
+        self._prime()
+        return events
 
     def finish(self) -> tuple[list[WindowResult], list[DetectionEvent]]:
         """End of stream: pad a stream shorter than one window with silence (placement 'start'),
         then end every open event. Returns (windows from the padding, closing events)."""
         results: list[WindowResult] = []
         if self.stats.windows == 0 and self.stats.samples > 0:
-            need = int(round(self.bundle.window_seconds * self._sr)) - self.stats.samples
+            if self.warm_start:
+                need = self.samples_until_window()
+            else:
+                need = int(round(self.bundle.window_seconds * self._sr)) - self.stats.samples
             if need > 0:
                 real = self.stats.samples
                 results = self.process(np.zeros(need, dtype=np.float32))

@@ -4,7 +4,9 @@ Everything works in the log-mel (dB) domain, so nothing has to be recomputed fro
 
 - placement: the clip's real frames go into one 4 s window. Evaluation uses the daemon's rule
   (start of the window, digital silence after it); training may put the clip anywhere in the
-  window (time shift) and crops long clips at a random offset.
+  window (time shift) and crops long clips at a random offset. An onset placement puts only
+  the clip's first 0.3 s or more at the end of the window, as the daemon's newest window holds
+  a sound that has just begun: the model learns to answer then, not seconds later.
 - time stretch: the frame axis is resampled by a factor (linear interpolation) -- the
   spectrogram-domain equivalent of a tempo change without pitch change.
 - pitch shift: the mel axis is shifted by a fraction of bands (the mel scale is close to
@@ -36,6 +38,8 @@ class AugmentConfig:
         True  # random position of a short clip in the window; random crop of long ones
     )
     p_start: float = 0.3  # probability of the evaluation placement (start of the window)
+    p_onset: float = 0.25  # probability of an onset placement: only the clip's first part, at the window's end
+    onset_min_frames: int = 30  # shortest visible start in an onset placement (0.3 s)
     gain_db: float = 10.0  # uniform in [-gain_db, +gain_db]
     p_mix: float = 0.5  # probability of mixing with another clip
     mix_snr_db: tuple[float, float] = (0.0, 12.0)  # SNR of the main clip over the mixed-in one
@@ -147,6 +151,11 @@ class Augmenter:
     def _place(self, x: np.ndarray) -> np.ndarray:
         cfg, rng, wf = self.cfg, self.rng, self.window_frames
         n = len(x)
+        if cfg.p_onset and rng.random() < cfg.p_onset:
+            # What the daemon sees just after a sound begins: its first k frames at the end of
+            # the window, whatever came before (silence here, another clip if mixed) ahead of it.
+            k = int(rng.integers(min(n, cfg.onset_min_frames, wf), min(n, wf) + 1))
+            return place_in_window(x[:k], k, wf, wf - k, self.floor)
         if not cfg.time_shift or rng.random() < cfg.p_start:
             offset = 0
         elif n >= wf:

@@ -27,6 +27,7 @@ __all__ = [
 ]
 
 BODY_PREFIX = "body_"  # layers whose weights `--init-from` reuses
+END_SECONDS = 1.0  # "avgmaxend" head: the newest part of the 4 s window pooled on its own
 
 # name -> (stem channels, [(channels, convs, pool after)], head pooling)
 ARCHS: dict[str, dict] = {
@@ -36,6 +37,21 @@ ARCHS: dict[str, dict] = {
         "stem": 24,
         "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
         "pool": "avgmax",
+    },
+    # the same cost with the frequency detail kept longer (stem strides time only, 4x time
+    # pooling): 49 x 32 after the stem instead of 99 x 16, 12 x 8 at the head instead of 24 x 4
+    "cnn_f": {
+        "stem": 24,
+        "stem_strides": (2, 1),
+        "stem_pool": (4, 2),
+        "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
+        "pool": "avgmaxend",
+    },
+    # the shipped body with the onset-aware head
+    "cnn_e": {
+        "stem": 24,
+        "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
+        "pool": "avgmaxend",
     },
     # the same with a level-blind stem (zero-mean kernels)
     "cnn_gi": {
@@ -91,22 +107,32 @@ def build_cnn(
     spec = ARCHS[arch]
     inp = keras.Input((frames, n_mels, 1), name="logmel")
     x = _conv_bn(
-        inp, spec["stem"], f"{BODY_PREFIX}stem", strides=2, zero_mean=spec.get("zero_mean", False)
+        inp,
+        spec["stem"],
+        f"{BODY_PREFIX}stem",
+        strides=spec.get("stem_strides", 2),
+        zero_mean=spec.get("zero_mean", False),
     )  # 199 x 32
-    x = L.MaxPooling2D(2, name=f"{BODY_PREFIX}stem_pool")(x)  # 99 x 16
+    x = L.MaxPooling2D(spec.get("stem_pool", 2), name=f"{BODY_PREFIX}stem_pool")(x)  # 99 x 16
     for s, (ch, n_conv, pool) in enumerate(spec["stages"], start=1):
         for c in range(n_conv):
             x = _conv_bn(x, ch, f"{BODY_PREFIX}s{s}c{c}")
         if pool:
             x = L.MaxPooling2D(2, name=f"{BODY_PREFIX}s{s}_pool")(x)
-    if spec["pool"] == "avgmax":
+    if spec["pool"] in ("avgmax", "avgmaxend"):
         # Mean over frequency, then both the mean and the max over time: the max keeps short
         # events (a gun shot, a horn blip) from being averaged away in a 4 s window.
         f = x.shape[2]
         x = L.AveragePooling2D((1, f), name="head_freqpool")(x)
-        x = L.Concatenate(name="head_cat")(
-            [L.GlobalAveragePooling2D(name="head_avg")(x), L.GlobalMaxPooling2D(name="head_max")(x)]
-        )
+        pooled = [L.GlobalAveragePooling2D(name="head_avg")(x), L.GlobalMaxPooling2D(name="head_max")(x)]
+        if spec["pool"] == "avgmaxend":
+            # Plus the mean over the newest ~1 s: a sound that has just begun fills only the
+            # end of the daemon's window, and this is the feature that can answer for it early.
+            t = x.shape[1]
+            keep = max(1, round(t * END_SECONDS / 4.0))
+            end = L.Cropping2D(((t - keep, 0), (0, 0)), name="head_end_crop")(x)
+            pooled.append(L.GlobalAveragePooling2D(name="head_end")(end))
+        x = L.Concatenate(name="head_cat")(pooled)
     else:
         x = L.GlobalAveragePooling2D(name="head_avg")(x)
     if dropout:

@@ -1,0 +1,75 @@
+"""The streaming pipeline's warm start: a window from the first hop on, and the same windows as a
+cold start once a full window of audio has arrived."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from monitor.bundle import load_bundle
+from monitor.config import DetectionConfig
+from monitor.frontend import frame_count
+from monitor.pipeline import Pipeline, expected_windows
+from tests.fixtures_model import tiny_bundle  # noqa: F401
+from tests.test_frontend import real_audio
+
+
+class RecordingRunner:
+    """Scores every window 0 and keeps a copy of it: lets a test see what the model was given."""
+
+    def __init__(self, n_labels: int) -> None:
+        self.n_labels = n_labels
+        self.windows: list[np.ndarray] = []
+
+    def predict(self, window: np.ndarray) -> np.ndarray:
+        self.windows.append(window.copy())
+        return np.zeros(self.n_labels, dtype=np.float32)
+
+
+def run(bundle, audio: np.ndarray, warm: bool, block: int = 1000):
+    runner = RecordingRunner(len(bundle.labels))
+    pipe = Pipeline(bundle, runner, DetectionConfig(min_level_dbfs=-200.0), warm_start=warm)
+    results = []
+    for i in range(0, len(audio), block):
+        results += pipe.process(audio[i : i + block])
+    return pipe, runner, results
+
+
+def test_warm_start_answers_after_one_hop_then_matches_a_cold_start(tiny_bundle):  # noqa: F811
+    bundle = load_bundle(tiny_bundle)
+    audio = real_audio(12.0)[: 12 * 16000]
+    _, cold_runner, cold = run(bundle, audio, warm=False)
+    warm_pipe, warm_runner, warm = run(bundle, audio, warm=True)
+
+    # Cold: the first window needs 4 s of audio. Warm: it comes within one hop (0.5 s).
+    assert cold[0].end_offset_s > 3.9
+    assert 0.0 < warm[0].end_offset_s <= 0.5
+    assert np.allclose(np.diff([r.end_offset_s for r in warm]), 0.5)
+
+    # The warm-up windows hold digital silence ahead of the audio, as training pads short clips.
+    first = warm_runner.windows[0]
+    assert np.all(first[:300] == first[0, 0]) and first[-1].max() > first[0, 0]
+
+    # From the first full window on, warm and cold windows are the same windows, bit for bit.
+    k = next(i for i, r in enumerate(warm) if abs(r.end_offset_s - cold[0].end_offset_s) < 1e-9)
+    assert len(warm) - k == len(cold)
+    for w, c in zip(warm_runner.windows[k:], cold_runner.windows):
+        np.testing.assert_array_equal(w, c)
+
+    # The window level counts real audio only, not the padding.
+    assert warm[0].level_dbfs > -60.0
+    n = len(audio)
+    p, hop = bundle.frontend, warm_pipe.ring.hop_frames
+    assert len(warm) == expected_windows(n, p, bundle.window_frames, hop, warm_start=True)
+    assert len(cold) == expected_windows(n, p, bundle.window_frames, hop, warm_start=False)
+    assert frame_count(n, p) >= bundle.window_frames
+
+
+def test_warm_start_again_after_a_gap(tiny_bundle):  # noqa: F811
+    bundle = load_bundle(tiny_bundle)
+    audio = real_audio(6.0)[: 6 * 16000]
+    pipe, _, results = run(bundle, audio, warm=True)
+    pipe.gap(16000)  # the device was gone for a second
+    after = pipe.process(audio[:8000])
+    assert len(after) == 1
+    assert after[0].end_offset_s - results[-1].end_offset_s > 1.0  # the clock counts the gap
+    assert after[0].end_offset_s <= 6.0 + 1.0 + 0.5 + 1e-9
