@@ -284,6 +284,7 @@ def latency_bench(model: Path, hop: float, threads: int, recordings: Path, workd
         sub.loop_stop()
         broker.terminate()
     latencies: list[float] = []
+    onsets: list[dict[str, Any]] = []
     total = 0
     for fsid in fsids:
         starts = [(rx, p) for rx, p in received if p.get("node") == f"rec{fsid}" and p.get("type") == "start"]
@@ -291,16 +292,20 @@ def latency_bench(model: Path, hop: float, threads: int, recordings: Path, workd
             onset, end = float(occ["start"]), float(occ["end"])
             total += 1
             hits = [(rx, p) for rx, p in starts if p["label"] == occ["class"] and onset <= p["stream_offset_s"] <= end + hop]
+            row = {"recording": fsid, "class": occ["class"], "onset_s": onset, "latency_s": None}
+            onsets.append(row)
             if not hits:
                 continue
             rx, p = min(hits, key=lambda h: h[1]["stream_offset_s"])
             stream_start = _parse_iso(p["time"]) - p["stream_offset_s"]
             latencies.append(rx - (stream_start + onset))
+            row["latency_s"] = round(latencies[-1], 3)
     return {
         "latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
         "latency_p90_s": round(float(np.percentile(latencies, 90)), 3) if latencies else None,
         "latency_detected": f"{len(latencies)}/{total}",
         "latency_budget_s": hop + 0.3,
+        "latency_onsets": onsets,
     }
 
 

@@ -50,10 +50,15 @@ class ClipResult:
         )
 
 
-def classify_file(path: str | Path, bundle: ModelBundle, runner, cfg: Config) -> ClipResult:
-    """Stream one recording through the pipeline; raise AudioFileError if it cannot be decoded."""
+def classify_file(
+    path: str | Path, bundle: ModelBundle, runner, cfg: Config, warm_start: bool = False
+) -> ClipResult:
+    """Stream one recording through the pipeline; raise AudioFileError if it cannot be decoded.
+
+    Without `warm_start` (the clip rule of `soundmon classify`) the first window needs a full
+    window of audio; with it, the events are the ones `soundmon run` would publish."""
     source = FileSource(path, bundle.frontend.sample_rate, pace="fast", block_seconds=1.0)
-    pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=False)  # the clip rule
+    pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=warm_start)
     score_sum = np.zeros(len(bundle.labels), dtype=np.float64)
     scored = 0
     events: dict[str, dict] = {}

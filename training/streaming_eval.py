@@ -22,6 +22,8 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+import numpy as np
+
 from monitor.classify import classify_file
 from monitor.config import load_config
 from monitor.runner import open_model
@@ -45,7 +47,8 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
     onset_delays: list[float] = []
     per_file = []
     for fsid, occurrences in sorted(by_file.items()):
-        result = classify_file(recordings / f"{fsid}.flac", bundle, runner, cfg)
+        result = classify_file(recordings / f"{fsid}.flac", bundle, runner, cfg,
+                               warm_start=cfg.detection.warm_start)  # as `soundmon run` does  # fmt: skip
         events = [(e["label"], e["start_s"], e["end_s"] if e["end_s"] is not None else e["start_s"])
                   for e in result.events]  # fmt: skip
         for cls, o0, o1 in occurrences:
@@ -57,12 +60,11 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
             found[cls][1] += 1
             if hits:
                 found[cls][0] += 1
-                first = min(h[1] for h in hits)
-                # Delay only where the stream holds a full window before the onset (a sound that
-                # is there from the first sample cannot be decided before the first window ends)
-                # and the event is a new one, not one still running from an earlier occurrence.
-                if o0 >= bundle.window_seconds and first >= o0:
-                    onset_delays.append(first - o0)
+            # Decision delay as `soundmon bench --latency` counts it: the first new event of the
+            # class decided between the onset and the occurrence's end (+ one hop).
+            new = [e[1] for e in events if e[0] == cls and o0 <= e[1] <= o1 + cfg.detection.hop_seconds]
+            if new:
+                onset_delays.append(min(new) - o0)
         for label, e0, e1 in events:
             ok = any(
                 cls == label and _overlaps(e0 - bundle.window_seconds, e1, o0, o1)
@@ -84,9 +86,8 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
         "event_precision": round(total_correct / total_events, 3) if total_events else None,
         "occurrences": total_occ,
         "events": total_events,
-        "median_decision_delay_s": round(onset_delays[len(onset_delays) // 2], 2)
-        if onset_delays
-        else None,
+        "median_decision_delay_s": round(float(np.median(onset_delays)), 2) if onset_delays else None,
+        "onsets_with_new_event": len(onset_delays),
         "per_class": {
             label: {
                 "found": f"{found[label][0]}/{found[label][1]}",
@@ -107,7 +108,8 @@ def format_report(rep: dict) -> str:
         f"model {rep['model']} on {rep['recordings']} full recordings: "
         f"occurrences found {_pct(rep['occurrence_recall'])} of {rep['occurrences']}, "
         f"events on a labelled occurrence {_pct(rep['event_precision'])} of {rep['events']}, "
-        f"median decision delay after onset {rep['median_decision_delay_s']} s",
+        f"median decision delay after onset {rep['median_decision_delay_s']} s "
+        f"({rep['onsets_with_new_event']} onsets with a new event)",
         "",
         "| class | occurrences found | events on a labelled occurrence |",
         "|---|---|---|",
