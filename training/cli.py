@@ -80,8 +80,9 @@ def _train_parser() -> argparse.ArgumentParser:
                    help="leave-one-fold-out cross-validation first (optionally over these comma-separated folds)")  # fmt: skip
     p.add_argument(
         "--arch",
-        default="cnn",
-        help="cnn (default), small, tiny, or mlp (baseline only, no bundle)",
+        default="cnn_f",
+        help="cnn_f (default), cnn (the first shipped body), cnn_e, small, tiny, "
+        "or mlp (baseline only, no bundle)",
     )
     p.add_argument(
         "--epochs",
@@ -100,6 +101,13 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument(
         "--no-baseline", action="store_true", help="skip the MFCC-MLP baseline in cross-validation"
+    )
+    p.add_argument(
+        "--jobs",
+        type=int,
+        default=None,
+        help="trainings at once with --cv (CV folds and the final model, one process each, "
+        "cores shared out); default: the number of cores",
     )
     p.add_argument(
         "--init-from", help="reuse the convolutional body of this bundle (needs its .weights.h5)"
@@ -184,6 +192,7 @@ def _train(args, argv) -> int:
         command=command_line(argv, "soundmon train"),
         experiments=experiments,
         recordings=args.recordings,
+        jobs=max(1, args.jobs if args.jobs is not None else (os.cpu_count() or 1)) if cv else 1,
     )
     run_training(job)
     return 0

@@ -142,13 +142,17 @@ def build_cnn(
     return keras.Model(inp, out, name=f"soundmon_{arch}")
 
 
-def transfer_body(src: keras.Model, dst: keras.Model) -> int:
-    """Copy the convolutional body's weights from `src` to `dst` by layer name; returns layers copied."""
-    src_layers = {layer.name: layer for layer in src.layers}
+def transfer_body(src: keras.Model | dict[str, list], dst: keras.Model) -> int:
+    """Copy the convolutional body's weights from `src` (a model, or weights by layer name) to
+    `dst` by layer name; returns layers copied."""
+    if isinstance(src, dict):
+        weights = src
+    else:
+        weights = {layer.name: layer.get_weights() for layer in src.layers}
     copied = 0
     for layer in dst.layers:
-        if layer.name.startswith(BODY_PREFIX) and layer.name in src_layers and layer.weights:
-            layer.set_weights(src_layers[layer.name].get_weights())
+        if layer.name.startswith(BODY_PREFIX) and layer.name in weights and layer.weights:
+            layer.set_weights(weights[layer.name])
             copied += 1
     return copied
 

@@ -94,6 +94,7 @@ class TrainJob:
     experiments: str = ""
     latency_calls: int = 300
     recordings: str | None = None  # streaming check on full recordings after export
+    jobs: int = 1  # trainings at once (CV folds and the final model), one process each
 
 
 def _export(
@@ -107,6 +108,142 @@ def _export(
     if keep_weights:
         save_float_weights(model, weights_path_for(base))
     return bundle, len(tfl)
+
+
+# -- one training per process ---------------------------------------------------------------------
+# TensorFlow on 2 cores gains little from a second intra-op thread at this model size (measured:
+# two 1-thread trainings side by side finish ~2x sooner than the same two one after the other
+# with 2 threads), so `--jobs` runs the CV folds and the final model as separate processes.
+
+
+def init_model_weights(model) -> dict[str, list] | None:
+    """The convolutional body's weights by layer name (picklable, for `--init-from` in a worker)."""
+    if model is None:
+        return None
+    from training.models import BODY_PREFIX
+
+    return {
+        layer.name: layer.get_weights()
+        for layer in model.layers
+        if layer.name.startswith(BODY_PREFIX) and layer.weights
+    }
+
+
+def _rebuild(cfg: TrainConfig, params: FrontendParams, n_classes: int, weights: list):
+    from training.models import build_cnn
+
+    model = build_cnn(n_classes, params.frames_for(cfg.window_seconds), params.n_mels, cfg.arch, cfg.dropout)
+    model.set_weights(weights)
+    return model
+
+
+@dataclass
+class _FoldTask:
+    """Train on every fold but `fold`, score it float and int8 (and the MLP baseline)."""
+
+    fold: int
+    feats: list
+    y: np.ndarray
+    folds: np.ndarray
+    n_classes: int
+    cfg: TrainConfig
+    params: FrontendParams
+    labels: list[str]
+    init_weights: dict | None
+    init_norm: tuple[float, float] | None
+    baseline: bool
+    progress: bool
+
+    def __call__(self):
+        k, y, cfg, params = self.fold, self.y, self.cfg, self.params
+        tr = np.where(self.folds != k)[0]
+        te = np.where(self.folds == k)[0]
+        trf, tef = [self.feats[i] for i in tr], [self.feats[i] for i in te]
+        log(f"CV fold {k}: train {len(tr)} clips, test {len(te)} clips")
+        t0 = time.perf_counter()
+        model, norm, hist = train_cnn(trf, y[tr], self.n_classes, cfg, params, val=(tef, y[te]),
+                                      init_from=self.init_weights, norm=self.init_norm,
+                                      progress=self.progress, log_label=f"CV fold {k}")  # fmt: skip
+        train_s = time.perf_counter() - t0
+        sf = predict_float(model, tef, norm, params, cfg.window_seconds, cfg.hop_seconds)
+        with tempfile.TemporaryDirectory() as tmp:
+            bundle, _ = _export(model, trf, y[tr], self.n_classes, norm, params, Path(tmp) / f"cv{k}",
+                                self.labels, {}, cfg)  # fmt: skip
+            sq = predict_int8(bundle, tef, cfg.hop_seconds, progress=self.progress)
+        entry = {
+            "fold": k,
+            "n_clips": len(te),
+            "train_clips": len(tr),
+            "train_seconds": train_s,
+            "float": metrics(y[te], sf, self.labels),
+            "int8": metrics(y[te], sq, self.labels),
+            "int8_float_agreement": float(np.mean(sf.argmax(1) == sq.argmax(1))),
+        }
+        sm = None
+        if self.baseline:
+            mlp = train_mlp(trf, y[tr], self.n_classes, seed=cfg.seed)
+            sm = mlp(tef)
+            entry["mlp"] = metrics(y[te], sm, self.labels)
+        log(
+            f"CV fold {k}: float {100 * entry['float']['accuracy']:.1f}%, int8 {100 * entry['int8']['accuracy']:.1f}%"
+            + (f", MLP {100 * entry['mlp']['accuracy']:.1f}%" if "mlp" in entry else "")
+            + f" ({train_s / 60:.1f} min)"
+        )
+        return entry, hist.to_dict(), sf, sq, sm
+
+
+@dataclass
+class _FinalTask:
+    """The shipped model: every selected clip, no held-out evaluation."""
+
+    feats: list
+    y: np.ndarray
+    n_classes: int
+    cfg: TrainConfig
+    params: FrontendParams
+    init_weights: dict | None
+    init_norm: tuple[float, float] | None
+    progress: bool
+
+    def __call__(self):
+        log(f"final model: {len(self.feats)} clips, {self.cfg.epochs} epochs")
+        t0 = time.perf_counter()
+        final_cfg = TrainConfig(**{**self.cfg.__dict__, "eval_every": 0})
+        model, norm, hist = train_cnn(self.feats, self.y, self.n_classes, final_cfg, self.params,
+                                      init_from=self.init_weights, norm=self.init_norm,
+                                      progress=self.progress, log_label="final model")  # fmt: skip
+        final_s = time.perf_counter() - t0
+        log(f"final model trained ({final_s / 60:.1f} min)")
+        return model.get_weights(), norm, hist, final_s
+
+
+def _worker_init(threads: int) -> None:
+    from training.train import set_threads
+
+    set_threads(threads)
+
+
+def _run_tasks(fold_tasks: list[_FoldTask], final_task: _FinalTask, jobs: int):
+    """Run the CV folds (results in order) and, when parallel, the final model beside them.
+
+    Returns (fold results, final result or None when it is left to the caller)."""
+    if jobs <= 1:
+        return [t() for t in fold_tasks], None
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # spawn, not fork: TensorFlow's runtime is not fork-safe
+    with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                             initargs=(threads,)) as pool:  # fmt: skip
+        # Longest first (the final model, then folds by training-set size): the cores finish
+        # together instead of one idling while the other trains the last fold.
+        final = pool.submit(final_task)
+        sizes = [int(np.sum(t.folds != t.fold)) for t in fold_tasks]
+        futures: dict[int, object] = {}
+        for i in sorted(range(len(fold_tasks)), key=lambda i: -sizes[i]):
+            futures[i] = pool.submit(fold_tasks[i])
+        return [futures[i].result() for i in range(len(fold_tasks))], final.result()
 
 
 def _pooled(parts: list[tuple[np.ndarray, np.ndarray]], labels) -> dict:
@@ -174,6 +311,7 @@ def run_training(job: TrainJob) -> dict:
         "experiments": job.experiments,
     }
     histories: dict[str, dict] = {}
+    final_future = None
 
     # -- cross-validation -------------------------------------------------------------------
     if job.cv_folds:
@@ -182,54 +320,22 @@ def run_training(job: TrainJob) -> dict:
             raise DatasetError(f"--cv folds {absent} are not in the dataset (folds: {ds.folds})")
         per_fold = []
         parts_f, parts_q, parts_m = [], [], []
-        for k in job.cv_folds:
-            tr = np.where(folds != k)[0]
-            te = np.where(folds == k)[0]
-            trf, tef = [feats[i] for i in tr], [feats[i] for i in te]
-            log(f"CV fold {k}: train {len(tr)} clips, test {len(te)} clips")
-            t0 = time.perf_counter()
-            model, norm, hist = train_cnn(trf, y[tr], n_classes, cfg, params, val=(tef, y[te]),
-                                          init_from=init_model, norm=init_norm, progress=job.progress)  # fmt: skip
-            train_s = time.perf_counter() - t0
-            histories[f"fold {k}"] = hist.to_dict()
-            sf = predict_float(model, tef, norm, params, cfg.window_seconds, cfg.hop_seconds)
-            with tempfile.TemporaryDirectory() as tmp:
-                bundle, _ = _export(
-                    model,
-                    trf,
-                    y[tr],
-                    n_classes,
-                    norm,
-                    params,
-                    Path(tmp) / f"cv{k}",
-                    labels,
-                    {},
-                    cfg,
-                )
-                sq = predict_int8(bundle, tef, cfg.hop_seconds, progress=job.progress)
-            entry = {
-                "fold": k,
-                "n_clips": len(te),
-                "train_clips": len(tr),
-                "train_seconds": train_s,
-                "float": metrics(y[te], sf, labels),
-                "int8": metrics(y[te], sq, labels),
-                "int8_float_agreement": float(np.mean(sf.argmax(1) == sq.argmax(1))),
-            }
+        fold_tasks = [
+            _FoldTask(k, feats, y, folds, n_classes, cfg, params, labels, init_model_weights(init_model),
+                      init_norm, job.baseline, job.progress and job.jobs <= 1)
+            for k in job.cv_folds
+        ]  # fmt: skip
+        final_task = _FinalTask(feats, y, n_classes, cfg, params, init_model_weights(init_model),
+                                init_norm, job.progress and job.jobs <= 1)  # fmt: skip
+        results, final_future = _run_tasks(fold_tasks, final_task, job.jobs)
+        for k, (entry, hist, sf, sq, sm) in zip(job.cv_folds, results, strict=True):
+            te = folds == k
+            histories[f"fold {k}"] = hist
             parts_f.append((y[te], sf))
             parts_q.append((y[te], sq))
-            if job.baseline:
-                mlp = train_mlp(trf, y[tr], n_classes, seed=cfg.seed)
-                sm = mlp(tef)
-                entry["mlp"] = metrics(y[te], sm, labels)
+            if sm is not None:
                 parts_m.append((y[te], sm))
             per_fold.append(entry)
-            log(
-                f"CV fold {k}: float {100 * entry['float']['accuracy']:.1f}%, int8 {100 * entry['int8']['accuracy']:.1f}%"
-                + (f", MLP {100 * entry['mlp']['accuracy']:.1f}%" if "mlp" in entry else "")
-                + f" ({train_s / 60:.1f} min)"
-            )
-            del model
         summary = {
             "n_clips": int(sum(e["n_clips"] for e in per_fold)),
             "float_accuracy_mean": float(np.mean([e["float"]["accuracy"] for e in per_fold])),
@@ -266,12 +372,11 @@ def run_training(job: TrainJob) -> dict:
         )
 
     # -- final model on everything selected -----------------------------------------------------
-    log(f"final model: {len(feats)} clips, {cfg.epochs} epochs")
-    t0 = time.perf_counter()
-    final_cfg = TrainConfig(**{**cfg.__dict__, "eval_every": 0})
-    model, norm, hist = train_cnn(feats, y, n_classes, final_cfg, params, init_from=init_model,
-                                  norm=init_norm, progress=job.progress)  # fmt: skip
-    final_s = time.perf_counter() - t0
+    if final_future is None:
+        final_future = _FinalTask(feats, y, n_classes, cfg, params, init_model_weights(init_model),
+                                  init_norm, job.progress)()  # fmt: skip
+    weights, norm, hist, final_s = final_future
+    model = _rebuild(cfg, params, n_classes, weights)
     from training.models import count_macs
 
     report["norm"] = list(norm)
@@ -284,6 +389,7 @@ def run_training(job: TrainJob) -> dict:
         "train_clips": len(feats),
         "final_train_seconds": final_s,
         "seconds_per_epoch": float(np.median(hist.epoch_seconds)) if hist.epoch_seconds else None,
+        "parallel_jobs": job.jobs,
     }
     meta_keys = ("training", "data", "model", "init_from")
     meta = {k: report[k] for k in meta_keys}
@@ -313,6 +419,8 @@ def run_training(job: TrainJob) -> dict:
     report["latency"] = measure_latency(bundle, job.latency_calls)
     report["cost"]["total_seconds"] = time.perf_counter() - t_start
     report["cost"]["peak_rss_mb"] = peak_rss_mb()
+    if job.jobs > 1:
+        report["cost"]["peak_rss_note"] = f"largest single process; up to {job.jobs} train at once"
     # Rewrite the bundle JSON with the measured cost and latency.
     meta["model"] = report["model"]
     meta["latency"] = report["latency"]

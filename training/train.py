@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -41,7 +42,7 @@ def set_threads(n: int | None) -> None:
 
 @dataclass
 class TrainConfig:
-    arch: str = "cnn"
+    arch: str = "cnn_f"
     epochs: int = 60
     batch_size: int = 32
     lr: float = 3e-3
@@ -121,9 +122,12 @@ class _Batches(keras.utils.PyDataset):
 
 
 class _Curve(keras.callbacks.Callback):
-    def __init__(self, history: History, every: int, evaluate, total: int, progress: bool):
+    def __init__(
+        self, history: History, every: int, evaluate, total: int, progress: bool, label: str | None
+    ):
         super().__init__()
         self.h, self.every, self.evaluate, self.total = history, every, evaluate, total
+        self.label = label if not progress else None  # no bar: one log line every 10 epochs
         self.t0 = 0.0
         self.bar = tqdm(total=total, desc="epochs", unit="epoch", disable=not progress)
 
@@ -147,6 +151,9 @@ class _Curve(keras.callbacks.Callback):
             post["val_acc"] = f"{acc:.3f}"
         self.bar.set_postfix(post)
         self.bar.update()
+        if self.label and ((epoch + 1) % 10 == 0 or epoch + 1 == self.total):
+            shown = ", ".join(f"{k} {v}" for k, v in post.items())
+            print(f"{self.label}: epoch {epoch + 1}/{self.total}, {shown}", file=sys.stderr, flush=True)
 
     def on_train_end(self, logs=None):
         self.bar.close()
@@ -200,9 +207,10 @@ def train_cnn(
     cfg: TrainConfig,
     params,
     val: tuple[list[ClipFeatures], np.ndarray] | None = None,
-    init_from: keras.Model | None = None,
+    init_from: keras.Model | dict | None = None,
     norm: tuple[float, float] | None = None,
     progress: bool = True,
+    log_label: str | None = None,
 ) -> tuple[keras.Model, tuple[float, float], History]:
     """Train the CNN; returns (model, (norm mean, norm std), history)."""
     keras.utils.set_random_seed(cfg.seed)
@@ -232,7 +240,7 @@ def train_cnn(
     if cfg.epochs - sum(p[0] for p in phases) > 0:
         phases.append((cfg.epochs - sum(p[0] for p in phases), False))
     done = 0
-    curve = _Curve(history, cfg.eval_every, evaluate, cfg.epochs, progress)
+    curve = _Curve(history, cfg.eval_every, evaluate, cfg.epochs, progress, log_label)
     for n_epochs, frozen in phases:
         for layer in model.layers:
             if layer.name.startswith("body_"):
