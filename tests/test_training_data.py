@@ -220,3 +220,23 @@ def test_time_shift_places_short_clip_anywhere(clip_feats):
         w = aug.window(feats[short].logmel, feats[short].n_valid)
         starts.add(int(np.argmax(w.max(1) > floor)))
     assert len(starts) > 3
+
+
+def test_onset_placement_shows_the_start_of_a_sound_at_the_window_end(clip_feats):
+    """What the daemon's newest window holds just after a sound begins: the clip's first frames,
+    at the end of the window, with nothing of the clip before them."""
+    ds, feats = clip_feats
+    long = next(i for i, f in enumerate(feats) if f.n_valid >= 397)
+    floor = floor_db(FrontendParams())
+    cfg = AugmentConfig(p_onset=1.0, p_mix=0, p_background=0, p_stretch=0, p_pitch=0, gain_db=0,
+                        time_masks=0, freq_masks=0)  # fmt: skip
+    aug = Augmenter(cfg, 397, 10, 0.0, 1.0, floor, seed=3)
+    x = feats[long].logmel
+    visible = set()
+    for _ in range(10):
+        w = aug.window(x, feats[long].n_valid)
+        k = 397 - int(np.argmax(np.any(w > floor, axis=1)))  # frames from the first real one to the end
+        np.testing.assert_array_equal(w[397 - k :], x[:k])
+        assert np.all(w[: 397 - k] == floor)
+        visible.add(k)
+    assert min(visible) >= cfg.onset_min_frames and len(visible) > 5

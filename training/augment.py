@@ -151,7 +151,7 @@ class Augmenter:
     def _place(self, x: np.ndarray) -> np.ndarray:
         cfg, rng, wf = self.cfg, self.rng, self.window_frames
         n = len(x)
-        if cfg.p_onset and rng.random() < cfg.p_onset:
+        if cfg.time_shift and cfg.p_onset and rng.random() < cfg.p_onset:
             # What the daemon sees just after a sound begins: its first k frames at the end of
             # the window, whatever came before (silence here, another clip if mixed) ahead of it.
             k = int(rng.integers(min(n, cfg.onset_min_frames, wf), min(n, wf) + 1))

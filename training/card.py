@@ -23,6 +23,15 @@ LICENCES = {
 }
 
 
+ARCH_TEXT = {
+    "cnn_f": " (3x3 convolutions with batch norm and ReLU: a stem strided in time only, then 32, 2 x 64 "
+    "and 2 x 128 channels with max pooling, 12 time steps x 8 bands at the head; mean over frequency, then the "
+    "mean and the max over the window and the mean over its newest second, into one dense softmax layer)",
+    "cnn": " (3x3 convolutions with batch norm and ReLU: a stem strided in time and frequency, then 32, 2 x 64 "
+    "and 2 x 128 channels with max pooling; mean over frequency, mean and max over time, dense softmax)",
+}
+
+
 def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
@@ -45,7 +54,7 @@ def write_card(path: str | Path, report: dict) -> None:
         "- Clips shorter than the window are zero-padded at the end (placement `start`); longer recordings "
         "give a window every 0.5 s and a clip's score is the mean of its window scores (what "
         "`soundmon classify` does).",
-        f"- Architecture `{r['arch']}`: {r['model']['params']:,} parameters, "
+        f"- Architecture `{r['arch']}`{ARCH_TEXT.get(r['arch'], '')}: {r['model']['params']:,} parameters, "
         f"{r['model']['macs_per_window'] / 1e6:.1f} M multiply-accumulates per window, "
         f"int8 file {r['model']['tflite_bytes'] / 1024:.0f} KiB.",
     ]
@@ -91,6 +100,19 @@ def write_card(path: str | Path, report: dict) -> None:
             fm=t["augment"]["freq_masks"],
             fb=t["augment"]["freq_mask_bands"],
         ),  # fmt: skip
+    ]
+    a = t["augment"]
+    if a.get("p_onset"):
+        lines.append(
+            f"- Onset placement in {a['p_onset']:.0%} of the training windows: only the clip's first "
+            f"{a['onset_min_frames'] / 100:.1f} s or more, at the end of the window (what the daemon's newest "
+            "window holds just after a sound begins), so the model answers early in a sound."
+        )
+    if t.get("ema"):
+        lines.append(
+            f"- The weights kept are an exponential moving average (momentum {t['ema']}) of the training weights."
+        )
+    lines += [
         "- Int8: full-integer post-training quantisation, representative windows drawn from the training clips.",
     ]
     cost = r.get("cost", {})
