@@ -59,7 +59,7 @@ def test_file_run_publishes_every_topic_of_the_contract(broker, tiny_bundle, tmp
         assert levels and all(set(x) == {"time", "dbfs"} and -200 <= x["dbfs"] <= 0 for x in levels)
         assert {m.qos for m in sub.get(f"{base}/level")} == {0}
         stats = sub.get(f"{base}/stats")[-1].json()
-        assert set(stats) >= STATS_FIELDS and stats["windows"] == 65 and stats["model"] == "tiny"
+        assert set(stats) >= STATS_FIELDS and stats["windows"] == 66 and stats["model"] == "tiny"
         configs = {m.topic: m.json() for m in sub.get() if m.topic.startswith("homeassistant/") and m.text}
         siren = configs["homeassistant/binary_sensor/testnode/siren/config"]
         assert siren["device_class"] == "sound" and siren["state_topic"] == f"{base}/state/siren"
@@ -223,14 +223,14 @@ def test_nan_inf_clipped_and_silent_audio_do_not_break_the_daemon(broker, tiny_b
         d = run_to_end("--source", str(bad_path), "--pace", "fast", "--config", str(cfg), "--model", str(tiny_bundle))
         assert d.proc.returncode == 0, d.text()
         stats = sub.wait_for("soundmon/testnode/stats", lambda m: m.json()["windows"] > 0).json()
-        assert stats["nonfinite_samples"] == 120 and stats["windows"] == 11  # 6 s, warm start: one per 0.5 s hop
+        assert stats["nonfinite_samples"] == 120 and stats["windows"] == 12  # 6 s, warm start: one per 0.5 s hop
     with Subscriber(broker, "soundmon/testnode/#") as sub:
         d = run_to_end("--source", str(silent_path), "--pace", "fast", "--config", str(cfg),
                        "--model", str(tiny_bundle))  # fmt: skip
         assert d.proc.returncode == 0, d.text()
         # (the first run's stats are retained: wait for this run's, not retained, message)
         stats = sub.wait_for("soundmon/testnode/stats", lambda m: not m.retain and m.json()["windows"]).json()
-        assert stats["gated_windows"] == stats["windows"] == 11
+        assert stats["gated_windows"] == stats["windows"] == 12
         # Gated windows count as zero scores: the always-on siren still starts (threshold 0) but
         # nothing is inferred on digital silence.
         assert stats["inference_ms_p50"] == 0

@@ -52,7 +52,7 @@ def test_warm_start_answers_after_one_hop_then_matches_a_cold_start(tiny_bundle)
     # From the first full window on, warm and cold windows are the same windows, bit for bit.
     k = next(i for i, r in enumerate(warm) if abs(r.end_offset_s - cold[0].end_offset_s) < 1e-9)
     assert len(warm) - k == len(cold)
-    for w, c in zip(warm_runner.windows[k:], cold_runner.windows):
+    for w, c in zip(warm_runner.windows[k:], cold_runner.windows, strict=True):
         np.testing.assert_array_equal(w, c)
 
     # The window level counts real audio only, not the padding.

@@ -120,8 +120,14 @@ def write_card(path: str | Path, report: dict) -> None:
         lines += [
             f"- Cost: {cost.get('seconds_per_epoch', 0):.1f} s per epoch (final model, {cost.get('train_clips')} clips), "
             f"final training {cost.get('final_train_seconds', 0) / 60:.1f} min, whole command "
-            f"{cost.get('total_seconds', 0) / 60:.1f} min, peak memory {cost.get('peak_rss_mb', 0):.0f} MB, "
-            "on 2 CPU cores, no GPU.",
+            f"{cost.get('total_seconds', 0) / 60:.1f} min, peak memory {cost.get('peak_rss_mb', 0):.0f} MB"
+            + (
+                f" per process ({cost['parallel_jobs']} trainings at once, the CV folds and the final model "
+                "side by side, one thread each)"
+                if cost.get("parallel_jobs", 1) > 1
+                else ""
+            )
+            + ", on 2 CPU cores, no GPU.",
         ]
     cv = r.get("cv")
     if cv:
