@@ -158,3 +158,20 @@ def test_streaming_check_on_full_recordings(tiny_bundle, tmp_path, capsys):  # n
     assert st["all"]["recordings"] == 20 and st["all"]["windows"] > 500
     assert st["unseen"]["recordings"] > 0
     assert "streaming: labelled-window accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_cv_one_at_a_time_or_side_by_side_with_a_reused_body(tiny_bundle, tmp_path, jobs):  # noqa: F811
+    """`--jobs 2` trains the CV folds and the final model in parallel processes; `--jobs 1` in
+    this one. A reused body goes to the worker processes as weights by layer name."""
+    from training.cli import train_main
+
+    out = tmp_path / "models" / "ft"
+    rc = train_main(["--dataset", str(CLIPS), "--init-from", str(tiny_bundle), "--epochs", "2", "--cv",
+                     "--batch-size", "8", "--out", str(out), "--workers", "1", "--no-progress",
+                     "--jobs", jobs, "--no-baseline", "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert rc == 0
+    report = json.loads((out.parent / "ft_metrics.json").read_text())
+    assert [e["fold"] for e in report["cv"]["per_fold"]] == [1, 2]
+    assert report["cost"]["parallel_jobs"] == int(jobs) and report["init_from"] == str(tiny_bundle)
+    assert load_bundle(out).meta["metrics"]["cv_folds"] == [1, 2]
