@@ -519,7 +519,13 @@ def bench_main(argv: list[str]) -> int:
                   f"{args.parallel} at a time ...", flush=True)  # fmt: skip
             fig = latency_bench(model, args.hop, args.threads, recordings, work, args.parallel)
             ok = fig["latency_median_s"] is not None and fig["latency_median_s"] <= fig["latency_budget_s"]
+            print("  recording  class              onset s  latency s")
+            for row in fig["latency_onsets"]:
+                shown = "no new event" if row["latency_s"] is None else f"{row['latency_s']:.3f}"
+                print(f"  {row['recording']:>9}  {row['class']:<17} {row['onset_s']:8.2f}  {shown}")
             print_table(fig)
+            if fig["latency_median_s"] is None:
+                print("  onset -> MQTT start: no labelled onset got a new event")
             print(f"  budget: median <= hop + 0.3 s = {fig['latency_budget_s']:.2f} s: {'pass' if ok else 'MISS'}")
         else:
             audio = args.audio or build_long_recording(

@@ -45,3 +45,21 @@ def test_soak_samples_the_daemon_and_writes_table_and_plot(tiny_bundle, tmp_path
     text = (tmp_path / "soak.md").read_text()
     assert "windows_exact\": true" in text and "| audio hour | RSS MB |" in text
     assert "errors in the log: 0" in text
+
+
+def test_latency_bench_lists_every_onset(tiny_bundle, tmp_path):
+    """`--latency` plays recordings at real speed: here 6 s of the demo's siren, one labelled onset."""
+    import soundfile as sf
+
+    audio, sr = sf.read(DEMO, dtype="float32", frames=6 * 16000)
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    sf.write(rec / "1.flac", audio, sr)
+    (rec / "labels.csv").write_text("fsID,fold,class,classID,start,end\n1,1,siren,8,0.000,6.000\n")
+    out = bench("--latency", "--model", str(tiny_bundle), "--recordings", str(rec), "--json-out", str(tmp_path / "l.json"))
+    assert out.returncode == 0, out.stderr
+    assert "recording  class" in out.stdout and "onset -> MQTT start" in out.stdout
+    assert out.stdout.count("pass") + out.stdout.count("MISS") == 1
+    figures = json.loads((tmp_path / "l.json").read_text())
+    assert figures["latency_detected"].endswith("/1") and len(figures["latency_onsets"]) == 1
+    assert figures["latency_onsets"][0]["class"] == "siren"
