@@ -224,11 +224,10 @@ def _worker_init(threads: int) -> None:
 
 
 def _run_tasks(fold_tasks: list[_FoldTask], final_task: _FinalTask, jobs: int):
-    """Run the CV folds (results in order) and, when parallel, the final model beside them.
-
-    Returns (fold results, final result or None when it is left to the caller)."""
+    """Run the CV folds and the final model: one after the other here, or side by side in
+    `jobs` processes. Returns (fold results in fold order, final result)."""
     if jobs <= 1:
-        return [t() for t in fold_tasks], None
+        return [t() for t in fold_tasks], final_task()
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
@@ -311,7 +310,10 @@ def run_training(job: TrainJob) -> dict:
         "experiments": job.experiments,
     }
     histories: dict[str, dict] = {}
-    final_future = None
+    # Progress bars only in this process; parallel workers log a line every 10 epochs instead.
+    bars = job.progress and (job.jobs <= 1 or not job.cv_folds)
+    init_weights = init_model_weights(init_model)
+    final_task = _FinalTask(feats, y, n_classes, cfg, params, init_weights, init_norm, bars)
 
     # -- cross-validation -------------------------------------------------------------------
     if job.cv_folds:
@@ -321,13 +323,11 @@ def run_training(job: TrainJob) -> dict:
         per_fold = []
         parts_f, parts_q, parts_m = [], [], []
         fold_tasks = [
-            _FoldTask(k, feats, y, folds, n_classes, cfg, params, labels, init_model_weights(init_model),
-                      init_norm, job.baseline, job.progress and job.jobs <= 1)
+            _FoldTask(k, feats, y, folds, n_classes, cfg, params, labels, init_weights, init_norm,
+                      job.baseline, bars)
             for k in job.cv_folds
         ]  # fmt: skip
-        final_task = _FinalTask(feats, y, n_classes, cfg, params, init_model_weights(init_model),
-                                init_norm, job.progress and job.jobs <= 1)  # fmt: skip
-        results, final_future = _run_tasks(fold_tasks, final_task, job.jobs)
+        results, final = _run_tasks(fold_tasks, final_task, job.jobs)
         for k, (entry, hist, sf, sq, sm) in zip(job.cv_folds, results, strict=True):
             te = folds == k
             histories[f"fold {k}"] = hist
@@ -372,10 +372,9 @@ def run_training(job: TrainJob) -> dict:
         )
 
     # -- final model on everything selected -----------------------------------------------------
-    if final_future is None:
-        final_future = _FinalTask(feats, y, n_classes, cfg, params, init_model_weights(init_model),
-                                  init_norm, job.progress)()  # fmt: skip
-    weights, norm, hist, final_s = final_future
+    if not job.cv_folds:
+        final = final_task()
+    weights, norm, hist, final_s = final
     model = _rebuild(cfg, params, n_classes, weights)
     from training.models import count_macs
 
