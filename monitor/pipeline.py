@@ -29,6 +29,15 @@ def level_dbfs(mean_square: float) -> float:
     return float(10.0 * np.log10(mean_square)) if mean_square > 1e-20 else SILENCE_DBFS
 
 
+def _with_energy(logmel: np.ndarray, energy) -> np.ndarray:
+    """Frames for the window ring: the log-mel bands plus one column of mean-square energy, so
+    a window's level travels with its frames (no second buffer to keep in step)."""
+    frames = np.empty((len(logmel), logmel.shape[1] + 1), dtype=np.float32)
+    frames[:, :-1] = logmel
+    frames[:, -1] = energy
+    return frames
+
+
 def warm_start_samples(window_frames: int, hop_frames: int, params: FrontendParams) -> int:
     """Silence a warm start puts ahead of the stream: at least (window - hop) frames' worth,
     rounded up to whole hops so that, once a full window of audio has arrived, the windows are
@@ -158,11 +167,10 @@ class Pipeline:
         n = warm_start_samples(self.window_frames, self.ring.hop_frames, self.bundle.frontend)
         if n <= 0:
             return
-        logmel, energy = self.frontend.process(np.zeros(n, dtype=np.float32))
-        frames = np.empty((len(logmel), logmel.shape[1] + 1), dtype=np.float32)
-        frames[:, :-1] = logmel
-        frames[:, -1] = np.nan  # not audio: left out of the window's level
-        self.ring.push(frames)  # fewer frames than a window: completes none
+        logmel, _ = self.frontend.process(np.zeros(n, dtype=np.float32))
+        # NaN energy: not audio, left out of the window's level. Fewer frames than a window:
+        # the push completes none.
+        self.ring.push(_with_energy(logmel, np.nan))
         self._primed_samples += n
 
     def samples_until_window(self) -> int:
@@ -186,10 +194,7 @@ class Pipeline:
         self.stats.frontend_s += time.perf_counter() - t0
         if len(logmel) == 0:
             return []
-        frames = np.empty((len(logmel), logmel.shape[1] + 1), dtype=np.float32)
-        frames[:, :-1] = logmel
-        frames[:, -1] = energy
-        return [self._score(end, window) for end, window in self.ring.push(frames)]
+        return [self._score(end, window) for end, window in self.ring.push(_with_energy(logmel, energy))]
 
     def _score(self, total_frames: int, window: np.ndarray) -> WindowResult:
         end_offset = self._frame_end_offset(total_frames)
