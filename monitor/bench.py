@@ -240,6 +240,14 @@ def print_table(fig: dict[str, Any]) -> None:
 # -- latency -----------------------------------------------------------------------------------
 
 
+def first_new_event(start_offsets: list[float], onset: float, end: float, hop: float) -> float | None:
+    """The stream offset of the first event start that answers a labelled occurrence: decided
+    between its onset and its end (+ one hop); None if every start of the class is outside (an
+    event still running from earlier does not count). `training.streaming_eval` counts the same."""
+    new = [s for s in start_offsets if onset <= s <= end + hop]
+    return min(new) if new else None
+
+
 def latency_bench(model: Path, hop: float, threads: int, recordings: Path, workdir: Path,
                   parallel: int) -> dict[str, Any]:  # fmt: skip
     """Play each street recording at real speed; onset of each labelled occurrence -> `start` at a subscriber."""
@@ -291,12 +299,13 @@ def latency_bench(model: Path, hop: float, threads: int, recordings: Path, workd
         for occ in (r for r in labels if r["fsID"] == fsid):
             onset, end = float(occ["start"]), float(occ["end"])
             total += 1
-            hits = [(rx, p) for rx, p in starts if p["label"] == occ["class"] and onset <= p["stream_offset_s"] <= end + hop]
+            same_class = [(rx, p) for rx, p in starts if p["label"] == occ["class"]]
+            first = first_new_event([p["stream_offset_s"] for _, p in same_class], onset, end, hop)
             row = {"recording": fsid, "class": occ["class"], "onset_s": onset, "latency_s": None}
             onsets.append(row)
-            if not hits:
+            if first is None:
                 continue
-            rx, p = min(hits, key=lambda h: h[1]["stream_offset_s"])
+            rx, p = next((rx, p) for rx, p in same_class if p["stream_offset_s"] == first)
             stream_start = _parse_iso(p["time"]) - p["stream_offset_s"]
             latencies.append(rx - (stream_start + onset))
             row["latency_s"] = round(latencies[-1], 3)

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.bench import first_new_event
 from monitor.classify import classify_file
 from monitor.config import load_config
 from monitor.runner import open_model
@@ -60,11 +61,10 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
             found[cls][1] += 1
             if hits:
                 found[cls][0] += 1
-            # Decision delay as `soundmon bench --latency` counts it: the first new event of the
-            # class decided between the onset and the occurrence's end (+ one hop).
-            new = [e[1] for e in events if e[0] == cls and o0 <= e[1] <= o1 + cfg.detection.hop_seconds]
-            if new:
-                onset_delays.append(min(new) - o0)
+            # Decision delay counted as `soundmon bench --latency` counts it.
+            first = first_new_event([e[1] for e in events if e[0] == cls], o0, o1, cfg.detection.hop_seconds)
+            if first is not None:
+                onset_delays.append(first - o0)
         for label, e0, e1 in events:
             ok = any(
                 cls == label and _overlaps(e0 - bundle.window_seconds, e1, o0, o1)
