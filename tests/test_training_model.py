@@ -175,3 +175,24 @@ def test_cv_one_at_a_time_or_side_by_side_with_a_reused_body(tiny_bundle, tmp_pa
     assert [e["fold"] for e in report["cv"]["per_fold"]] == [1, 2]
     assert report["cost"]["parallel_jobs"] == int(jobs) and report["init_from"] == str(tiny_bundle)
     assert load_bundle(out).meta["metrics"]["cv_folds"] == [1, 2]
+
+
+@pytest.mark.parametrize("arch", ["cnn_f", "cnn_fq", "cnn_ft", "sbcnn"])
+def test_every_body_converts_to_full_int8(arch):
+    """The shipped body, the candidates of the model card's experiments and the SB-CNN yardstick
+    all quantise to full-integer TFLite with int8 input and output, and MACs are counted."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from training.export import convert_int8
+    from training.models import build_cnn, count_macs
+
+    model = build_cnn(10, arch=arch)
+    assert 40e6 < count_macs(model) < 80e6  # the ~1 ms-per-window class of the daemon's budget
+    rep = np.random.default_rng(0).normal(size=(8, 397, 64, 1)).astype(np.float32)
+    interp = Interpreter(model_content=convert_int8(model, rep), num_threads=1)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
+    interp.set_tensor(inp["index"], np.zeros(inp["shape"], np.int8))
+    interp.invoke()
+    assert interp.get_tensor(out["index"]).shape == (1, 10)

@@ -47,6 +47,28 @@ ARCHS: dict[str, dict] = {
         "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
         "pool": "avgmaxend",
     },
+    # cnn_f with a frequency-aware head: the time pooling keeps the 8 bands apart instead of
+    # averaging them, so where in the spectrum a texture sits (an air conditioner's hum, a
+    # jackhammer's band) reaches the classifier; same convolutions, 30 k more head weights
+    "cnn_fq": {
+        "stem": 24,
+        "stem_strides": (2, 1),
+        "stem_pool": (4, 2),
+        "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
+        "pool": "avgmaxend",
+        "keep_bands": True,
+    },
+    # cnn_f with a stem that looks 110 ms along time (11 x 3 kernels): a 3 x 3 kernel on 10 ms
+    # frames cannot see the 50-70 ms period of a jackhammer's blows before the 4x time pooling
+    # turns them into an envelope (jackhammer is mostly taken for engine idling)
+    "cnn_ft": {
+        "stem": 24,
+        "stem_kernel": (11, 3),
+        "stem_strides": (2, 1),
+        "stem_pool": (4, 2),
+        "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
+        "pool": "avgmaxend",
+    },
     # the shipped body with the onset-aware head
     "cnn_e": {
         "stem": 24,
@@ -60,6 +82,9 @@ ARCHS: dict[str, dict] = {
         "pool": "avgmax",
         "zero_mean": True,
     },
+    # the plain-CNN reference of the literature (Salamon & Bello 2017, "SB-CNN"): three 5x5
+    # conv layers, a 64-unit dense layer; a yardstick measured on our folds, not a candidate
+    "sbcnn": {"builder": "sbcnn"},
     # for tests and quick experiments
     "tiny": {"stem": 8, "stages": [(16, 1, True), (32, 1, False)], "pool": "avg"},
     "small": {"stem": 16, "stages": [(32, 1, True), (64, 1, True), (128, 1, False)], "pool": "avg"},
@@ -106,10 +131,13 @@ def build_cnn(
     """The detector CNN: input normalised log-mel (frames, n_mels, 1), output softmax probabilities."""
     spec = ARCHS[arch]
     inp = keras.Input((frames, n_mels, 1), name="logmel")
+    if spec.get("builder") == "sbcnn":
+        return _build_sbcnn(inp, n_classes, arch)
     x = _conv_bn(
         inp,
         spec["stem"],
         f"{BODY_PREFIX}stem",
+        kernel=spec.get("stem_kernel", 3),
         strides=spec.get("stem_strides", 2),
         zero_mean=spec.get("zero_mean", False),
     )  # 199 x 32
@@ -119,7 +147,9 @@ def build_cnn(
             x = _conv_bn(x, ch, f"{BODY_PREFIX}s{s}c{c}")
         if pool:
             x = L.MaxPooling2D(2, name=f"{BODY_PREFIX}s{s}_pool")(x)
-    if spec["pool"] in ("avgmax", "avgmaxend"):
+    if spec["pool"] in ("avgmax", "avgmaxend") and spec.get("keep_bands"):
+        x = _head_per_band(x, spec["pool"] == "avgmaxend")
+    elif spec["pool"] in ("avgmax", "avgmaxend"):
         # Mean over frequency, then both the mean and the max over time: the max keeps short
         # events (a gun shot, a horn blip) from being averaged away in a 4 s window.
         f = x.shape[2]
@@ -137,6 +167,44 @@ def build_cnn(
         x = L.GlobalAveragePooling2D(name="head_avg")(x)
     if dropout:
         x = L.Dropout(dropout, name="head_dropout")(x)
+    x = L.Dense(n_classes, name="head_dense")(x)
+    out = L.Softmax(name="probs")(x)
+    return keras.Model(inp, out, name=f"soundmon_{arch}")
+
+
+def _head_per_band(x, with_end: bool):
+    """Mean and max over time (and the mean over the newest second) for each frequency band
+    separately, flattened: the head knows where in the spectrum a pattern sits."""
+    t = x.shape[1]
+    pooled = [
+        L.Flatten(name="head_avg_flat")(L.AveragePooling2D((t, 1), name="head_avg")(x)),
+        L.Flatten(name="head_max_flat")(L.MaxPooling2D((t, 1), name="head_max")(x)),
+    ]
+    if with_end:
+        keep = max(1, round(t * END_SECONDS / 4.0))
+        end = L.Cropping2D(((t - keep, 0), (0, 0)), name="head_end_crop")(x)
+        pooled.append(L.Flatten(name="head_end_flat")(L.AveragePooling2D((keep, 1), name="head_end")(end)))
+    return L.Concatenate(name="head_cat")(pooled)
+
+
+def _build_sbcnn(inp, n_classes: int, arch: str) -> keras.Model:
+    """Salamon & Bello's SB-CNN (IEEE SPL 2017) on our input, as the plain-CNN yardstick.
+
+    Their input is 128 bands x 128 frames (3 s); ours is 64 bands x 397 frames (4 s), so frames
+    are first averaged in threes (132 x 64) and both poolings are 2 x 2 (their 4 x 2 would leave
+    too few of our 64 bands). Otherwise as published: unpadded 5x5 convs of 24, 48, 48 channels
+    with ReLU, dropout 0.5, a dense layer of 64, softmax.
+    """
+    x = L.AveragePooling2D((3, 1), name=f"{BODY_PREFIX}sb_frames")(inp)  # 132 x 64
+    x = L.Conv2D(24, 5, padding="valid", activation="relu", name=f"{BODY_PREFIX}sb_c1")(x)
+    x = L.MaxPooling2D((2, 2), name=f"{BODY_PREFIX}sb_p1")(x)
+    x = L.Conv2D(48, 5, padding="valid", activation="relu", name=f"{BODY_PREFIX}sb_c2")(x)
+    x = L.MaxPooling2D((2, 2), name=f"{BODY_PREFIX}sb_p2")(x)
+    x = L.Conv2D(48, 5, padding="valid", activation="relu", name=f"{BODY_PREFIX}sb_c3")(x)
+    x = L.Flatten(name="head_flatten")(x)
+    x = L.Dropout(0.5, name="head_dropout0")(x)
+    x = L.Dense(64, activation="relu", name="head_hidden")(x)
+    x = L.Dropout(0.5, name="head_dropout")(x)
     x = L.Dense(n_classes, name="head_dense")(x)
     out = L.Softmax(name="probs")(x)
     return keras.Model(inp, out, name=f"soundmon_{arch}")
