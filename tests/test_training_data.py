@@ -199,13 +199,21 @@ def test_augmentation_is_seedable_and_switchable(clip_feats):
         np.testing.assert_allclose(off[j, ..., 0], want, rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(yo.argmax(1), y[idx])
     # Each piece switches on its own: gain only changes levels, nothing else.
-    only_gain = AugmentConfig(time_shift=False, p_mix=0, p_background=0, p_stretch=0, p_pitch=0,
-                              time_masks=0, freq_masks=0, gain_db=6.0)  # fmt: skip
+    only_gain = AugmentConfig.only(["gain"]).with_(gain_db=6.0)  # `soundmon train --augment gain`
     g, _ = batch(only_gain, 4)
     diff = (g - off)[..., 0] * 20.0
     real = (off[..., 0] * 20.0 - 40.0) > floor + 10
     per_clip = [np.unique(np.round(diff[j][real[j]], 3)) for j in range(8)]
     assert all(len(u) == 1 and abs(u[0]) <= 6.0 for u in per_clip)
+
+
+def test_augment_list_names_what_stays_on():
+    plain = AugmentConfig.only(["time_shift", "gain"])  # the plain-CNN recipe
+    assert plain.time_shift and plain.gain_db == 10.0
+    assert plain.p_onset == plain.p_mix == plain.p_background == plain.p_stretch == 0
+    assert plain.p_pitch == plain.p_eq == plain.time_masks == plain.freq_masks == 0
+    with pytest.raises(ValueError, match=r"unknown augmentation\(s\) \['echo'\]"):
+        AugmentConfig.only(["gain", "echo"])
 
 
 def test_time_shift_places_short_clip_anywhere(clip_feats):

@@ -90,6 +90,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert train_main(["--dataset", str(tmp_path / "nope"), "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not found" in err[0]
+    assert train_main(["--dataset", str(CLIPS), "--augment", "gain,echo", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("soundmon train: --augment: unknown augmentation")
     assert evaluate_main(["--model", str(tmp_path / "none"), "--dataset", str(CLIPS)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("soundmon evaluate:") and "Traceback" not in "".join(err)

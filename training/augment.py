@@ -28,7 +28,21 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 
-__all__ = ["AugmentConfig", "Augmenter", "place_in_window"]
+__all__ = ["AUGMENTATIONS", "AugmentConfig", "Augmenter", "place_in_window"]
+
+
+# name -> the AugmentConfig fields that switch it off
+AUGMENTATIONS: dict[str, dict] = {
+    "time_shift": {"time_shift": False},
+    "onset": {"p_onset": 0.0},
+    "gain": {"gain_db": 0.0},
+    "mix": {"p_mix": 0.0},
+    "background": {"p_background": 0.0},
+    "stretch": {"p_stretch": 0.0},
+    "pitch": {"p_pitch": 0.0},
+    "eq": {"p_eq": 0.0},
+    "masks": {"time_masks": 0, "freq_masks": 0},
+}
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,16 @@ class AugmentConfig:
     @classmethod
     def off(cls) -> AugmentConfig:
         return cls(enabled=False)
+
+    @classmethod
+    def only(cls, names: list[str]) -> AugmentConfig:
+        """The defaults with every augmentation not named switched off (`soundmon train
+        --augment time_shift,gain` is the plain-CNN recipe of the literature)."""
+        unknown = sorted(set(names) - set(AUGMENTATIONS))
+        if unknown:
+            raise ValueError(f"unknown augmentation(s) {unknown}; choose from {list(AUGMENTATIONS)}")
+        off = {k: v for name, kw in AUGMENTATIONS.items() if name not in names for k, v in kw.items()}
+        return cls(**off)
 
     def with_(self, **kw) -> AugmentConfig:
         return replace(self, **kw)

@@ -29,7 +29,43 @@ ARCH_TEXT = {
     "mean and the max over the window and the mean over its newest second, into one dense softmax layer)",
     "cnn": " (3x3 convolutions with batch norm and ReLU: a stem strided in time and frequency, then 32, 2 x 64 "
     "and 2 x 128 channels with max pooling; mean over frequency, mean and max over time, dense softmax)",
+    "cnn_fq": " (the cnn_f body; its head keeps the 8 frequency bands apart: the mean and the max over the "
+    "window and the mean over its newest second of each band, into one dense softmax layer)",
+    "cnn_ft": " (cnn_f with an 11 x 3 stem: each stem filter sees 110 ms along time)",
+    "sbcnn": " (Salamon & Bello 2017, the plain-CNN yardstick: frames averaged in threes, unpadded 5x5 "
+    "convolutions of 24, 48 and 48 channels with ReLU and 2 x 2 max pooling, dense 64, dense softmax)",
 }
+
+
+def _augment_text(a: dict) -> str:
+    """The augmentation line of the card: only the parts that were switched on."""
+    if not a.get("enabled", True):
+        return "- Augmentation: none (evaluation placement only)."
+    parts = []
+    if a["time_shift"]:
+        parts.append("random placement of the clip in the window (time shift)")
+    if a["gain_db"]:
+        parts.append(f"gain +-{a['gain_db']} dB")
+    if a["p_mix"]:
+        m0, m1 = a["mix_snr_db"]
+        parts.append(f"mixing with another clip at {m0}-{m1} dB SNR (energy-weighted soft labels)")
+    if a["p_background"]:
+        b0, b1 = a["background_snr_db"]
+        parts.append(f"a synthetic coloured noise floor at {b0}-{b1} dB SNR")
+    if a["p_stretch"]:
+        parts.append(f"time stretch {a['stretch'][0]}-{a['stretch'][1]} (spectrogram domain)")
+    if a["p_pitch"]:
+        parts.append(f"pitch shift +-{a['pitch_bands']} mel bands (spectrogram domain)")
+    if a.get("p_eq"):
+        parts.append(f"a random equaliser curve up to {a['eq_db']} dB")
+    if a["time_masks"] or a["freq_masks"]:
+        parts.append(
+            f"SpecAugment masks ({a['time_masks']} x {a['time_mask_frames']} frames, "
+            f"{a['freq_masks']} x {a['freq_mask_bands']} bands)"
+        )
+    if not parts:
+        return "- Augmentation: none (evaluation placement only)."
+    return "- Augmentation (on the fly, on cached log-mel): " + ", ".join(parts) + "."
 
 
 def _pct(x) -> str:
@@ -83,23 +119,7 @@ def write_card(path: str | Path, report: dict) -> None:
         f"- Command: `{r['command']}`",
         f"- {t['epochs']} epochs, batch {t['batch_size']}, AdamW (lr {t['lr']}, weight decay {t['weight_decay']}), "
         f"{t['warmup_epochs']} warm-up epochs then cosine decay, label smoothing {t['label_smoothing']}, dropout {t['dropout']}, seed {t['seed']}.",
-        "- Augmentation (on the fly, on cached log-mel): random placement of the clip in the window "
-        "(time shift), gain +-{g} dB, mixing with another clip at {m0}-{m1} dB SNR (energy-weighted soft labels), "
-        "a synthetic coloured noise floor at {b0}-{b1} dB SNR, time stretch {s0}-{s1} and pitch shift +-{p} mel bands "
-        "(both in the spectrogram domain), SpecAugment masks ({tm} x {tf} frames, {fm} x {fb} bands).".format(
-            g=t["augment"]["gain_db"],
-            m0=t["augment"]["mix_snr_db"][0],
-            m1=t["augment"]["mix_snr_db"][1],
-            b0=t["augment"]["background_snr_db"][0],
-            b1=t["augment"]["background_snr_db"][1],
-            s0=t["augment"]["stretch"][0],
-            s1=t["augment"]["stretch"][1],
-            p=t["augment"]["pitch_bands"],
-            tm=t["augment"]["time_masks"],
-            tf=t["augment"]["time_mask_frames"],
-            fm=t["augment"]["freq_masks"],
-            fb=t["augment"]["freq_mask_bands"],
-        ),  # fmt: skip
+        _augment_text(t["augment"]),
     ]
     a = t["augment"]
     if a.get("p_onset"):

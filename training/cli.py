@@ -81,8 +81,8 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--arch",
         default="cnn_f",
-        help="cnn_f (default), cnn (the first shipped body), cnn_e, small, tiny, "
-        "or mlp (baseline only, no bundle)",
+        help="cnn_f (default), cnn (the first shipped body), cnn_e, cnn_fq, cnn_ft, small, tiny, "
+        "sbcnn (the Salamon-Bello plain CNN, a yardstick) or mlp (baseline only, no bundle)",
     )
     p.add_argument(
         "--epochs",
@@ -99,6 +99,12 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
+    p.add_argument(
+        "--augment",
+        metavar="LIST",
+        help="only these augmentations (comma-separated: time_shift, onset, gain, mix, "
+        "background, stretch, pitch, eq, masks); default: all but eq",
+    )
     p.add_argument(
         "--no-baseline", action="store_true", help="skip the MFCC-MLP baseline in cross-validation"
     )
@@ -138,6 +144,21 @@ def train_main(argv: list[str]) -> int:
         return 130
 
 
+def _augment(args):
+    """--no-augment / --augment LIST / the defaults, as an AugmentConfig."""
+    from training.augment import AugmentConfig
+    from training.datasets import DatasetError
+
+    if args.no_augment:
+        return AugmentConfig.off()
+    if not args.augment:
+        return AugmentConfig()
+    try:
+        return AugmentConfig.only([n.strip() for n in args.augment.split(",") if n.strip()])
+    except ValueError as exc:
+        raise DatasetError(f"--augment: {exc}") from None
+
+
 def _train(args, argv) -> int:
     from training.datasets import DatasetError
 
@@ -166,7 +187,7 @@ def _train(args, argv) -> int:
         batch_size=args.batch_size,
         lr=args.lr or (1e-3 if fine else 3e-3),
         seed=args.seed,
-        augment=AugmentConfig.off() if args.no_augment else AugmentConfig(),
+        augment=_augment(args),
         freeze_body_epochs=max(5, epochs // 6) if fine else 0,
     )
     cv = None
