@@ -165,7 +165,6 @@ def _train(args, argv) -> int:
     dataset = _read(args)
     if args.arch == "mlp":
         return _train_mlp_only(args, dataset)
-    from training.augment import AugmentConfig
     from training.models import ARCHS
     from training.run import TrainJob, command_line, run_training
     from training.train import TrainConfig, set_threads
