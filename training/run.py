@@ -10,7 +10,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -156,9 +156,10 @@ class _FoldTask:
 
     def __call__(self):
         k, y, cfg, params = self.fold, self.y, self.cfg, self.params
+        feats = _task_feats(self.feats)
         tr = np.where(self.folds != k)[0]
         te = np.where(self.folds == k)[0]
-        trf, tef = [self.feats[i] for i in tr], [self.feats[i] for i in te]
+        trf, tef = [feats[i] for i in tr], [feats[i] for i in te]
         log(f"CV fold {k}: train {len(tr)} clips, test {len(te)} clips")
         t0 = time.perf_counter()
         model, norm, hist = train_cnn(trf, y[tr], self.n_classes, cfg, params, val=(tef, y[te]),
@@ -206,10 +207,11 @@ class _FinalTask:
     progress: bool
 
     def __call__(self):
-        log(f"final model: {len(self.feats)} clips, {self.cfg.epochs} epochs")
+        feats = _task_feats(self.feats)
+        log(f"final model: {len(feats)} clips, {self.cfg.epochs} epochs")
         t0 = time.perf_counter()
         final_cfg = TrainConfig(**{**self.cfg.__dict__, "eval_every": 0})
-        model, norm, hist = train_cnn(self.feats, self.y, self.n_classes, final_cfg, self.params,
+        model, norm, hist = train_cnn(feats, self.y, self.n_classes, final_cfg, self.params,
                                       init_from=self.init_weights, norm=self.init_norm,
                                       progress=self.progress, log_label="final model")  # fmt: skip
         final_s = time.perf_counter() - t0
@@ -217,10 +219,23 @@ class _FinalTask:
         return model.get_weights(), norm, hist, final_s
 
 
-def _worker_init(threads: int) -> None:
+_WORKER_FEATS: list | None = None  # a worker's copy of the clip features, sent once per worker
+
+
+def _task_feats(feats: list | None) -> list:
+    """A task's features: its own, or (in a worker) the copy the pool's initializer left."""
+    if feats is not None:
+        return feats
+    assert _WORKER_FEATS is not None, "task without features outside a training worker"
+    return _WORKER_FEATS
+
+
+def _worker_init(threads: int, feats: list) -> None:
+    global _WORKER_FEATS
     from training.train import set_threads
 
     set_threads(threads)
+    _WORKER_FEATS = feats
 
 
 def _run_tasks(fold_tasks: list[_FoldTask], final_task: _FinalTask, jobs: int):
@@ -232,9 +247,14 @@ def _run_tasks(fold_tasks: list[_FoldTask], final_task: _FinalTask, jobs: int):
     from concurrent.futures import ProcessPoolExecutor
 
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    # The features (~240 MB for UrbanSound8K folds 1-4) go to each worker once, through the
+    # initializer, instead of with every task.
+    feats = final_task.feats
+    final_task = replace(final_task, feats=None)
+    fold_tasks = [replace(t, feats=None) for t in fold_tasks]
     # spawn, not fork: TensorFlow's runtime is not fork-safe
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(threads,)) as pool:  # fmt: skip
+                             initargs=(threads, feats)) as pool:  # fmt: skip
         # Longest first (the final model, then folds by training-set size): the cores finish
         # together instead of one idling while the other trains the last fold.
         final = pool.submit(final_task)
