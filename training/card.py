@@ -33,7 +33,8 @@ ARCH_TEXT = {
     "window and the mean over its newest second of each band, into one dense softmax layer)",
     "cnn_ft": " (cnn_f with an 11 x 3 stem: each stem filter sees 110 ms along time)",
     "sbcnn": " (Salamon & Bello 2017, the plain-CNN yardstick: frames averaged in threes, unpadded 5x5 "
-    "convolutions of 24, 48 and 48 channels with ReLU and 2 x 2 max pooling, dense 64, dense softmax)",
+    "convolutions of 24, 48 and 48 channels with ReLU and 2 x 2 max pooling, dropout 0.5 before dense 64 and "
+    "before the dense softmax; the dropout setting below does not apply to it)",
 }
 
 
