@@ -153,6 +153,8 @@ class _FoldTask:
     init_norm: tuple[float, float] | None
     baseline: bool
     progress: bool
+    cv_dir: Path | None = None  # keep this fold's int8 bundle here as fold<k> (for `evaluate --cv`)
+    data: dict | None = None  # the dataset description for the fold bundle's metadata
 
     def __call__(self):
         k, y, cfg, params = self.fold, self.y, self.cfg, self.params
@@ -168,8 +170,12 @@ class _FoldTask:
         train_s = time.perf_counter() - t0
         sf = predict_float(model, tef, norm, params, cfg.window_seconds, cfg.hop_seconds)
         with tempfile.TemporaryDirectory() as tmp:
-            bundle, _ = _export(model, trf, y[tr], self.n_classes, norm, params, Path(tmp) / f"cv{k}",
-                                self.labels, {}, cfg)  # fmt: skip
+            base = (self.cv_dir or Path(tmp)) / f"fold{k}"
+            trained = sorted({int(f) for f in self.folds[tr]})
+            meta = {"cv": {"held_out_fold": k, "trained_on_folds": trained},
+                    "data": {**(self.data or {}), "folds": trained}, "training": cfg.to_dict()}  # fmt: skip
+            bundle, _ = _export(model, trf, y[tr], self.n_classes, norm, params, base, self.labels,
+                                meta, cfg)  # fmt: skip
             sq = predict_int8(bundle, tef, cfg.hop_seconds, progress=self.progress)
         entry = {
             "fold": k,
@@ -217,6 +223,14 @@ class _FinalTask:
         final_s = time.perf_counter() - t0
         log(f"final model trained ({final_s / 60:.1f} min)")
         return model.get_weights(), norm, hist, final_s
+
+
+def cv_dir_for(bundle_base: str | Path) -> Path:
+    """Where `soundmon train --cv` keeps the cross-validation folds' int8 bundles."""
+    base = Path(bundle_base)
+    if base.suffix in (".tflite", ".json"):
+        base = base.with_suffix("")
+    return base.parent / f"{base.name}_cv"
 
 
 _WORKER_FEATS: list | None = None  # a worker's copy of the clip features, sent once per worker
@@ -342,9 +356,14 @@ def run_training(job: TrainJob) -> dict:
             raise DatasetError(f"--cv folds {absent} are not in the dataset (folds: {ds.folds})")
         per_fold = []
         parts_f, parts_q, parts_m = [], [], []
+        # Each fold's int8 bundle is kept next to the final one (`<out>_cv/fold<k>`), so
+        # `soundmon evaluate --cv` re-scores the held-out folds without retraining.
+        cv_dir = cv_dir_for(job.out)
+        cv_dir.mkdir(parents=True, exist_ok=True)
+        data_meta = {k: v for k, v in report["data"].items() if k in ("name", "root", "format")}
         fold_tasks = [
             _FoldTask(k, feats, y, folds, n_classes, cfg, params, labels, init_weights, init_norm,
-                      job.baseline, bars)
+                      job.baseline, bars, cv_dir, data_meta)
             for k in job.cv_folds
         ]  # fmt: skip
         results, final = _run_tasks(fold_tasks, final_task, job.jobs)
