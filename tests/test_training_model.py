@@ -96,10 +96,13 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert evaluate_main(["--model", str(tmp_path / "none"), "--dataset", str(CLIPS)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("soundmon evaluate:") and "Traceback" not in "".join(err)
+    assert evaluate_main(["--model", str(tmp_path / "none"), "--dataset", str(CLIPS), "--cv"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("soundmon evaluate:") and "none_cv not found" in err[-1]
 
 
 def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path):
-    from training.cli import train_main
+    from training.cli import evaluate_main, train_main
 
     out = tmp_path / "models" / "t"
     rc = train_main(["--dataset", str(CLIPS), "--arch", "tiny", "--epochs", "2", "--cv", "--batch-size", "8",
@@ -115,6 +118,20 @@ def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path):
     assert (out.parent / "t_confusion.png").is_file() and (
         out.parent / "t_learning_curve.png"
     ).is_file()
+    # The fold models are kept, so `soundmon evaluate --cv` reproduces the card's int8 CV table.
+    assert sorted(p.name for p in (out.parent / "t_cv").iterdir()) == [
+        "fold1.json", "fold1.tflite", "fold2.json", "fold2.tflite"
+    ]  # fmt: skip
+    rc = evaluate_main(["--model", str(out), "--dataset", str(CLIPS), "--cv", "--out", str(tmp_path / "ev"),
+                        "--workers", "1", "--no-progress", "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert rc == 0
+    again = json.loads((tmp_path / "ev" / "cv_metrics.json").read_text())
+    for trained, rescored in zip(report["cv"]["per_fold"], again["per_fold"], strict=True):
+        assert rescored["fold"] == trained["fold"]
+        assert rescored["int8"]["accuracy"] == trained["int8"]["accuracy"]
+        assert rescored["int8"]["confusion"] == trained["int8"]["confusion"]
+    table = (tmp_path / "ev" / "cv.md").read_text()
+    assert "| **mean over folds** |" in table and "| **macro accuracy** |" in table
 
 
 def test_init_from_fine_tunes_on_folder_per_class_esc50(tiny_bundle, tmp_path):  # noqa: F811

@@ -264,6 +264,12 @@ def _evaluate_parser() -> argparse.ArgumentParser:
         "(e.g. ../shared/data/recordings)",
     )
     p.add_argument(
+        "--cv",
+        action="store_true",
+        help="re-score the cross-validation instead: each fold model that `soundmon train --cv` "
+        "kept in <model>_cv/ on its held-out fold (the model card's int8 CV tables)",
+    )
+    p.add_argument(
         "--out",
         default="runs/evaluate",
         help="directory for metrics.json, per_class.md, confusion.png",
@@ -283,6 +289,9 @@ def evaluate_main(argv: list[str]) -> int:
     if not args.dataset and not args.recordings:
         print("soundmon evaluate: give --dataset and/or --recordings", file=sys.stderr)
         return 2
+    if args.cv and not args.dataset:
+        print("soundmon evaluate: --cv needs --dataset (the held-out folds' clips)", file=sys.stderr)
+        return 2
     lines = []
     try:
         from training.evaluate import write_metrics
@@ -290,7 +299,16 @@ def evaluate_main(argv: list[str]) -> int:
         from training.train import set_threads
 
         set_threads(args.threads or os.cpu_count())
-        if args.dataset:
+        if args.dataset and args.cv:
+            from training.cv_eval import evaluate_cv, format_cv_table
+
+            dataset = _read(args)
+            print(dataset.summary(), file=sys.stderr)
+            res = evaluate_cv(args.model, dataset, Path(args.out), args.cache, args.workers,
+                              not args.no_progress, args.hop)  # fmt: skip
+            lines.append(format_cv_table(res))
+            lines.append(f"wrote {args.out}/cv.md, cv_metrics.json, cv_confusion.png")
+        elif args.dataset:
             dataset = _read(args)
             print(dataset.summary(), file=sys.stderr)
             res = evaluate_bundle(

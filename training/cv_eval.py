@@ -1,0 +1,112 @@
+"""Re-score a model's cross-validation without retraining: `soundmon evaluate --cv`.
+
+`soundmon train --cv` keeps each fold's int8 bundle in `<model>_cv/fold<k>` (its metadata names
+the held-out fold and the folds it was trained on). This scores every such bundle on its
+held-out fold through the daemon's runner and window rule, exactly as the training command
+did, so the model card's int8 cross-validation tables (per fold, mean, pooled, per class) are
+reproduced from the shipped files. The float columns need each fold's Keras weights, which are
+not kept (1.2 MB each); the MLP column is a separate baseline (`soundmon train --arch mlp --cv`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from monitor.bundle import load_bundle
+from training.datasets import Dataset, DatasetError
+from training.evaluate import metrics, per_class_table, plot_confusion, predict_int8, write_metrics
+from training.features import compute_features
+from training.run import cv_dir_for
+
+__all__ = ["evaluate_cv", "format_cv_table"]
+
+
+def _fold_bundles(model_path: str | Path) -> dict[int, Path]:
+    """Held-out fold -> fold bundle base path, from `<model>_cv/fold*.json`."""
+    cv_dir = cv_dir_for(model_path)
+    if not cv_dir.is_dir():
+        raise DatasetError(
+            f"{cv_dir} not found: --cv re-scores the fold models that `soundmon train --cv` keeps there"
+        )
+    found: dict[int, Path] = {}
+    for meta_path in sorted(cv_dir.glob("fold*.json")):
+        base = meta_path.with_suffix("")
+        fold = (load_bundle(base).meta.get("cv") or {}).get("held_out_fold")
+        if fold is None:
+            raise DatasetError(f"{meta_path}: not a cross-validation fold bundle (no cv.held_out_fold)")
+        found[int(fold)] = base
+    if not found:
+        raise DatasetError(f"{cv_dir}: no fold bundles (fold<k>.tflite/.json) in it")
+    return found
+
+
+def evaluate_cv(
+    model_path: str | Path,
+    dataset: Dataset,
+    out_dir: Path,
+    cache_dir: str | None = None,
+    workers: int | None = None,
+    progress: bool = True,
+    hop_seconds: float = 0.5,
+) -> dict:
+    """Each fold bundle scored (int8) on its held-out fold of `dataset`; per fold, mean and pooled."""
+    bundles = _fold_bundles(model_path)
+    folds = sorted(set(bundles) & set(dataset.folds))
+    if not folds:
+        raise DatasetError(
+            f"the dataset has folds {dataset.folds}, the fold models were held out on {sorted(bundles)}"
+        )
+    first = load_bundle(bundles[folds[0]])
+    feats = compute_features(
+        dataset.clips, first.frontend, first.window_seconds, cache_dir, workers, progress
+    )
+    clip_folds = np.array([c.fold for c in dataset.clips])
+    y = np.array([first.labels.index(c.label) for c in dataset.clips])
+    per_fold, ys, scores = [], [], []
+    for k in folds:
+        bundle = load_bundle(bundles[k])
+        te = np.where(clip_folds == k)[0]
+        sq = predict_int8(bundle, [feats[i] for i in te], hop_seconds, progress=progress)
+        per_fold.append({"fold": k, "n_clips": len(te), "int8": metrics(y[te], sq, first.labels)})
+        ys.append(y[te])
+        scores.append(sq)
+    pooled = metrics(np.concatenate(ys), np.concatenate(scores), first.labels)
+    result = {
+        "model": str(model_path),
+        "dataset": str(dataset.root),
+        "folds": folds,
+        "per_fold": per_fold,
+        "int8_accuracy_mean": float(np.mean([e["int8"]["accuracy"] for e in per_fold])),
+        "int8_macro_mean": float(np.mean([e["int8"]["macro_accuracy"] for e in per_fold])),
+        "int8_pooled": pooled,
+    }
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "cv.md").write_text(format_cv_table(result) + "\n")
+    plot_confusion(np.array(pooled["confusion"]), first.labels, out_dir / "cv_confusion.png",
+                   f"{Path(model_path).name} CV folds {folds}, int8 pooled "
+                   f"(acc {100 * pooled['accuracy']:.1f}%)")  # fmt: skip
+    write_metrics(out_dir / "cv_metrics.json", result)
+    return result
+
+
+def format_cv_table(result: dict) -> str:
+    """The model card's cross-validation tables, int8 columns: per fold, mean, pooled; per class."""
+    lines = [
+        "| held-out fold | clips | CNN int8 | CNN int8 macro |",
+        "|---:|---:|---:|---:|",
+    ]
+    for e in result["per_fold"]:
+        m = e["int8"]
+        lines.append(f"| {e['fold']} | {e['n_clips']} | {100 * m['accuracy']:.1f} | {100 * m['macro_accuracy']:.1f} |")
+    lines.append(
+        f"| **mean over folds** | | **{100 * result['int8_accuracy_mean']:.1f}** | "
+        f"{100 * result['int8_macro_mean']:.1f} |"
+    )
+    p = result["int8_pooled"]
+    lines.append(
+        f"| all held-out clips pooled | {p['n_clips']} | {100 * p['accuracy']:.1f} | "
+        f"{100 * p['macro_accuracy']:.1f} |"
+    )
+    return "\n".join(lines) + "\n\n" + per_class_table({"CNN int8": p}, p["labels"])
