@@ -157,7 +157,9 @@ def write_card(path: str | Path, report: dict) -> None:
             f"## Accuracy: leave-one-fold-out cross-validation over folds {cv['folds']}",
             "",
             "Each fold is scored by a model trained on all other folds of the training data (same settings as the "
-            "shipped model); the int8 scores come from the daemon's own runner and window rule.",
+            "shipped model); the int8 scores come from the daemon's own runner and window rule. The fold models' "
+            f"int8 bundles are kept in `{r['name']}_cv/`: `soundmon evaluate --model models/{r['name']} "
+            "--dataset DIR --cv` re-scores them and prints the int8 columns of this table and of the next.",
             "",
             "| held-out fold | clips | MFCC-MLP baseline | CNN float | CNN int8 | CNN int8 macro |",
             "|---:|---:|---:|---:|---:|---:|",
