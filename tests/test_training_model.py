@@ -216,3 +216,53 @@ def test_every_body_converts_to_full_int8(arch):
     interp.set_tensor(inp["index"], np.zeros(inp["shape"], np.int8))
     interp.invoke()
     assert interp.get_tensor(out["index"]).shape == (1, 10)
+
+
+def _children(pid: int) -> list[int]:
+    """Live (not zombie) child processes of `pid`, from /proc."""
+    kids = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            kids.append(int(stat.parent.name))
+    return kids
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_training_workers_exit_when_the_command_is_killed(tmp_path):
+    """`kill -9` of `soundmon train --cv --jobs 2` must not leave its two training processes
+    running for nobody (they watch their parent and exit)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    cmd = [sys.executable, "-m", "training.cli", "train", "--dataset", str(CLIPS), "--arch", "tiny",
+           "--epochs", "500", "--cv", "--jobs", "2", "--batch-size", "8", "--out", str(tmp_path / "m"),
+           "--workers", "1", "--no-progress", "--no-baseline", "--cache", str(tmp_path / "cache")]  # fmt: skip
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        workers: list[int] = []
+        while time.monotonic() < deadline and len(workers) < 2:
+            time.sleep(0.5)
+            workers = [p for p in _children(proc.pid)
+                       if b"spawn_main" in (Path("/proc") / str(p) / "cmdline").read_bytes()]  # fmt: skip
+        assert len(workers) >= 2, "the pool's workers never started"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(_alive(p) for p in workers):
+            time.sleep(0.5)
+        assert not any(_alive(p) for p in workers), "training workers outlived the killed command"
+    finally:
+        proc.kill()

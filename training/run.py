@@ -244,10 +244,24 @@ def _task_feats(feats: list | None) -> list:
     return _WORKER_FEATS
 
 
-def _worker_init(threads: int, feats: list) -> None:
+def _exit_with_parent(parent_pid: int, every_s: float = 2.0) -> None:
+    """End this worker when the training command is gone (killed, not interrupted): a pool
+    worker would otherwise finish its hour-long training for nobody."""
+    import threading
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
+
+
+def _worker_init(threads: int, feats: list, parent_pid: int) -> None:
     global _WORKER_FEATS
     from training.train import set_threads
 
+    _exit_with_parent(parent_pid)
     set_threads(threads)
     _WORKER_FEATS = feats
 
@@ -268,7 +282,7 @@ def _run_tasks(fold_tasks: list[_FoldTask], final_task: _FinalTask, jobs: int):
     fold_tasks = [replace(t, feats=None) for t in fold_tasks]
     # spawn, not fork: TensorFlow's runtime is not fork-safe
     with ProcessPoolExecutor(jobs, mp_context=mp.get_context("spawn"), initializer=_worker_init,
-                             initargs=(threads, feats)) as pool:  # fmt: skip
+                             initargs=(threads, feats, os.getpid())) as pool:  # fmt: skip
         # Longest first (the final model, then folds by training-set size): the cores finish
         # together instead of one idling while the other trains the last fold.
         final = pool.submit(final_task)
