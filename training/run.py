@@ -374,6 +374,8 @@ def run_training(job: TrainJob) -> dict:
         # `soundmon evaluate --cv` re-scores the held-out folds without retraining.
         cv_dir = cv_dir_for(job.out)
         cv_dir.mkdir(parents=True, exist_ok=True)
+        for stale in cv_dir.glob("fold*.*"):  # an earlier run's folds must not mix with these
+            stale.unlink()
         data_meta = {k: v for k, v in report["data"].items() if k in ("name", "root", "format")}
         fold_tasks = [
             _FoldTask(k, feats, y, folds, n_classes, cfg, params, labels, init_weights, init_norm,
