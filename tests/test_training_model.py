@@ -132,6 +132,11 @@ def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path):
         assert rescored["int8"]["confusion"] == trained["int8"]["confusion"]
     table = (tmp_path / "ev" / "cv.md").read_text()
     assert "| **mean over folds** |" in table and "| **macro accuracy** |" in table
+    # A class the fold models do not know is a one-line error, as for the plain evaluation.
+    rc = evaluate_main(["--model", str(out), "--dataset", str(CLIPS), "--cv", "--rename", "dog_bark=woof",
+                        "--out", str(tmp_path / "ev2"), "--workers", "1", "--no-progress",
+                        "--cache", str(tmp_path / "cache")])  # fmt: skip
+    assert rc == 2
 
 
 def test_init_from_fine_tunes_on_folder_per_class_esc50(tiny_bundle, tmp_path):  # noqa: F811

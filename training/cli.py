@@ -299,18 +299,17 @@ def evaluate_main(argv: list[str]) -> int:
         from training.train import set_threads
 
         set_threads(args.threads or os.cpu_count())
+        if args.dataset:
+            dataset = _read(args)
+            print(dataset.summary(), file=sys.stderr)
         if args.dataset and args.cv:
             from training.cv_eval import evaluate_cv, format_cv_table
 
-            dataset = _read(args)
-            print(dataset.summary(), file=sys.stderr)
             res = evaluate_cv(args.model, dataset, Path(args.out), args.cache, args.workers,
                               not args.no_progress, args.hop)  # fmt: skip
             lines.append(format_cv_table(res))
             lines.append(f"wrote {args.out}/cv.md, cv_metrics.json, cv_confusion.png")
         elif args.dataset:
-            dataset = _read(args)
-            print(dataset.summary(), file=sys.stderr)
             res = evaluate_bundle(
                 args.model,
                 dataset,

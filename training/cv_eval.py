@@ -14,29 +14,29 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.bundle import load_bundle
+from monitor.bundle import ModelBundle, load_bundle
 from training.datasets import Dataset, DatasetError
 from training.evaluate import metrics, per_class_table, plot_confusion, predict_int8, write_metrics
 from training.features import compute_features
-from training.run import cv_dir_for
+from training.run import check_labels, cv_dir_for
 
 __all__ = ["evaluate_cv", "format_cv_table"]
 
 
-def _fold_bundles(model_path: str | Path) -> dict[int, Path]:
-    """Held-out fold -> fold bundle base path, from `<model>_cv/fold*.json`."""
+def _fold_bundles(model_path: str | Path) -> dict[int, ModelBundle]:
+    """Held-out fold -> fold bundle, from `<model>_cv/fold*.json`."""
     cv_dir = cv_dir_for(model_path)
     if not cv_dir.is_dir():
         raise DatasetError(
             f"{cv_dir} not found: --cv re-scores the fold models that `soundmon train --cv` keeps there"
         )
-    found: dict[int, Path] = {}
+    found: dict[int, ModelBundle] = {}
     for meta_path in sorted(cv_dir.glob("fold*.json")):
-        base = meta_path.with_suffix("")
-        fold = (load_bundle(base).meta.get("cv") or {}).get("held_out_fold")
+        bundle = load_bundle(meta_path.with_suffix(""))
+        fold = (bundle.meta.get("cv") or {}).get("held_out_fold")
         if fold is None:
             raise DatasetError(f"{meta_path}: not a cross-validation fold bundle (no cv.held_out_fold)")
-        found[int(fold)] = base
+        found[int(fold)] = bundle
     if not found:
         raise DatasetError(f"{cv_dir}: no fold bundles (fold<k>.tflite/.json) in it")
     return found
@@ -58,7 +58,8 @@ def evaluate_cv(
         raise DatasetError(
             f"the dataset has folds {dataset.folds}, the fold models were held out on {sorted(bundles)}"
         )
-    first = load_bundle(bundles[folds[0]])
+    first = bundles[folds[0]]
+    check_labels(dataset, first, model_path)
     feats = compute_features(
         dataset.clips, first.frontend, first.window_seconds, cache_dir, workers, progress
     )
@@ -66,9 +67,8 @@ def evaluate_cv(
     y = np.array([first.labels.index(c.label) for c in dataset.clips])
     per_fold, ys, scores = [], [], []
     for k in folds:
-        bundle = load_bundle(bundles[k])
         te = np.where(clip_folds == k)[0]
-        sq = predict_int8(bundle, [feats[i] for i in te], hop_seconds, progress=progress)
+        sq = predict_int8(bundles[k], [feats[i] for i in te], hop_seconds, progress=progress)
         per_fold.append({"fold": k, "n_clips": len(te), "int8": metrics(y[te], sq, first.labels)})
         ys.append(y[te])
         scores.append(sq)

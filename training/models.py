@@ -143,10 +143,7 @@ def build_cnn(
         if spec["pool"] == "avgmaxend":
             # Plus the mean over the newest ~1 s: a sound that has just begun fills only the
             # end of the daemon's window, and this is the feature that can answer for it early.
-            t = x.shape[1]
-            keep = max(1, round(t * END_SECONDS / 4.0))
-            end = L.Cropping2D(((t - keep, 0), (0, 0)), name="head_end_crop")(x)
-            pooled.append(L.GlobalAveragePooling2D(name="head_end")(end))
+            pooled.append(L.GlobalAveragePooling2D(name="head_end")(_newest_second(x)))
         x = L.Concatenate(name="head_cat")(pooled)
     else:
         x = L.GlobalAveragePooling2D(name="head_avg")(x)
@@ -155,6 +152,13 @@ def build_cnn(
     x = L.Dense(n_classes, name="head_dense")(x)
     out = L.Softmax(name="probs")(x)
     return keras.Model(inp, out, name=f"soundmon_{arch}")
+
+
+def _newest_second(x):
+    """The time steps of the newest ~END_SECONDS of the 4 s window (at least one)."""
+    t = x.shape[1]
+    keep = max(1, round(t * END_SECONDS / 4.0))
+    return L.Cropping2D(((t - keep, 0), (0, 0)), name="head_end_crop")(x)
 
 
 def _head_per_band(x, with_end: bool):
@@ -166,9 +170,8 @@ def _head_per_band(x, with_end: bool):
         L.Flatten(name="head_max_flat")(L.MaxPooling2D((t, 1), name="head_max")(x)),
     ]
     if with_end:
-        keep = max(1, round(t * END_SECONDS / 4.0))
-        end = L.Cropping2D(((t - keep, 0), (0, 0)), name="head_end_crop")(x)
-        pooled.append(L.Flatten(name="head_end_flat")(L.AveragePooling2D((keep, 1), name="head_end")(end)))
+        end = _newest_second(x)
+        pooled.append(L.Flatten(name="head_end_flat")(L.AveragePooling2D((end.shape[1], 1), name="head_end")(end)))
     return L.Concatenate(name="head_cat")(pooled)
 
 

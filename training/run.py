@@ -506,6 +506,16 @@ def run_training(job: TrainJob) -> dict:
     return report
 
 
+def check_labels(dataset: Dataset, bundle, model_path) -> None:
+    """A one-line error when the dataset has classes the bundle cannot score."""
+    missing_labels = [lab for lab in dataset.labels if lab not in bundle.labels]
+    if missing_labels:
+        raise DatasetError(
+            f"dataset classes {missing_labels} are not labels of {model_path} ({bundle.labels}); "
+            "use --classes/--rename to map them"
+        )
+
+
 def evaluate_bundle(
     model_path: str,
     dataset: Dataset,
@@ -517,12 +527,7 @@ def evaluate_bundle(
 ) -> dict:
     """Int8 (ModelRunner) and, if `<model>.weights.h5` exists, float scores of a bundle on a dataset."""
     model, bundle = load_float_model(model_path)
-    missing_labels = [lab for lab in dataset.labels if lab not in bundle.labels]
-    if missing_labels:
-        raise DatasetError(
-            f"dataset classes {missing_labels} are not labels of {model_path} ({bundle.labels}); "
-            "use --classes/--rename to map them"
-        )
+    check_labels(dataset, bundle, model_path)
     trained = bundle.meta.get("data") or {}
     try:
         same_root = (
