@@ -54,10 +54,6 @@ class AugmentConfig:
     p_start: float = 0.3  # probability of the evaluation placement (start of the window)
     p_onset: float = 0.25  # probability of an onset placement: only the clip's first part, at the window's end
     onset_min_frames: int = 30  # shortest visible start in an onset placement (0.3 s)
-    p_onset_context: float = 0.0  # probability that another clip plays before an onset placement's start
-    onset_context_snr_db: tuple[float, float] = (-3.0, 12.0)  # the onset's level over that clip's
-    onset_context_share: float = 0.2  # that clip's share of the label
-    onset_spread: str = "uniform"  # how long the visible start is: "uniform" or "log" (short starts as likely as long ones per octave)
     gain_db: float = 10.0  # uniform in [-gain_db, +gain_db]
     p_mix: float = 0.5  # probability of mixing with another clip
     mix_snr_db: tuple[float, float] = (0.0, 12.0)  # SNR of the main clip over the mixed-in one
@@ -162,7 +158,6 @@ class Augmenter:
         self.std = float(norm_std)
         self.floor = float(floor)
         self.rng = np.random.default_rng(seed)
-        self._onset_frames = 0  # visible start of the last onset placement (0: not one)
 
     # -- single-clip pieces -------------------------------------------------------------
     def _content(self, logmel: np.ndarray, n_valid: int) -> np.ndarray:
@@ -180,18 +175,10 @@ class Augmenter:
     def _place(self, x: np.ndarray) -> np.ndarray:
         cfg, rng, wf = self.cfg, self.rng, self.window_frames
         n = len(x)
-        self._onset_frames = 0
         if cfg.time_shift and cfg.p_onset and rng.random() < cfg.p_onset:
             # What the daemon sees just after a sound begins: its first k frames at the end of
             # the window, whatever came before (silence here, another clip if mixed) ahead of it.
-            lo, hi = min(n, cfg.onset_min_frames, wf), min(n, wf)
-            if cfg.onset_spread == "log":
-                # The daemon's first window after an onset holds 0-0.5 s of the sound: with a
-                # uniform length those short starts are a few percent of onset placements.
-                k = int(round(np.exp(rng.uniform(np.log(max(lo, 1)), np.log(max(hi, 1))))))
-            else:
-                k = int(rng.integers(lo, hi + 1))
-            self._onset_frames = k
+            k = int(rng.integers(min(n, cfg.onset_min_frames, wf), min(n, wf) + 1))
             return place_in_window(x[:k], k, wf, wf - k, self.floor)
         if not cfg.time_shift or rng.random() < cfg.p_start:
             offset = 0
@@ -242,19 +229,7 @@ class Augmenter:
             x = self.window(f.logmel, f.n_valid)
             y = np.zeros(self.n_classes, dtype=np.float32)
             y[labels[i]] = 1.0
-            k_on = self._onset_frames
-            if cfg.enabled and k_on and cfg.p_onset_context and rng.random() < cfg.p_onset_context:
-                # A street: another sound was already playing when this one began.
-                k = int(rng.integers(0, len(feats)))
-                other = self.window(feats[k].logmel, feats[k].n_valid)
-                snr = rng.uniform(*cfg.onset_context_snr_db)
-                shift = _mean_power_db(x[-k_on:], self.floor) - snr - _mean_power_db(other, self.floor)
-                other = np.maximum(other + shift, self.floor)
-                other[-k_on:] = self.floor
-                x = _db_add(x, other)
-                y *= 1.0 - cfg.onset_context_share
-                y[labels[k]] += cfg.onset_context_share
-            elif cfg.enabled:
+            if cfg.enabled:
                 if cfg.p_mix and rng.random() < cfg.p_mix:
                     k = int(rng.integers(0, len(feats)))
                     other = self.window(feats[k].logmel, feats[k].n_valid)
@@ -265,7 +240,6 @@ class Augmenter:
                     x = _db_add(x, other)
                     y *= 1.0 - lam
                     y[labels[k]] += lam
-            if cfg.enabled:
                 if cfg.p_eq and rng.random() < cfg.p_eq:
                     x = np.maximum(x + self._eq_curve(x.shape[1]), self.floor)
                 if cfg.gain_db:

@@ -74,7 +74,6 @@ ARCHS: dict[str, dict] = {
 #   see the 50-70 ms period of a jackhammer's blows before the 4x time pooling.
 ARCHS["cnn_fq"] = {**ARCHS["cnn_f"], "keep_bands": True}
 ARCHS["cnn_ft"] = {**ARCHS["cnn_f"], "stem_kernel": (11, 3)}
-ARCHS["cnn_fl"] = {**ARCHS["cnn_f"], "last_step": True}
 
 
 class ZeroMeanKernel(keras.constraints.Constraint):
@@ -145,11 +144,6 @@ def build_cnn(
             # Plus the mean over the newest ~1 s: a sound that has just begun fills only the
             # end of the daemon's window, and this is the feature that can answer for it early.
             pooled.append(L.GlobalAveragePooling2D(name="head_end")(_newest_second(x)))
-            if spec.get("last_step"):
-                # and the newest time step alone (~0.3 s): what a sound's first half second fills
-                t = x.shape[1]
-                last = L.Cropping2D(((t - 1, 0), (0, 0)), name="head_last_crop")(x)
-                pooled.append(L.GlobalAveragePooling2D(name="head_last")(last))
         x = L.Concatenate(name="head_cat")(pooled)
     else:
         x = L.GlobalAveragePooling2D(name="head_avg")(x)
