@@ -63,3 +63,14 @@ def test_latency_bench_lists_every_onset(tiny_bundle, tmp_path):
     figures = json.loads((tmp_path / "l.json").read_text())
     assert figures["latency_detected"].endswith("/1") and len(figures["latency_onsets"]) == 1
     assert figures["latency_onsets"][0]["class"] == "siren"
+    assert figures["latency_within_budget"].endswith("/1") or figures["latency_detected"].startswith("0/")
+
+
+def test_median_interval_shows_how_far_a_small_median_can_move():
+    """Ten onsets answered at 0.5 s and ten at 1.0 s: the median is 0.75 s, but resampling the
+    onsets puts it anywhere from 0.5 to 1.0 s; one onset gives no interval at all."""
+    from monitor.bench import median_interval
+
+    assert median_interval([0.5] * 10 + [1.0] * 10) == [0.5, 1.0]
+    assert median_interval([0.7]) is None
+    assert median_interval([0.3, 0.3, 0.3]) == [0.3, 0.3]
