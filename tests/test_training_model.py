@@ -271,3 +271,21 @@ def test_training_workers_exit_when_the_command_is_killed(tmp_path):
         assert not any(_alive(p) for p in workers), "training workers outlived the killed command"
     finally:
         proc.kill()
+
+
+def test_onset_probe_asks_every_clip_for_its_first_half_second(tiny_bundle, capsys):
+    """The large-n view of detection latency: each clip's first 0.1-0.5 s at a window's end, after
+    silence and over another clip; rates are shares of the clips, and the same seed repeats them."""
+    from training.onset_probe import first_window_rates, main
+
+    r = first_window_rates(tiny_bundle, CLIPS, fold=1)
+    assert r["clips"] == 10
+    for condition in ("after_silence", "over_another_sound"):
+        assert set(r[condition]) == {"confident", "top_class"}
+        assert all(0.0 <= v <= 1.0 for v in r[condition].values())
+    assert first_window_rates(tiny_bundle, CLIPS, fold=1) == r
+    assert main(["--model", str(tiny_bundle), "--dataset", str(CLIPS), "--fold", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "after silence" in out and "over another sound" in out
+    with pytest.raises(SystemExit, match="no clips in fold 9"):
+        first_window_rates(tiny_bundle, CLIPS, fold=9)

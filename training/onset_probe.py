@@ -1,0 +1,90 @@
+"""First-window probe: is a model confident on a sound's first half second, at a window's end?
+
+The daemon's first window after an onset holds 0-0.5 s of the new sound at the end of 4 s of
+whatever came before, and `soundmon bench --latency` is decided by how often that window fires.
+Its median over ~20 street-recording onsets moves by half a second with one or two onsets; this
+probe asks the same question of every held-out clip: the clip's first 0.1-0.5 s (uniform) is put
+at the end of a window, after digital silence or over another clip of another class (at both
+clips' own levels, as a street mixes them), and the int8 model is run through the daemon's runner
+and front-end. It reports how often the clip's class scores >= 0.5 and is the top class.
+
+Usage: `python -m training.onset_probe --model M --dataset D --fold 1` (use a model that did not
+train on that fold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from monitor.frontend import LogMelFrontend
+from monitor.runner import open_model
+from training.datasets import load_audio, read_dataset
+
+__all__ = ["first_window_rates", "main"]
+
+
+def _probe_plan(labels: np.ndarray, rng: np.random.Generator, sample_rate: int) -> list[tuple[int, int, int]]:
+    """(clip, visible samples, context clip of another class) for every clip; seeded."""
+    plan = []
+    for i in range(len(labels)):
+        visible = int(rng.uniform(0.1, 0.5) * sample_rate)
+        others = np.flatnonzero(labels != labels[i])
+        j = int(rng.choice(others)) if len(others) else i
+        plan.append((i, visible, j))
+    return plan
+
+
+def first_window_rates(model: Path, dataset: Path, fold: int | None = None, seed: int = 0) -> dict:
+    """Share of clips whose class scores >= 0.5 / is the top class, after silence and over another clip."""
+    bundle, runner = open_model(model, 1)
+    ds = read_dataset(dataset)
+    clips = [c for c in ds.clips if fold is None or c.fold == fold]
+    if not clips:
+        raise SystemExit(f"onset_probe: no clips in fold {fold} of {dataset}")
+    unknown = sorted({c.label for c in clips} - set(bundle.labels))
+    if unknown:
+        raise SystemExit(f"onset_probe: the model has no class for {unknown}")
+    p = bundle.frontend
+    audio = [load_audio(c.path, p.sample_rate) for c in clips]
+    labels = np.array([bundle.labels.index(c.label) for c in clips])
+    n = (bundle.window_frames - 1) * p.hop_length + p.n_fft  # samples of one window
+    frontend = LogMelFrontend(p)
+    plan = _probe_plan(labels, np.random.default_rng(seed), p.sample_rate)
+    out: dict = {"model": bundle.name, "clips": len(clips)}
+    for condition in ("after_silence", "over_another_sound"):
+        confident, top = 0, 0
+        for i, visible, j in plan:
+            window = np.zeros(n, np.float32)
+            if condition == "over_another_sound":
+                reps = -(-n // max(len(audio[j]), 1))
+                window += np.tile(audio[j], reps)[:n]
+            start = audio[i][:visible]
+            window[n - len(start) :] += start
+            scores = runner.predict(frontend(window))
+            confident += int(scores[labels[i]] >= 0.5)
+            top += int(scores.argmax() == labels[i])
+        out[condition] = {"confident": round(confident / len(plan), 3), "top_class": round(top / len(plan), 3)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.onset_probe", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--fold", type=int, default=None, help="only this fold's clips (default: all)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    r = first_window_rates(args.model, args.dataset, args.fold, args.seed)
+    print(f"{r['model']}: {r['clips']} clips, first 0.1-0.5 s at the end of a window")
+    for condition in ("after_silence", "over_another_sound"):
+        c = r[condition]
+        print(f"  {condition.replace('_', ' '):<20} class >= 0.5: {c['confident']:.1%}   top class: {c['top_class']:.1%}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
