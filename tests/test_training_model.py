@@ -283,9 +283,10 @@ def test_onset_probe_asks_every_clip_for_its_first_half_second(tiny_bundle, caps
     for condition in ("after_silence", "over_another_sound"):
         assert set(r[condition]) == {"confident", "top_class"}
         assert all(0.0 <= v <= 1.0 for v in r[condition].values())
+    assert list(r["confident_after_silence_by_seconds"]) == [0.25, 0.5, 1.0, 2.0]
     assert first_window_rates(tiny_bundle, CLIPS, fold=1) == r
     assert main(["--model", str(tiny_bundle), "--dataset", str(CLIPS), "--fold", "1"]) == 0
     out = capsys.readouterr().out
-    assert "after silence" in out and "over another sound" in out
+    assert "after silence" in out and "over another sound" in out and "2 s:" in out
     with pytest.raises(SystemExit, match="no clips in fold 9"):
         first_window_rates(tiny_bundle, CLIPS, fold=9)

@@ -6,7 +6,8 @@ Its median over ~20 street-recording onsets moves by half a second with one or t
 probe asks the same question of every held-out clip: the clip's first 0.1-0.5 s (uniform) is put
 at the end of a window, after digital silence or over another clip of another class (at both
 clips' own levels, as a street mixes them), and the int8 model is run through the daemon's runner
-and front-end. It reports how often the clip's class scores >= 0.5 and is the top class.
+and front-end. It reports how often the clip's class scores >= 0.5 and is the top class, and,
+after silence, how often it scores >= 0.5 with the first 0.25, 0.5, 1 and 2 s of the clip.
 
 Usage: `python -m training.onset_probe --model M --dataset D --fold 1` (use a model that did not
 train on that fold).
@@ -25,6 +26,8 @@ from monitor.runner import open_model
 from training.datasets import load_audio, read_dataset
 
 __all__ = ["first_window_rates", "main"]
+
+VISIBLE_SECONDS = (0.25, 0.5, 1.0, 2.0)
 
 
 def _probe_plan(labels: np.ndarray, rng: np.random.Generator, sample_rate: int) -> list[tuple[int, int, int]]:
@@ -68,6 +71,16 @@ def first_window_rates(model: Path, dataset: Path, fold: int | None = None, seed
             confident += int(scores[labels[i]] >= 0.5)
             top += int(scores.argmax() == labels[i])
         out[condition] = {"confident": round(confident / len(plan), 3), "top_class": round(top / len(plan), 3)}
+    # The same after silence with fixed visible lengths: how much of a sound the model needs.
+    out["confident_after_silence_by_seconds"] = {}
+    for seconds in VISIBLE_SECONDS:
+        confident = 0
+        for i in range(len(clips)):
+            window = np.zeros(n, np.float32)
+            start = audio[i][: int(seconds * p.sample_rate)][-n:]
+            window[n - len(start) :] = start
+            confident += int(runner.predict(frontend(window))[labels[i]] >= 0.5)
+        out["confident_after_silence_by_seconds"][seconds] = round(confident / len(clips), 3)
     return out
 
 
@@ -83,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     for condition in ("after_silence", "over_another_sound"):
         c = r[condition]
         print(f"  {condition.replace('_', ' '):<20} class >= 0.5: {c['confident']:.1%}   top class: {c['top_class']:.1%}")
+    shown = "  ".join(f"{k:g} s: {v:.1%}" for k, v in r["confident_after_silence_by_seconds"].items())
+    print(f"  after silence, class >= 0.5 with the first {shown}")
     return 0
 
 
