@@ -21,9 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.errors import SoundmonError
 from monitor.frontend import LogMelFrontend
 from monitor.runner import open_model
 from training.datasets import load_audio, read_dataset
+from training.run import check_labels
 
 __all__ = ["first_window_rates", "main"]
 
@@ -45,42 +47,41 @@ def first_window_rates(model: Path, dataset: Path, fold: int | None = None, seed
     """Share of clips whose class scores >= 0.5 / is the top class, after silence and over another clip."""
     bundle, runner = open_model(model, 1)
     ds = read_dataset(dataset)
+    check_labels(ds, bundle, model)
     clips = [c for c in ds.clips if fold is None or c.fold == fold]
     if not clips:
         raise SystemExit(f"onset_probe: no clips in fold {fold} of {dataset}")
-    unknown = sorted({c.label for c in clips} - set(bundle.labels))
-    if unknown:
-        raise SystemExit(f"onset_probe: the model has no class for {unknown}")
     p = bundle.frontend
     audio = [load_audio(c.path, p.sample_rate) for c in clips]
     labels = np.array([bundle.labels.index(c.label) for c in clips])
     n = (bundle.window_frames - 1) * p.hop_length + p.n_fft  # samples of one window
     frontend = LogMelFrontend(p)
+
+    def scores(start: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:
+        """The model's scores for `start` at the end of a window, over `context` (looped) or silence."""
+        window = np.zeros(n, np.float32)
+        if context is not None:
+            window += np.tile(context, -(-n // max(len(context), 1)))[:n]
+        start = start[-n:]
+        window[n - len(start) :] += start
+        return runner.predict(frontend(window))
+
     plan = _probe_plan(labels, np.random.default_rng(seed), p.sample_rate)
     out: dict = {"model": bundle.name, "clips": len(clips)}
     for condition in ("after_silence", "over_another_sound"):
         confident, top = 0, 0
         for i, visible, j in plan:
-            window = np.zeros(n, np.float32)
-            if condition == "over_another_sound":
-                reps = -(-n // max(len(audio[j]), 1))
-                window += np.tile(audio[j], reps)[:n]
-            start = audio[i][:visible]
-            window[n - len(start) :] += start
-            scores = runner.predict(frontend(window))
-            confident += int(scores[labels[i]] >= 0.5)
-            top += int(scores.argmax() == labels[i])
+            s = scores(audio[i][:visible], audio[j] if condition == "over_another_sound" else None)
+            confident += int(s[labels[i]] >= 0.5)
+            top += int(s.argmax() == labels[i])
         out[condition] = {"confident": round(confident / len(plan), 3), "top_class": round(top / len(plan), 3)}
-    # The same after silence with fixed visible lengths: how much of a sound the model needs.
-    out["confident_after_silence_by_seconds"] = {}
-    for seconds in VISIBLE_SECONDS:
-        confident = 0
-        for i in range(len(clips)):
-            window = np.zeros(n, np.float32)
-            start = audio[i][: int(seconds * p.sample_rate)][-n:]
-            window[n - len(start) :] = start
-            confident += int(runner.predict(frontend(window))[labels[i]] >= 0.5)
-        out["confident_after_silence_by_seconds"][seconds] = round(confident / len(clips), 3)
+    # After silence with fixed visible lengths: how much of a sound the model needs.
+    out["confident_after_silence_by_seconds"] = {
+        seconds: round(
+            float(np.mean([scores(a[: int(seconds * p.sample_rate)])[k] >= 0.5 for a, k in zip(audio, labels, strict=True)])), 3
+        )
+        for seconds in VISIBLE_SECONDS
+    }
     return out
 
 
@@ -91,7 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--fold", type=int, default=None, help="only this fold's clips (default: all)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    r = first_window_rates(args.model, args.dataset, args.fold, args.seed)
+    try:
+        r = first_window_rates(args.model, args.dataset, args.fold, args.seed)
+    except SoundmonError as exc:  # a bad model or dataset path: one line, not a traceback
+        print(f"onset_probe: {exc}", file=sys.stderr)
+        return exc.exit_code
     print(f"{r['model']}: {r['clips']} clips, first 0.1-0.5 s at the end of a window")
     for condition in ("after_silence", "over_another_sound"):
         c = r[condition]
