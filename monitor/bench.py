@@ -30,7 +30,7 @@ import soundfile as sf
 
 from monitor.config import default_model_path
 
-__all__ = ["bench_main"]
+__all__ = ["bench_main", "first_new_event", "labelled_onsets", "median_interval"]
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_RECORDINGS = REPO.parent / "shared" / "data" / "recordings"
@@ -242,6 +242,47 @@ def print_table(fig: dict[str, Any]) -> None:
 # -- latency -----------------------------------------------------------------------------------
 
 
+SLICE_STEP_S = 2.0
+"""UrbanSound8K cut an annotated occurrence into 4 s slices every 2 s from its start (slice k at
+start + 2k; the recordings' README shows it on 565 independent copies)."""
+
+
+def labelled_onsets(rec_dir: Path) -> list[dict[str, Any]]:
+    """The annotated sound occurrences of a recordings folder: fsID, class, onset, end.
+
+    A row of labels.csv is a run of *kept* UrbanSound8K slices, and UrbanSound8K kept only some
+    slices of an occurrence: a row whose first slice is slice k > 0 starts 2k s after the sound
+    did (the recording 72539 barks at 6.8 s; its row starts at 8.8 s), and two rows can be parts
+    of one occurrence. With slices.csv beside labels.csv each row is taken back to its
+    occurrence's start (first slice's located start - 2 s x sliceID, not before 0) and rows of
+    one occurrence are merged; `row_start_s` keeps the first row's start. Without slices.csv
+    the rows are the occurrences."""
+    with open(Path(rec_dir) / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    slices_csv = Path(rec_dir) / "slices.csv"
+    slices: list[dict[str, str]] = []
+    if slices_csv.is_file():
+        with open(slices_csv, newline="") as f:
+            slices = list(csv.DictReader(f))
+    merged: dict[tuple[str, str, float], dict[str, Any]] = {}
+    for r in rows:
+        start, end = float(r["start"]), float(r["end"])
+        inside = [
+            s for s in slices
+            if s["fsID"] == r["fsID"] and s["class"] == r["class"]
+            and float(s["start"]) >= start - 0.02 and float(s["end"]) <= end + 0.02
+        ]  # fmt: skip
+        onset = min((float(s["start"]) - SLICE_STEP_S * int(s["sliceID"]) for s in inside), default=start)
+        onset = round(max(0.0, min(onset, start)), 3)
+        key = (r["fsID"], r["class"], onset)
+        if key in merged:
+            merged[key]["end_s"] = max(merged[key]["end_s"], end)
+        else:
+            merged[key] = {"recording": r["fsID"], "class": r["class"], "onset_s": onset, "end_s": end,
+                           "row_start_s": start}  # fmt: skip
+    return sorted(merged.values(), key=lambda o: (o["recording"], o["onset_s"], o["class"]))
+
+
 def first_new_event(start_offsets: list[float], onset: float, end: float, hop: float) -> float | None:
     """The stream offset of the first event start that answers a labelled occurrence: decided
     between its onset and its end (+ one hop); None if every start of the class is outside (an
@@ -285,9 +326,8 @@ def latency_bench(model: Path, hop: float, threads: int, recordings: Path, workd
     sub.connect("127.0.0.1", port)
     sub.subscribe("soundmon/+/detection", qos=1)
     sub.loop_start()
-    with open(recordings / "labels.csv", newline="") as f:
-        labels = list(csv.DictReader(f))
-    fsids = sorted({r["fsID"] for r in labels})
+    labels = labelled_onsets(recordings)
+    fsids = sorted({o["recording"] for o in labels})
     try:
         for i in range(0, len(fsids), parallel):
             procs = []
@@ -309,12 +349,14 @@ def latency_bench(model: Path, hop: float, threads: int, recordings: Path, workd
     total = 0
     for fsid in fsids:
         starts = [(rx, p) for rx, p in received if p.get("node") == f"rec{fsid}" and p.get("type") == "start"]
-        for occ in (r for r in labels if r["fsID"] == fsid):
-            onset, end = float(occ["start"]), float(occ["end"])
+        for occ in (o for o in labels if o["recording"] == fsid):
+            onset, end = occ["onset_s"], occ["end_s"]
             total += 1
             same_class = [(rx, p) for rx, p in starts if p["label"] == occ["class"]]
             first = first_new_event([p["stream_offset_s"] for _, p in same_class], onset, end, hop)
             row = {"recording": fsid, "class": occ["class"], "onset_s": onset, "latency_s": None}
+            if occ["row_start_s"] != onset:
+                row["labels_csv_start_s"] = occ["row_start_s"]
             onsets.append(row)
             if first is None:
                 continue

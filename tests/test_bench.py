@@ -74,3 +74,32 @@ def test_median_interval_shows_how_far_a_small_median_can_move():
     assert median_interval([0.5] * 10 + [1.0] * 10) == [0.5, 1.0]
     assert median_interval([0.7]) is None
     assert median_interval([0.3, 0.3, 0.3]) == [0.3, 0.3]
+
+
+def test_labelled_onsets_go_back_to_where_the_sound_began(tmp_path):
+    """A labels.csv row is a run of kept UrbanSound8K slices: a row that begins at slice 3 began
+    6 s earlier, and two rows of one occurrence (slices 3-4 and 7-8 kept) are one onset."""
+    from monitor.bench import labelled_onsets
+
+    (tmp_path / "labels.csv").write_text(
+        "fsID,fold,class,classID,start,end\n"
+        "7,1,dog_bark,3,8.000,14.000\n"
+        "7,1,dog_bark,3,16.000,22.000\n"
+        "7,1,siren,8,30.000,34.000\n"
+    )
+    assert [(o["onset_s"], o["end_s"]) for o in labelled_onsets(tmp_path)] == [
+        (8.0, 14.0), (16.0, 22.0), (30.0, 34.0)]  # fmt: skip  (no slices.csv: the rows as they are)
+
+    (tmp_path / "slices.csv").write_text(
+        "slice_file_name,fsID,fold,class,classID,occurrenceID,sliceID,start,end\n"
+        "7-3-0-3.flac,7,1,dog_bark,3,0,3,8.0,12.0\n"
+        "7-3-0-4.flac,7,1,dog_bark,3,0,4,10.0,14.0\n"
+        "7-3-0-7.flac,7,1,dog_bark,3,0,7,16.0,20.0\n"
+        "7-3-0-8.flac,7,1,dog_bark,3,0,8,18.0,22.0\n"
+        "7-8-1-0.flac,7,1,siren,8,1,0,30.0,34.0\n"
+    )
+    onsets = labelled_onsets(tmp_path)
+    assert [(o["class"], o["onset_s"], o["end_s"], o["row_start_s"]) for o in onsets] == [
+        ("dog_bark", 2.0, 22.0, 8.0),  # slice 3 at 8 s: the bark began at 8 - 2 x 3 s
+        ("siren", 30.0, 34.0, 30.0),  # slice 0: the row's start is the onset
+    ]

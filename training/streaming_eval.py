@@ -10,6 +10,10 @@ occurrences of `labels.csv` (fsID, class, start, end):
 - an event is **correct** if it overlaps a labelled occurrence of its class in that recording.
   The unlabelled parts are not guaranteed background (the NOTICE says so), so "incorrect"
   events are an upper bound on false alarms.
+- the **decision delay** is counted from each annotated occurrence's start
+  (`monitor.bench.labelled_onsets`: a labels.csv row that begins at a later kept slice is taken
+  back to where the sound began, rows of one occurrence counted once), as
+  `soundmon bench --latency` counts it; recall and precision stay on the labels.csv rows.
 
 Usage: `python -m training.streaming_eval --model models/urban10 --recordings DIR [--config C]`.
 """
@@ -24,7 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.bench import first_new_event
+from monitor.bench import first_new_event, labelled_onsets
 from monitor.classify import classify_file
 from monitor.config import load_config
 from monitor.runner import open_model
@@ -43,6 +47,9 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
     bundle, runner = open_model(model, cfg.model.threads)
     occ, _folds = read_occurrences(recordings)
     by_file = {fsid: [(cls, a, b) for a, b, cls in rows] for fsid, rows in occ.items()}
+    onsets_by_file = defaultdict(list)
+    for o in labelled_onsets(recordings):
+        onsets_by_file[o["recording"]].append((o["class"], o["onset_s"], o["end_s"]))
     found = defaultdict(lambda: [0, 0])  # class -> [found, total occurrences]
     correct = defaultdict(lambda: [0, 0])  # class -> [correct, total events]
     onset_delays: list[float] = []
@@ -61,7 +68,7 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
             found[cls][1] += 1
             if hits:
                 found[cls][0] += 1
-            # Decision delay counted as `soundmon bench --latency` counts it.
+        for cls, o0, o1 in onsets_by_file[fsid]:  # counted as `soundmon bench --latency` counts it
             first = first_new_event([e[1] for e in events if e[0] == cls], o0, o1, cfg.detection.hop_seconds)
             if first is not None:
                 onset_delays.append(first - o0)
