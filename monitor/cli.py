@@ -66,10 +66,15 @@ def _load_config(path: Path | None):
 
 
 def _open_model(cfg, override: Path | None):
-    """Bundle + runner from --model, model.path or the shipped model, checked against the config."""
+    """Bundle + runner from --model, model.path or the shipped model, checked against the config.
+
+    Also puts numpy's BLAS on one thread: both commands that open a model stream audio through
+    tiny matrix products, where BLAS worker threads only spin (`monitor.blas`)."""
+    from monitor.blas import single_threaded_blas
     from monitor.config import check_model_path
     from monitor.runner import open_model
 
+    single_threaded_blas()
     if override is not None:
         cfg.model.path = override
     check_model_path(cfg)
