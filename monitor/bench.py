@@ -184,12 +184,14 @@ def verdict(name: str, value: float) -> str:
     return f"{'pass' if ok else 'MISS'} ({op} {limit:g})"
 
 
-def figures_from(run: dict[str, Any], bundle_meta: dict[str, Any], hop: float) -> dict[str, Any]:
+def figures_from(run: dict[str, Any], bundle_meta: dict[str, Any], hop: float,
+                 stream_macs_per_hop: int | None = None) -> dict[str, Any]:  # fmt: skip
     windows = max(run["windows"], 1)
     steady_audio = run["audio_s"] - run["first_window_audio_s"]
     steady_cpu = run["cpu_s_at_end"] - run["cpu_s_at_first_window"]
     xrt = steady_audio / steady_cpu if steady_cpu > 0 else float("inf")
     macs = bundle_meta.get("macs_per_window") or (bundle_meta.get("model") or {}).get("macs_per_window")
+    streaming = run.get("runner") == "streaming" and bool(stream_macs_per_hop)
     return {
         "audio_minutes": round(run["audio_s"] / 60, 2),
         "windows": run["windows"],
@@ -202,10 +204,18 @@ def figures_from(run: dict[str, Any], bundle_meta: dict[str, Any], hop: float) -
         "detector_publish_ms_per_window": round(1000 * (run["detector_s"] + run["publish_s"]) / windows, 4),
         "peak_rss_mb": round(run["peak_rss_mb"], 1),
         "startup_s": round(run["startup_s"], 3),
+        "runner": _runner_text(run),
         "macs_per_window": macs,
-        "macs_per_audio_second": round(macs / hop) if macs else None,
+        "macs_per_hop": stream_macs_per_hop if streaming else macs,
+        "macs_per_audio_second": round((stream_macs_per_hop if streaming else macs) / hop) if macs else None,
         "events": run["events"],
     }
+
+
+def _runner_text(run: dict[str, Any]) -> str:
+    if run.get("runner") != "streaming":
+        return "window model, every window whole"
+    return f"streaming model: {run['stream_steps']} hops stepped, {run['stream_rebuilds']} windows rebuilt"
 
 
 def print_table(fig: dict[str, Any]) -> None:
@@ -221,7 +231,9 @@ def print_table(fig: dict[str, Any]) -> None:
         "detector_publish_ms_per_window": "detector + publish ms per window",
         "peak_rss_mb": "peak RSS of soundmon run (MB)",
         "startup_s": "start -> first window result (s)",
-        "macs_per_window": "model MACs per window",
+        "runner": "model runner",
+        "macs_per_window": "model MACs per window (whole)",
+        "macs_per_hop": "model MACs per hop (as run)",
         "macs_per_audio_second": "model MACs per audio second",
         "naive_librosa_ms_per_hop": "naive librosa pipeline ms per hop",
         "speedup_vs_naive": "speed-up vs naive (x)",
@@ -236,6 +248,9 @@ def print_table(fig: dict[str, Any]) -> None:
     for key, value in fig.items():
         if key in labels and value is not None:
             shown = f"{value:,.4g}" if isinstance(value, float) else str(value)
+            if isinstance(value, str) and len(shown) > 12:  # a sentence, not a figure
+                print(f"  {labels[key]:<{width}}  {shown}")
+                continue
             print(f"  {labels[key]:<{width}}  {shown:>12}  {verdict(key, value) if isinstance(value, (int, float)) else ''}")
 
 
@@ -608,7 +623,7 @@ def bench_main(argv: list[str]) -> int:
             finally:
                 if broker is not None:
                     broker.terminate()
-            fig = figures_from(run, bundle.meta, args.hop)
+            fig = figures_from(run, bundle.meta, args.hop, bundle.stream_meta.get("macs_per_hop"))
             if args.naive_seconds > 0:
                 naive = naive_ms_per_hop(model, args.threads, args.naive_seconds, recordings)
                 if naive is not None:

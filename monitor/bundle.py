@@ -37,6 +37,9 @@ class ModelBundle:
     thresholds: dict[str, float] = field(default_factory=dict)
     output_activation: str = "softmax"
     meta: dict[str, Any] = field(default_factory=dict)
+    stream_tflite_path: Path | None = None  # optional streaming model (monitor.stream_runner)
+    stream_hop_frames: int | None = None  # the hop it steps by, in frames
+    stream_meta: dict[str, Any] = field(default_factory=dict)  # the rest of its section (macs_per_hop)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The bundle JSON (training writes it with this; `meta` carries training data and metrics)."""
@@ -53,6 +56,9 @@ class ModelBundle:
             "output_activation": self.output_activation,
             "thresholds": self.thresholds,
         }
+        if self.stream_tflite_path is not None:
+            out["stream"] = {"tflite": self.stream_tflite_path.name, "hop_frames": self.stream_hop_frames,
+                             **self.stream_meta}  # fmt: skip
         out.update({k: v for k, v in self.meta.items() if k not in out})
         return out
 
@@ -130,8 +136,9 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
         raise BundleError(f"model bundle {json_path}: bad default thresholds for {bad}")
     known = {
         "format", "format_version", "name", "labels", "frontend", "window_seconds", "window_frames",
-        "placement", "normalisation", "output_activation", "thresholds",
+        "placement", "normalisation", "output_activation", "thresholds", "stream",
     }  # fmt: skip
+    stream_path, stream_hop = _stream_section(data, json_path, window_frames)
     return ModelBundle(
         name=str(data.get("name") or json_path.stem),
         tflite_path=tflite_path,
@@ -145,4 +152,24 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
         thresholds={k: float(v) for k, v in thresholds.items()},
         output_activation=activation,
         meta={k: v for k, v in data.items() if k not in known},
+        stream_tflite_path=stream_path,
+        stream_hop_frames=stream_hop,
+        stream_meta={k: v for k, v in (data.get("stream") or {}).items() if k not in ("tflite", "hop_frames")},
     )
+
+
+def _stream_section(data: dict, json_path: Path, window_frames: int) -> tuple[Path | None, int | None]:
+    """The optional "stream": {"tflite": file beside the JSON, "hop_frames": n} section."""
+    section = data.get("stream")
+    if section is None:
+        return None, None
+    try:
+        name, hop = str(section["tflite"]), section["hop_frames"]
+    except (KeyError, TypeError):
+        raise BundleError(f"model bundle {json_path}: 'stream' needs 'tflite' and 'hop_frames'") from None
+    if not isinstance(hop, int) or not 0 < hop <= window_frames:
+        raise BundleError(f"model bundle {json_path}: stream hop_frames must be 1..{window_frames}")
+    path = json_path.parent / name
+    if not path.is_file():
+        raise BundleError(f"model bundle {json_path}: streaming model {path} not found")
+    return path, hop

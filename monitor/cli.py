@@ -78,7 +78,8 @@ def _open_model(cfg, override: Path | None):
     if override is not None:
         cfg.model.path = override
     check_model_path(cfg)
-    bundle, runner = open_model(cfg.model.resolved_path(), num_threads=cfg.model.threads)
+    bundle, runner = open_model(cfg.model.resolved_path(), num_threads=cfg.model.threads,
+                                hop_seconds=cfg.detection.hop_seconds)  # fmt: skip
     cfg.check_against_labels(bundle.labels)
     return bundle, runner
 

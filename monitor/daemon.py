@@ -285,6 +285,9 @@ class Daemon:
             "inference_ms_p50": float(np.percentile(inf, 50)),
             "inference_ms_p95": float(np.percentile(inf, 95)),
             "spool_depth": self.publisher.spool_depth,
+            "runner": "streaming" if hasattr(self.runner, "steps") else "window",
+            "stream_steps": getattr(self.runner, "steps", None),
+            "stream_rebuilds": getattr(self.runner, "rebuilds", None),
         }))
 
     def _feed(self, block: np.ndarray) -> None:
@@ -445,7 +448,10 @@ class Daemon:
             model_path = self.model_override or new.model.resolved_path()
             model_changed = (model_path != (self.model_override or self.cfg.model.resolved_path())
                              or new.model.threads != self.cfg.model.threads)  # fmt: skip
-            bundle, runner = (open_model(model_path, new.model.threads) if model_changed
+            # a new hop may switch between the streaming and the window runner
+            hop_changed = new.detection.hop_seconds != self.cfg.detection.hop_seconds
+            bundle, runner = (open_model(model_path, new.model.threads, new.detection.hop_seconds)
+                              if model_changed or hop_changed
                               else (self.bundle, self.runner))  # fmt: skip
             new.check_against_labels(bundle.labels)
         except SoundmonError as exc:
@@ -458,6 +464,7 @@ class Daemon:
             self.pipeline = Pipeline(bundle, runner, new.detection)
             log.info("reload: model %s loaded, pipeline rebuilt", bundle.name)
         else:
+            self.runner = self.pipeline.runner = runner
             self._emit(self.pipeline.apply_detection_config(new.detection))
         if new.audio != self.cfg.audio and self.source_spec == "mic":
             log.info("reload: audio settings changed, reopening the input")

@@ -131,7 +131,17 @@ class ModelRunner:
         return y.astype(np.float32)
 
 
-def open_model(path, num_threads: int = 1) -> tuple[ModelBundle, ModelRunner]:
-    """Load and check a bundle and its interpreter (one line of BundleError on any problem)."""
+def open_model(path, num_threads: int = 1, hop_seconds: float | None = None) -> tuple[ModelBundle, Any]:
+    """Load and check a bundle and its interpreter (one line of BundleError on any problem).
+
+    With `hop_seconds` equal to the hop of the bundle's streaming model (if it has one), the
+    runner is a `monitor.stream_runner.StreamingRunner`: the same scores per window, computed
+    from only the frames each hop adds."""
     bundle = load_bundle(path)
+    if hop_seconds is not None and bundle.stream_hop_frames:
+        hop_samples = hop_seconds * bundle.frontend.sample_rate
+        if abs(hop_samples - bundle.stream_hop_frames * bundle.frontend.hop_length) < 1e-6:
+            from monitor.stream_runner import StreamingRunner
+
+            return bundle, StreamingRunner(bundle, num_threads=num_threads)
     return bundle, ModelRunner(bundle, num_threads=num_threads)

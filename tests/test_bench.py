@@ -12,7 +12,8 @@ from tests.paths import DEMO
 
 FIELDS = [
     "x_realtime", "cpu_s_per_audio_hour", "frontend_ms_per_hop", "inference_ms_p50", "inference_ms_p95",
-    "detector_publish_ms_per_window", "peak_rss_mb", "startup_s", "macs_per_window", "macs_per_audio_second",
+    "detector_publish_ms_per_window", "peak_rss_mb", "startup_s", "macs_per_window", "macs_per_hop",
+    "macs_per_audio_second", "runner",
 ]  # fmt: skip
 TABLE_LINES = [
     "x real time", "CPU s per audio hour", "front-end ms per hop", "inference ms per window p50",
@@ -37,6 +38,18 @@ def test_bench_prints_every_figure_and_a_verdict(tiny_bundle, tmp_path):
     for key in FIELDS + ["naive_librosa_ms_per_hop", "speedup_vs_naive", "machine", "date"]:
         assert key in figures, key
     assert figures["windows"] == 66 and figures["peak_rss_mb"] > 0  # 33 s: a window every 0.5 s hop from the first hop on
+    assert figures["runner"].startswith("window model")
+
+
+def test_bench_runs_a_streaming_bundle_one_hop_at_a_time(tiny_stream_bundle, tmp_path):
+    """A bundle with a streaming model: the daemon steps it once per hop after the first window."""
+    out = bench("--model", str(tiny_stream_bundle), "--audio", str(DEMO), "--naive-seconds", "0",
+                "--json-out", str(tmp_path / "b.json"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert figures["runner"] == "streaming model: 65 hops stepped, 1 windows rebuilt"
+    assert figures["macs_per_hop"] < figures["macs_per_window"] / 4
+    assert "streaming model: 65 hops stepped" in out.stdout
 
 
 def test_soak_samples_the_daemon_and_writes_table_and_plot(tiny_bundle, tmp_path):

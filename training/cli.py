@@ -81,8 +81,9 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--arch",
         default="cnn_f",
-        help="cnn_f (default), cnn (the first shipped body), cnn_e, cnn_fq, cnn_ft, small, tiny, "
-        "sbcnn (the Salamon-Bello plain CNN, a yardstick) or mlp (baseline only, no bundle)",
+        help="cnn_f (default), cnn_s (streaming-exact: the bundle also gets a streaming model that "
+        "computes only what each 0.5 s hop adds), cnn (the first shipped body), cnn_e, cnn_fq, cnn_ft, "
+        "small, tiny, tiny_s, sbcnn (the Salamon-Bello plain CNN, a yardstick) or mlp (baseline only, no bundle)",
     )
     p.add_argument(
         "--epochs",

@@ -111,12 +111,20 @@ def write_bundle(
     thresholds: dict[str, float] | None = None,
     meta: dict | None = None,
     keras_model=None,
+    stream: tuple[bytes, int, int] | None = None,
 ) -> ModelBundle:
-    """Write `<base>.tflite` and `<base>.json` (and `<base>.keras` if given); return the loaded bundle."""
+    """Write `<base>.tflite` and `<base>.json` (and `<base>.keras` if given, and
+    `<base>.stream.tflite` from `stream` = (int8 streaming model, hop frames, MACs per hop));
+    return the loaded bundle."""
     params = params or FrontendParams()
     tflite_path, json_path = bundle_paths(base)
     tflite_path.parent.mkdir(parents=True, exist_ok=True)
     tflite_path.write_bytes(tflite_bytes)
+    stream_path = tflite_path.with_suffix(".stream.tflite")
+    if stream is not None:
+        stream_path.write_bytes(stream[0])
+    else:
+        stream_path.unlink(missing_ok=True)  # a stale one from an earlier model must not be run
     meta = dict(meta or {})
     meta.setdefault("created", datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"))
     bundle = ModelBundle(
@@ -132,6 +140,9 @@ def write_bundle(
         thresholds=thresholds if thresholds is not None else {lab: 0.5 for lab in labels},
         output_activation="softmax",
         meta=_jsonable(meta),
+        stream_tflite_path=stream_path if stream is not None else None,
+        stream_hop_frames=stream[1] if stream is not None else None,
+        stream_meta={"macs_per_hop": stream[2]} if stream is not None else {},
     )
     json_path.write_text(json.dumps(_jsonable(bundle.to_json_dict()), indent=2) + "\n")
     if keras_model is not None:

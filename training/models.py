@@ -74,6 +74,27 @@ ARCHS: dict[str, dict] = {
 #   see the 50-70 ms period of a jackhammer's blows before the 4x time pooling.
 ARCHS["cnn_fq"] = {**ARCHS["cnn_f"], "keep_bands": True}
 ARCHS["cnn_ft"] = {**ARCHS["cnn_f"], "stem_kernel": (11, 3)}
+# A streaming-exact candidate (model card step 23): no padding along time and every time stride
+# (2, 10, 50 frames) divides the daemon's 50-frame hop, so each layer's outputs for one window
+# are those of the previous window shifted by whole rows. A streaming runner can then keep each
+# layer's last rows and compute only the rows a hop adds (~1/8 of the window's MACs), with
+# results equal to running the whole window.
+ARCHS["cnn_s"] = {
+    "stem": 24,
+    "stem_strides": (2, 1),
+    "stem_pool": (5, 2),
+    "stages": [(32, 1, (1, 2)), (64, 2, (5, 2)), (128, 2, False)],
+    "pool": "avgmaxend",
+    "time_valid": True,
+}
+ARCHS["tiny_s"] = {  # the streaming-exact layout at test size
+    "stem": 8,
+    "stem_strides": (2, 1),
+    "stem_pool": (5, 2),
+    "stages": [(16, 1, (5, 2)), (32, 1, False)],
+    "pool": "avgmaxend",
+    "time_valid": True,
+}
 
 
 class ZeroMeanKernel(keras.constraints.Constraint):
@@ -91,12 +112,15 @@ class ZeroMeanKernel(keras.constraints.Constraint):
         return {}
 
 
-def _conv_bn(x, ch: int, name: str, kernel=3, strides=1, zero_mean=False):
+def _conv_bn(x, ch: int, name: str, kernel=3, strides=1, zero_mean=False, time_valid=False):
+    if time_valid:  # "same" along frequency only: pad the bands, never the time axis
+        kf = kernel if isinstance(kernel, int) else kernel[1]
+        x = L.ZeroPadding2D(((0, 0), (kf // 2, (kf - 1) // 2)), name=f"{name}_fpad")(x)
     x = L.Conv2D(
         ch,
         kernel,
         strides=strides,
-        padding="same",
+        padding="valid" if time_valid else "same",
         use_bias=False,
         kernel_constraint=ZeroMeanKernel() if zero_mean else None,
         name=f"{name}_conv",
@@ -125,13 +149,14 @@ def build_cnn(
         kernel=spec.get("stem_kernel", 3),
         strides=spec.get("stem_strides", 2),
         zero_mean=spec.get("zero_mean", False),
+        time_valid=spec.get("time_valid", False),
     )  # 199 x 32
     x = L.MaxPooling2D(spec.get("stem_pool", 2), name=f"{BODY_PREFIX}stem_pool")(x)  # 99 x 16
     for s, (ch, n_conv, pool) in enumerate(spec["stages"], start=1):
         for c in range(n_conv):
-            x = _conv_bn(x, ch, f"{BODY_PREFIX}s{s}c{c}")
+            x = _conv_bn(x, ch, f"{BODY_PREFIX}s{s}c{c}", time_valid=spec.get("time_valid", False))
         if pool:
-            x = L.MaxPooling2D(2, name=f"{BODY_PREFIX}s{s}_pool")(x)
+            x = L.MaxPooling2D(2 if pool is True else pool, name=f"{BODY_PREFIX}s{s}_pool")(x)
     if spec["pool"] in ("avgmax", "avgmaxend") and spec.get("keep_bands"):
         x = _head_per_band(x, spec["pool"] == "avgmaxend")
     elif spec["pool"] in ("avgmax", "avgmaxend"):

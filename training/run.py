@@ -37,6 +37,10 @@ from training.train import TrainConfig, predict_float, train_cnn, train_mlp  # n
 __all__ = ["TrainJob", "evaluate_bundle", "load_float_model", "run_training", "weights_path_for"]
 
 
+STREAM_HOP_SECONDS = 0.5  # the daemon's default hop: the streaming model steps by it
+STREAM_CALIBRATION_WINDOWS = 100  # windows whose hops calibrate the streaming model's int8
+
+
 def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -103,8 +107,17 @@ def _export(
     rep = representative_windows(
         feats, labels_idx, n_classes, norm, params, cfg.window_seconds, seed=cfg.seed
     )
+    from training.models import ARCHS
+    from training.stream_export import convert_stream_int8, plan_stream
+
     tfl = convert_int8(model, rep)
-    bundle = write_bundle(base, tfl, labels, norm, params, cfg.window_seconds, meta=meta)
+    stream = None
+    if ARCHS.get(cfg.arch, {}).get("time_valid"):  # a streaming-exact body: ship its streaming model too
+        hop = round(STREAM_HOP_SECONDS * params.sample_rate / params.hop_length)
+        frames = params.frames_for(cfg.window_seconds)
+        tfl_stream = convert_stream_int8(model, rep[:STREAM_CALIBRATION_WINDOWS], frames, hop)
+        stream = (tfl_stream, hop, plan_stream(model, frames, hop).macs_per_hop)
+    bundle = write_bundle(base, tfl, labels, norm, params, cfg.window_seconds, meta=meta, stream=stream)
     if keep_weights:
         save_float_weights(model, weights_path_for(base))
     return bundle, len(tfl)

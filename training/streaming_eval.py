@@ -44,7 +44,7 @@ def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
 def evaluate_recordings(model: Path, recordings: Path, config: Path | None = None) -> dict:
     """Per-class occurrence recall and event precision over every `<fsID>.flac` in labels.csv."""
     cfg = load_config(config)
-    bundle, runner = open_model(model, cfg.model.threads)
+    bundle, runner = open_model(model, cfg.model.threads, cfg.detection.hop_seconds)
     occ, _folds = read_occurrences(recordings)
     by_file = {fsid: [(cls, a, b) for a, b, cls in rows] for fsid, rows in occ.items()}
     onsets_by_file = defaultdict(list)

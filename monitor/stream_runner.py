@@ -1,0 +1,127 @@
+"""Run a bundle's streaming model: a window's scores from only the frames its hop added.
+
+A bundle may carry, beside its window model, `<name>.stream.tflite` (see
+`training.stream_export`): the same network cut so that each layer keeps the rows the next
+hop still needs (its *state*) and computes only the rows a hop adds, about 1/8 of the window's
+work at the default 0.5 s hop. `StreamingRunner.predict(window)` takes whole windows like
+`ModelRunner.predict`: when a window is the last one moved on by exactly one hop it runs one
+step; otherwise (the first window, after a gap or a level-gated stretch) it rebuilds the state
+from the window alone (one step per hop of the window), which gives that window's scores too.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from monitor.bundle import ModelBundle
+from monitor.errors import BundleError
+from monitor.runner import _quiet_native_stderr, load_interpreter_class
+
+__all__ = ["StreamingRunner", "prime_chunks"]
+
+
+def prime_chunks(window: np.ndarray, hop_frames: int) -> list[np.ndarray]:
+    """A window as hop-sized chunks ending at its last frame, padded in front with its first
+    frame: from zero state they leave exactly that window's state and scores, because no row
+    of the window depends on a frame before it (the model never pads along time)."""
+    n = -(-len(window) // hop_frames) * hop_frames
+    padded = np.concatenate([np.repeat(window[:1], n - len(window), axis=0), window])
+    return [padded[i : i + hop_frames] for i in range(0, n, hop_frames)]
+
+
+class StreamingRunner:
+    """One loaded streaming model; `predict(window)` as `ModelRunner.predict`, cheaper per hop."""
+
+    def __init__(self, bundle: ModelBundle, num_threads: int = 1) -> None:
+        if bundle.stream_tflite_path is None or not bundle.stream_hop_frames:
+            raise BundleError(f"model {bundle.name}: the bundle has no streaming model")
+        self.bundle = bundle
+        self.hop_frames = int(bundle.stream_hop_frames)
+        interpreter_cls, self.runtime = load_interpreter_class()
+        path = bundle.stream_tflite_path
+        try:
+            with _quiet_native_stderr():
+                self._interp = interpreter_cls(model_path=str(path), num_threads=int(num_threads))
+                self._interp.allocate_tensors()
+                sig = self._interp.get_signature_runner()
+                ins, outs = sig.get_input_details(), sig.get_output_details()
+        except Exception as exc:  # the runtimes raise ValueError/RuntimeError with long texts
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise BundleError(f"model {path}: cannot load the streaming TFLite model ({first})") from None
+        states = sorted(k for k in ins if k.startswith("state_"))
+        if "new_frames" not in ins or "probs" not in outs or any(k not in outs for k in states):
+            raise BundleError(f"model {path}: not a soundmon streaming model (new_frames, probs, state_NN)")
+        shape = tuple(int(x) for x in ins["new_frames"]["shape"])
+        if shape[1:3] != (self.hop_frames, bundle.frontend.n_mels):
+            raise BundleError(f"model {path}: input {list(shape)} is not {self.hop_frames} frames x "
+                              f"{bundle.frontend.n_mels} mel bands")  # fmt: skip
+        n_out = int(np.prod(outs["probs"]["shape"][1:]))
+        if n_out != len(bundle.labels):
+            raise BundleError(f"model {path}: {n_out} outputs but the bundle lists {len(bundle.labels)} labels")
+        self._in = ins["new_frames"]
+        self._out = outs["probs"]
+        # (input detail, output detail) per state; an output fed back as the next input
+        self._states = [(ins[k], outs[k]) for k in states]
+        self._requant = [self._requantizer(i, o) for i, o in self._states]
+        scale, zero = self._in["quantization"]
+        self.quantized = bool(scale) and np.issubdtype(self._in["dtype"], np.integer)
+        if not self.quantized:
+            raise BundleError(f"model {path}: the streaming model must be full-integer int8")
+        self._a = 1.0 / (bundle.norm_std * scale)  # normalise and quantise in one multiply-add
+        self._b = zero - bundle.norm_mean * self._a
+        self._out_scale, self._out_zero = self._out["quantization"]
+        self._buf = np.empty(shape, dtype=self._in["dtype"])
+        self._last: np.ndarray | None = None
+        self.steps = 0  # hops run as one step
+        self.rebuilds = 0  # windows that rebuilt the state
+
+    @staticmethod
+    def _requantizer(inp: dict[str, Any], out: dict[str, Any]):
+        """None when the state's output and input share quantisation (the usual case), else a map."""
+        (si, zi), (so, zo) = inp["quantization"], out["quantization"]
+        if (si, zi) == (so, zo):
+            return None
+        info = np.iinfo(inp["dtype"])
+        return lambda q: np.clip(np.rint((q.astype(np.float32) - zo) * (so / si)) + zi, info.min, info.max).astype(
+            inp["dtype"]
+        )
+
+    def reset(self) -> None:
+        """Forget the state: the next window rebuilds it."""
+        self._last = None
+
+    def _zero_states(self) -> None:
+        for inp, _ in self._states:
+            scale, zero = inp["quantization"]
+            self._interp.set_tensor(inp["index"], np.full(inp["shape"], zero, dtype=inp["dtype"]))
+
+    def _step(self, frames: np.ndarray) -> None:
+        q = frames * self._a + self._b
+        np.rint(q, out=q)
+        np.clip(q, -128, 127, out=q)
+        self._buf.reshape(frames.shape)[...] = q
+        self._interp.set_tensor(self._in["index"], self._buf)
+        self._interp.invoke()
+        for (inp, out), req in zip(self._states, self._requant, strict=True):
+            state = self._interp.get_tensor(out["index"])
+            self._interp.set_tensor(inp["index"], state if req is None else req(state))
+
+    def predict(self, window: np.ndarray) -> np.ndarray:
+        """Scores (n_labels,) float32 in [0, 1] for one (frames, n_mels) log-mel window in dB."""
+        x = np.asarray(window, dtype=np.float32)
+        if x.shape != (self.bundle.window_frames, self.bundle.frontend.n_mels):
+            raise ValueError(f"window shape {x.shape}, model wants {(self.bundle.window_frames, self.bundle.frontend.n_mels)}")
+        hop = self.hop_frames
+        if self._last is not None and np.array_equal(x[:-hop], self._last[hop:]):
+            self._step(x[-hop:].copy())
+            self.steps += 1
+        else:
+            self._zero_states()
+            for chunk in prime_chunks(x, hop):
+                self._step(chunk.copy())
+            self.rebuilds += 1
+        self._last = x.copy()
+        y = self._interp.get_tensor(self._out["index"]).reshape(-1)
+        return ((y.astype(np.float32) - self._out_zero) * self._out_scale).astype(np.float32)

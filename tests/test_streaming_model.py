@@ -1,0 +1,132 @@
+"""The streaming CNN: a hop's scores from only the frames it added, equal to the window model's.
+
+A body that never pads along time and whose strides divide the 50-frame hop (`tiny_s`,
+`cnn_s`) can run as a streaming model (`training.stream_export`); the daemon runs it through
+`monitor.stream_runner.StreamingRunner` whenever its hop is the model's.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from monitor.frontend import FrontendParams, LogMelFrontend
+
+DEMO = Path(__file__).resolve().parent.parent / "demo" / "street_demo.flac"
+HOP = 50
+
+
+def demo_logmel(seconds: float = 20.0) -> np.ndarray:
+    audio, _ = sf.read(DEMO, dtype="float32", frames=int(seconds * 16000))
+    return LogMelFrontend(FrontendParams())(audio)
+
+
+def windows_of(logmel: np.ndarray, frames: int = 397) -> list[np.ndarray]:
+    return [logmel[i : i + frames] for i in range(0, len(logmel) - frames + 1, HOP)]
+
+
+def test_streaming_model_equals_the_window_model_in_float():
+    """Random weights, real audio: primed on the first window, then one hop at a time."""
+    from monitor.stream_runner import prime_chunks
+    from training.models import build_cnn
+    from training.stream_export import streaming_model, zero_states
+
+    model = build_cnn(10, arch="tiny_s", dropout=0.0)
+    sm = streaming_model(model, 397, HOP)
+    lm = demo_logmel(12.0)
+    wins = np.stack(windows_of((lm - lm.mean()) / lm.std()))[..., None].astype(np.float32)
+    expected = model.predict(wins, verbose=0)
+
+    states = zero_states(sm)
+    got = []
+    for w, window in enumerate(wins):
+        chunks = prime_chunks(window, HOP) if w == 0 else [window[-HOP:]]
+        for chunk in chunks:
+            out = sm({"new_frames": chunk[None], **states}, training=False)
+            states = {k: np.asarray(v) for k, v in out.items() if k != "probs"}
+        got.append(np.asarray(out["probs"])[0])
+    assert np.abs(np.array(got) - expected).max() < 1e-5
+
+
+def test_a_body_that_pads_along_time_cannot_stream():
+    from training.models import build_cnn
+    from training.stream_export import plan_stream
+
+    with pytest.raises(ValueError, match="pads along time"):
+        plan_stream(build_cnn(10, arch="tiny"), 397, HOP)
+
+
+def test_streaming_runner_scores_like_the_window_runner(tiny_stream_bundle):
+    """int8: both models are quantised on their own, so scores agree to quantisation steps."""
+    from monitor.runner import ModelRunner, open_model
+    from monitor.stream_runner import StreamingRunner
+
+    bundle, runner = open_model(tiny_stream_bundle, hop_seconds=0.5)
+    assert isinstance(runner, StreamingRunner)
+    windowed = ModelRunner(bundle)
+    wins = windows_of(demo_logmel())
+    diffs, agree = [], 0
+    for window in wins:
+        a, b = runner.predict(window), windowed.predict(window)
+        diffs.append(np.abs(a - b).max())
+        agree += int(a.argmax() == b.argmax())
+    assert runner.rebuilds == 1 and runner.steps == len(wins) - 1  # one hop per window after the first
+    assert max(diffs) < 0.1 and agree >= 0.9 * len(wins)
+
+
+def test_streaming_runner_rebuilds_after_a_gap(tiny_stream_bundle):
+    """A window that is not the last one moved on by one hop rebuilds the state from itself."""
+    from monitor.runner import ModelRunner, open_model
+
+    bundle, runner = open_model(tiny_stream_bundle, hop_seconds=0.5)
+    windowed = ModelRunner(bundle)
+    wins = windows_of(demo_logmel())
+    for window in (wins[0], wins[1], wins[5], wins[6], wins[0]):
+        a, b = runner.predict(window), windowed.predict(window)
+        assert np.abs(a - b).max() < 0.1
+    assert (runner.rebuilds, runner.steps) == (3, 2)
+
+
+def test_other_hops_and_bundles_without_a_stream_use_the_window_runner(tiny_stream_bundle, tiny_bundle):
+    from monitor.runner import ModelRunner, open_model
+
+    assert isinstance(open_model(tiny_stream_bundle, hop_seconds=0.25)[1], ModelRunner)
+    assert isinstance(open_model(tiny_stream_bundle)[1], ModelRunner)  # no hop given: windows
+    assert isinstance(open_model(tiny_bundle, hop_seconds=0.5)[1], ModelRunner)
+
+
+def test_a_bundle_whose_streaming_model_is_missing_is_refused_in_one_line(tiny_stream_bundle, tmp_path):
+    import shutil
+
+    from monitor.bundle import load_bundle
+    from monitor.errors import BundleError
+
+    for suffix in (".tflite", ".json"):
+        shutil.copy(tiny_stream_bundle.with_suffix(suffix), tmp_path / f"m{suffix}")
+    with pytest.raises(BundleError, match="streaming model .* not found"):
+        load_bundle(tmp_path / "m")
+    data = json.loads((tmp_path / "m.json").read_text())
+    data["stream"]["hop_frames"] = "fifty"
+    (tmp_path / "m.json").write_text(json.dumps(data))
+    shutil.copy(tiny_stream_bundle.with_suffix(".stream.tflite"), tmp_path / "m.stream.tflite")
+    with pytest.raises(BundleError, match="hop_frames"):
+        load_bundle(tmp_path / "m")
+
+
+def test_the_daemon_pipeline_gives_the_same_events_with_either_runner(tiny_stream_bundle):
+    """`soundmon classify`'s path over the demo recording: the same clip label and events."""
+    from monitor.classify import classify_file
+    from monitor.config import load_config
+    from monitor.runner import ModelRunner, open_model
+
+    cfg = load_config(None)
+    bundle, streaming = open_model(tiny_stream_bundle, hop_seconds=cfg.detection.hop_seconds)
+    a = classify_file(DEMO, bundle, streaming, cfg)
+    b = classify_file(DEMO, bundle, ModelRunner(bundle), cfg)
+    assert streaming.steps > 10 * streaming.rebuilds
+    assert a.label == b.label
+    assert [e["label"] for e in a.events] == [e["label"] for e in b.events]
