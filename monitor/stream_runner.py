@@ -72,7 +72,11 @@ class StreamingRunner:
         self._a = 1.0 / (bundle.norm_std * scale)  # normalise and quantise in one multiply-add
         self._b = zero - bundle.norm_mean * self._a
         self._out_scale, self._out_zero = self._out["quantization"]
-        self._buf = np.empty(shape, dtype=self._in["dtype"])
+        # Callables returning numpy views of the interpreter's own buffers: a state moves from
+        # output to input with one copy, without the checks and copies of get/set_tensor. (A view
+        # must not outlive the next invoke, so a fresh one is taken at every step.)
+        self._new_view = self._interp.tensor(self._in["index"])
+        self._state_views = [(self._interp.tensor(i["index"]), self._interp.tensor(o["index"])) for i, o in self._states]
         self._last: np.ndarray | None = None
         self.steps = 0  # hops run as one step
         self.rebuilds = 0  # windows that rebuilt the state
@@ -101,12 +105,11 @@ class StreamingRunner:
         q = frames * self._a + self._b
         np.rint(q, out=q)
         np.clip(q, -128, 127, out=q)
-        self._buf.reshape(frames.shape)[...] = q
-        self._interp.set_tensor(self._in["index"], self._buf)
+        self._new_view()[0, ..., 0] = q
         self._interp.invoke()
-        for (inp, out), req in zip(self._states, self._requant, strict=True):
-            state = self._interp.get_tensor(out["index"])
-            self._interp.set_tensor(inp["index"], state if req is None else req(state))
+        for (view_in, view_out), req in zip(self._state_views, self._requant, strict=True):
+            state = view_out()
+            np.copyto(view_in(), state if req is None else req(state))
 
     def predict(self, window: np.ndarray) -> np.ndarray:
         """Scores (n_labels,) float32 in [0, 1] for one (frames, n_mels) log-mel window in dB."""

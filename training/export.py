@@ -22,6 +22,7 @@ from training.features import ClipFeatures, floor_db  # noqa: E402
 __all__ = [
     "PLACEMENT",
     "convert_int8",
+    "int8_tflite",
     "keras_path_for",
     "representative_windows",
     "write_bundle",
@@ -69,15 +70,22 @@ def representative_windows(
 
 def convert_int8(model, rep: np.ndarray) -> bytes:
     """Full-integer int8 TFLite: int8 input, int8 output (softmax probabilities)."""
-    import tensorflow as tf
 
     def gen():
         for x in rep:
             yield [x[None].astype(np.float32)]
 
+    return int8_tflite(model, gen)
+
+
+def int8_tflite(model, representative) -> bytes:
+    """Convert a Keras model to full-integer int8 TFLite, calibrated on `representative()`'s inputs
+    (lists in input order, or dicts by input name); every input and output int8."""
+    import tensorflow as tf
+
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = gen
+    conv.representative_dataset = representative
     conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
     conv.inference_input_type = tf.int8
     conv.inference_output_type = tf.int8

@@ -17,11 +17,8 @@ layer's accumulated stride, so each layer gets a whole number of new rows.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import sys
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -150,23 +147,11 @@ def stream_representative(sm, windows: np.ndarray, hop_frames: int) -> list[dict
 
 def convert_stream_int8(model, windows: np.ndarray, window_frames: int, hop_frames: int) -> bytes:
     """Full-integer int8 TFLite of the streaming model, calibrated on real windows' hops."""
-    import tensorflow as tf
+    from training.export import int8_tflite
 
     sm = streaming_model(model, window_frames, hop_frames)
     rep = stream_representative(sm, windows, hop_frames)
-
-    def gen():
-        yield from rep
-
-    conv = tf.lite.TFLiteConverter.from_keras_model(sm)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = gen
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.int8
-    conv.inference_output_type = tf.int8
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return conv.convert()
+    return int8_tflite(sm, lambda: iter(rep))
 
 
 def audio_windows(paths: list[Path], bundle, hop_frames: int, per_file: int = 40) -> np.ndarray:
