@@ -49,11 +49,13 @@ def test_warm_start_answers_after_one_hop_then_matches_a_cold_start(tiny_bundle)
     first = warm_runner.windows[0]
     assert np.all(first[:300] == first[0, 0]) and first[-1].max() > first[0, 0]
 
-    # From the first full window on, warm and cold windows are the same windows, bit for bit.
+    # From the first full window on, warm and cold windows are the same windows, to float32
+    # rounding: BLAS may round a frame's mel projection differently when the frames come in
+    # batches of another size (seen on a 2-core AMD EPYC: 4e-6 dB; bit for bit on an Intel Xeon).
     k = next(i for i, r in enumerate(warm) if abs(r.end_offset_s - cold[0].end_offset_s) < 1e-9)
     assert len(warm) - k == len(cold)
     for w, c in zip(warm_runner.windows[k:], cold_runner.windows, strict=True):
-        np.testing.assert_array_equal(w, c)
+        np.testing.assert_allclose(w, c, rtol=0, atol=1e-4)
 
     # The window level counts real audio only, not the padding.
     assert warm[0].level_dbfs > -60.0

@@ -32,6 +32,10 @@ ARCH_TEXT = {
     "cnn_fq": " (the cnn_f body; its head keeps the 8 frequency bands apart: the mean and the max over the "
     "window and the mean over its newest second of each band, into one dense softmax layer)",
     "cnn_ft": " (cnn_f with an 11 x 3 stem: each stem filter sees 110 ms along time)",
+    "cnn_s": " (3x3 convolutions with batch norm and ReLU, never padded along time, with time strides of 2, "
+    "10 and 50 frames that divide the 0.5 s hop: a stem strided in time, 5 x 2 max pooling, 32 channels, 1 x 2 "
+    "pooling, 2 x 64 channels, 5 x 2 pooling, 2 x 128 channels; 2 time steps x 8 bands at the head, pooled as "
+    "in cnn_f. The bundle also carries it as a streaming model that computes only the rows each hop adds)",
     "sbcnn": " (Salamon & Bello 2017, the plain-CNN yardstick: frames averaged in threes, unpadded 5x5 "
     "convolutions of 24, 48 and 48 channels with ReLU and 2 x 2 max pooling, dropout 0.5 before dense 64 and "
     "before the dense softmax; the dropout setting below does not apply to it)",
@@ -101,6 +105,14 @@ def write_card(path: str | Path, report: dict) -> None:
             f"- Int8 latency: {lat['median_ms']:.3f} ms per window median ({lat['p95_ms']:.3f} ms p95), "
             f"`ModelRunner(bundle, num_threads=1).predict`, {lat['calls']} calls, {lat['runtime']}, on the training machine "
             "(x86-64, 2 cores). A Raspberry Pi 4 is several times slower per window."
+        )
+    st = r.get("stream")
+    if st:
+        lines.append(
+            f"- Streaming model (`{r['name']}.stream.tflite`, what the daemon runs at its default 0.5 s hop): "
+            f"{st['macs_per_hop'] / 1e6:.1f} M multiply-accumulates per hop, {st['median_ms']:.3f} ms per hop median "
+            f"({st['p95_ms']:.3f} ms p95), `StreamingRunner(bundle, num_threads=1).predict` over {st['calls']} "
+            "consecutive windows on the same machine; its scores equal the window model's to int8 rounding."
         )
     lines += ["", "## Training data", ""]
     d = r["data"]

@@ -21,6 +21,7 @@ from training.features import ClipFeatures, clip_windows
 __all__ = [
     "confusion",
     "measure_latency",
+    "measure_stream_latency",
     "metrics",
     "per_class_table",
     "plot_confusion",
@@ -67,6 +68,33 @@ def measure_latency(bundle: ModelBundle, n: int = 300, threads: int = 1) -> dict
         "calls": n,
         "threads": threads,
         "runtime": runner.runtime,
+    }
+
+
+def measure_stream_latency(bundle: ModelBundle, n: int = 300, threads: int = 1) -> dict:
+    """Median/p95 ms per hop of StreamingRunner.predict over consecutive windows, 1 thread."""
+    from monitor.stream_runner import StreamingRunner
+
+    runner = StreamingRunner(bundle, num_threads=threads)
+    hop = runner.hop_frames
+    rng = np.random.default_rng(0)
+    frames = bundle.window_frames + hop * (n + 20)
+    lm = (bundle.norm_mean + bundle.norm_std * rng.standard_normal((frames, bundle.frontend.n_mels))).astype(np.float32)
+    ts = []
+    for i in range(n + 20):
+        window = lm[i * hop : i * hop + bundle.window_frames]
+        t = time.perf_counter()
+        runner.predict(window)
+        if i >= 20:
+            ts.append(time.perf_counter() - t)
+    return {
+        "median_ms": float(np.median(ts) * 1e3),
+        "p95_ms": float(np.percentile(ts, 95) * 1e3),
+        "calls": n,
+        "threads": threads,
+        "runtime": runner.runtime,
+        "hop_frames": hop,
+        "macs_per_hop": bundle.stream_meta.get("macs_per_hop"),
     }
 
 

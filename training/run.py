@@ -23,6 +23,7 @@ from monitor.frontend import FrontendParams  # noqa: E402
 from training.datasets import Dataset, DatasetError  # noqa: E402
 from training.evaluate import (  # noqa: E402
     measure_latency,
+    measure_stream_latency,
     metrics,
     per_class_table,
     plot_confusion,
@@ -484,6 +485,8 @@ def run_training(job: TrainJob) -> dict:
     )
     report["model"]["tflite_bytes"] = nbytes
     report["latency"] = measure_latency(bundle, job.latency_calls)
+    if bundle.stream_tflite_path is not None:
+        report["stream"] = measure_stream_latency(bundle, job.latency_calls)
     report["cost"]["total_seconds"] = time.perf_counter() - t_start
     report["cost"]["peak_rss_mb"] = peak_rss_mb()
     if job.jobs > 1:
