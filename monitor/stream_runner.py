@@ -98,7 +98,7 @@ class StreamingRunner:
 
     def _zero_states(self) -> None:
         for inp, _ in self._states:
-            scale, zero = inp["quantization"]
+            _, zero = inp["quantization"]
             self._interp.set_tensor(inp["index"], np.full(inp["shape"], zero, dtype=inp["dtype"]))
 
     def _step(self, frames: np.ndarray) -> None:
