@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-import time
 from pathlib import Path
 
 import numpy as np
@@ -132,16 +131,19 @@ def test_load_audio_resamples_and_downmixes(tmp_path):
 # -- features -------------------------------------------------------------------------------
 
 
-def test_feature_cache_is_10x_faster_and_matches_file_windows(tmp_path):
+def test_feature_cache_is_read_back_without_decoding_and_matches_file_windows(tmp_path, monkeypatch):
     ds = read_urbansound8k(CLIPS)
     params = FrontendParams()
-    t0 = time.perf_counter()
     first = compute_features(ds.clips, params, cache_dir=tmp_path, workers=1, progress=False)
-    t_first = time.perf_counter() - t0
-    t0 = time.perf_counter()
+
+    # The second call must come from the cache: decoding any audio would be a miss. (Checked
+    # this way, not by timing: no test asserts a timing on this shared machine.)
+    def no_decoding(*_args, **_kwargs):
+        raise AssertionError("a cached clip was decoded again")
+
+    monkeypatch.setattr("training.features.load_audio", no_decoding)
     second = compute_features(ds.clips, params, cache_dir=tmp_path, workers=1, progress=False)
-    t_second = time.perf_counter() - t0
-    assert t_first >= 10 * t_second, f"cache hit {t_second:.3f}s vs compute {t_first:.3f}s"
+    monkeypatch.undo()
     for a, b in zip(first, second, strict=True):
         np.testing.assert_array_equal(a.logmel, b.logmel)
         assert a.n_valid == b.n_valid
