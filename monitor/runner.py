@@ -16,7 +16,7 @@ import numpy as np
 from monitor.bundle import ModelBundle, load_bundle
 from monitor.errors import BundleError
 
-__all__ = ["ModelRunner", "load_interpreter_class", "open_model"]
+__all__ = ["ModelRunner", "load_interpreter_class", "open_model", "quiet_native_stderr"]
 
 
 def load_interpreter_class() -> tuple[type, str]:
@@ -38,7 +38,7 @@ def load_interpreter_class() -> tuple[type, str]:
 
 
 @contextlib.contextmanager
-def _quiet_native_stderr() -> Iterator[None]:
+def quiet_native_stderr() -> Iterator[None]:
     """Hide the runtime's C++ banner ("INFO: Created TensorFlow Lite XNNPACK delegate") on fd 2.
 
     It is printed once per interpreter and is noise in a one-line-per-event log; real load
@@ -65,7 +65,7 @@ class ModelRunner:
         self.bundle = bundle
         interpreter_cls, self.runtime = load_interpreter_class()
         try:
-            with _quiet_native_stderr():
+            with quiet_native_stderr():
                 self._interp = interpreter_cls(model_path=str(bundle.tflite_path), num_threads=int(num_threads))
                 self._interp.allocate_tensors()
         except Exception as exc:  # the runtimes raise ValueError/RuntimeError with long texts

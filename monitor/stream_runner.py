@@ -11,13 +11,11 @@ from the window alone (one step per hop of the window), which gives that window'
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from monitor.bundle import ModelBundle
 from monitor.errors import BundleError
-from monitor.runner import _quiet_native_stderr, load_interpreter_class
+from monitor.runner import load_interpreter_class, quiet_native_stderr
 
 __all__ = ["StreamingRunner", "prime_chunks"]
 
@@ -42,7 +40,7 @@ class StreamingRunner:
         interpreter_cls, self.runtime = load_interpreter_class()
         path = bundle.stream_tflite_path
         try:
-            with _quiet_native_stderr():
+            with quiet_native_stderr():
                 self._interp = interpreter_cls(model_path=str(path), num_threads=int(num_threads))
                 self._interp.allocate_tensors()
                 sig = self._interp.get_signature_runner()
@@ -64,7 +62,11 @@ class StreamingRunner:
         self._out = outs["probs"]
         # (input detail, output detail) per state; an output fed back as the next input
         self._states = [(ins[k], outs[k]) for k in states]
-        self._requant = [self._requantizer(i, o) for i, o in self._states]
+        # The state goes back in as raw int8, so an output and its input must share one
+        # quantisation (the converter gives them the same; a model that does not is refused).
+        for i, o in self._states:
+            if tuple(i["quantization"]) != tuple(o["quantization"]):
+                raise BundleError(f"model {path}: state {i['name']} is quantised differently as input and output")
         scale, zero = self._in["quantization"]
         self.quantized = bool(scale) and np.issubdtype(self._in["dtype"], np.integer)
         if not self.quantized:
@@ -81,21 +83,6 @@ class StreamingRunner:
         self.steps = 0  # hops run as one step
         self.rebuilds = 0  # windows that rebuilt the state
 
-    @staticmethod
-    def _requantizer(inp: dict[str, Any], out: dict[str, Any]):
-        """None when the state's output and input share quantisation (the usual case), else a map."""
-        (si, zi), (so, zo) = inp["quantization"], out["quantization"]
-        if (si, zi) == (so, zo):
-            return None
-        info = np.iinfo(inp["dtype"])
-        return lambda q: np.clip(np.rint((q.astype(np.float32) - zo) * (so / si)) + zi, info.min, info.max).astype(
-            inp["dtype"]
-        )
-
-    def reset(self) -> None:
-        """Forget the state: the next window rebuilds it."""
-        self._last = None
-
     def _zero_states(self) -> None:
         for inp, _ in self._states:
             _, zero = inp["quantization"]
@@ -107,9 +94,8 @@ class StreamingRunner:
         np.clip(q, -128, 127, out=q)
         self._new_view()[0, ..., 0] = q
         self._interp.invoke()
-        for (view_in, view_out), req in zip(self._state_views, self._requant, strict=True):
-            state = view_out()
-            np.copyto(view_in(), state if req is None else req(state))
+        for view_in, view_out in self._state_views:
+            np.copyto(view_in(), view_out())
 
     def predict(self, window: np.ndarray) -> np.ndarray:
         """Scores (n_labels,) float32 in [0, 1] for one (frames, n_mels) log-mel window in dB."""

@@ -39,10 +39,9 @@ def build_tiny_bundle(out_dir: Path, epochs: int = 6, seed: int = 0, arch: str =
     base = out_dir / "tiny"
     stream = None
     if arch == "tiny_s":
-        from training.stream_export import convert_stream_int8, plan_stream
+        from training.stream_export import stream_part
 
-        frames = params.frames_for(4.0)
-        stream = (convert_stream_int8(model, rep[:10], frames, 50), 50, plan_stream(model, frames, 50).macs_per_hop)
+        stream = stream_part(model, rep[:10], params.frames_for(4.0), 50)
     write_bundle(
         base,
         convert_int8(model, rep),

@@ -1,7 +1,7 @@
 """The streaming CNN: a hop's scores from only the frames it added, equal to the window model's.
 
 A body that never pads along time and whose strides divide the 50-frame hop (`tiny_s`,
-`cnn_s`) can run as a streaming model (`training.stream_export`); the daemon runs it through
+`cnn_s`, `cnn_sp`) can run as a streaming model (`training.stream_export`); the daemon runs it through
 `monitor.stream_runner.StreamingRunner` whenever its hop is the model's.
 """
 
@@ -29,13 +29,14 @@ def windows_of(logmel: np.ndarray, frames: int = 397) -> list[np.ndarray]:
     return [logmel[i : i + frames] for i in range(0, len(logmel) - frames + 1, HOP)]
 
 
-def test_streaming_model_equals_the_window_model_in_float():
+@pytest.mark.parametrize("arch", ["tiny_s", "cnn_s", "cnn_sp"])
+def test_streaming_model_equals_the_window_model_in_float(arch):
     """Random weights, real audio: primed on the first window, then one hop at a time."""
     from monitor.stream_runner import prime_chunks
     from training.models import build_cnn
     from training.stream_export import streaming_model, zero_states
 
-    model = build_cnn(10, arch="tiny_s", dropout=0.0)
+    model = build_cnn(10, arch=arch, dropout=0.0)
     sm = streaming_model(model, 397, HOP)
     lm = demo_logmel(12.0)
     wins = np.stack(windows_of((lm - lm.mean()) / lm.std()))[..., None].astype(np.float32)

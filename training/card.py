@@ -36,6 +36,11 @@ ARCH_TEXT = {
     "10 and 50 frames that divide the 0.5 s hop: a stem strided in time, 5 x 2 max pooling, 32 channels, 1 x 2 "
     "pooling, 2 x 64 channels, 5 x 2 pooling, 2 x 128 channels; 2 time steps x 8 bands at the head, pooled as "
     "in cnn_f. The bundle also carries it as a streaming model that computes only the rows each hop adds)",
+    "cnn_sp": " (convolutions with batch norm and ReLU, never padded along time, with time strides of 5 and "
+    "25 frames that divide the 0.5 s hop: a 5 x 3 patch stem of 24 channels strided 5 in time, 1 x 2 pooling, "
+    "32 channels (3x3), 5 x 2 pooling, 2 x 64 channels, 1 x 2 pooling, 2 x 128 channels; 7 time steps x 8 bands "
+    "at the head, pooled as in cnn_f. The bundle also carries it as a streaming model that computes only the "
+    "rows each hop adds)",
     "sbcnn": " (Salamon & Bello 2017, the plain-CNN yardstick: frames averaged in threes, unpadded 5x5 "
     "convolutions of 24, 48 and 48 channels with ReLU and 2 x 2 max pooling, dropout 0.5 before dense 64 and "
     "before the dense softmax; the dropout setting below does not apply to it)",

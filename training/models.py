@@ -87,6 +87,19 @@ ARCHS["cnn_s"] = {
     "pool": "avgmaxend",
     "time_valid": True,
 }
+# The streaming-exact body with a patch stem (model card step 24): a 5 x 3 convolution with a
+# time stride of 5 reads each 50 ms of frames once (no overlap, no stem pooling along time), so
+# the stem is 1/8 of cnn_s's training cost; stages 2-3 run at a 25-frame stride, so the head
+# sees 7 time steps of a window (cnn_s: 2) and each hop adds 2 rows there. Strides 5, 25.
+ARCHS["cnn_sp"] = {
+    "stem": 24,
+    "stem_kernel": (5, 3),
+    "stem_strides": (5, 1),
+    "stem_pool": (1, 2),
+    "stages": [(32, 1, (5, 2)), (64, 2, (1, 2)), (128, 2, False)],
+    "pool": "avgmaxend",
+    "time_valid": True,
+}
 ARCHS["tiny_s"] = {  # the streaming-exact layout at test size
     "stem": 8,
     "stem_strides": (2, 1),

@@ -109,15 +109,14 @@ def _export(
         feats, labels_idx, n_classes, norm, params, cfg.window_seconds, seed=cfg.seed
     )
     from training.models import ARCHS
-    from training.stream_export import convert_stream_int8, plan_stream
+    from training.stream_export import stream_part
 
     tfl = convert_int8(model, rep)
     stream = None
     if ARCHS.get(cfg.arch, {}).get("time_valid"):  # a streaming-exact body: ship its streaming model too
         hop = round(STREAM_HOP_SECONDS * params.sample_rate / params.hop_length)
         frames = params.frames_for(cfg.window_seconds)
-        tfl_stream = convert_stream_int8(model, rep[:STREAM_CALIBRATION_WINDOWS], frames, hop)
-        stream = (tfl_stream, hop, plan_stream(model, frames, hop).macs_per_hop)
+        stream = stream_part(model, rep[:STREAM_CALIBRATION_WINDOWS], frames, hop)
     bundle = write_bundle(base, tfl, labels, norm, params, cfg.window_seconds, meta=meta, stream=stream)
     if keep_weights:
         save_float_weights(model, weights_path_for(base))

@@ -25,7 +25,15 @@ import numpy as np
 
 from monitor.stream_runner import prime_chunks
 
-__all__ = ["StreamPlan", "add_stream", "convert_stream_int8", "plan_stream", "stream_representative", "streaming_model"]
+__all__ = [
+    "StreamPlan",
+    "add_stream",
+    "convert_stream_int8",
+    "plan_stream",
+    "stream_part",
+    "stream_representative",
+    "streaming_model",
+]
 
 
 class StreamPlan:
@@ -154,6 +162,12 @@ def convert_stream_int8(model, windows: np.ndarray, window_frames: int, hop_fram
     return int8_tflite(sm, lambda: iter(rep))
 
 
+def stream_part(model, windows: np.ndarray, window_frames: int, hop_frames: int) -> tuple[bytes, int, int]:
+    """`write_bundle`'s `stream` argument: (int8 streaming TFLite, hop frames, MACs per hop)."""
+    tfl = convert_stream_int8(model, windows, window_frames, hop_frames)
+    return tfl, hop_frames, plan_stream(model, window_frames, hop_frames).macs_per_hop
+
+
 def audio_windows(paths: list[Path], bundle, hop_frames: int, per_file: int = 40) -> np.ndarray:
     """Normalised (frames, mels, 1) windows at the daemon's hop from real recordings."""
     from monitor.frontend import LogMelFrontend
@@ -181,12 +195,11 @@ def add_stream(base: str | Path, audio: list[Path], hop_seconds: float = 0.5) ->
     if model is None:
         raise SystemExit(f"stream_export: {base} has no .weights.h5 or no model.arch in its JSON")
     hop = round(hop_seconds * bundle.frontend.sample_rate / bundle.frontend.hop_length)
-    tfl = convert_stream_int8(model, audio_windows(audio, bundle, hop), bundle.window_frames, hop)
+    tfl, hop, macs = stream_part(model, audio_windows(audio, bundle, hop), bundle.window_frames, hop)
     tflite, json_path = bundle_paths(base)
     out = tflite.with_suffix(".stream.tflite")
     out.write_bytes(tfl)
     data = json.loads(json_path.read_text())
-    macs = plan_stream(model, bundle.window_frames, hop).macs_per_hop
     data["stream"] = {"tflite": out.name, "hop_frames": hop, "macs_per_hop": macs}
     json_path.write_text(json.dumps(data, indent=2) + "\n")
     return out
