@@ -15,11 +15,16 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# Everything a training process needs is imported at its start, none of it where used: editing
+# or updating the code during an hour-long run then cannot break its export at the end (a lazy
+# import in `_export` once read a newer module than the process had loaded and lost 90 minutes
+# of trained folds).
 import numpy as np  # noqa: E402
 
 from monitor.bundle import bundle_paths, load_bundle  # noqa: E402
 from monitor.errors import BundleError  # noqa: E402
 from monitor.frontend import FrontendParams  # noqa: E402
+from training.card import write_card  # noqa: E402
 from training.datasets import Dataset, DatasetError  # noqa: E402
 from training.evaluate import (  # noqa: E402
     measure_latency,
@@ -33,6 +38,9 @@ from training.evaluate import (  # noqa: E402
 )
 from training.export import PLACEMENT, convert_int8, representative_windows, write_bundle  # noqa: E402
 from training.features import ClipFeatures, compute_features  # noqa: E402
+from training.models import ARCHS, BODY_PREFIX, build_cnn, count_macs  # noqa: E402
+from training.stream_export import stream_part  # noqa: E402
+from training.streaming import evaluate_recordings  # noqa: E402
 from training.train import TrainConfig, predict_float, train_cnn, train_mlp  # noqa: E402
 
 __all__ = ["TrainJob", "evaluate_bundle", "load_float_model", "run_training", "weights_path_for"]
@@ -61,8 +69,6 @@ def weights_path_for(base: str | Path) -> Path:
 
 def load_float_model(base: str | Path):
     """(Keras model, bundle) rebuilt from the bundle's meta and its `.weights.h5`, or (None, bundle)."""
-    from training.models import build_cnn
-
     bundle = load_bundle(base)
     wpath = weights_path_for(base)
     arch = (bundle.meta.get("model") or {}).get("arch")
@@ -108,9 +114,6 @@ def _export(
     rep = representative_windows(
         feats, labels_idx, n_classes, norm, params, cfg.window_seconds, seed=cfg.seed
     )
-    from training.models import ARCHS
-    from training.stream_export import stream_part
-
     tfl = convert_int8(model, rep)
     stream = None
     if ARCHS.get(cfg.arch, {}).get("time_valid"):  # a streaming-exact body: ship its streaming model too
@@ -133,8 +136,6 @@ def init_model_weights(model) -> dict[str, list] | None:
     """The convolutional body's weights by layer name (picklable, for `--init-from` in a worker)."""
     if model is None:
         return None
-    from training.models import BODY_PREFIX
-
     return {
         layer.name: layer.get_weights()
         for layer in model.layers
@@ -143,8 +144,6 @@ def init_model_weights(model) -> dict[str, list] | None:
 
 
 def _rebuild(cfg: TrainConfig, params: FrontendParams, n_classes: int, weights: list):
-    from training.models import build_cnn
-
     model = build_cnn(n_classes, params.frames_for(cfg.window_seconds), params.n_mels, cfg.arch, cfg.dropout)
     model.set_weights(weights)
     return model
@@ -444,8 +443,6 @@ def run_training(job: TrainJob) -> dict:
         final = final_task()
     weights, norm, hist, final_s = final
     model = _rebuild(cfg, params, n_classes, weights)
-    from training.models import count_macs
-
     report["norm"] = list(norm)
     report["model"] = {
         "arch": cfg.arch,
@@ -500,8 +497,6 @@ def run_training(job: TrainJob) -> dict:
     json_path.write_text(json.dumps(data, indent=2) + "\n")
     load_bundle(job.out)
     if job.recordings:
-        from training.streaming import evaluate_recordings
-
         report["streaming"] = evaluate_recordings(job.out, job.recordings, train_folds=ds.folds)
         st = report["streaming"]
         data["streaming"] = {k: st[k] for k in ("all", "seen", "unseen", "hop_seconds")}
@@ -509,7 +504,6 @@ def run_training(job: TrainJob) -> dict:
         load_bundle(job.out)
     report["bundle"] = {"tflite": str(tflite_path), "json": str(json_path)}
     write_metrics(report_dir / f"{stem}_metrics.json", report)
-    from training.card import write_card
 
     write_card(bundle_paths(job.out)[0].with_suffix(".md"), report)
     log(
