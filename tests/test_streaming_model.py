@@ -29,7 +29,7 @@ def windows_of(logmel: np.ndarray, frames: int = 397) -> list[np.ndarray]:
     return [logmel[i : i + frames] for i in range(0, len(logmel) - frames + 1, HOP)]
 
 
-@pytest.mark.parametrize("arch", ["tiny_s", "cnn_s", "cnn_sp"])
+@pytest.mark.parametrize("arch", ["tiny_s", "tiny_sn", "cnn_s", "cnn_sp", "cnn_spn"])
 def test_streaming_model_equals_the_window_model_in_float(arch):
     """Random weights, real audio: primed on the first window, then one hop at a time."""
     from monitor.stream_runner import prime_chunks
@@ -51,6 +51,25 @@ def test_streaming_model_equals_the_window_model_in_float(arch):
             states = {k: np.asarray(v) for k, v in out.items() if k != "probs"}
         got.append(np.asarray(out["probs"])[0])
     assert np.abs(np.array(got) - expected).max() < 1e-5
+
+
+@pytest.mark.parametrize(("arch", "blind_frames"), [("cnn_s", 36), ("cnn_sp", 12), ("cnn_spn", 0)])
+def test_how_many_of_a_windows_newest_frames_never_reach_the_output(arch, blind_frames):
+    """Unpadded strided layers drop their leftover rows at the newest end unless aligned to it
+    (`align_newest`): then a change to the window's newest frame changes the scores."""
+    from training.models import build_cnn
+
+    model = build_cnn(10, arch=arch, dropout=0.0)
+    x = np.random.default_rng(0).standard_normal((1, 397, 64, 1)).astype(np.float32)
+    base = model(x, training=False).numpy()
+
+    def reaches(age: int) -> bool:
+        y = x.copy()
+        y[0, 396 - age] += 10.0
+        return bool(np.abs(model(y, training=False).numpy() - base).max() > 0)
+
+    assert not any(reaches(age) for age in range(blind_frames))
+    assert reaches(blind_frames)
 
 
 def test_a_body_that_pads_along_time_cannot_stream():

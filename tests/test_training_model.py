@@ -202,7 +202,7 @@ def test_cv_one_at_a_time_or_side_by_side_with_a_reused_body(tiny_bundle, tmp_pa
     assert load_bundle(out).meta["metrics"]["cv_folds"] == [1, 2]
 
 
-@pytest.mark.parametrize("arch", ["cnn_f", "cnn_fq", "cnn_ft", "sbcnn"])
+@pytest.mark.parametrize("arch", ["cnn_f", "cnn_fq", "cnn_ft", "cnn_sp", "cnn_spn", "sbcnn"])
 def test_every_body_converts_to_full_int8(arch):
     """The shipped body, the candidates of the model card's experiments and the SB-CNN yardstick
     all quantise to full-integer TFLite with int8 input and output, and MACs are counted."""

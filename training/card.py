@@ -41,6 +41,8 @@ ARCH_TEXT = {
     "32 channels (3x3), 5 x 2 pooling, 2 x 64 channels, 1 x 2 pooling, 2 x 128 channels; 7 time steps x 8 bands "
     "at the head, pooled as in cnn_f. The bundle also carries it as a streaming model that computes only the "
     "rows each hop adds)",
+    "cnn_spn": " (cnn_sp with each unpadded strided layer aligned to the window's newest frame: the oldest "
+    "leftover rows are dropped instead of the newest, so the newest frames reach the output)",
     "sbcnn": " (Salamon & Bello 2017, the plain-CNN yardstick: frames averaged in threes, unpadded 5x5 "
     "convolutions of 24, 48 and 48 channels with ReLU and 2 x 2 max pooling, dropout 0.5 before dense 64 and "
     "before the dense softmax; the dropout setting below does not apply to it)",

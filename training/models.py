@@ -100,6 +100,19 @@ ARCHS["cnn_sp"] = {
     "pool": "avgmaxend",
     "time_valid": True,
 }
+# cnn_sp with every unpadded strided layer aligned to the newest frame (model card step 25: the
+# unaligned bodies never see a window's newest 120-360 ms); streams the same way.
+ARCHS["cnn_spn"] = {**ARCHS["cnn_sp"], "align_newest": True}
+ARCHS["tiny_sn"] = {  # the same at test size
+    "stem": 8,
+    "stem_kernel": (5, 3),
+    "stem_strides": (5, 1),
+    "stem_pool": (1, 2),
+    "stages": [(16, 1, (5, 2)), (32, 1, False)],
+    "pool": "avgmaxend",
+    "time_valid": True,
+    "align_newest": True,
+}
 ARCHS["tiny_s"] = {  # the streaming-exact layout at test size
     "stem": 8,
     "stem_strides": (2, 1),
@@ -155,21 +168,28 @@ def build_cnn(
     inp = keras.Input((frames, n_mels, 1), name="logmel")
     if spec.get("builder") == "sbcnn":
         return _build_sbcnn(inp, n_classes, arch)
+    align = spec.get("align_newest", False)
+    stem_kernel, stem_strides = spec.get("stem_kernel", 3), spec.get("stem_strides", 2)
+    x = _align_newest(inp, stem_kernel, stem_strides, f"{BODY_PREFIX}stem", align)
     x = _conv_bn(
-        inp,
+        x,
         spec["stem"],
         f"{BODY_PREFIX}stem",
-        kernel=spec.get("stem_kernel", 3),
-        strides=spec.get("stem_strides", 2),
+        kernel=stem_kernel,
+        strides=stem_strides,
         zero_mean=spec.get("zero_mean", False),
         time_valid=spec.get("time_valid", False),
     )  # 199 x 32
-    x = L.MaxPooling2D(spec.get("stem_pool", 2), name=f"{BODY_PREFIX}stem_pool")(x)  # 99 x 16
+    stem_pool = spec.get("stem_pool", 2)
+    x = _align_newest(x, stem_pool, stem_pool, f"{BODY_PREFIX}stem_pool", align)
+    x = L.MaxPooling2D(stem_pool, name=f"{BODY_PREFIX}stem_pool")(x)  # 99 x 16
     for s, (ch, n_conv, pool) in enumerate(spec["stages"], start=1):
         for c in range(n_conv):
             x = _conv_bn(x, ch, f"{BODY_PREFIX}s{s}c{c}", time_valid=spec.get("time_valid", False))
         if pool:
-            x = L.MaxPooling2D(2 if pool is True else pool, name=f"{BODY_PREFIX}s{s}_pool")(x)
+            size = 2 if pool is True else pool
+            x = _align_newest(x, size, size, f"{BODY_PREFIX}s{s}_pool", align)
+            x = L.MaxPooling2D(size, name=f"{BODY_PREFIX}s{s}_pool")(x)
     if spec["pool"] in ("avgmax", "avgmaxend") and spec.get("keep_bands"):
         x = _head_per_band(x, spec["pool"] == "avgmaxend")
     elif spec["pool"] in ("avgmax", "avgmaxend"):
@@ -190,6 +210,18 @@ def build_cnn(
     x = L.Dense(n_classes, name="head_dense")(x)
     out = L.Softmax(name="probs")(x)
     return keras.Model(inp, out, name=f"soundmon_{arch}")
+
+
+def _align_newest(x, kernel, strides, name: str, on: bool):
+    """Drop the oldest rows an unpadded, strided layer would leave over, so that its last step
+    ends on the newest row: otherwise it drops them at the newest end, and the body never sees
+    the newest frames of a window (up to 360 ms for `cnn_s`), where a sound that has just begun is."""
+    k = kernel if isinstance(kernel, int) else kernel[0]
+    s = strides if isinstance(strides, int) else strides[0]
+    left = (x.shape[1] - k) % s
+    if not on or not left:
+        return x
+    return L.Cropping2D(((left, 0), (0, 0)), name=f"{name}_align")(x)
 
 
 def _newest_second(x):
