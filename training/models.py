@@ -103,16 +103,7 @@ ARCHS["cnn_sp"] = {
 # cnn_sp with every unpadded strided layer aligned to the newest frame (model card step 25: the
 # unaligned bodies never see a window's newest 120-360 ms); streams the same way.
 ARCHS["cnn_spn"] = {**ARCHS["cnn_sp"], "align_newest": True}
-ARCHS["tiny_sn"] = {  # the same at test size
-    "stem": 8,
-    "stem_kernel": (5, 3),
-    "stem_strides": (5, 1),
-    "stem_pool": (1, 2),
-    "stages": [(16, 1, (5, 2)), (32, 1, False)],
-    "pool": "avgmaxend",
-    "time_valid": True,
-    "align_newest": True,
-}
+ARCHS["tiny_sn"] = {**ARCHS["cnn_spn"], "stem": 8, "stages": [(16, 1, (5, 2)), (32, 1, False)]}  # at test size
 ARCHS["tiny_s"] = {  # the streaming-exact layout at test size
     "stem": 8,
     "stem_strides": (2, 1),

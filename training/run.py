@@ -504,7 +504,6 @@ def run_training(job: TrainJob) -> dict:
         load_bundle(job.out)
     report["bundle"] = {"tflite": str(tflite_path), "json": str(json_path)}
     write_metrics(report_dir / f"{stem}_metrics.json", report)
-
     write_card(bundle_paths(job.out)[0].with_suffix(".md"), report)
     log(
         f"wrote {tflite_path} ({nbytes / 1024:.0f} KiB), {json_path}, {tflite_path.with_suffix('.md')}; "

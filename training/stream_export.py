@@ -68,14 +68,12 @@ def _time_kernel_stride(layer) -> tuple[int, int] | None:
 
 def plan_stream(model, window_frames: int, hop_frames: int) -> StreamPlan:
     """The streaming plan of a window model built by `training.models.build_cnn` (body = chain)."""
-    from keras import layers as L
-
     body = []
     n, new, keep, macs = window_frames, hop_frames, [], 0
     for layer in model.layers[1:]:
         if layer.name.startswith("head_") or layer.name == "probs":
             break
-        if isinstance(layer, L.Cropping2D):  # drops a window's oldest rows: nothing to do per hop
+        if isinstance(layer, keras_layers().Cropping2D):  # drops a window's oldest rows: nothing to do per hop
             oldest, newest = (int(c) for c in layer.cropping[0])
             if newest:
                 raise ValueError(f"{layer.name}: crops the newest rows, so it cannot stream")
