@@ -129,10 +129,17 @@ class ZeroMeanKernel(keras.constraints.Constraint):
         return {}
 
 
-def _conv_bn(x, ch: int, name: str, kernel=3, strides=1, zero_mean=False, time_valid=False):
-    if time_valid:  # "same" along frequency only: pad the bands, never the time axis
-        kf = kernel if isinstance(kernel, int) else kernel[1]
-        x = L.ZeroPadding2D(((0, 0), (kf // 2, (kf - 1) // 2)), name=f"{name}_fpad")(x)
+def _conv_bn(x, ch: int, name: str, kernel=3, strides=1, zero_mean=False, time_valid=False, time_pad=None):
+    """Conv + batch norm + ReLU, "same" along frequency; along time "same" unless `time_valid`,
+    or padded at one end only (`time_pad` "newest" / "oldest": k - 1 zero rows there)."""
+    if time_valid or time_pad:
+        kt, kf = (kernel, kernel) if isinstance(kernel, int) else kernel
+        st = strides if isinstance(strides, int) else strides[0]
+        rows = (0, 0)
+        if time_pad and kt > st:
+            rows = (0, kt - st) if time_pad == "newest" else (kt - st, 0)
+        x = L.ZeroPadding2D((rows, (kf // 2, (kf - 1) // 2)), name=f"{name}_fpad")(x)
+        time_valid = True
     x = L.Conv2D(
         ch,
         kernel,
@@ -170,13 +177,16 @@ def build_cnn(
         strides=stem_strides,
         zero_mean=spec.get("zero_mean", False),
         time_valid=spec.get("time_valid", False),
+        time_pad=spec.get("time_pad"),
     )  # 199 x 32
     stem_pool = spec.get("stem_pool", 2)
     x = _align_newest(x, stem_pool, stem_pool, f"{BODY_PREFIX}stem_pool", align)
     x = L.MaxPooling2D(stem_pool, name=f"{BODY_PREFIX}stem_pool")(x)  # 99 x 16
     for s, (ch, n_conv, pool) in enumerate(spec["stages"], start=1):
         for c in range(n_conv):
-            x = _conv_bn(x, ch, f"{BODY_PREFIX}s{s}c{c}", time_valid=spec.get("time_valid", False))
+            x = _conv_bn(
+                x, ch, f"{BODY_PREFIX}s{s}c{c}", time_valid=spec.get("time_valid", False), time_pad=spec.get("time_pad")
+            )
         if pool:
             size = 2 if pool is True else pool
             x = _align_newest(x, size, size, f"{BODY_PREFIX}s{s}_pool", align)
