@@ -72,12 +72,25 @@ def test_how_many_of_a_windows_newest_frames_never_reach_the_output(arch, blind_
     assert reaches(blind_frames)
 
 
-def test_a_body_that_pads_along_time_cannot_stream():
+@pytest.mark.parametrize("arch", ["tiny", "cnn_spp", "cnn_spf", "cnn_spo"])
+def test_a_body_that_pads_along_time_cannot_stream(arch):
+    """Padding at either end of the window (both, newest only, oldest only) is refused."""
     from training.models import build_cnn
     from training.stream_export import plan_stream
 
     with pytest.raises(ValueError, match="pads along time"):
-        plan_stream(build_cnn(10, arch="tiny"), 397, HOP)
+        plan_stream(build_cnn(10, arch=arch), 397, HOP)
+
+
+def test_one_sided_padding_keeps_as_many_rows_as_padding_both_ends():
+    from training.models import build_cnn
+
+    def head_rows(arch: str) -> int:
+        return build_cnn(10, arch=arch).get_layer("head_freqpool").output.shape[1]
+
+    assert head_rows("cnn_spf") == head_rows("cnn_spo") == 15  # cnn_spn with padded convs
+    assert head_rows("cnn_spn") == 7  # each unpadded 3-row conv eats 2 rows at 25 frames
+    assert head_rows("cnn_spp") == 16  # its "same" patch stem also pads: 80 rows, not 79
 
 
 def test_streaming_runner_scores_like_the_window_runner(tiny_stream_bundle):

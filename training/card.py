@@ -43,6 +43,10 @@ ARCH_TEXT = {
     "rows each hop adds)",
     "cnn_spn": " (cnn_sp with each unpadded strided layer aligned to the window's newest frame: the oldest "
     "leftover rows are dropped instead of the newest, so the newest frames reach the output)",
+    "cnn_spp": " (the cnn_sp layout with its convolutions padded along time at both ends, as cnn_f's are; "
+    "it cannot stream)",
+    "cnn_spf": " (cnn_spn with its 3x3 convolutions padded along time at the newest end only; it cannot stream)",
+    "cnn_spo": " (cnn_spn with its 3x3 convolutions padded along time at the oldest end only; it cannot stream)",
     "sbcnn": " (Salamon & Bello 2017, the plain-CNN yardstick: frames averaged in threes, unpadded 5x5 "
     "convolutions of 24, 48 and 48 channels with ReLU and 2 x 2 max pooling, dropout 0.5 before dense 64 and "
     "before the dense softmax; the dropout setting below does not apply to it)",

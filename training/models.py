@@ -103,6 +103,12 @@ ARCHS["cnn_sp"] = {
 # cnn_sp with every unpadded strided layer aligned to the newest frame (model card step 25: the
 # unaligned bodies never see a window's newest 120-360 ms); streams the same way.
 ARCHS["cnn_spn"] = {**ARCHS["cnn_sp"], "align_newest": True}
+# Which padding along time costs the streaming bodies their fit (model card step 26): the cnn_sp
+# layout padded at both ends (as cnn_f is), at the newest end only, at the oldest end only. None
+# of them streams exactly; they are experiments, kept so the card's step can be re-run.
+ARCHS["cnn_spp"] = {**ARCHS["cnn_sp"], "time_valid": False}
+ARCHS["cnn_spf"] = {**ARCHS["cnn_spn"], "time_valid": False, "time_pad": "newest"}
+ARCHS["cnn_spo"] = {**ARCHS["cnn_spn"], "time_valid": False, "time_pad": "oldest"}
 ARCHS["tiny_sn"] = {**ARCHS["cnn_spn"], "stem": 8, "stages": [(16, 1, (5, 2)), (32, 1, False)]}  # at test size
 ARCHS["tiny_s"] = {  # the streaming-exact layout at test size
     "stem": 8,
