@@ -109,6 +109,11 @@ ARCHS["cnn_spn"] = {**ARCHS["cnn_sp"], "align_newest": True}
 ARCHS["cnn_spp"] = {**ARCHS["cnn_sp"], "time_valid": False}
 ARCHS["cnn_spf"] = {**ARCHS["cnn_spn"], "time_valid": False, "time_pad": "newest"}
 ARCHS["cnn_spo"] = {**ARCHS["cnn_spn"], "time_valid": False, "time_pad": "oldest"}
+# Streaming-exact bodies with a shorter receptive field along time (1 x 3 convolutions in the last
+# stage, or in the last two): does a padded body fit better because its edge rows see a part of the
+# window on its own? (model card step 27)
+ARCHS["cnn_spn_s3t1"] = {**ARCHS["cnn_spn"], "stage_time_kernels": [3, 3, 1]}
+ARCHS["cnn_spn_s23t1"] = {**ARCHS["cnn_spn"], "stage_time_kernels": [3, 1, 1]}
 ARCHS["tiny_sn"] = {**ARCHS["cnn_spn"], "stem": 8, "stages": [(16, 1, (5, 2)), (32, 1, False)]}  # at test size
 ARCHS["tiny_s"] = {  # the streaming-exact layout at test size
     "stem": 8,
@@ -190,8 +195,14 @@ def build_cnn(
     x = L.MaxPooling2D(stem_pool, name=f"{BODY_PREFIX}stem_pool")(x)  # 99 x 16
     for s, (ch, n_conv, pool) in enumerate(spec["stages"], start=1):
         for c in range(n_conv):
+            kt = spec.get("stage_time_kernels", [3] * len(spec["stages"]))[s - 1]
             x = _conv_bn(
-                x, ch, f"{BODY_PREFIX}s{s}c{c}", time_valid=spec.get("time_valid", False), time_pad=spec.get("time_pad")
+                x,
+                ch,
+                f"{BODY_PREFIX}s{s}c{c}",
+                kernel=(kt, 3),
+                time_valid=spec.get("time_valid", False),
+                time_pad=spec.get("time_pad"),
             )
         if pool:
             size = 2 if pool is True else pool
