@@ -29,7 +29,7 @@ def windows_of(logmel: np.ndarray, frames: int = 397) -> list[np.ndarray]:
     return [logmel[i : i + frames] for i in range(0, len(logmel) - frames + 1, HOP)]
 
 
-@pytest.mark.parametrize("arch", ["tiny_s", "tiny_sn", "cnn_s", "cnn_sp", "cnn_spn"])
+@pytest.mark.parametrize("arch", ["tiny_s", "tiny_sn", "cnn_s", "cnn_sp", "cnn_spn", "cnn_spn_s23t1"])
 def test_streaming_model_equals_the_window_model_in_float(arch):
     """Random weights, real audio: primed on the first window, then one hop at a time."""
     from monitor.stream_runner import prime_chunks
