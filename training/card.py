@@ -43,6 +43,10 @@ ARCH_TEXT = {
     "rows each hop adds)",
     "cnn_spn": " (cnn_sp with each unpadded strided layer aligned to the window's newest frame: the oldest "
     "leftover rows are dropped instead of the newest, so the newest frames reach the output)",
+    "cnn_spn_s23t1": " (cnn_spn whose last two stages mix only frequency (1 x 3 convolutions): each head time "
+    "step sees 1.35 s of the window instead of 2.4 s; never padded along time, time strides 5 and 25 frames; the "
+    "bundle also carries it as a streaming model that computes only the rows each hop adds)",
+    "cnn_spn_s3t1": " (cnn_spn whose last stage mixes only frequency (1 x 3 convolutions); streams like cnn_spn)",
     "cnn_spp": " (the cnn_sp layout with its convolutions padded along time at both ends, as cnn_f's are; "
     "it cannot stream)",
     "cnn_spf": " (cnn_spn with its 3x3 convolutions padded along time at the newest end only; it cannot stream)",
