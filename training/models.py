@@ -140,22 +140,25 @@ class ZeroMeanKernel(keras.constraints.Constraint):
         return {}
 
 
+def _pair(v) -> tuple[int, int]:
+    """(time, frequency) of a Keras kernel or stride given as one int or a pair."""
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
 def _conv_bn(x, ch: int, name: str, kernel=3, strides=1, zero_mean=False, time_valid=False, time_pad=None):
-    """Conv + batch norm + ReLU, "same" along frequency; along time "same" unless `time_valid`,
-    or padded at one end only (`time_pad` "newest" / "oldest": k - 1 zero rows there)."""
-    if time_valid or time_pad:
-        kt, kf = (kernel, kernel) if isinstance(kernel, int) else kernel
-        st = strides if isinstance(strides, int) else strides[0]
-        rows = (0, 0)
-        if time_pad and kt > st:
-            rows = (0, kt - st) if time_pad == "newest" else (kt - st, 0)
+    """Conv + batch norm + ReLU, "same" along frequency; along time "same" unless `time_valid`
+    (no padding), or padded at one end only (`time_pad` "newest" / "oldest": k - s zero rows there)."""
+    explicit_pad = time_valid or time_pad is not None
+    if explicit_pad:
+        kt, kf = _pair(kernel)
+        extra = max(kt - _pair(strides)[0], 0) if time_pad else 0
+        rows = (extra, 0) if time_pad == "oldest" else (0, extra)
         x = L.ZeroPadding2D((rows, (kf // 2, (kf - 1) // 2)), name=f"{name}_fpad")(x)
-        time_valid = True
     x = L.Conv2D(
         ch,
         kernel,
         strides=strides,
-        padding="valid" if time_valid else "same",
+        padding="valid" if explicit_pad else "same",
         use_bias=False,
         kernel_constraint=ZeroMeanKernel() if zero_mean else None,
         name=f"{name}_conv",
@@ -193,9 +196,9 @@ def build_cnn(
     stem_pool = spec.get("stem_pool", 2)
     x = _align_newest(x, stem_pool, stem_pool, f"{BODY_PREFIX}stem_pool", align)
     x = L.MaxPooling2D(stem_pool, name=f"{BODY_PREFIX}stem_pool")(x)  # 99 x 16
-    for s, (ch, n_conv, pool) in enumerate(spec["stages"], start=1):
+    time_kernels = spec.get("stage_time_kernels", [3] * len(spec["stages"]))
+    for s, ((ch, n_conv, pool), kt) in enumerate(zip(spec["stages"], time_kernels, strict=True), start=1):
         for c in range(n_conv):
-            kt = spec.get("stage_time_kernels", [3] * len(spec["stages"]))[s - 1]
             x = _conv_bn(
                 x,
                 ch,
@@ -234,9 +237,7 @@ def _align_newest(x, kernel, strides, name: str, on: bool):
     """Drop the oldest rows an unpadded, strided layer would leave over, so that its last step
     ends on the newest row: otherwise it drops them at the newest end, and the body never sees
     the newest frames of a window (up to 360 ms for `cnn_s`), where a sound that has just begun is."""
-    k = kernel if isinstance(kernel, int) else kernel[0]
-    s = strides if isinstance(strides, int) else strides[0]
-    left = (x.shape[1] - k) % s
+    left = (x.shape[1] - _pair(kernel)[0]) % _pair(strides)[0]
     if not on or not left:
         return x
     return L.Cropping2D(((left, 0), (0, 0)), name=f"{name}_align")(x)
