@@ -64,9 +64,9 @@ class StreamingRunner:
         self._states = [(ins[k], outs[k]) for k in states]
         # The state goes back in as raw int8, so an output and its input must share one
         # quantisation (the converter gives them the same; a model that does not is refused).
-        for i, o in self._states:
+        for key, (i, o) in zip(states, self._states, strict=True):
             if tuple(i["quantization"]) != tuple(o["quantization"]):
-                raise BundleError(f"model {path}: state {i['name']} is quantised differently as input and output")
+                raise BundleError(f"model {path}: state {key} is quantised differently as input and output")
         scale, zero = self._in["quantization"]
         self.quantized = bool(scale) and np.issubdtype(self._in["dtype"], np.integer)
         if not self.quantized:

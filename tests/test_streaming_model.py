@@ -150,6 +150,35 @@ def test_a_bundle_whose_streaming_model_is_missing_is_refused_in_one_line(tiny_s
         load_bundle(tmp_path / "m")
 
 
+def test_a_streaming_model_whose_state_changes_quantisation_is_refused(tiny_stream_bundle, tmp_path):
+    """The runner feeds a state back as raw int8, so its output must share its input's scale."""
+    import shutil
+
+    import keras
+    from keras import layers as L
+
+    from monitor.bundle import load_bundle
+    from monitor.errors import BundleError
+    from monitor.stream_runner import StreamingRunner
+    from training.export import int8_tflite
+
+    bundle = load_bundle(tiny_stream_bundle)
+    mels = bundle.frontend.n_mels
+    new = keras.Input((bundle.stream_hop_frames, mels, 1), name="new_frames")
+    state = keras.Input((2, mels, 1), name="state_00")
+    probs = L.Dense(len(bundle.labels), activation="softmax")(L.Flatten()(new))
+    sm = keras.Model({"new_frames": new, "state_00": state}, {"probs": probs, "state_00": L.Rescaling(4.0)(state)})
+    rng = np.random.default_rng(0)
+    rep = [{k: rng.standard_normal((1, *t.shape[1:])).astype(np.float32) for k, t in sm.input.items()}
+           for _ in range(8)]  # fmt: skip
+    for suffix in (".tflite", ".json"):
+        shutil.copy(tiny_stream_bundle.with_suffix(suffix), tmp_path / f"m{suffix}")
+    stream_file = tmp_path / json.loads((tmp_path / "m.json").read_text())["stream"]["tflite"]
+    stream_file.write_bytes(int8_tflite(sm, lambda: iter(rep)))
+    with pytest.raises(BundleError, match="state_00 is quantised differently as input and output"):
+        StreamingRunner(load_bundle(tmp_path / "m"))
+
+
 def test_the_daemon_pipeline_gives_the_same_events_with_either_runner(tiny_stream_bundle):
     """`soundmon classify`'s path over the demo recording: the same clip label and events."""
     from monitor.classify import classify_file

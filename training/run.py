@@ -24,6 +24,7 @@ import numpy as np  # noqa: E402
 from monitor.bundle import bundle_paths, load_bundle  # noqa: E402
 from monitor.errors import BundleError  # noqa: E402
 from monitor.frontend import FrontendParams  # noqa: E402
+from monitor.windows import hop_frames_for  # noqa: E402
 from training.card import write_card  # noqa: E402
 from training.datasets import Dataset, DatasetError  # noqa: E402
 from training.evaluate import (  # noqa: E402
@@ -117,7 +118,7 @@ def _export(
     tfl = convert_int8(model, rep)
     stream = None
     if ARCHS.get(cfg.arch, {}).get("time_valid"):  # a streaming-exact body: ship its streaming model too
-        hop = round(STREAM_HOP_SECONDS * params.sample_rate / params.hop_length)
+        hop = hop_frames_for(STREAM_HOP_SECONDS, params)
         frames = params.frames_for(cfg.window_seconds)
         stream = stream_part(model, rep[:STREAM_CALIBRATION_WINDOWS], frames, hop)
     bundle = write_bundle(base, tfl, labels, norm, params, cfg.window_seconds, meta=meta, stream=stream)

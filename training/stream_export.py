@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from monitor.stream_runner import prime_chunks
+from monitor.windows import hop_frames_for
 
 __all__ = [
     "StreamPlan",
@@ -199,7 +200,7 @@ def add_stream(base: str | Path, audio: list[Path], hop_seconds: float = 0.5) ->
     model, bundle = load_float_model(base)
     if model is None:
         raise SystemExit(f"stream_export: {base} has no .weights.h5 or no model.arch in its JSON")
-    hop = round(hop_seconds * bundle.frontend.sample_rate / bundle.frontend.hop_length)
+    hop = hop_frames_for(hop_seconds, bundle.frontend)
     tfl, hop, macs = stream_part(model, audio_windows(audio, bundle, hop), bundle.window_frames, hop)
     tflite, json_path = bundle_paths(base)
     out = tflite.with_suffix(".stream.tflite")
