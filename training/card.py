@@ -201,7 +201,8 @@ def write_card(path: str | Path, report: dict) -> None:
             f"| **mean over folds** | | {_pct(s.get('mlp_accuracy_mean'))} | **{_pct(s['float_accuracy_mean'])}** | "
             f"**{_pct(s['int8_accuracy_mean'])}** | {_pct(s['int8_macro_mean'])} |",
             f"| all held-out clips pooled | {s['n_clips']} | {_pct(s.get('mlp_pooled', {}).get('accuracy'))} | "
-            f"{_pct(s['float_pooled']['accuracy'])} | {_pct(s['int8_pooled']['accuracy'])} | {_pct(s['int8_pooled']['macro_accuracy'])} |",
+            f"{_pct((s.get('float_pooled') or {}).get('accuracy'))} | {_pct(s['int8_pooled']['accuracy'])} | "
+            f"{_pct(s['int8_pooled']['macro_accuracy'])} |",
             "",
             "Macro accuracy = mean of the per-class accuracies. Per class (all held-out clips pooled):",
             "",
@@ -210,7 +211,7 @@ def write_card(path: str | Path, report: dict) -> None:
                     k: v
                     for k, v in (
                         ("MLP", s.get("mlp_pooled")),
-                        ("CNN float", s["float_pooled"]),
+                        ("CNN float", s.get("float_pooled")),
                         ("CNN int8", s["int8_pooled"]),
                     )
                     if v
