@@ -11,6 +11,7 @@ import pytest
 from monitor.bundle import load_bundle
 from monitor.runner import ModelRunner
 from tests.fixtures_model import CLIPS
+from tests.paths import SHIPPED_MODEL
 from training.datasets import read_urbansound8k
 from training.features import clip_windows, compute_features
 
@@ -137,6 +138,26 @@ def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path):
                         "--out", str(tmp_path / "ev2"), "--workers", "1", "--no-progress",
                         "--cache", str(tmp_path / "cache")])  # fmt: skip
     assert rc == 2
+
+
+def test_the_library_and_the_command_default_to_the_shipped_body():
+    from training.cli import DEFAULT_ARCH
+    from training.train import TrainConfig
+
+    assert TrainConfig().arch == DEFAULT_ARCH == load_bundle(SHIPPED_MODEL).meta["training"]["arch"]
+
+
+def test_the_weight_average_of_a_short_training_reaches_back_a_fifth_of_it():
+    from training.train import ema_momentum
+
+    # The shipped recipe keeps its 0.998 (500-step horizon): the final model's 74 batches x 60
+    # epochs and the smallest CV fold's 46 x 60.
+    assert ema_momentum(0.998, 74 * 60) == 0.998 and ema_momentum(0.998, 46 * 60) == 0.998
+    # A small set's fine-tune (3 batches x 125 epochs) averages its last ~75 steps, not 500:
+    # Keras's average has no warm-up, and 0.998 kept mostly the untrained start.
+    assert 1 / (1 - ema_momentum(0.998, 375)) == pytest.approx(75)
+    # Too short to average (or averaging off): the last weights.
+    assert ema_momentum(0.998, 4) == 0.0 and ema_momentum(0.0, 5000) == 0.0
 
 
 def test_init_from_fine_tunes_on_folder_per_class_esc50(tiny_bundle, tmp_path):  # noqa: F811
