@@ -311,3 +311,29 @@ def test_onset_probe_asks_every_clip_for_its_first_half_second(tiny_bundle, caps
     assert "after silence" in out and "over another sound" in out and "2 s:" in out
     with pytest.raises(SystemExit, match="no clips in fold 9"):
         first_window_rates(tiny_bundle, CLIPS, fold=9)
+
+
+def test_onset_streams_count_onsets_at_class_changes_and_answers_of_that_class():
+    from training.onset_streams import Segment, onset_delays
+
+    segments = [Segment(0.0, 4.0, "siren"), Segment(4.0, 8.0, "siren"), Segment(8.0, 9.0, "dog_bark"),
+                Segment(9.0, 13.0, "siren")]  # fmt: skip
+    starts = [("siren", 1.0), ("dog_bark", 8.5), ("siren", 7.0), ("siren", 10.5)]
+    # Three onsets (the second siren clip continues the first); the first siren is answered at
+    # 1.0 s, the bark at +0.5 s, the last siren at +1.5 s (the start at 7.0 s was before it).
+    assert onset_delays(segments, starts, hop=0.5) == (3, [1.0, 0.5, 1.5])
+    # A start after the clip's end + one hop answers nothing.
+    assert onset_delays([Segment(0.0, 1.0, "gun_shot")], [("gun_shot", 1.6)], hop=0.5) == (1, [])
+
+
+def test_onset_streams_run_the_shipped_fold_models_on_the_bundled_clips(capsys):
+    """The large-n latency yardstick, here on the 20 bundled clips: one stream per held-out fold,
+    through the daemon's pipeline and detector with the fold model that never heard it."""
+    from training.onset_streams import main
+
+    assert main(["--model", str(SHIPPED_MODEL), "--dataset", str(CLIPS)]) == 0
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| fold | audio (min) | onsets | answered | median delay (s) | within 0.8 s")
+    assert [row.split("|")[1].strip() for row in table[2:]] == ["1", "2"]  # no fold 3 in the clips
+    assert main(["--model", "no/such/model", "--dataset", str(CLIPS)]) != 0
+    assert "onset_streams:" in capsys.readouterr().err

@@ -20,15 +20,15 @@ from training.evaluate import metrics, per_class_table, plot_confusion, predict_
 from training.features import compute_features
 from training.run import check_labels, cv_dir_for
 
-__all__ = ["evaluate_cv", "format_cv_table"]
+__all__ = ["evaluate_cv", "fold_bundles", "format_cv_table"]
 
 
-def _fold_bundles(model_path: str | Path) -> dict[int, ModelBundle]:
+def fold_bundles(model_path: str | Path) -> dict[int, ModelBundle]:
     """Held-out fold -> fold bundle, from `<model>_cv/fold*.json`."""
     cv_dir = cv_dir_for(model_path)
     if not cv_dir.is_dir():
         raise DatasetError(
-            f"{cv_dir} not found: --cv re-scores the fold models that `soundmon train --cv` keeps there"
+            f"{cv_dir} not found: this needs the fold models that `soundmon train --cv` keeps there"
         )
     found: dict[int, ModelBundle] = {}
     for meta_path in sorted(cv_dir.glob("fold*.json")):
@@ -52,7 +52,7 @@ def evaluate_cv(
     hop_seconds: float = 0.5,
 ) -> dict:
     """Each fold bundle scored (int8) on its held-out fold of `dataset`; per fold, mean and pooled."""
-    bundles = _fold_bundles(model_path)
+    bundles = fold_bundles(model_path)
     folds = sorted(set(bundles) & set(dataset.folds))
     if not folds:
         raise DatasetError(

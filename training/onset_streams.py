@@ -1,0 +1,154 @@
+"""Onset streams: a latency yardstick with thousands of exactly known onsets, from held-out clips.
+
+`soundmon bench --latency` counts about 20 answered onsets on the street recordings; its median
+moves by half a hop when one or two of them change, and half of them are a recording's first
+second. Here each cross-validation fold's clips are joined in a seeded random order into one
+stream (every clip boundary where the class changes is an onset, its time exact), streamed
+through the daemon's pipeline and detector (warm start, the config's detection settings) by
+that fold's model, which never trained on them. Per fold it reports the onsets, the share that
+got a new event of their class (decided between the onset and the clip's end + one hop, as
+`--latency` counts), the median delay and the share within hop + 0.3 s, and the event
+precision (an event is right when a clip of its class lies in the window that fired it).
+
+Joined clips end abruptly, so a new sound never starts over an old one that goes on (easier than
+a street), and many clips are short or quiet (harder): compare models and detector settings with
+it, not its median with the budget.
+
+Usage: `python -m training.onset_streams --model models/urban10 --dataset ../shared/data/UrbanSound8K`
+(the bundle's `<model>_cv/fold<k>` models, as `soundmon evaluate --cv` uses them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from monitor.bench import first_new_event
+from monitor.config import Config, load_config
+from monitor.errors import SoundmonError
+from monitor.pipeline import Pipeline
+from monitor.runner import open_model
+from training.cv_eval import fold_bundles
+from training.datasets import Dataset, load_audio, read_dataset
+from training.run import check_labels
+
+__all__ = ["Segment", "fold_stream", "main", "onset_delays", "stream_report"]
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One clip's place in the joined stream (seconds) and its class."""
+
+    start_s: float
+    end_s: float
+    label: str
+
+
+def fold_stream(dataset: Dataset, fold: int, sample_rate: int, seed: int = 0) -> tuple[np.ndarray, list[Segment]]:
+    """The fold's clips joined end to end in a seeded random order, and where each one lies."""
+    clips = [c for c in dataset.clips if c.fold == fold]
+    order = np.random.default_rng([seed, fold]).permutation(len(clips))
+    pieces, segments, t = [], [], 0.0
+    for i in order:
+        audio = load_audio(clips[i].path, sample_rate)
+        pieces.append(audio)
+        segments.append(Segment(t, t + len(audio) / sample_rate, clips[i].label))
+        t += len(audio) / sample_rate
+    return (np.concatenate(pieces) if pieces else np.zeros(0, np.float32)), segments
+
+
+def onset_delays(segments: list[Segment], starts: list[tuple[str, float]], hop: float) -> tuple[int, list[float]]:
+    """(onsets, delays of the answered ones): an onset is a clip whose class differs from the one
+    before it; it is answered by the first start of its class between its start and its end + hop."""
+    onsets, delays, previous = 0, [], None
+    for seg in segments:
+        if seg.label != previous:
+            onsets += 1
+            first = first_new_event([s for label, s in starts if label == seg.label], seg.start_s, seg.end_s, hop)
+            if first is not None:
+                delays.append(first - seg.start_s)
+        previous = seg.label
+    return onsets, delays
+
+
+def _right(label: str, start_s: float, window_s: float, segments: list[Segment]) -> bool:
+    """A clip of the event's class overlaps the window that fired it."""
+    return any(s.label == label and s.start_s < start_s and start_s - window_s < s.end_s for s in segments)
+
+
+def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0) -> list[dict]:
+    """One row per fold model: onsets, answered share, median delay, share within budget, precision."""
+    ds = read_dataset(dataset)
+    hop = cfg.detection.hop_seconds
+    budget = hop + 0.3
+    rows = []
+    for fold, fold_bundle in sorted(fold_bundles(model).items()):
+        if fold not in ds.folds:
+            continue
+        bundle, runner = open_model(fold_bundle.tflite_path.with_suffix(""), cfg.model.threads, hop)
+        check_labels(ds, bundle, model)
+        audio, segments = fold_stream(ds, fold, bundle.frontend.sample_rate, seed)
+        pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=cfg.detection.warm_start)
+        events = []
+        block = bundle.frontend.sample_rate  # 1 s blocks, as a file source hands them over
+        for k in range(0, len(audio), block):
+            for result in pipeline.process(audio[k : k + block]):
+                events += [(e.label, e.start_offset_s) for e in result.events if e.type == "start"]
+        onsets, delays = onset_delays(segments, events, hop)
+        right = sum(_right(label, s, bundle.window_seconds, segments) for label, s in events)
+        rows.append({
+            "fold": fold,
+            "minutes": round(len(audio) / bundle.frontend.sample_rate / 60, 1),
+            "onsets": onsets,
+            "answered": len(delays),
+            "median_delay_s": round(float(np.median(delays)), 2) if delays else None,
+            "within_budget": round(float(np.mean(np.array(delays) <= budget + 1e-9)), 3) if delays else None,
+            "events": len(events),
+            "event_precision": round(right / len(events), 3) if events else None,
+        })  # fmt: skip
+    if not rows:
+        raise SystemExit(f"onset_streams: no fold model of {model} is held out on a fold of {dataset}")
+    return rows
+
+
+def format_rows(rows: list[dict], hop: float) -> str:
+    """The report as a Markdown table, one row per fold."""
+    lines = [
+        f"| fold | audio (min) | onsets | answered | median delay (s) | within {hop + 0.3:.1f} s | events | events right |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    def pct(x: float | None) -> str:
+        return "-" if x is None else f"{x:.0%}"
+
+    for r in rows:
+        median = "-" if r["median_delay_s"] is None else r["median_delay_s"]
+        lines.append(
+            f"| {r['fold']} | {r['minutes']} | {r['onsets']} | {r['answered']} | {median} | "
+            f"{pct(r['within_budget'])} | {r['events']} | {pct(r['event_precision'])} |"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.onset_streams", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", type=Path, required=True, help="bundle whose <model>_cv/ fold models to use")
+    ap.add_argument("--dataset", type=Path, required=True)
+    ap.add_argument("--config", type=Path, default=None, help="detection settings (default: the daemon's)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    try:
+        cfg = load_config(args.config)
+        rows = stream_report(args.model, args.dataset, cfg, args.seed)
+    except SoundmonError as exc:  # a bad model, dataset or config: one line, not a traceback
+        print(f"onset_streams: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(format_rows(rows, cfg.detection.hop_seconds))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
