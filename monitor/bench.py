@@ -243,6 +243,7 @@ def print_table(fig: dict[str, Any]) -> None:
         "latency_detected": "labelled onsets detected",
         "latency_median_ci90_s": "median, 90 % bootstrap interval (s)",
         "latency_within_budget": "new events within hop + 0.3 s",
+        "latency_after_start": "onsets after a recording's start",
     }
     width = max(len(v) for v in labels.values())
     for key, value in fig.items():
@@ -380,8 +381,15 @@ def latency_bench(model: Path, hop: float, threads: int, recordings: Path, workd
             latencies.append(rx - (stream_start + onset))
             row["latency_s"] = round(latencies[-1], 3)
     budget = hop + 0.3
+    # Onsets at a recording's first instant are answered by the warm start's first window (0.5 s
+    # in) when the model knows the sound from that much of it; the later ones are the usual case.
+    later = [r["latency_s"] for r in onsets if r["latency_s"] is not None and r["onset_s"] > 0]
     return {
         "latency_median_s": round(statistics.median(latencies), 3) if latencies else None,
+        "latency_after_start": (
+            f"{len(later)} answered, median {statistics.median(later):.3f} s, "
+            f"{sum(x <= budget for x in later)} within hop + 0.3 s" if later else "0 answered"
+        ),
         "latency_median_ci90_s": median_interval(latencies),
         "latency_within_budget": f"{sum(x <= budget for x in latencies)}/{len(latencies)}",
         "latency_p90_s": round(float(np.percentile(latencies, 90)), 3) if latencies else None,

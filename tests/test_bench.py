@@ -77,6 +77,7 @@ def test_latency_bench_lists_every_onset(tiny_bundle, tmp_path):
     assert figures["latency_detected"].endswith("/1") and len(figures["latency_onsets"]) == 1
     assert figures["latency_onsets"][0]["class"] == "siren"
     assert figures["latency_within_budget"].endswith("/1") or figures["latency_detected"].startswith("0/")
+    assert figures["latency_after_start"] == "0 answered"  # its one onset opens the recording
 
 
 def test_median_interval_shows_how_far_a_small_median_can_move():
