@@ -34,7 +34,7 @@ from monitor.config import load_config
 from monitor.runner import open_model
 from training.streaming import read_occurrences
 
-__all__ = ["evaluate_recordings", "main"]
+__all__ = ["evaluate_recordings", "main", "percent"]
 
 
 def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
@@ -106,15 +106,16 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
     }
 
 
-def _pct(x: float | None) -> str:
+def percent(x: float | None) -> str:
+    """A share as a whole percent for a report line ("-" when there is nothing to count)."""
     return "-" if x is None else f"{x:.0%}"
 
 
 def format_report(rep: dict) -> str:
     lines = [
         f"model {rep['model']} on {rep['recordings']} full recordings: "
-        f"occurrences found {_pct(rep['occurrence_recall'])} of {rep['occurrences']}, "
-        f"events on a labelled occurrence {_pct(rep['event_precision'])} of {rep['events']}, "
+        f"occurrences found {percent(rep['occurrence_recall'])} of {rep['occurrences']}, "
+        f"events on a labelled occurrence {percent(rep['event_precision'])} of {rep['events']}, "
         f"median decision delay after onset {rep['median_decision_delay_s']} s "
         f"({rep['onsets_with_new_event']} onsets with a new event)",
         "",
