@@ -25,6 +25,16 @@ def _folds(text: str | None) -> list[int] | None:
         ) from None
 
 
+def _window_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"window seconds must be a number, got {text!r}") from None
+    if not 1.0 <= value <= 10.0:
+        raise argparse.ArgumentTypeError(f"window seconds must be from 1 to 10, got {text}")
+    return value
+
+
 def _dataset_args(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument(
         "--dataset",
@@ -96,6 +106,13 @@ def _train_parser() -> argparse.ArgumentParser:
         help="training epochs (default: 60; with --init-from enough for ~600 steps, at least 30)",
     )
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument(
+        "--window-seconds",
+        type=_window_seconds,
+        default=4.0,
+        help="analysis window in seconds, 1-10 (default 4.0; 1.0 makes a start model for "
+        "detection.fast_start_threshold, see python -m training.attach_start)",
+    )
     p.add_argument(
         "--lr",
         type=float,
@@ -193,6 +210,7 @@ def _train(args, argv) -> int:
         seed=args.seed,
         augment=_augment(args),
         freeze_body_epochs=max(5, epochs // 6) if fine else 0,
+        window_seconds=args.window_seconds,
     )
     cv = None
     if args.cv:
