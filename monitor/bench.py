@@ -108,12 +108,12 @@ def start_mosquitto(workdir: Path) -> tuple[subprocess.Popen | None, int]:
 
 
 def write_config(path: Path, state_dir: Path, model: Path, port: int, hop: float, threads: int,
-                 node_id: str = "bench") -> None:  # fmt: skip
+                 node_id: str = "bench", fast_start: float | None = None) -> None:  # fmt: skip
     mqtt = {"enabled": bool(port), "host": "127.0.0.1", "port": port or 1883, "node_id": node_id,
             "stats_interval": 3600}  # fmt: skip
     cfg = {
         "model": {"path": str(model), "threads": threads},
-        "detection": {"hop_seconds": hop, "level_interval": 5},
+        "detection": {"hop_seconds": hop, "level_interval": 5, "fast_start_threshold": fast_start},
         "mqtt": mqtt,
         "storage": {"state_dir": str(state_dir)},
         "logging": {"level": "WARNING"},
@@ -185,13 +185,16 @@ def verdict(name: str, value: float) -> str:
 
 
 def figures_from(run: dict[str, Any], bundle_meta: dict[str, Any], hop: float,
-                 stream_macs_per_hop: int | None = None) -> dict[str, Any]:  # fmt: skip
+                 stream_macs_per_hop: int | None = None, start_macs_per_hop: int = 0) -> dict[str, Any]:  # fmt: skip
+    """The table's figures from a child's timing report; `start_macs_per_hop`: the start model's
+    work when fast start was on (added to the per-hop and per-second MACs)."""
     windows = max(run["windows"], 1)
     steady_audio = run["audio_s"] - run["first_window_audio_s"]
     steady_cpu = run["cpu_s_at_end"] - run["cpu_s_at_first_window"]
     xrt = steady_audio / steady_cpu if steady_cpu > 0 else float("inf")
     macs = bundle_meta.get("macs_per_window") or (bundle_meta.get("model") or {}).get("macs_per_window")
     streaming = run.get("runner") == "streaming" and bool(stream_macs_per_hop)
+    per_hop = ((stream_macs_per_hop if streaming else macs) or 0) + start_macs_per_hop
     return {
         "audio_minutes": round(run["audio_s"] / 60, 2),
         "windows": run["windows"],
@@ -206,8 +209,8 @@ def figures_from(run: dict[str, Any], bundle_meta: dict[str, Any], hop: float,
         "startup_s": round(run["startup_s"], 3),
         "runner": _runner_text(run),
         "macs_per_window": macs,
-        "macs_per_hop": stream_macs_per_hop if streaming else macs,
-        "macs_per_audio_second": round((stream_macs_per_hop if streaming else macs) / hop) if macs else None,
+        "macs_per_hop": per_hop if macs else None,
+        "macs_per_audio_second": round(per_hop / hop) if macs else None,
         "events": run["events"],
     }
 
@@ -319,7 +322,7 @@ def median_interval(values: list[float], level: float = 0.9, resamples: int = 20
 
 
 def latency_bench(model: Path, hop: float, threads: int, recordings: Path, workdir: Path,
-                  parallel: int) -> dict[str, Any]:  # fmt: skip
+                  parallel: int, fast_start: float | None = None) -> dict[str, Any]:  # fmt: skip
     """Play each street recording at real speed; onset of each labelled occurrence -> `start` at a subscriber."""
     import paho.mqtt.client as mqtt
 
@@ -349,7 +352,8 @@ def latency_bench(model: Path, hop: float, threads: int, recordings: Path, workd
             procs = []
             for fsid in fsids[i : i + parallel]:
                 cfg = workdir / f"lat-{fsid}.yaml"
-                write_config(cfg, workdir / f"state-{fsid}", model, port, hop, threads, node_id=f"rec{fsid}")
+                write_config(cfg, workdir / f"state-{fsid}", model, port, hop, threads, node_id=f"rec{fsid}",
+                             fast_start=fast_start)  # fmt: skip
                 procs.append(subprocess.Popen(
                     [sys.executable, "-m", "monitor", "run", "--source", str(recordings / f"{fsid}.flac"),
                      "--pace", "realtime", "--config", str(cfg)],
@@ -579,6 +583,8 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--recordings", default=None, help="folder of street recordings (default ../shared/data/recordings)")
     ap.add_argument("--hop", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--fast-start", type=float, default=None, metavar="T",
+                    help="run with detection.fast_start_threshold T (the bundle's start model; default off)")
     ap.add_argument("--no-mqtt", action="store_true", help="run without a broker (publisher disabled)")
     ap.add_argument("--naive-seconds", type=float, default=60.0, help="audio for the naive comparison (0 = skip)")
     ap.add_argument("--latency", action="store_true", help="measure onset -> MQTT start in real time")
@@ -607,7 +613,7 @@ def bench_main(argv: list[str]) -> int:
                 raise SystemExit("soundmon bench --latency: needs the street recordings (../shared/data/recordings)")
             print(f"latency: {len(list(recordings.glob('*.flac')))} street recordings at real speed, "
                   f"{args.parallel} at a time ...", flush=True)  # fmt: skip
-            fig = latency_bench(model, args.hop, args.threads, recordings, work, args.parallel)
+            fig = latency_bench(model, args.hop, args.threads, recordings, work, args.parallel, args.fast_start)
             ok = fig["latency_median_s"] is not None and fig["latency_median_s"] <= fig["latency_budget_s"]
             print("  recording  class              onset s  latency s")
             for row in fig["latency_onsets"]:
@@ -622,16 +628,18 @@ def bench_main(argv: list[str]) -> int:
                 args.minutes, REPO / ".cache" / f"bench_{args.minutes:g}min.flac", recordings)
             broker, port = (None, 0) if args.no_mqtt else start_mosquitto(work)
             config = work / "bench.yaml"
-            write_config(config, work / "state", model, port, args.hop, args.threads)
+            write_config(config, work / "state", model, port, args.hop, args.threads, fast_start=args.fast_start)
             print(f"streaming {sf.info(audio).duration / 60:.1f} min of audio through `soundmon run --pace fast` "
                   f"(model {bundle.name}, {args.threads} thread(s), hop {args.hop} s, "
-                  f"mqtt {'on' if port else 'off'}) ...", flush=True)  # fmt: skip
+                  f"mqtt {'on' if port else 'off'}"
+                  f"{'' if args.fast_start is None else f', fast start {args.fast_start:g}'}) ...", flush=True)  # fmt: skip
             try:
                 run = run_child(audio, config, work / "report.json")
             finally:
                 if broker is not None:
                     broker.terminate()
-            fig = figures_from(run, bundle.meta, args.hop, bundle.stream_meta.get("macs_per_hop"))
+            fig = figures_from(run, bundle.meta, args.hop, bundle.stream_meta.get("macs_per_hop"),
+                               _start_macs_per_hop(bundle) if args.fast_start is not None else 0)  # fmt: skip
             if args.naive_seconds > 0:
                 naive = naive_ms_per_hop(model, args.threads, args.naive_seconds, recordings)
                 if naive is not None:
@@ -639,12 +647,25 @@ def bench_main(argv: list[str]) -> int:
                     fig["naive_librosa_ms_per_hop"] = round(naive, 3)
                     fig["speedup_vs_naive"] = round(naive / ours, 1)
             print_table(fig)
+        fig["fast_start_threshold"] = args.fast_start
         fig["machine"] = f"{os.cpu_count()} cores, {_cpu_model()}"
         fig["date"] = time.strftime("%Y-%m-%d")
         print(json.dumps(fig))
         if args.json_out:
             args.json_out.write_text(json.dumps(fig, indent=2) + "\n")
     return 0
+
+
+def _start_macs_per_hop(bundle) -> int:
+    """Multiply-accumulates the bundle's start model adds per hop (its streaming model's, else its
+    whole window's); 0 when the bundle names none (the run itself then refuses fast start)."""
+    from monitor.bundle import load_bundle
+
+    if bundle.start_model_path is None:
+        return 0
+    start = load_bundle(bundle.start_model_path)
+    model_meta = start.meta.get("model") or {}
+    return int(start.stream_meta.get("macs_per_hop") or model_meta.get("macs_per_window") or 0)
 
 
 def _cpu_model() -> str:

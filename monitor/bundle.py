@@ -40,6 +40,8 @@ class ModelBundle:
     stream_tflite_path: Path | None = None  # optional streaming model (monitor.stream_runner)
     stream_hop_frames: int | None = None  # the hop it steps by, in frames
     stream_meta: dict[str, Any] = field(default_factory=dict)  # the rest of its section (macs_per_hop)
+    start_model: str | None = None  # optional start model: another bundle, path relative to this JSON
+    start_model_path: Path | None = None  # that bundle's path (no suffix), resolved
 
     def to_json_dict(self) -> dict[str, Any]:
         """The bundle JSON (training writes it with this; `meta` carries training data and metrics)."""
@@ -59,6 +61,8 @@ class ModelBundle:
         if self.stream_tflite_path is not None:
             out["stream"] = {"tflite": self.stream_tflite_path.name, "hop_frames": self.stream_hop_frames,
                              **self.stream_meta}  # fmt: skip
+        if self.start_model is not None:
+            out["start_model"] = self.start_model
         out.update({k: v for k, v in self.meta.items() if k not in out})
         return out
 
@@ -136,8 +140,11 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
         raise BundleError(f"model bundle {json_path}: bad default thresholds for {bad}")
     known = {
         "format", "format_version", "name", "labels", "frontend", "window_seconds", "window_frames",
-        "placement", "normalisation", "output_activation", "thresholds", "stream",
+        "placement", "normalisation", "output_activation", "thresholds", "stream", "start_model",
     }  # fmt: skip
+    start_model = data.get("start_model")
+    if start_model is not None and (not isinstance(start_model, str) or not start_model):
+        raise BundleError(f"model bundle {json_path}: 'start_model' must be a bundle path (relative to the JSON)")
     stream_path, stream_hop = _stream_section(data, json_path, window_frames)
     return ModelBundle(
         name=str(data.get("name") or json_path.stem),
@@ -155,6 +162,8 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
         stream_tflite_path=stream_path,
         stream_hop_frames=stream_hop,
         stream_meta={k: v for k, v in (data.get("stream") or {}).items() if k not in ("tflite", "hop_frames")},
+        start_model=start_model,
+        start_model_path=None if start_model is None else json_path.parent / start_model,
     )
 
 

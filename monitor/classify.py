@@ -21,6 +21,7 @@ from monitor.config import Config
 from monitor.errors import AudioFileError
 from monitor.file_source import FileSource
 from monitor.pipeline import Pipeline
+from monitor.runner import start_runner_for
 
 __all__ = ["ClipResult", "classify_file", "format_table", "run_classify"]
 
@@ -51,14 +52,20 @@ class ClipResult:
 
 
 def classify_file(
-    path: str | Path, bundle: ModelBundle, runner, cfg: Config, warm_start: bool = False
+    path: str | Path,
+    bundle: ModelBundle,
+    runner,
+    cfg: Config,
+    warm_start: bool = False,
+    start_runner=None,
 ) -> ClipResult:
     """Stream one recording through the pipeline; raise AudioFileError if it cannot be decoded.
 
     Without `warm_start` (the clip rule of `soundmon classify`) the first window needs a full
-    window of audio; with it, the events are the ones `soundmon run` would publish."""
+    window of audio; with it, the events are the ones `soundmon run` would publish. `start_runner`:
+    the bundle's start model (`monitor.runner.start_runner_for`) for `detection.fast_start_threshold`."""
     source = FileSource(path, bundle.frontend.sample_rate, pace="fast", block_seconds=1.0)
-    pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=warm_start)
+    pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=warm_start, start_runner=start_runner)
     score_sum = np.zeros(len(bundle.labels), dtype=np.float64)
     scored = 0
     events: dict[str, dict] = {}
@@ -126,9 +133,10 @@ def run_classify(
 
     Returns 0 when every file was classified, 1 when any failed."""
     failed = 0
+    start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
     for path in paths:
         try:
-            result = classify_file(path, bundle, runner, cfg)
+            result = classify_file(path, bundle, runner, cfg, start_runner=start_runner)
         except AudioFileError as exc:
             print(f"soundmon classify: {exc}", file=err)
             failed += 1

@@ -130,6 +130,13 @@ class DetectionConfig(_Section):
     hold_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
     cooldown_seconds: float = Field(default=2.0, ge=0.0, le=3600.0)
     min_level_dbfs: float = Field(default=-70.0, ge=-200.0, le=0.0)
+    fast_start_threshold: float | None = Field(
+        default=None,
+        gt=0.0,
+        le=1.0,
+        description="also start an event when the bundle's start model (newest 1 s) gives a label "
+        "this top score; None = off",
+    )
     warm_start: bool = Field(
         default=True,
         description="first window one hop after the stream starts, silence ahead of the audio",

@@ -28,7 +28,7 @@ from monitor.config import Config, load_config
 from monitor.detector import DetectionEvent
 from monitor.errors import SoundmonError
 from monitor.pipeline import SILENCE_DBFS, Pipeline, WindowResult, level_dbfs
-from monitor.runner import open_model
+from monitor.runner import open_model, start_runner_for
 from monitor.sdnotify import Notifier
 
 __all__ = ["Daemon", "run_daemon"]
@@ -134,7 +134,8 @@ class Daemon:
         self.flags = _Flags()
         self.notifier = notifier or Notifier()
         self.node = cfg.mqtt.node_id
-        self.pipeline = Pipeline(bundle, runner, cfg.detection)
+        self.start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
+        self.pipeline = Pipeline(bundle, runner, cfg.detection, start_runner=self.start_runner)
         self.publisher = publisher if publisher is not None else self._make_publisher(cfg)
         self.source = None
         self.clips: ClipRecorder | None = None
@@ -211,9 +212,10 @@ class Daemon:
         self.source = self._open_source()
         self.source.start()
         log.info(
-            "starting: model %s (%d labels, %s), source %s, hop %.2f s, mqtt %s",
+            "starting: model %s (%d labels, %s), source %s, hop %.2f s%s, mqtt %s",
             self.bundle.name, len(self.bundle.labels), getattr(self.runner, "runtime", "?"),
             self.source_spec, self.cfg.detection.hop_seconds,
+            "" if self.start_runner is None else f", fast start {self.cfg.detection.fast_start_threshold:g}",
             f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.cfg.mqtt.base}" if self.cfg.mqtt.enabled else "off",
         )  # fmt: skip
         self.publisher.start()
@@ -454,17 +456,25 @@ class Daemon:
                               if model_changed or hop_changed
                               else (self.bundle, self.runner))  # fmt: skip
             new.check_against_labels(bundle.labels)
+            fast_toggled = (new.detection.fast_start_threshold is None) != (self.start_runner is None)
+            start_runner = (start_runner_for(bundle, new.detection, new.model.threads)
+                            if model_changed or hop_changed or fast_toggled
+                            else self.start_runner)  # fmt: skip
+            if fast_toggled:
+                log.info("reload: fast start %s", "off" if start_runner is None
+                         else f"on at {new.detection.fast_start_threshold:g}")  # fmt: skip
         except SoundmonError as exc:
             log.error("reload refused, keeping the running config: %s", exc)
             self.notifier.ready(self._status_line())
             return
         if model_changed:
             self._emit(self.pipeline.detector.close(self.pipeline.offset_s))
-            self.bundle, self.runner = bundle, runner
-            self.pipeline = Pipeline(bundle, runner, new.detection)
+            self.bundle, self.runner, self.start_runner = bundle, runner, start_runner
+            self.pipeline = Pipeline(bundle, runner, new.detection, start_runner=start_runner)
             log.info("reload: model %s loaded, pipeline rebuilt", bundle.name)
         else:
             self.runner = self.pipeline.runner = runner
+            self.start_runner = self.pipeline.start_runner = start_runner
             self._emit(self.pipeline.apply_detection_config(new.detection))
         if new.audio != self.cfg.audio and self.source_spec == "mic":
             log.info("reload: audio settings changed, reopening the input")

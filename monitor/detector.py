@@ -23,6 +23,13 @@ Rules (per label; labels are independent, so overlapping sounds can all be activ
    last such window (so a dip shorter than the hold does not split one siren into many
    events; a window back above the release level cancels the pending end). With
    `hold_seconds = 0` the first window below the release level ends the event.
+   **Fast start** (optional, `fast_start_threshold`): the pipeline may also pass the scores of
+   a *start model*, a second classifier that hears only the newest second, so it is sure of a
+   sound one or two hops before the 4 s model's smoothed score gets there. An event then also
+   starts when the label is the start model's top label with a score >= `fast_start_threshold`
+   (same conditions otherwise: enabled, no open event, not in cooldown). The event is the same
+   kind of event: `score` and `peak_score` are still the smoothed main score (which may be
+   below the threshold at a fast start), and it ends by rules 3-5 on the main model's scores.
 5. **End.** The `end` event carries the same `id` as its `start`; `end_offset_s` is the
    offset of the last window still at or above the release level (the hold does not inflate
    `duration_s = end_offset_s - start_offset_s`; 0 means one window), `score` is the
@@ -144,6 +151,7 @@ class Detector:
         release_ratio: float = 0.8,
         hold_seconds: float = 1.0,
         cooldown_seconds: float = 2.0,
+        fast_start_threshold: float | None = None,
     ) -> None:
         if not labels or len(set(labels)) != len(labels):
             raise ValueError(f"detector: labels must be a non-empty list of unique names, got {labels}")
@@ -154,7 +162,9 @@ class Detector:
         self._open: dict[str, _Open] = {}
         self._cooldown_until: dict[str, float] = {}
         self._last_offset: float | None = None
-        self._apply(thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds)
+        self._apply(
+            thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds, fast_start_threshold
+        )
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -166,9 +176,15 @@ class Detector:
         release_ratio: float,
         hold_seconds: float,
         cooldown_seconds: float,
+        fast_start_threshold: float | None = None,
     ) -> None:
         thr, en = _check_settings(
             self.labels, thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds
+        )
+        if fast_start_threshold is not None and not (0.0 < float(fast_start_threshold) <= 1.0):
+            raise ValueError(f"detector: fast_start_threshold must be in (0, 1] or None, got {fast_start_threshold}")
+        self.fast_start_threshold: float | None = (
+            None if fast_start_threshold is None else float(fast_start_threshold)
         )
         self.thresholds: dict[str, float] = thr
         self.enabled: set[str] = en
@@ -187,6 +203,7 @@ class Detector:
         release_ratio: float,
         hold_seconds: float,
         cooldown_seconds: float,
+        fast_start_threshold: float | None = None,
     ) -> list[DetectionEvent]:
         """New settings from the next window on, keeping score history and open events.
 
@@ -194,7 +211,9 @@ class Detector:
         an open event whose threshold changed is judged against the new release level at the
         next window. Invalid settings raise ValueError and leave the detector unchanged.
         """
-        self._apply(thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds)
+        self._apply(
+            thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds, fast_start_threshold
+        )
         ended: list[DetectionEvent] = []
         for label in self.labels:
             if label in self._open and label not in self.enabled:
@@ -221,8 +240,14 @@ class Detector:
 
     # -- the per-window step -------------------------------------------------------------------
 
-    def update(self, offset_s: float, scores: np.ndarray | None) -> list[DetectionEvent]:
-        """Add one window's scores (None = gated, i.e. all zero); return events it decided."""
+    def update(
+        self, offset_s: float, scores: np.ndarray | None, start_scores: np.ndarray | None = None
+    ) -> list[DetectionEvent]:
+        """Add one window's scores (None = gated, i.e. all zero); return events it decided.
+
+        `start_scores`: the start model's scores for the same window end (None: no start model
+        or a gated window); used only with `fast_start_threshold` set.
+        """
         offset_s = float(offset_s)
         if not math.isfinite(offset_s):
             raise ValueError(f"detector: offset must be finite, got {offset_s}")
@@ -243,6 +268,7 @@ class Detector:
         n = min(self.smoothing_windows, len(self._history))
         recent = list(self._history)[-n:]
         self._smoothed = np.mean(np.stack(recent), axis=0)
+        fast_label = self._fast_label(start_scores)
 
         ends: list[DetectionEvent] = []
         starts: list[DetectionEvent] = []
@@ -259,13 +285,24 @@ class Detector:
             if (
                 label in self.enabled
                 and offset_s >= self._cooldown_until.get(label, -math.inf) - EPS
-                and s >= self.thresholds[label] - EPS
+                and (s >= self.thresholds[label] - EPS or label == fast_label)
             ):
                 start = DetectionEvent("start", uuid.uuid4().hex, label, s, s, offset_s)
                 self._open[label] = _Open(start=start, peak=s, last_above_s=offset_s)
                 self._cooldown_until.pop(label, None)
                 starts.append(start)
         return ends + starts
+
+    def _fast_label(self, start_scores: np.ndarray | None) -> str | None:
+        """The label a fast start may open on this window: the start model's top label, when its
+        score reaches `fast_start_threshold` (None without a start model or setting)."""
+        if self.fast_start_threshold is None or start_scores is None:
+            return None
+        row = np.nan_to_num(np.asarray(start_scores, dtype=np.float64).reshape(-1), nan=0.0)
+        if row.shape[0] != len(self.labels):
+            raise ValueError(f"detector: got {row.shape[0]} start scores for {len(self.labels)} labels")
+        top = int(np.argmax(row))
+        return self.labels[top] if row[top] >= self.fast_start_threshold - EPS else None
 
     def _end(self, label: str, end_offset_s: float, decision_offset_s: float) -> DetectionEvent:
         """Close `label`'s open event: build its "end" event and start its cooldown."""

@@ -68,6 +68,7 @@ class WindowResult:
     scores: np.ndarray | None
     events: list[DetectionEvent]
     inference_ms: float = 0.0
+    start_scores: np.ndarray | None = None  # the start model's, when fast start is on
 
 
 @dataclass
@@ -99,6 +100,7 @@ def _detector_settings(cfg: DetectionConfig, labels: list[str], bundle: ModelBun
         "release_ratio": cfg.release_ratio,
         "hold_seconds": cfg.hold_seconds,
         "cooldown_seconds": cfg.cooldown_seconds,
+        "fast_start_threshold": cfg.fast_start_threshold,
     }
 
 
@@ -106,6 +108,9 @@ class Pipeline:
     """Feed mono float32 blocks at the model's rate; get a `WindowResult` per completed window.
 
     `runner` is anything with `predict(window) -> scores` (normally `monitor.runner.ModelRunner`).
+    `start_runner` (from `monitor.runner.open_start_model`) is the bundle's start model: with
+    `detection.fast_start_threshold` set it scores the newest part of each window (its own
+    window length) for the detector's fast start.
 
     With `warm_start` (the daemon's default, `detection.warm_start`) the first window comes one
     hop into the stream, not one window: the window is filled with digital silence ahead of
@@ -120,9 +125,11 @@ class Pipeline:
         runner,
         detection: DetectionConfig,
         warm_start: bool | None = None,
+        start_runner=None,
     ) -> None:
         self.bundle = bundle
         self.runner = runner
+        self.start_runner = start_runner
         self.labels = list(bundle.labels)
         p = bundle.frontend
         self._sr = p.sample_rate
@@ -204,20 +211,23 @@ class Pipeline:
             mean_square = float(np.nanmean(energy))
         level = level_dbfs(mean_square)
         scores: np.ndarray | None = None
+        start_scores: np.ndarray | None = None
         inference_ms = 0.0
         if level >= self.detection.min_level_dbfs:
             t0 = time.perf_counter()
             scores = self.runner.predict(window[:, :-1])
+            if self.start_runner is not None and self.detection.fast_start_threshold is not None:
+                start_scores = self.start_runner.predict(window[-self.start_runner.bundle.window_frames :, :-1])
             inference_ms = (time.perf_counter() - t0) * 1000.0
             self.stats.inference_s += inference_ms / 1000.0
             self.stats.recent_inference_ms.append(inference_ms)
         else:
             self.stats.gated_windows += 1
         t1 = time.perf_counter()
-        events = self.detector.update(end_offset, scores)
+        events = self.detector.update(end_offset, scores, start_scores)
         self.stats.detector_s += time.perf_counter() - t1
         self.stats.windows += 1
-        return WindowResult(self.stats.windows - 1, end_offset, level, scores, events, inference_ms)
+        return WindowResult(self.stats.windows - 1, end_offset, level, scores, events, inference_ms, start_scores)
 
     def gap(self, missing_samples: int) -> list[DetectionEvent]:
         """The source lost audio (overrun or device reopen): restart framing, keep the clock true."""

@@ -16,7 +16,14 @@ import numpy as np
 from monitor.bundle import ModelBundle, load_bundle
 from monitor.errors import BundleError
 
-__all__ = ["ModelRunner", "load_interpreter_class", "open_model", "quiet_native_stderr"]
+__all__ = [
+    "ModelRunner",
+    "load_interpreter_class",
+    "open_model",
+    "open_start_model",
+    "quiet_native_stderr",
+    "start_runner_for",
+]
 
 
 def load_interpreter_class() -> tuple[type, str]:
@@ -145,3 +152,30 @@ def open_model(path, num_threads: int = 1, hop_seconds: float | None = None) -> 
 
             return bundle, StreamingRunner(bundle, num_threads=num_threads)
     return bundle, ModelRunner(bundle, num_threads=num_threads)
+
+
+def open_start_model(bundle: ModelBundle, num_threads: int = 1, hop_seconds: float | None = None) -> Any:
+    """The runner of `bundle`'s start model (the short-window classifier behind
+    `detection.fast_start_threshold`); BundleError when the bundle names none or one that does
+    not fit it (other labels, a longer window)."""
+    if bundle.start_model_path is None:
+        raise BundleError(
+            f"model {bundle.name}: detection.fast_start_threshold is set but the bundle names no start model"
+        )
+    start, runner = open_model(bundle.start_model_path, num_threads, hop_seconds)
+    if start.labels != bundle.labels:
+        raise BundleError(f"start model {start.name}: its labels differ from model {bundle.name}'s")
+    if start.window_frames > bundle.window_frames:
+        raise BundleError(
+            f"start model {start.name}: its window ({start.window_seconds} s) is longer than "
+            f"model {bundle.name}'s ({bundle.window_seconds} s)"
+        )
+    return runner
+
+
+def start_runner_for(bundle: ModelBundle, detection: Any, num_threads: int = 1) -> Any:
+    """The start model's runner when `detection.fast_start_threshold` is set, else None (nothing
+    is loaded while fast start is off)."""
+    if detection.fast_start_threshold is None:
+        return None
+    return open_start_model(bundle, num_threads, detection.hop_seconds)

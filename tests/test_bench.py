@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tests.paths import DEMO
+from tests.paths import DEMO, need_shipped_model
 
 FIELDS = [
     "x_realtime", "cpu_s_per_audio_hour", "frontend_ms_per_hop", "inference_ms_p50", "inference_ms_p95",
@@ -50,6 +50,21 @@ def test_bench_runs_a_streaming_bundle_one_hop_at_a_time(tiny_stream_bundle, tmp
     assert figures["runner"] == "streaming model: 65 hops stepped, 1 windows rebuilt"
     assert figures["macs_per_hop"] < figures["macs_per_window"] / 4
     assert "streaming model: 65 hops stepped" in out.stdout
+
+
+def test_bench_with_fast_start_counts_the_start_models_work(tmp_path):
+    """`--fast-start T`: the daemon runs the bundle's start model too; its MACs join the per-hop ones."""
+    model = need_shipped_model()
+    out = bench("--model", str(model), "--audio", str(DEMO), "--naive-seconds", "0", "--fast-start", "0.8",
+                "--json-out", str(tmp_path / "b.json"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "fast start 0.8" in out.stdout
+    figures = json.loads((tmp_path / "b.json").read_text())
+    main = json.loads(model.with_suffix(".json").read_text())["stream"]["macs_per_hop"]
+    start = json.loads((model.parent / "urban10_start.json").read_text())["stream"]["macs_per_hop"]
+    assert figures["fast_start_threshold"] == 0.8
+    assert figures["macs_per_hop"] == main + start
+    assert figures["macs_per_audio_second"] == 2 * (main + start)
 
 
 def test_soak_samples_the_daemon_and_writes_table_and_plot(tiny_bundle, tmp_path):

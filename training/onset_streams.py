@@ -31,7 +31,7 @@ from monitor.bench import first_new_event
 from monitor.config import Config, load_config
 from monitor.errors import SoundmonError
 from monitor.pipeline import Pipeline
-from monitor.runner import open_model
+from monitor.runner import open_model, start_runner_for
 from training.cv_eval import fold_bundles
 from training.datasets import Dataset, load_audio, read_dataset
 from training.run import check_labels
@@ -93,7 +93,9 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0) -> lis
         bundle, runner = open_model(fold_bundle.tflite_path.with_suffix(""), cfg.model.threads, hop)
         check_labels(ds, bundle, model)
         audio, segments = fold_stream(ds, fold, bundle.frontend.sample_rate, seed)
-        pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=cfg.detection.warm_start)
+        start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
+        pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=cfg.detection.warm_start,
+                            start_runner=start_runner)  # fmt: skip
         events = []
         block = bundle.frontend.sample_rate  # 1 s blocks, as a file source hands them over
         for k in range(0, len(audio), block):

@@ -31,7 +31,7 @@ import numpy as np
 from monitor.bench import first_new_event, labelled_onsets
 from monitor.classify import classify_file
 from monitor.config import load_config
-from monitor.runner import open_model
+from monitor.runner import open_model, start_runner_for
 from training.streaming import read_occurrences
 
 __all__ = ["evaluate_recordings", "main", "percent"]
@@ -45,6 +45,7 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
     """Per-class occurrence recall and event precision over every `<fsID>.flac` in labels.csv."""
     cfg = load_config(config)
     bundle, runner = open_model(model, cfg.model.threads, cfg.detection.hop_seconds)
+    start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
     occ, _folds = read_occurrences(recordings)
     by_file = {fsid: [(cls, a, b) for a, b, cls in rows] for fsid, rows in occ.items()}
     onsets_by_file = defaultdict(list)
@@ -56,7 +57,7 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
     per_file = []
     for fsid, occurrences in sorted(by_file.items()):
         result = classify_file(recordings / f"{fsid}.flac", bundle, runner, cfg,
-                               warm_start=cfg.detection.warm_start)  # as `soundmon run` does  # fmt: skip
+                               warm_start=cfg.detection.warm_start, start_runner=start_runner)  # as `soundmon run` does  # fmt: skip
         events = [(e["label"], e["start_s"], e["end_s"] if e["end_s"] is not None else e["start_s"])
                   for e in result.events]  # fmt: skip
         for cls, o0, o1 in occurrences:

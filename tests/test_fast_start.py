@@ -1,0 +1,239 @@
+"""Fast start: a start model that hears only the newest second opens events sooner.
+
+The detector rule is driven with plain score rows (windows 0.5 s apart, the defaults of
+tests/test_detector.py); the bundle, pipeline and daemon parts use the shipped model and its
+shipped start model (`models/urban10_start`, trained by `soundmon train --window-seconds 1`).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from monitor.bundle import load_bundle
+from monitor.classify import classify_file
+from monitor.config import Config, load_config
+from monitor.errors import BundleError, ConfigError
+from monitor.runner import open_model, open_start_model, start_runner_for
+from tests.daemon_helpers import DaemonProcess, run_to_end, write_config
+from tests.paths import DEMO, need_shipped_model
+from tests.test_detector import feed, make, row
+from training.attach_start import attach_start
+
+# -- the detector rule ----------------------------------------------------------------------------
+
+
+def test_start_model_sure_of_a_label_opens_its_event_at_once():
+    det = make(fast_start_threshold=0.8)
+    events = det.update(0.5, row(siren=0.3), start_scores=row(siren=0.9, dog_bark=0.1))
+    assert [(e.type, e.label) for e in events] == [("start", "siren")]
+    # `score` keeps its contract: the smoothed main score, here below the 0.5 threshold
+    assert events[0].score == pytest.approx(0.3)
+    # without fast start the same window opens nothing
+    assert make().update(0.5, row(siren=0.3), start_scores=row(siren=0.9)) == []
+
+
+def test_only_the_start_models_top_label_at_the_threshold_fires():
+    det = make(fast_start_threshold=0.4)
+    events = det.update(0.5, row(), start_scores=row(siren=0.45, dog_bark=0.5))
+    assert [e.label for e in events] == ["dog_bark"]
+    det = make(fast_start_threshold=0.8)
+    assert det.update(0.5, row(), start_scores=row(siren=0.79)) == []
+    assert det.update(1.0, row(), start_scores=None) == []  # a gated window or no start model
+
+
+def test_fast_start_keeps_disabled_labels_open_events_and_cooldown():
+    det = make(fast_start_threshold=0.8, enabled={"dog_bark", "car_horn"})
+    assert det.update(0.5, row(), start_scores=row(siren=1.0)) == []  # siren is disabled
+    det = make(fast_start_threshold=0.8, hold_seconds=0.0)
+    (start,) = det.update(0.5, row(siren=0.9), start_scores=row(siren=0.9))
+    assert det.update(1.0, row(siren=0.9), start_scores=row(siren=0.9)) == []  # already open
+    ends = feed(det, [row(), row(), row()], first_offset=1.5)
+    # smoothed 0.6 at 1.5 s, then (0.9 + 0 + 0) / 3 = 0.3 < 0.4 at 2.0 s: ends there (no hold)
+    assert [(t, e.type) for t, e in ends] == [(2.0, "end")]
+    assert det.update(3.0, row(), start_scores=row(siren=1.0)) == []  # cooldown until 4.0
+    assert [e.type for e in det.update(4.0, row(), start_scores=row(siren=1.0))] == ["start"]
+    assert start.id != det.active["siren"].id
+
+
+def test_a_fast_started_event_ends_by_the_main_models_scores():
+    det = make(fast_start_threshold=0.8)
+    det.update(0.5, row(siren=0.1), start_scores=row(siren=0.95))
+    events = feed(det, [row(siren=0.1)] * 4, first_offset=1.0)
+    # smoothed 0.1 < release level 0.4 from the start: ends one hold (1.0 s) after its last
+    # window at or above the release level (the start window itself)
+    assert [(t, e.type, e.end_offset_s) for t, e in events] == [(1.5, "end", 0.5)]
+
+
+@pytest.mark.parametrize("value", [0.0, -0.1, 1.5])
+def test_fast_start_threshold_out_of_range_is_refused(value, tmp_path):
+    with pytest.raises(ValueError, match="fast_start_threshold"):
+        make(fast_start_threshold=value)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"detection:\n  fast_start_threshold: {value}\n")
+    with pytest.raises(ConfigError, match="detection.fast_start_threshold"):
+        load_config(cfg)
+
+
+def test_fast_start_is_off_by_default():
+    assert Config().detection.fast_start_threshold is None
+
+
+# -- the start model in a bundle ------------------------------------------------------------------
+
+
+def _fast(threshold: float = 0.8) -> Config:
+    cfg = Config()
+    cfg.detection.fast_start_threshold = threshold
+    return cfg
+
+
+def test_shipped_bundle_names_its_start_model():
+    bundle = load_bundle(need_shipped_model())
+    assert bundle.start_model == "urban10_start"
+    runner = open_start_model(bundle, 1, 0.5)
+    assert runner.bundle.labels == bundle.labels
+    assert runner.bundle.window_seconds == 1.0
+    scores = runner.predict(np.full((runner.bundle.window_frames, 64), -60.0, dtype=np.float32))
+    assert scores.shape == (10,) and 0.99 < scores.sum() < 1.01
+    # nothing is opened while fast start is off
+    assert start_runner_for(bundle, Config().detection) is None
+
+
+def _copy_bundle(src: Path, dst_dir: Path) -> Path:
+    for f in src.parent.glob(src.name + ".*"):
+        if f.suffix in (".json", ".tflite"):
+            shutil.copy(f, dst_dir / f.name)
+    return dst_dir / src.name
+
+
+def test_a_start_model_that_does_not_fit_is_refused(tmp_path):
+    shipped = need_shipped_model()
+    main = _copy_bundle(shipped, tmp_path)
+    start = _copy_bundle(shipped.parent / "urban10_start", tmp_path)
+    assert open_start_model(load_bundle(main)) is not None
+    data = json.loads(start.with_suffix(".json").read_text())
+    data["labels"] = list(reversed(data["labels"]))
+    start.with_suffix(".json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="labels differ"):
+        open_start_model(load_bundle(main))
+    start.with_suffix(".tflite").unlink()
+    with pytest.raises(BundleError, match="not found"):
+        open_start_model(load_bundle(main))
+    data = json.loads(main.with_suffix(".json").read_text())
+    del data["start_model"]
+    main.with_suffix(".json").write_text(json.dumps(data))
+    with pytest.raises(BundleError, match="fast_start_threshold is set but the bundle names no start model"):
+        start_runner_for(load_bundle(main), _fast().detection)
+
+
+def test_attach_start_names_it_in_the_bundle_and_its_folds(tmp_path):
+    shipped = need_shipped_model()
+    models = tmp_path / "models"
+    for sub in ("", "_cv"):
+        (models / f"urban10{sub}").parent.mkdir(parents=True, exist_ok=True)
+    (models / "urban10_cv").mkdir()
+    (models / "urban10_start_cv").mkdir()
+    main = _copy_bundle(shipped, models)
+    start = _copy_bundle(shipped.parent / "urban10_start", models)
+    fold_main = _copy_bundle(shipped.parent / "urban10_cv" / "fold1", models / "urban10_cv")
+    _copy_bundle(shipped.parent / "urban10_start_cv" / "fold1", models / "urban10_start_cv")
+    for b in (main, fold_main):
+        data = json.loads(b.with_suffix(".json").read_text())
+        data.pop("start_model", None)
+        b.with_suffix(".json").write_text(json.dumps(data))
+    done = attach_start(main, start)
+    assert [(p.name, ref) for p, ref in done] == [
+        ("urban10.json", "urban10_start"),
+        ("fold1.json", "../urban10_start_cv/fold1"),
+    ]
+    assert open_start_model(load_bundle(fold_main)).bundle.name == "fold1"
+
+
+def test_attach_start_refuses_a_start_model_with_other_labels(tmp_path):
+    shipped = need_shipped_model()
+    main = _copy_bundle(shipped, tmp_path)
+    start = _copy_bundle(shipped.parent / "urban10_start", tmp_path)
+    data = json.loads(start.with_suffix(".json").read_text())
+    data["labels"] = list(reversed(data["labels"]))
+    start.with_suffix(".json").write_text(json.dumps(data))
+    before = main.with_suffix(".json").read_text()
+    with pytest.raises(BundleError, match="labels differ"):
+        attach_start(main, start)
+    assert main.with_suffix(".json").read_text() == before  # nothing written
+
+
+# -- through the pipeline and the daemon ----------------------------------------------------------
+
+
+def test_fast_start_answers_the_demo_recording_sooner():
+    bundle, runner = open_model(need_shipped_model(), 1, 0.5)
+    plain = classify_file(DEMO, bundle, runner, Config(), warm_start=True)
+    cfg = _fast(0.8)
+    fast = classify_file(DEMO, bundle, runner, cfg, warm_start=True,
+                         start_runner=start_runner_for(bundle, cfg.detection))  # fmt: skip
+
+    def first_starts(result) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for e in result.events:
+            out.setdefault(e["label"], e["start_s"])
+        return out
+
+    before, after = first_starts(plain), first_starts(fast)
+    assert set(before) <= set(after)  # every sound found without it is found with it
+    assert all(after[label] <= before[label] for label in before)
+    assert any(after[label] < before[label] for label in before)
+
+
+def test_run_with_fast_start_logs_it_and_detects(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", detection={"fast_start_threshold": 0.8})
+    d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--print",
+                   "--model", str(need_shipped_model()))  # fmt: skip
+    assert d.proc.returncode == 0, d.text()
+    assert "fast start 0.8" in d.text()
+    printed = "\n".join(d.out)
+    assert "START siren" in printed and "START dog_bark" in printed
+
+
+def test_fast_start_with_a_bundle_without_start_model_is_one_line(tiny_bundle, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", detection={"fast_start_threshold": 0.8})
+    d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--model", str(tiny_bundle))
+    assert d.proc.returncode != 0
+    errors = [line for line in d.log if line.strip()]
+    assert len(errors) == 1 and "fast_start_threshold is set but the bundle names no start model" in errors[0]
+
+
+def test_sighup_turns_fast_start_on(tmp_path):
+    cfg = write_config(tmp_path / "c.yaml")
+    d = DaemonProcess("--source", str(DEMO), "--pace", "realtime", "--config", str(cfg),
+                      "--model", str(need_shipped_model()))  # fmt: skip
+    try:
+        d.wait_log("first window result", timeout=20)
+        write_config(cfg, detection={"fast_start_threshold": 0.8})
+        d.signal(signal.SIGHUP)
+        d.wait_log("reload: fast start on at 0.8")
+        d.wait_log("reload: configuration applied")
+        d.signal(signal.SIGTERM)
+        assert d.wait(10) == 0
+    finally:
+        d.kill()
+
+
+def test_sighup_asking_fast_start_of_a_bundle_without_one_keeps_the_running_config(tiny_bundle, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml")
+    d = DaemonProcess("--source", str(DEMO), "--pace", "realtime", "--config", str(cfg), "--model", str(tiny_bundle))
+    try:
+        d.wait_log("first window result", timeout=20)
+        write_config(cfg, detection={"fast_start_threshold": 0.8})
+        d.signal(signal.SIGHUP)
+        assert "names no start model" in d.wait_log("reload refused")
+        assert d.proc.poll() is None
+        d.signal(signal.SIGTERM)
+        assert d.wait(10) == 0
+    finally:
+        d.kill()

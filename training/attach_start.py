@@ -1,0 +1,74 @@
+"""Name a start model in a bundle, so `detection.fast_start_threshold` can use it.
+
+A start model is an ordinary bundle trained on short windows
+(`soundmon train --window-seconds 1 ...`): it hears only the newest second of each window, so
+it is sure of a sound that has just begun a hop or two before the 4 s model is. This writes
+`"start_model": "<path relative to the JSON>"` into the main bundle's JSON, and into each of its
+cross-validation fold bundles (`<model>_cv/foldK.json`) that has a start model of the same fold
+(`<start>_cv/foldK.json`), so `python -m training.onset_streams` measures fast start on models
+that never heard the clips. Every pair is opened as the daemon opens it first (same labels and
+front-end, a start window no longer than the main one); nothing is written if one fails.
+
+    python -m training.attach_start --model models/urban10 --start models/urban10_start
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from monitor.bundle import ModelBundle, bundle_paths, load_bundle
+from monitor.errors import SoundmonError
+from monitor.runner import open_start_model
+
+__all__ = ["attach_start", "main"]
+
+
+def _pairs(model: Path, start: Path) -> list[tuple[Path, Path]]:
+    """(main bundle, start bundle) paths without suffix: the bundles, then matching CV folds."""
+    pairs = [(bundle_paths(model)[1].with_suffix(""), bundle_paths(start)[1].with_suffix(""))]
+    model_cv = Path(f"{pairs[0][0]}_cv")
+    start_cv = Path(f"{pairs[0][1]}_cv")
+    for fold_json in sorted(model_cv.glob("fold*.json")):
+        if (start_cv / fold_json.name).is_file():
+            pairs.append((fold_json.with_suffix(""), (start_cv / fold_json.name).with_suffix("")))
+    return pairs
+
+
+def attach_start(model: str | Path, start: str | Path) -> list[tuple[Path, str]]:
+    """Write `start_model` into the bundle at `model` (and its folds); returns (JSON, reference) pairs."""
+    planned: list[tuple[Path, str]] = []
+    for main_path, start_path in _pairs(Path(model), Path(start)):
+        json_path = bundle_paths(main_path)[1]
+        ref = os.path.relpath(start_path, json_path.parent)
+        bundle = load_bundle(main_path)
+        trial = ModelBundle(**{**bundle.__dict__, "start_model": ref, "start_model_path": json_path.parent / ref})
+        open_start_model(trial)  # refuses a start model the daemon would refuse
+        planned.append((json_path, ref))
+    for json_path, ref in planned:
+        data = json.loads(json_path.read_text())
+        data["start_model"] = ref
+        json_path.write_text(json.dumps(data, indent=2) + "\n")
+    return planned
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m training.attach_start", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--model", required=True, help="the main bundle (its JSON gets the start_model key)")
+    ap.add_argument("--start", required=True, help="the start model's bundle (trained with --window-seconds 1)")
+    args = ap.parse_args(argv)
+    try:
+        done = attach_start(args.model, args.start)
+    except SoundmonError as exc:
+        print(f"attach_start: {exc}", file=sys.stderr)
+        return 1
+    for json_path, ref in done:
+        print(f"{json_path}: start_model = {ref}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
