@@ -177,6 +177,11 @@ def test_a_streaming_model_whose_state_changes_quantisation_is_refused(tiny_stre
     stream_file.write_bytes(int8_tflite(sm, lambda: iter(rep)))
     with pytest.raises(BundleError, match="state_00 is quantised differently as input and output"):
         StreamingRunner(load_bundle(tmp_path / "m"))
+    # training checks each export the same way, and leaves such a streaming model out of the bundle
+    from training.stream_export import state_quant_mismatch
+
+    assert state_quant_mismatch(stream_file.read_bytes()) == "state_00"
+    assert state_quant_mismatch(bundle.stream_tflite_path.read_bytes()) is None
 
 
 def test_the_daemon_pipeline_gives_the_same_events_with_either_runner(tiny_stream_bundle):

@@ -40,7 +40,7 @@ from training.evaluate import (  # noqa: E402
 from training.export import PLACEMENT, convert_int8, representative_windows, write_bundle  # noqa: E402
 from training.features import ClipFeatures, compute_features  # noqa: E402
 from training.models import ARCHS, BODY_PREFIX, build_cnn, count_macs  # noqa: E402
-from training.stream_export import stream_part  # noqa: E402
+from training.stream_export import state_quant_mismatch, stream_part  # noqa: E402
 from training.streaming import evaluate_recordings  # noqa: E402
 from training.train import TrainConfig, predict_float, train_cnn, train_mlp  # noqa: E402
 
@@ -121,6 +121,11 @@ def _export(
         hop = hop_frames_for(STREAM_HOP_SECONDS, params)
         frames = params.frames_for(cfg.window_seconds)
         stream = stream_part(model, rep[:STREAM_CALIBRATION_WINDOWS], frames, hop)
+        bad = state_quant_mismatch(stream[0])
+        if bad is not None:
+            log(f"{Path(base).name}: streaming model left out ({bad} is quantised differently as input and "
+                "output, which the streaming runner refuses); the daemon will run whole windows")  # fmt: skip
+            stream = None
     bundle = write_bundle(base, tfl, labels, norm, params, cfg.window_seconds, meta=meta, stream=stream)
     if keep_weights:
         save_float_weights(model, weights_path_for(base))

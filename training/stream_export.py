@@ -31,6 +31,7 @@ __all__ = [
     "add_stream",
     "convert_stream_int8",
     "plan_stream",
+    "state_quant_mismatch",
     "stream_part",
     "stream_representative",
     "streaming_model",
@@ -166,6 +167,22 @@ def convert_stream_int8(model, windows: np.ndarray, window_frames: int, hop_fram
     sm = streaming_model(model, window_frames, hop_frames)
     rep = stream_representative(sm, windows, hop_frames)
     return int8_tflite(sm, lambda: iter(rep))
+
+
+def state_quant_mismatch(tflite: bytes) -> str | None:
+    """The first state an int8 streaming model quantises differently as input and as output, or
+    None. The runner feeds a state back as raw int8, so it refuses such a model; the converter
+    usually gives both the same parameters, but not always (an 0.75 s window's export did not)."""
+    from monitor.runner import load_interpreter_class
+
+    interpreter_cls, _ = load_interpreter_class()
+    interp = interpreter_cls(model_content=tflite)
+    sig = interp.get_signature_runner()
+    ins, outs = sig.get_input_details(), sig.get_output_details()
+    for key in sorted(k for k in ins if k.startswith("state_")):
+        if key not in outs or tuple(ins[key]["quantization"]) != tuple(outs[key]["quantization"]):
+            return key
+    return None
 
 
 def stream_part(model, windows: np.ndarray, window_frames: int, hop_frames: int) -> tuple[bytes, int, int]:
