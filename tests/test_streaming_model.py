@@ -197,3 +197,12 @@ def test_the_daemon_pipeline_gives_the_same_events_with_either_runner(tiny_strea
     assert streaming.steps > 10 * streaming.rebuilds
     assert a.label == b.label
     assert [e["label"] for e in a.events] == [e["label"] for e in b.events]
+
+
+def test_a_model_card_claims_a_streaming_model_only_when_the_bundle_has_one():
+    from training.card import ARCH_TEXT, _arch_text
+
+    assert "streaming model" in _arch_text("cnn_spn_s23t1", has_stream=True)
+    for arch in ("cnn_spn_s23t1", "cnn_sp", "cnn_s"):
+        assert "streaming model" not in _arch_text(arch, has_stream=False), arch
+    assert _arch_text("cnn_f", has_stream=False) == ARCH_TEXT["cnn_f"]

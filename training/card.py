@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from training.evaluate import per_class_table
@@ -57,6 +58,15 @@ ARCH_TEXT = {
 }
 
 
+CARRIES_STREAM = re.compile(r"[;.] [Tt]he bundle also carries it as a streaming model that computes only the rows each hop adds")
+
+
+def _arch_text(arch: str, has_stream: bool) -> str:
+    """The body's description; without the sentence about the streaming model when the bundle has none."""
+    text = ARCH_TEXT.get(arch, "")
+    return text if has_stream else CARRIES_STREAM.sub("", text)
+
+
 def _augment_text(a: dict) -> str:
     """The augmentation line of the card: only the parts that were switched on."""
     if not a.get("enabled", True):
@@ -110,7 +120,7 @@ def write_card(path: str | Path, report: dict) -> None:
         "- Clips shorter than the window are zero-padded at the end (placement `start`); longer recordings "
         "give a window every 0.5 s and a clip's score is the mean of its window scores (what "
         "`soundmon classify` does).",
-        f"- Architecture `{r['arch']}`{ARCH_TEXT.get(r['arch'], '')}: {r['model']['params']:,} parameters, "
+        f"- Architecture `{r['arch']}`{_arch_text(r['arch'], bool(r.get('stream')))}: {r['model']['params']:,} parameters, "
         f"{r['model']['macs_per_window'] / 1e6:.1f} M multiply-accumulates per window, "
         f"int8 file {r['model']['tflite_bytes'] / 1024:.0f} KiB.",
     ]
@@ -122,6 +132,12 @@ def write_card(path: str | Path, report: dict) -> None:
             "(x86-64, 2 cores). A Raspberry Pi 4 is several times slower per window."
         )
     st = r.get("stream")
+    if not st and _arch_text(r["arch"], False) != ARCH_TEXT.get(r["arch"], ""):
+        lines.append(
+            "- No streaming model in this bundle: the int8 export quantised one of its states differently as "
+            "input and output, which the streaming runner refuses, so training left it out; the daemon runs the "
+            "whole window every hop."
+        )
     if st:
         lines.append(
             f"- Streaming model (`{r['name']}.stream.tflite`, what the daemon runs at its default 0.5 s hop): "
