@@ -430,7 +430,7 @@ def _proc_sample(pid: int) -> dict[str, float] | None:
 
 
 def soak(model: Path, hours: float, hop: float, threads: int, recordings: Path | None, workdir: Path,
-         out_dir: Path, audio: Path | None = None) -> dict[str, Any]:  # fmt: skip
+         out_dir: Path, audio: Path | None = None, fast_start: float | None = None) -> dict[str, Any]:  # fmt: skip
     """Stream `hours` of looped recordings in fast pace against a real broker; sample the daemon."""
     base = audio or build_long_recording(30.0, REPO / ".cache" / "bench_30min.flac", recordings)
     repeat = max(1, int(round(hours * 60 / (sf.info(base).duration / 60))))
@@ -438,7 +438,7 @@ def soak(model: Path, hours: float, hop: float, threads: int, recordings: Path |
     if broker is None:
         raise SystemExit("soundmon bench --soak: needs mosquitto (apt-get install mosquitto)")
     config = workdir / "soak.yaml"
-    write_config(config, workdir / "state", model, port, hop, threads, node_id="soak")
+    write_config(config, workdir / "state", model, port, hop, threads, node_id="soak", fast_start=fast_start)
     cfg = json.loads(config.read_text())
     cfg["mqtt"]["stats_interval"] = 0.5
     config.write_text(json.dumps(cfg))
@@ -513,6 +513,7 @@ def _soak_run(model: Path, hours: float, hop: float, threads: int, workdir: Path
         "detection_messages": detections[0],
         "log_errors": len(errors),
         "x_realtime": round(run["audio_s"] / max(run["cpu_s_at_end"], 1e-9), 1),
+        "fast_start_threshold": json.loads(config.read_text())["detection"].get("fast_start_threshold"),
     }
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_soak_outputs(result, samples, out_dir)
@@ -544,7 +545,8 @@ def _write_soak_outputs(result: dict[str, Any], samples: list[dict[str, float]],
         f"- errors in the log: {result['log_errors']}",
     ]
     text = (
-        f"# Soak run, {stamp}\n\nMachine: {machine}. Command: `soundmon bench --soak {result['requested_hours']:g}` "
+        f"# Soak run, {stamp}\n\nMachine: {machine}. Command: `soundmon bench --soak {result['requested_hours']:g}"
+        f"{'' if result.get('fast_start_threshold') is None else ' --fast-start ' + format(result['fast_start_threshold'], 'g')}` "
         f"({result['audio_hours']} h of looped street recordings through `soundmon run --pace fast` "
         f"against a local mosquitto, sampled from /proc every 0.5 s; {result['wall_minutes']} min wall).\n\n"
         + "\n".join(verdicts) + "\n\n" + "\n".join(rows) + "\n\n"
@@ -604,7 +606,8 @@ def bench_main(argv: list[str]) -> int:
         work = Path(tmp)
         if args.soak > 0:
             print(f"soak: {args.soak:g} h of audio in fast pace against a local broker ...", flush=True)
-            fig = soak(model, args.soak, args.hop, args.threads, recordings, work, args.soak_out, args.audio)
+            fig = soak(model, args.soak, args.hop, args.threads, recordings, work, args.soak_out, args.audio,
+                       args.fast_start)  # fmt: skip
             for key, value in fig.items():
                 print(f"  {key:<22} {value}")
             print(f"  written: {args.soak_out / 'soak.md'}, {args.soak_out / 'soak.png'}")
