@@ -335,5 +335,13 @@ def test_onset_streams_run_the_shipped_fold_models_on_the_bundled_clips(capsys):
     table = capsys.readouterr().out.splitlines()
     assert table[0].startswith("| fold | audio (min) | onsets | answered | median delay (s) | within 0.8 s")
     assert [row.split("|")[1].strip() for row in table[2:]] == ["1", "2"]  # no fold 3 in the clips
+    # --by-class: the same onsets and events, one row per class over both folds
+    assert main(["--model", str(SHIPPED_MODEL), "--dataset", str(CLIPS), "--by-class"]) == 0
+    by_class = capsys.readouterr().out.splitlines()
+    assert by_class[0].startswith("| class | onsets | answered | median delay (s) | within 0.8 s")
+    cells = [[c.strip() for c in row.split("|")[1:-1]] for row in by_class[2:]]
+    per_fold = [[c.strip() for c in row.split("|")[1:-1]] for row in table[2:]]
+    assert sum(int(c[1]) for c in cells) == sum(int(c[2]) for c in per_fold)  # onsets
+    assert sum(int(c[5]) for c in cells) == sum(int(c[6]) for c in per_fold)  # events
     assert main(["--model", "no/such/model", "--dataset", str(CLIPS)]) != 0
     assert "onset_streams:" in capsys.readouterr().err

@@ -37,7 +37,7 @@ from training.datasets import Dataset, load_audio, read_dataset
 from training.run import check_labels
 from training.streaming_eval import percent
 
-__all__ = ["Segment", "fold_stream", "main", "onset_delays", "stream_report"]
+__all__ = ["Segment", "fold_stream", "main", "onset_answers", "onset_delays", "stream_report"]
 
 
 @dataclass(frozen=True)
@@ -62,18 +62,23 @@ def fold_stream(dataset: Dataset, fold: int, sample_rate: int, seed: int = 0) ->
     return (np.concatenate(pieces) if pieces else np.zeros(0, np.float32)), segments
 
 
-def onset_delays(segments: list[Segment], starts: list[tuple[str, float]], hop: float) -> tuple[int, list[float]]:
-    """(onsets, delays of the answered ones): an onset is a clip whose class differs from the one
-    before it; it is answered by the first start of its class between its start and its end + hop."""
-    onsets, delays, previous = 0, [], None
+def onset_answers(segments: list[Segment], starts: list[tuple[str, float]], hop: float) -> list[tuple[str, float | None]]:
+    """(class, delay or None) per onset: an onset is a clip whose class differs from the one before
+    it; it is answered by the first start of its class between its start and its end + hop."""
+    out: list[tuple[str, float | None]] = []
+    previous = None
     for seg in segments:
         if seg.label != previous:
-            onsets += 1
             first = first_new_event([s for label, s in starts if label == seg.label], seg.start_s, seg.end_s, hop)
-            if first is not None:
-                delays.append(first - seg.start_s)
+            out.append((seg.label, None if first is None else first - seg.start_s))
         previous = seg.label
-    return onsets, delays
+    return out
+
+
+def onset_delays(segments: list[Segment], starts: list[tuple[str, float]], hop: float) -> tuple[int, list[float]]:
+    """(onsets, delays of the answered ones), as `onset_answers` counts them."""
+    answers = onset_answers(segments, starts, hop)
+    return len(answers), [d for _, d in answers if d is not None]
 
 
 def _right(label: str, start_s: float, window_s: float, segments: list[Segment]) -> bool:
@@ -81,12 +86,32 @@ def _right(label: str, start_s: float, window_s: float, segments: list[Segment])
     return any(s.label == label and s.start_s < start_s and start_s - window_s < s.end_s for s in segments)
 
 
-def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0) -> list[dict]:
-    """One row per fold model: onsets, answered share, median delay, share within budget, precision."""
+def _row(key: str, value, answers: list[tuple[str, float | None]], rights: list[bool], budget: float) -> dict:
+    """One report row from its onsets' answers and its events' rightness."""
+    delays = [d for _, d in answers if d is not None]
+    # Delays here are differences of stream offsets (window end - onset), so a nominal 0.8 s
+    # can come out a hair above it; 1e-9 s of slack counts it in. (`bench --latency` measures
+    # wall-clock times and compares exactly: no reading lands that close to the budget.)
+    return {
+        key: value,
+        "onsets": len(answers),
+        "answered": len(delays),
+        "median_delay_s": round(float(np.median(delays)), 2) if delays else None,
+        "within_budget": round(float(np.mean(np.array(delays) <= budget + 1e-9)), 3) if delays else None,
+        "events": len(rights),
+        "event_precision": round(sum(rights) / len(rights), 3) if rights else None,
+    }
+
+
+def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_class: bool = False) -> list[dict]:
+    """One row per fold model (or, `by_class`, per class over all folds): onsets, answered, median
+    delay, share within budget, events and their precision."""
     ds = read_dataset(dataset)
     hop = cfg.detection.hop_seconds
     budget = hop + 0.3
     rows = []
+    pooled_answers: list[tuple[str, float | None]] = []
+    pooled_events: list[tuple[str, bool]] = []
     for fold, fold_bundle in sorted(fold_bundles(model).items()):
         if fold not in ds.folds:
             continue
@@ -101,36 +126,33 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0) -> lis
         for k in range(0, len(audio), block):
             for result in pipeline.process(audio[k : k + block]):
                 events += [(e.label, e.start_offset_s) for e in result.events if e.type == "start"]
-        onsets, delays = onset_delays(segments, events, hop)
-        right = sum(_right(label, s, bundle.window_seconds, segments) for label, s in events)
-        # Delays here are differences of stream offsets (window end - onset), so a nominal 0.8 s
-        # can come out a hair above it; 1e-9 s of slack counts it in. (`bench --latency` measures
-        # wall-clock times and compares exactly: no reading lands that close to the budget.)
-        rows.append({
-            "fold": fold,
-            "minutes": round(len(audio) / bundle.frontend.sample_rate / 60, 1),
-            "onsets": onsets,
-            "answered": len(delays),
-            "median_delay_s": round(float(np.median(delays)), 2) if delays else None,
-            "within_budget": round(float(np.mean(np.array(delays) <= budget + 1e-9)), 3) if delays else None,
-            "events": len(events),
-            "event_precision": round(right / len(events), 3) if events else None,
-        })  # fmt: skip
+        answers = onset_answers(segments, events, hop)
+        rights = [_right(label, s, bundle.window_seconds, segments) for label, s in events]
+        pooled_answers += answers
+        pooled_events += [(label, r) for (label, _), r in zip(events, rights, strict=True)]
+        row = _row("fold", fold, answers, rights, budget)
+        rows.append({"fold": fold, "minutes": round(len(audio) / bundle.frontend.sample_rate / 60, 1), **row})
     if not rows:
         raise SystemExit(f"onset_streams: no fold model of {model} is held out on a fold of {dataset}")
+    if by_class:
+        labels = sorted({label for label, _ in pooled_answers} | {label for label, _ in pooled_events})
+        return [_row("class", label, [a for a in pooled_answers if a[0] == label],
+                     [r for lab, r in pooled_events if lab == label], budget) for label in labels]  # fmt: skip
     return rows
 
 
 def format_rows(rows: list[dict], hop: float) -> str:
-    """The report as a Markdown table, one row per fold."""
+    """The report as a Markdown table, one row per fold (or per class)."""
+    key, extra = ("fold", "audio (min) | ") if "fold" in rows[0] else ("class", "")
     lines = [
-        f"| fold | audio (min) | onsets | answered | median delay (s) | within {hop + 0.3:.1f} s | events | events right |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {key} | {extra}onsets | answered | median delay (s) | within {hop + 0.3:.1f} s | events | events right |",
+        "|---:|" + "---:|" * (7 if extra else 6),
     ]
     for r in rows:
         median = "-" if r["median_delay_s"] is None else r["median_delay_s"]
+        minutes = f"{r['minutes']} | " if extra else ""
         lines.append(
-            f"| {r['fold']} | {r['minutes']} | {r['onsets']} | {r['answered']} | {median} | "
+            f"| {r[key]} | {minutes}{r['onsets']} | {r['answered']} | {median} | "
             f"{percent(r['within_budget'])} | {r['events']} | {percent(r['event_precision'])} |"
         )
     return "\n".join(lines)
@@ -142,10 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--config", type=Path, default=None, help="detection settings (default: the daemon's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--by-class", action="store_true", help="one row per class over all folds instead of per fold")
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        rows = stream_report(args.model, args.dataset, cfg, args.seed)
+        rows = stream_report(args.model, args.dataset, cfg, args.seed, by_class=args.by_class)
     except SoundmonError as exc:  # a bad model, dataset or config: one line, not a traceback
         print(f"onset_streams: {exc}", file=sys.stderr)
         return exc.exit_code
