@@ -115,6 +115,7 @@ def _check_settings(
     release_ratio: float,
     hold_seconds: float,
     cooldown_seconds: float,
+    fast_start_threshold: float | None = None,
 ) -> tuple[dict[str, float], set[str]]:
     """Validate detector settings; ValueError names the offending one (a programming error:
     the config schema already enforces these ranges for users)."""
@@ -133,6 +134,8 @@ def _check_settings(
         raise ValueError(f"detector: smoothing_windows must be an integer >= 1, got {smoothing_windows}")
     if not (0.0 < release_ratio <= 1.0):
         raise ValueError(f"detector: release_ratio must be in (0, 1], got {release_ratio}")
+    if fast_start_threshold is not None and not (0.0 < float(fast_start_threshold) <= 1.0):
+        raise ValueError(f"detector: fast_start_threshold must be in (0, 1] or None, got {fast_start_threshold}")
     for name, value in (("hold_seconds", hold_seconds), ("cooldown_seconds", cooldown_seconds)):
         if not (value >= 0.0 and math.isfinite(value)):
             raise ValueError(f"detector: {name} must be a finite number >= 0, got {value}")
@@ -179,10 +182,9 @@ class Detector:
         fast_start_threshold: float | None = None,
     ) -> None:
         thr, en = _check_settings(
-            self.labels, thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds
-        )
-        if fast_start_threshold is not None and not (0.0 < float(fast_start_threshold) <= 1.0):
-            raise ValueError(f"detector: fast_start_threshold must be in (0, 1] or None, got {fast_start_threshold}")
+            self.labels, thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds,
+            fast_start_threshold,
+        )  # fmt: skip
         self.fast_start_threshold: float | None = (
             None if fast_start_threshold is None else float(fast_start_threshold)
         )
