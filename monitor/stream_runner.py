@@ -17,7 +17,7 @@ from monitor.bundle import ModelBundle
 from monitor.errors import BundleError
 from monitor.runner import load_interpreter_class, quiet_native_stderr
 
-__all__ = ["StreamingRunner", "prime_chunks"]
+__all__ = ["StreamingRunner", "first_requantised_state", "prime_chunks"]
 
 
 def prime_chunks(window: np.ndarray, hop_frames: int) -> list[np.ndarray]:
@@ -27,6 +27,16 @@ def prime_chunks(window: np.ndarray, hop_frames: int) -> list[np.ndarray]:
     n = -(-len(window) // hop_frames) * hop_frames
     padded = np.concatenate([np.repeat(window[:1], n - len(window), axis=0), window])
     return [padded[i : i + hop_frames] for i in range(0, n, hop_frames)]
+
+
+def first_requantised_state(inputs: dict, outputs: dict) -> str | None:
+    """The first state (`state_NN`, by name) whose output is quantised differently from its input,
+    given a signature's input and output details; None when all match. A state goes back in as
+    raw int8, so such a model cannot stream (training checks its exports with this too)."""
+    for key in sorted(k for k in inputs if k.startswith("state_")):
+        if key in outputs and tuple(inputs[key]["quantization"]) != tuple(outputs[key]["quantization"]):
+            return key
+    return None
 
 
 class StreamingRunner:
@@ -63,10 +73,10 @@ class StreamingRunner:
         # (input detail, output detail) per state; an output fed back as the next input
         self._states = [(ins[k], outs[k]) for k in states]
         # The state goes back in as raw int8, so an output and its input must share one
-        # quantisation (the converter gives them the same; a model that does not is refused).
-        for key, (i, o) in zip(states, self._states, strict=True):
-            if tuple(i["quantization"]) != tuple(o["quantization"]):
-                raise BundleError(f"model {path}: state {key} is quantised differently as input and output")
+        # quantisation (the converter usually gives them the same; a model that does not is refused).
+        bad = first_requantised_state(ins, outs)
+        if bad is not None:
+            raise BundleError(f"model {path}: state {bad} is quantised differently as input and output")
         scale, zero = self._in["quantization"]
         self.quantized = bool(scale) and np.issubdtype(self._in["dtype"], np.integer)
         if not self.quantized:

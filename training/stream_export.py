@@ -174,15 +174,11 @@ def state_quant_mismatch(tflite: bytes) -> str | None:
     None. The runner feeds a state back as raw int8, so it refuses such a model; the converter
     usually gives both the same parameters, but not always (an 0.75 s window's export did not)."""
     from monitor.runner import load_interpreter_class
+    from monitor.stream_runner import first_requantised_state
 
     interpreter_cls, _ = load_interpreter_class()
-    interp = interpreter_cls(model_content=tflite)
-    sig = interp.get_signature_runner()
-    ins, outs = sig.get_input_details(), sig.get_output_details()
-    for key in sorted(k for k in ins if k.startswith("state_")):
-        if key not in outs or tuple(ins[key]["quantization"]) != tuple(outs[key]["quantization"]):
-            return key
-    return None
+    sig = interpreter_cls(model_content=tflite).get_signature_runner()
+    return first_requantised_state(sig.get_input_details(), sig.get_output_details())
 
 
 def stream_part(model, windows: np.ndarray, window_frames: int, hop_frames: int) -> tuple[bytes, int, int]:
