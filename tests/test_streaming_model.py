@@ -200,9 +200,11 @@ def test_the_daemon_pipeline_gives_the_same_events_with_either_runner(tiny_strea
 
 
 def test_a_model_card_claims_a_streaming_model_only_when_the_bundle_has_one():
-    from training.card import ARCH_TEXT, _arch_text
+    from training.card import ARCH_TEXT, stream_lines
 
-    assert "streaming model" in _arch_text("cnn_spn_s23t1", has_stream=True)
-    for arch in ("cnn_spn_s23t1", "cnn_sp", "cnn_s"):
-        assert "streaming model" not in _arch_text(arch, has_stream=False), arch
-    assert _arch_text("cnn_f", has_stream=False) == ARCH_TEXT["cnn_f"]
+    stream = {"macs_per_hop": 4.2e6, "median_ms": 0.1, "p95_ms": 0.2, "calls": 300}
+    assert "Streaming model (`m.stream.tflite`" in stream_lines({"name": "m", "stream": stream})[0]
+    assert "No streaming model" in stream_lines({"name": "m", "stream_left_out": True})[0]
+    assert stream_lines({"name": "m"}) == []  # a body that cannot stream says nothing about it
+    for arch in ("cnn_spn_s23t1", "cnn_sp", "cnn_s"):  # the body's text makes no claim about the bundle
+        assert "carries" not in ARCH_TEXT[arch], arch

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from training.evaluate import per_class_table
@@ -36,17 +35,16 @@ ARCH_TEXT = {
     "cnn_s": " (3x3 convolutions with batch norm and ReLU, never padded along time, with time strides of 2, "
     "10 and 50 frames that divide the 0.5 s hop: a stem strided in time, 5 x 2 max pooling, 32 channels, 1 x 2 "
     "pooling, 2 x 64 channels, 5 x 2 pooling, 2 x 128 channels; 2 time steps x 8 bands at the head, pooled as "
-    "in cnn_f. The bundle also carries it as a streaming model that computes only the rows each hop adds)",
+    "in cnn_f; it can stream one hop at a time)",
     "cnn_sp": " (convolutions with batch norm and ReLU, never padded along time, with time strides of 5 and "
     "25 frames that divide the 0.5 s hop: a 5 x 3 patch stem of 24 channels strided 5 in time, 1 x 2 pooling, "
     "32 channels (3x3), 5 x 2 pooling, 2 x 64 channels, 1 x 2 pooling, 2 x 128 channels; 7 time steps x 8 bands "
-    "at the head, pooled as in cnn_f. The bundle also carries it as a streaming model that computes only the "
-    "rows each hop adds)",
+    "at the head, pooled as in cnn_f; it can stream one hop at a time)",
     "cnn_spn": " (cnn_sp with each unpadded strided layer aligned to the window's newest frame: the oldest "
     "leftover rows are dropped instead of the newest, so the newest frames reach the output)",
     "cnn_spn_s23t1": " (cnn_spn whose last two stages mix only frequency (1 x 3 convolutions): each head time "
-    "step sees 1.35 s of the window instead of 2.4 s; never padded along time, time strides 5 and 25 frames; the "
-    "bundle also carries it as a streaming model that computes only the rows each hop adds)",
+    "step sees 1.35 s of the window instead of 2.4 s; never padded along time, time strides 5 and 25 frames, so "
+    "it can stream one hop at a time)",
     "cnn_spn_s3t1": " (cnn_spn whose last stage mixes only frequency (1 x 3 convolutions); streams like cnn_spn)",
     "cnn_spp": " (the cnn_sp layout with its convolutions padded along time at both ends, as cnn_f's are; "
     "it cannot stream)",
@@ -58,13 +56,24 @@ ARCH_TEXT = {
 }
 
 
-CARRIES_STREAM = re.compile(r"[;.] [Tt]he bundle also carries it as a streaming model that computes only the rows each hop adds")
-
-
-def _arch_text(arch: str, has_stream: bool) -> str:
-    """The body's description; without the sentence about the streaming model when the bundle has none."""
-    text = ARCH_TEXT.get(arch, "")
-    return text if has_stream else CARRIES_STREAM.sub("", text)
+def stream_lines(r: dict) -> list[str]:
+    """The card's line about the streaming model: what it costs when the bundle carries one, why
+    not when training left a streaming body's one out (`report["stream_left_out"]`)."""
+    st = r.get("stream")
+    if st:
+        return [
+            f"- Streaming model (`{r['name']}.stream.tflite`, what the daemon runs at its default 0.5 s hop): "
+            f"{st['macs_per_hop'] / 1e6:.1f} M multiply-accumulates per hop, {st['median_ms']:.3f} ms per hop median "
+            f"({st['p95_ms']:.3f} ms p95), `StreamingRunner(bundle, num_threads=1).predict` over {st['calls']} "
+            "consecutive windows on the same machine; its scores equal the window model's to int8 rounding."
+        ]
+    if r.get("stream_left_out"):
+        return [
+            "- No streaming model in this bundle: the int8 export quantised one of its states differently as "
+            "input and output, which the streaming runner refuses, so training left it out; the daemon runs the "
+            "whole window every hop."
+        ]
+    return []
 
 
 def _augment_text(a: dict) -> str:
@@ -120,7 +129,7 @@ def write_card(path: str | Path, report: dict) -> None:
         "- Clips shorter than the window are zero-padded at the end (placement `start`); longer recordings "
         "give a window every 0.5 s and a clip's score is the mean of its window scores (what "
         "`soundmon classify` does).",
-        f"- Architecture `{r['arch']}`{_arch_text(r['arch'], bool(r.get('stream')))}: {r['model']['params']:,} parameters, "
+        f"- Architecture `{r['arch']}`{ARCH_TEXT.get(r['arch'], '')}: {r['model']['params']:,} parameters, "
         f"{r['model']['macs_per_window'] / 1e6:.1f} M multiply-accumulates per window, "
         f"int8 file {r['model']['tflite_bytes'] / 1024:.0f} KiB.",
     ]
@@ -131,20 +140,7 @@ def write_card(path: str | Path, report: dict) -> None:
             f"`ModelRunner(bundle, num_threads=1).predict`, {lat['calls']} calls, {lat['runtime']}, on the training machine "
             "(x86-64, 2 cores). A Raspberry Pi 4 is several times slower per window."
         )
-    st = r.get("stream")
-    if not st and _arch_text(r["arch"], False) != ARCH_TEXT.get(r["arch"], ""):
-        lines.append(
-            "- No streaming model in this bundle: the int8 export quantised one of its states differently as "
-            "input and output, which the streaming runner refuses, so training left it out; the daemon runs the "
-            "whole window every hop."
-        )
-    if st:
-        lines.append(
-            f"- Streaming model (`{r['name']}.stream.tflite`, what the daemon runs at its default 0.5 s hop): "
-            f"{st['macs_per_hop'] / 1e6:.1f} M multiply-accumulates per hop, {st['median_ms']:.3f} ms per hop median "
-            f"({st['p95_ms']:.3f} ms p95), `StreamingRunner(bundle, num_threads=1).predict` over {st['calls']} "
-            "consecutive windows on the same machine; its scores equal the window model's to int8 rounding."
-        )
+    lines += stream_lines(r)
     lines += ["", "## Training data", ""]
     d = r["data"]
     lines += [

@@ -489,6 +489,8 @@ def run_training(job: TrainJob) -> dict:
     report["latency"] = measure_latency(bundle, job.latency_calls)
     if bundle.stream_tflite_path is not None:
         report["stream"] = measure_stream_latency(bundle, job.latency_calls)
+    elif ARCHS.get(cfg.arch, {}).get("time_valid"):  # a streaming body whose export `_export` left out
+        report["stream_left_out"] = True
     report["cost"]["total_seconds"] = time.perf_counter() - t_start
     report["cost"]["peak_rss_mb"] = peak_rss_mb()
     if job.jobs > 1:
