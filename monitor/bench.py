@@ -192,7 +192,7 @@ def figures_from(run: dict[str, Any], bundle_meta: dict[str, Any], hop: float,
     steady_audio = run["audio_s"] - run["first_window_audio_s"]
     steady_cpu = run["cpu_s_at_end"] - run["cpu_s_at_first_window"]
     xrt = steady_audio / steady_cpu if steady_cpu > 0 else float("inf")
-    macs = bundle_meta.get("macs_per_window") or (bundle_meta.get("model") or {}).get("macs_per_window")
+    macs = _macs_per_window(bundle_meta)
     streaming = run.get("runner") == "streaming" and bool(stream_macs_per_hop)
     per_hop = ((stream_macs_per_hop if streaming else macs) or 0) + start_macs_per_hop
     return {
@@ -659,6 +659,11 @@ def bench_main(argv: list[str]) -> int:
     return 0
 
 
+def _macs_per_window(bundle_meta: dict[str, Any]) -> int | None:
+    """A bundle's multiply-accumulates per whole window, from its JSON (top level or `model`)."""
+    return bundle_meta.get("macs_per_window") or (bundle_meta.get("model") or {}).get("macs_per_window")
+
+
 def _start_macs_per_hop(bundle) -> int:
     """Multiply-accumulates the bundle's start model adds per hop (its streaming model's, else its
     whole window's); 0 when the bundle names none (the run itself then refuses fast start)."""
@@ -667,8 +672,7 @@ def _start_macs_per_hop(bundle) -> int:
     if bundle.start_model_path is None:
         return 0
     start = load_bundle(bundle.start_model_path)
-    model_meta = start.meta.get("model") or {}
-    return int(start.stream_meta.get("macs_per_hop") or model_meta.get("macs_per_window") or 0)
+    return int(start.stream_meta.get("macs_per_hop") or _macs_per_window(start.meta) or 0)
 
 
 def _cpu_model() -> str:

@@ -18,9 +18,10 @@ import argparse
 import json
 import os
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from monitor.bundle import ModelBundle, bundle_paths, load_bundle
+from monitor.bundle import bundle_paths, load_bundle
 from monitor.errors import SoundmonError
 from monitor.runner import open_start_model
 
@@ -45,7 +46,7 @@ def attach_start(model: str | Path, start: str | Path) -> list[tuple[Path, str]]
         json_path = bundle_paths(main_path)[1]
         ref = os.path.relpath(start_path, json_path.parent)
         bundle = load_bundle(main_path)
-        trial = ModelBundle(**{**bundle.__dict__, "start_model": ref, "start_model_path": json_path.parent / ref})
+        trial = replace(bundle, start_model=ref, start_model_path=json_path.parent / ref)
         open_start_model(trial)  # refuses a start model the daemon would refuse
         planned.append((json_path, ref))
     for json_path, ref in planned:
