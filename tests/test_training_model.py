@@ -314,16 +314,16 @@ def test_onset_probe_asks_every_clip_for_its_first_half_second(tiny_bundle, caps
 
 
 def test_onset_streams_count_onsets_at_class_changes_and_answers_of_that_class():
-    from training.onset_streams import Segment, onset_delays
+    from training.onset_streams import Segment, onset_answers
 
     segments = [Segment(0.0, 4.0, "siren"), Segment(4.0, 8.0, "siren"), Segment(8.0, 9.0, "dog_bark"),
                 Segment(9.0, 13.0, "siren")]  # fmt: skip
     starts = [("siren", 1.0), ("dog_bark", 8.5), ("siren", 7.0), ("siren", 10.5)]
     # Three onsets (the second siren clip continues the first); the first siren is answered at
     # 1.0 s, the bark at +0.5 s, the last siren at +1.5 s (the start at 7.0 s was before it).
-    assert onset_delays(segments, starts, hop=0.5) == (3, [1.0, 0.5, 1.5])
+    assert onset_answers(segments, starts, hop=0.5) == [("siren", 1.0), ("dog_bark", 0.5), ("siren", 1.5)]
     # A start after the clip's end + one hop answers nothing.
-    assert onset_delays([Segment(0.0, 1.0, "gun_shot")], [("gun_shot", 1.6)], hop=0.5) == (1, [])
+    assert onset_answers([Segment(0.0, 1.0, "gun_shot")], [("gun_shot", 1.6)], hop=0.5) == [("gun_shot", None)]
 
 
 def test_onset_streams_run_the_shipped_fold_models_on_the_bundled_clips(capsys):

@@ -37,7 +37,7 @@ from training.datasets import Dataset, load_audio, read_dataset
 from training.run import check_labels
 from training.streaming_eval import percent
 
-__all__ = ["Segment", "fold_stream", "main", "onset_answers", "onset_delays", "stream_report"]
+__all__ = ["Segment", "fold_stream", "main", "onset_answers", "stream_report"]
 
 
 @dataclass(frozen=True)
@@ -73,12 +73,6 @@ def onset_answers(segments: list[Segment], starts: list[tuple[str, float]], hop:
             out.append((seg.label, None if first is None else first - seg.start_s))
         previous = seg.label
     return out
-
-
-def onset_delays(segments: list[Segment], starts: list[tuple[str, float]], hop: float) -> tuple[int, list[float]]:
-    """(onsets, delays of the answered ones), as `onset_answers` counts them."""
-    answers = onset_answers(segments, starts, hop)
-    return len(answers), [d for _, d in answers if d is not None]
 
 
 def _right(label: str, start_s: float, window_s: float, segments: list[Segment]) -> bool:
