@@ -642,7 +642,7 @@ def bench_main(argv: list[str]) -> int:
                 if broker is not None:
                     broker.terminate()
             fig = figures_from(run, bundle.meta, args.hop, bundle.stream_meta.get("macs_per_hop"),
-                               _start_macs_per_hop(bundle) if args.fast_start is not None else 0)  # fmt: skip
+                               _start_macs_per_hop(bundle, args.hop) if args.fast_start is not None else 0)  # fmt: skip
             if args.naive_seconds > 0:
                 naive = naive_ms_per_hop(model, args.threads, args.naive_seconds, recordings)
                 if naive is not None:
@@ -664,15 +664,20 @@ def _macs_per_window(bundle_meta: dict[str, Any]) -> int | None:
     return bundle_meta.get("macs_per_window") or (bundle_meta.get("model") or {}).get("macs_per_window")
 
 
-def _start_macs_per_hop(bundle) -> int:
-    """Multiply-accumulates the bundle's start model adds per hop (its streaming model's, else its
-    whole window's); 0 when the bundle names none (the run itself then refuses fast start)."""
+def _start_macs_per_hop(bundle, hop_seconds: float) -> int:
+    """Multiply-accumulates the bundle's start model adds per hop: one run per check (at each
+    window and half a hop after it), its streaming model's step when that steps by the check
+    interval, else its whole window; 0 when the bundle names none (the run then refuses fast start)."""
     from monitor.bundle import load_bundle
+    from monitor.windows import hop_frames_for, start_check_frames
 
     if bundle.start_model_path is None:
         return 0
     start = load_bundle(bundle.start_model_path)
-    return int(start.stream_meta.get("macs_per_hop") or _macs_per_window(start.meta) or 0)
+    hop = hop_frames_for(hop_seconds, bundle.frontend)
+    check = start_check_frames(hop)
+    per_check = (start.stream_meta.get("macs_per_hop") if start.stream_hop_frames == check else None) or _macs_per_window(start.meta) or 0
+    return int(per_check) * (hop // check)
 
 
 def _cpu_model() -> str:

@@ -20,7 +20,7 @@ from monitor.bundle import ModelBundle
 from monitor.config import Config
 from monitor.errors import AudioFileError
 from monitor.file_source import FileSource
-from monitor.pipeline import Pipeline
+from monitor.pipeline import Pipeline, WindowResult
 from monitor.runner import start_runner_for
 
 __all__ = ["ClipResult", "classify_file", "format_table", "run_classify"]
@@ -73,7 +73,7 @@ def classify_file(
     def consume(results) -> None:
         nonlocal scored
         for res in results:
-            if res.scores is not None:
+            if isinstance(res, WindowResult) and res.scores is not None:  # not a StartCheck
                 score_sum[:] += res.scores
                 scored += 1
             _collect(res.events, events)

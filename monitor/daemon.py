@@ -27,7 +27,7 @@ from monitor.clips import ClipRecorder
 from monitor.config import Config, load_config
 from monitor.detector import DetectionEvent
 from monitor.errors import SoundmonError
-from monitor.pipeline import SILENCE_DBFS, Pipeline, WindowResult, level_dbfs
+from monitor.pipeline import SILENCE_DBFS, Pipeline, StartCheck, WindowResult, level_dbfs
 from monitor.runner import open_model, start_runner_for
 from monitor.sdnotify import Notifier
 
@@ -319,7 +319,10 @@ class Daemon:
             missing = int(getattr(self.source, "last_gap_samples", 0))
             self._emit(self.pipeline.gap(missing))
 
-    def _on_window(self, res: WindowResult) -> None:
+    def _on_window(self, res: WindowResult | StartCheck) -> None:
+        if isinstance(res, StartCheck):  # fast start between two windows: only its event, if any
+            self._emit(res.events)
+            return
         if self._first_window is None:
             self._first_window = {"monotonic": time.monotonic(), "cpu_s": time.process_time(),
                                   "audio_s": res.end_offset_s}  # fmt: skip
@@ -474,7 +477,9 @@ class Daemon:
             log.info("reload: model %s loaded, pipeline rebuilt", bundle.name)
         else:
             self.runner = self.pipeline.runner = runner
-            self.start_runner = self.pipeline.start_runner = start_runner
+            self.start_runner = start_runner
+            if start_runner is not self.pipeline.start_runner:
+                self.pipeline.set_start_runner(start_runner)
             self._emit(self.pipeline.apply_detection_config(new.detection))
         if new.audio != self.cfg.audio and self.source_spec == "mic":
             log.info("reload: audio settings changed, reopening the input")

@@ -30,6 +30,9 @@ Rules (per label; labels are independent, so overlapping sounds can all be activ
    (same conditions otherwise: enabled, no open event, not in cooldown). The event is the same
    kind of event: `score` and `peak_score` are still the smoothed main score (which may be
    below the threshold at a fast start), and it ends by rules 3-5 on the main model's scores.
+   The pipeline also checks the start model half a hop after each window
+   (`fast_start(offset_s, start_scores)`): the same rule, at that offset, and nothing else moves
+   (no window score is added, no event ends), so a sound is answered a quarter hop sooner on average.
 5. **End.** The `end` event carries the same `id` as its `start`; `end_offset_s` is the
    offset of the last window still at or above the release level (the hold does not inflate
    `duration_s = end_offset_s - start_offset_s`; 0 means one window), `score` is the
@@ -250,14 +253,7 @@ class Detector:
         `start_scores`: the start model's scores for the same window end (None: no start model
         or a gated window); used only with `fast_start_threshold` set.
         """
-        offset_s = float(offset_s)
-        if not math.isfinite(offset_s):
-            raise ValueError(f"detector: offset must be finite, got {offset_s}")
-        if self._last_offset is not None and offset_s < self._last_offset - EPS:
-            raise ValueError(
-                f"detector: offset went backwards ({offset_s} after {self._last_offset}); "
-                "call reset() before restarting offsets"
-            )
+        offset_s = self._advance(offset_s)
         if scores is None:
             row = np.zeros(len(self.labels), dtype=np.float64)
         else:
@@ -266,7 +262,6 @@ class Detector:
                 raise ValueError(f"detector: got {row.shape[0]} scores for {len(self.labels)} labels")
             row = np.nan_to_num(row, nan=0.0, posinf=1.0, neginf=0.0)
         self._history.append(row)
-        self._last_offset = offset_s
         n = min(self.smoothing_windows, len(self._history))
         recent = list(self._history)[-n:]
         self._smoothed = np.mean(np.stack(recent), axis=0)
@@ -284,16 +279,44 @@ class Detector:
                 elif offset_s - opened.last_above_s >= self.hold_seconds - EPS:
                     ends.append(self._end(label, opened.last_above_s, offset_s))
                 continue
-            if (
-                label in self.enabled
-                and offset_s >= self._cooldown_until.get(label, -math.inf) - EPS
-                and (s >= self.thresholds[label] - EPS or label == fast_label)
-            ):
-                start = DetectionEvent("start", uuid.uuid4().hex, label, s, s, offset_s)
-                self._open[label] = _Open(start=start, peak=s, last_above_s=offset_s)
-                self._cooldown_until.pop(label, None)
-                starts.append(start)
+            if self._may_start(label, offset_s) and (s >= self.thresholds[label] - EPS or label == fast_label):
+                starts.append(self._start(label, offset_s))
         return ends + starts
+
+    def fast_start(self, offset_s: float, start_scores: np.ndarray | None) -> list[DetectionEvent]:
+        """A start-model check between two windows (half a hop after the last one): the start
+        model's top label may open its event here, by the fast-start rule of `update`. Nothing
+        else moves: no window score is added, no event ends. Returns the start, if any."""
+        offset_s = self._advance(offset_s)
+        label = self._fast_label(start_scores)
+        if label is None or label in self._open or not self._may_start(label, offset_s):
+            return []
+        return [self._start(label, offset_s)]
+
+    def _advance(self, offset_s: float) -> float:
+        """Check and record the offset of the next window or check (finite, never backwards)."""
+        offset_s = float(offset_s)
+        if not math.isfinite(offset_s):
+            raise ValueError(f"detector: offset must be finite, got {offset_s}")
+        if self._last_offset is not None and offset_s < self._last_offset - EPS:
+            raise ValueError(
+                f"detector: offset went backwards ({offset_s} after {self._last_offset}); "
+                "call reset() before restarting offsets"
+            )
+        self._last_offset = offset_s
+        return offset_s
+
+    def _may_start(self, label: str, offset_s: float) -> bool:
+        """An event of `label` may start at `offset_s`: enabled and out of its cooldown."""
+        return label in self.enabled and offset_s >= self._cooldown_until.get(label, -math.inf) - EPS
+
+    def _start(self, label: str, offset_s: float) -> DetectionEvent:
+        """Open `label`'s event at `offset_s`; its score is the smoothed main score there."""
+        s = float(self._smoothed[self._index[label]])
+        start = DetectionEvent("start", uuid.uuid4().hex, label, s, s, offset_s)
+        self._open[label] = _Open(start=start, peak=s, last_above_s=offset_s)
+        self._cooldown_until.pop(label, None)
+        return start
 
     def _fast_label(self, start_scores: np.ndarray | None) -> str | None:
         """The label a fast start may open on this window: the start model's top label, when its

@@ -17,9 +17,9 @@ from monitor.bundle import ModelBundle
 from monitor.config import DetectionConfig
 from monitor.detector import DetectionEvent, Detector
 from monitor.frontend import FrontendParams, StreamingLogMel, frame_count
-from monitor.windows import WindowRing, hop_frames_for
+from monitor.windows import WindowRing, hop_frames_for, start_check_frames
 
-__all__ = ["Pipeline", "PipelineStats", "WindowResult", "expected_windows", "level_dbfs"]
+__all__ = ["Pipeline", "PipelineStats", "StartCheck", "WindowResult", "expected_windows", "level_dbfs"]
 
 SILENCE_DBFS = -200.0
 
@@ -36,6 +36,15 @@ def _with_energy(logmel: np.ndarray, energy) -> np.ndarray:
     frames[:, :-1] = logmel
     frames[:, -1] = energy
     return frames
+
+
+def _level(window: np.ndarray) -> float:
+    """A ring window's level in dBFS, from its energy column (NaN rows are warm-start padding)."""
+    energy = window[:, -1]
+    mean_square = float(np.mean(energy, dtype=np.float64))
+    if mean_square != mean_square:  # NaN: a warm-start window, part of it is padding
+        mean_square = float(np.nanmean(energy))
+    return level_dbfs(mean_square)
 
 
 def warm_start_samples(window_frames: int, hop_frames: int, params: FrontendParams) -> int:
@@ -72,6 +81,18 @@ class WindowResult:
 
 
 @dataclass
+class StartCheck:
+    """A start-model check between two windows (fast start): where its frames end, the start
+    model's scores (None = gated) and the start it opened, if any. Not a window: no main scores,
+    not counted in `PipelineStats.windows`."""
+
+    end_offset_s: float
+    start_scores: np.ndarray | None
+    events: list[DetectionEvent]
+    inference_ms: float = 0.0
+
+
+@dataclass
 class PipelineStats:
     """Counters and recent timings for the stats message and the benchmark."""
 
@@ -80,7 +101,7 @@ class PipelineStats:
     nonfinite_samples: int = 0
     samples: int = 0
     frontend_s: float = 0.0
-    inference_s: float = 0.0
+    inference_s: float = 0.0  # main and start model, windows and checks
     detector_s: float = 0.0
     recent_inference_ms: deque = field(default_factory=lambda: deque(maxlen=4096))
 
@@ -110,7 +131,8 @@ class Pipeline:
     `runner` is anything with `predict(window) -> scores` (normally `monitor.runner.ModelRunner`).
     `start_runner` (from `monitor.runner.open_start_model`) is the bundle's start model: with
     `detection.fast_start_threshold` set it scores the newest part of each window (its own
-    window length) for the detector's fast start.
+    window length) for the detector's fast start, and again half a hop after each window
+    (a `StartCheck` among the results), so a sound that has just begun is answered sooner.
 
     With `warm_start` (the daemon's default, `detection.warm_start`) the first window comes one
     hop into the stream, not one window: the window is filled with digital silence ahead of
@@ -140,6 +162,8 @@ class Pipeline:
         # One extra column carries each frame's mean-square energy, so the level of a window
         # travels with its frames through the ring (no second buffer to keep in step).
         self.ring = WindowRing(self.window_frames, hop_frames_for(detection.hop_seconds, p), p.n_mels + 1)
+        self.start_ring: WindowRing | None = None
+        self._set_start_ring()
         self.detection = detection
         self.detector = Detector(self.labels, **_detector_settings(detection, self.labels, bundle))
         self.stats = PipelineStats()
@@ -147,6 +171,7 @@ class Pipeline:
         self._primed_samples = 0  # silence fed ahead of the stream by warm starts
         self.warm_start = detection.warm_start if warm_start is None else bool(warm_start)
         self._prime()
+        self._align_checks()
 
     # -- configuration -------------------------------------------------------------------------
 
@@ -154,6 +179,9 @@ class Pipeline:
         """Apply new thresholds, classes, smoothing, hold, gate and hop without a gap in audio."""
         self.detection = detection
         self.ring.set_hop(hop_frames_for(detection.hop_seconds, self.bundle.frontend))
+        if self.start_ring is not None:
+            self.start_ring.set_hop(start_check_frames(self.ring.hop_frames))
+            self._align_checks()
         return self.detector.reconfigure(**_detector_settings(detection, self.labels, self.bundle))
 
     # -- streaming -----------------------------------------------------------------------------
@@ -176,17 +204,51 @@ class Pipeline:
             return
         logmel, _ = self.frontend.process(np.zeros(n, dtype=np.float32))
         # NaN energy: not audio, left out of the window's level. Fewer frames than a window:
-        # the push completes none.
-        self.ring.push(_with_energy(logmel, np.nan))
+        # the push completes none (the start ring's windows of silence are dropped).
+        frames = _with_energy(logmel, np.nan)
+        self.ring.push(frames)
+        if self.start_ring is not None:
+            self.start_ring.push(frames)
         self._primed_samples += n
 
-    def samples_until_window(self) -> int:
-        """Samples still needed to complete the next window: a caller that batches its audio up
-        to this point computes the front-end once per hop instead of once per block."""
-        return self.frontend.samples_until(self.ring.frames_until_window)
+    def set_start_runner(self, start_runner) -> None:
+        """Swap the start model (SIGHUP turning fast start on or off) without a gap in audio;
+        checks between windows begin once its window has filled with new frames."""
+        self.start_runner = start_runner
+        self._set_start_ring()
+        self._align_checks()
 
-    def process(self, block: np.ndarray) -> list[WindowResult]:
-        """Consume one block of audio; return the windows it completed (often none)."""
+    def _set_start_ring(self) -> None:
+        # The start model's frames: its own (shorter) window every half hop, in step with the
+        # main ring, so every window end is also a check and one check falls between two.
+        if self.start_runner is None:
+            self.start_ring = None
+            return
+        frames = self.start_runner.bundle.window_frames
+        self.start_ring = WindowRing(frames, start_check_frames(self.ring.hop_frames), self.ring.n_mels,
+                                     start_at=self.ring.total_frames)  # fmt: skip
+
+    def _align_checks(self) -> None:
+        if self.start_ring is not None:
+            self.start_ring.align(self.ring.total_frames + self.ring.frames_until_window)
+
+    @property
+    def _checking(self) -> bool:
+        """Fast start is on and has a start model: start checks run between windows."""
+        return self.start_ring is not None and self.detection.fast_start_threshold is not None
+
+    def samples_until_window(self) -> int:
+        """Samples still needed to complete the next window (or, with fast start, the next start
+        check): a caller that batches its audio up to this point computes the front-end once per
+        result instead of once per block."""
+        frames = self.ring.frames_until_window
+        if self._checking:
+            frames = min(frames, self.start_ring.frames_until_window)
+        return self.frontend.samples_until(frames)
+
+    def process(self, block: np.ndarray) -> list[WindowResult | StartCheck]:
+        """Consume one block of audio; return the windows it completed (often none) and, with
+        fast start, the start checks between them, in stream order."""
         block = np.asarray(block, dtype=np.float32).reshape(-1)
         if block.size == 0:
             return []
@@ -201,15 +263,36 @@ class Pipeline:
         self.stats.frontend_s += time.perf_counter() - t0
         if len(logmel) == 0:
             return []
-        return [self._score(end, window) for end, window in self.ring.push(_with_energy(logmel, energy))]
+        frames = _with_energy(logmel, energy)
+        windows = dict(self.ring.push(frames))
+        if self.start_ring is None:
+            return [self._score(end, window) for end, window in windows.items()]
+        checks = dict(self.start_ring.push(frames))
+        results: list[WindowResult | StartCheck] = []
+        for end in sorted(windows.keys() | checks.keys()):  # in stream order
+            if end in windows:
+                results.append(self._score(end, windows[end], checks.get(end)))
+            elif self._checking:
+                results.append(self._check(end, checks[end]))
+        return results
 
-    def _score(self, total_frames: int, window: np.ndarray) -> WindowResult:
+    def _check(self, total_frames: int, window: np.ndarray) -> StartCheck:
+        """A start-model check between windows: the detector's fast start on its newest frames."""
         end_offset = self._frame_end_offset(total_frames)
-        energy = window[:, -1]
-        mean_square = float(np.mean(energy, dtype=np.float64))
-        if mean_square != mean_square:  # NaN: a warm-start window, part of it is padding
-            mean_square = float(np.nanmean(energy))
-        level = level_dbfs(mean_square)
+        start_scores, inference_ms = None, 0.0
+        if _level(window) >= self.detection.min_level_dbfs:
+            t0 = time.perf_counter()
+            start_scores = self.start_runner.predict(window[:, :-1])
+            inference_ms = (time.perf_counter() - t0) * 1000.0
+            self.stats.inference_s += inference_ms / 1000.0
+        t1 = time.perf_counter()
+        events = self.detector.fast_start(end_offset, start_scores)
+        self.stats.detector_s += time.perf_counter() - t1
+        return StartCheck(end_offset, start_scores, events, inference_ms)
+
+    def _score(self, total_frames: int, window: np.ndarray, start_window: np.ndarray | None = None) -> WindowResult:
+        end_offset = self._frame_end_offset(total_frames)
+        level = _level(window)
         scores: np.ndarray | None = None
         start_scores: np.ndarray | None = None
         inference_ms = 0.0
@@ -217,7 +300,9 @@ class Pipeline:
             t0 = time.perf_counter()
             scores = self.runner.predict(window[:, :-1])
             if self.start_runner is not None and self.detection.fast_start_threshold is not None:
-                start_scores = self.start_runner.predict(window[-self.start_runner.bundle.window_frames :, :-1])
+                if start_window is None:
+                    start_window = window[-self.start_runner.bundle.window_frames :]
+                start_scores = self.start_runner.predict(start_window[:, :-1])
             inference_ms = (time.perf_counter() - t0) * 1000.0
             self.stats.inference_s += inference_ms / 1000.0
             self.stats.recent_inference_ms.append(inference_ms)
@@ -234,17 +319,20 @@ class Pipeline:
         self._gap_samples += int(missing_samples)
         self.frontend.reset()
         self.ring.reset()
+        if self.start_ring is not None:
+            self.start_ring.reset()
         events = self.detector.reset()
         self._prime()
+        self._align_checks()
         return events
 
-    def finish(self) -> tuple[list[WindowResult], list[DetectionEvent]]:
+    def finish(self) -> tuple[list[WindowResult | StartCheck], list[DetectionEvent]]:
         """End of stream: pad a stream shorter than one window with silence (placement 'start'),
         then end every open event. Returns (windows from the padding, closing events)."""
-        results: list[WindowResult] = []
+        results: list[WindowResult | StartCheck] = []
         if self.stats.windows == 0 and self.stats.samples > 0:
             if self.warm_start:
-                need = self.samples_until_window()
+                need = self.frontend.samples_until(self.ring.frames_until_window)
             else:
                 need = int(round(self.bundle.window_seconds * self._sr)) - self.stats.samples
             if need > 0:

@@ -15,6 +15,7 @@ import numpy as np
 
 from monitor.bundle import ModelBundle, load_bundle
 from monitor.errors import BundleError
+from monitor.windows import hop_frames_for, start_check_frames
 
 __all__ = [
     "ModelRunner",
@@ -175,7 +176,10 @@ def open_start_model(bundle: ModelBundle, num_threads: int = 1, hop_seconds: flo
 
 def start_runner_for(bundle: ModelBundle, detection: Any, num_threads: int = 1) -> Any:
     """The start model's runner when `detection.fast_start_threshold` is set, else None (nothing
-    is loaded while fast start is off)."""
+    is loaded while fast start is off). It steps by the pipeline's check interval (half a hop,
+    `monitor.windows.start_check_frames`), streaming when the start model's streaming hop is that."""
     if detection.fast_start_threshold is None:
         return None
-    return open_start_model(bundle, num_threads, detection.hop_seconds)
+    p = bundle.frontend
+    check = start_check_frames(hop_frames_for(detection.hop_seconds, p)) * p.hop_length / p.sample_rate
+    return open_start_model(bundle, num_threads, check)

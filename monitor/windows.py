@@ -16,12 +16,18 @@ import numpy as np
 
 from monitor.frontend import FrontendParams, LogMelFrontend
 
-__all__ = ["WindowRing", "file_windows", "hop_frames_for", "pad_to_window"]
+__all__ = ["WindowRing", "file_windows", "hop_frames_for", "pad_to_window", "start_check_frames"]
 
 
 def hop_frames_for(hop_seconds: float, params: FrontendParams) -> int:
     """Frames per window hop (0.5 s -> 50 at a 10 ms frame hop); at least one."""
     return max(1, int(round(hop_seconds * params.sample_rate / params.hop_length)))
+
+
+def start_check_frames(hop_frames: int) -> int:
+    """Frames between the start model's checks (fast start): half a hop, so one check falls
+    between two windows, or the hop itself when it is an odd number of frames."""
+    return hop_frames // 2 if hop_frames % 2 == 0 else hop_frames
 
 
 def pad_to_window(audio: np.ndarray, window_seconds: float, sample_rate: int) -> np.ndarray:
@@ -54,7 +60,9 @@ class WindowRing:
     is a copy (one push may complete several windows, and later frames overwrite the ring).
     """
 
-    def __init__(self, window_frames: int, hop_frames: int, n_mels: int) -> None:
+    def __init__(self, window_frames: int, hop_frames: int, n_mels: int, start_at: int = 0) -> None:
+        """`start_at`: frames the stream has already had (a ring added mid-stream counts in step
+        with the rings that saw them; its first window still needs a full window of new frames)."""
         if hop_frames < 1 or window_frames < 1:
             raise ValueError("window_frames and hop_frames must be >= 1")
         self.window_frames = window_frames
@@ -62,8 +70,9 @@ class WindowRing:
         self.n_mels = n_mels
         self._ring = np.zeros((2 * window_frames, n_mels), dtype=np.float32)
         self._pos = 0  # next write index in [0, window_frames)
-        self.total_frames = 0
-        self._next_emit = window_frames  # total_frames at which the next window completes
+        self.total_frames = int(start_at)
+        self._full_at = self.total_frames + window_frames  # total_frames once a whole window is real
+        self._next_emit = self._full_at  # total_frames at which the next window completes
 
     def set_hop(self, hop_frames: int) -> None:
         """Change the hop from the next window on (SIGHUP), without losing buffered frames."""
@@ -74,6 +83,12 @@ class WindowRing:
         # Never in the past: a shorter hop whose boundary has already gone by emits on the next frame.
         self._next_emit = max(self.window_frames, last + hop_frames, self.total_frames + 1)
 
+    def align(self, emit_at: int) -> None:
+        """Emit in step with another ring: the next window ends at the first frame count on
+        `emit_at`'s hop grid that this ring can fill (a full window, and not in the past)."""
+        first = max(self._full_at, self.total_frames + 1)
+        self._next_emit = emit_at + -(-(first - emit_at) // self.hop_frames) * self.hop_frames
+
     @property
     def frames_until_window(self) -> int:
         """Frames still needed before the next window is complete (>= 1)."""
@@ -82,7 +97,7 @@ class WindowRing:
     def reset(self) -> None:
         """Start over (after a gap in the audio): the next window needs a full window of new frames."""
         self._pos = 0
-        self._next_emit = self.total_frames + self.window_frames
+        self._full_at = self._next_emit = self.total_frames + self.window_frames
 
     def push(self, frames: np.ndarray) -> list[tuple[int, np.ndarray]]:
         """Add frames; return [(index of the window's last frame + 1, window), ...].

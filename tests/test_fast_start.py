@@ -19,11 +19,14 @@ from monitor.bundle import load_bundle
 from monitor.classify import classify_file
 from monitor.config import Config, load_config
 from monitor.errors import BundleError, ConfigError
+from monitor.pipeline import Pipeline, StartCheck, WindowResult
 from monitor.runner import open_model, open_start_model, start_runner_for
+from monitor.stream_runner import StreamingRunner
 from tests.daemon_helpers import DaemonProcess, run_to_end, write_config
 from tests.paths import DEMO, need_shipped_model
 from tests.test_detector import feed, make, row
 from training.attach_start import attach_start
+from training.datasets import load_audio
 
 # -- the detector rule ----------------------------------------------------------------------------
 
@@ -68,6 +71,23 @@ def test_a_fast_started_event_ends_by_the_main_models_scores():
     # smoothed 0.1 < release level 0.4 from the start: ends one hold (1.0 s) after its last
     # window at or above the release level (the start window itself)
     assert [(t, e.type, e.end_offset_s) for t, e in events] == [(1.5, "end", 0.5)]
+
+
+def test_a_check_between_windows_opens_an_event_and_moves_nothing_else():
+    det = make(fast_start_threshold=0.8, hold_seconds=0.0)
+    det.update(0.5, row(siren=0.3))
+    # half a hop later the start model is sure: the event opens there, its score the smoothed 0.3
+    (start,) = det.fast_start(0.75, row(siren=0.9))
+    assert (start.type, start.label, start.start_offset_s, start.score) == ("start", "siren", 0.75, pytest.approx(0.3))
+    assert det.fast_start(0.75, row(siren=0.9)) == []  # already open
+    assert det.smoothed[0] == pytest.approx(0.3)  # no window score was added
+    assert det.fast_start(1.25, row(dog_bark=0.79)) == [] and det.fast_start(1.25, None) == []
+    (end,) = det.update(1.5, row())  # the main model's scores end it, as any fast-started event
+    assert (end.type, end.end_offset_s) == ("end", 0.75)
+    assert det.fast_start(2.25, row(siren=1.0)) == []  # cooldown until 1.5 + 2.0
+    with pytest.raises(ValueError, match="backwards"):
+        det.fast_start(1.0, row(siren=1.0))
+    assert make().fast_start(0.25, row(siren=1.0)) == []  # fast start off
 
 
 @pytest.mark.parametrize("value", [0.0, -0.1, 1.5])
@@ -169,6 +189,63 @@ def test_attach_start_refuses_a_start_model_with_other_labels(tmp_path):
 
 
 # -- through the pipeline and the daemon ----------------------------------------------------------
+
+
+class _Heard:
+    """Wraps a runner and keeps every window it is given: what the start model heard, and when."""
+
+    def __init__(self, runner) -> None:
+        self.runner, self.bundle, self.windows = runner, runner.bundle, []
+
+    def predict(self, window: np.ndarray) -> np.ndarray:
+        self.windows.append(window.copy())
+        return self.runner.predict(window)
+
+
+def _through(pipe: Pipeline, audio: np.ndarray, block: int = 1600) -> list:
+    return [r for i in range(0, len(audio), block) for r in pipe.process(audio[i : i + block])]
+
+
+def test_the_start_model_is_also_checked_half_a_hop_after_each_window():
+    bundle, runner = open_model(need_shipped_model(), 1, 0.5)
+    cfg = _fast(0.9)
+    start = start_runner_for(bundle, cfg.detection)
+    assert isinstance(start, StreamingRunner)  # the shipped start model steps by a quarter second
+    heard, heard_main = _Heard(start), _Heard(runner)
+    pipe = Pipeline(bundle, heard_main, cfg.detection, start_runner=heard)
+    results = _through(pipe, load_audio(DEMO))
+    windows = [r for r in results if isinstance(r, WindowResult)]
+    checks = [r for r in results if isinstance(r, StartCheck)]
+    assert len(windows) == pipe.stats.windows == 66  # the windows of a run without fast start
+    assert len(checks) == 66  # one a quarter second before each window
+    offsets = [r.end_offset_s for r in results]
+    assert np.allclose(np.diff(offsets), 0.25) and isinstance(results[0], StartCheck)
+    # at a window end the start model hears that window's newest second
+    start_frames = start.bundle.window_frames
+    heard_at = [r for r in results if r.start_scores is not None]  # not level-gated
+    at_windows = [h for h, r in zip(heard.windows, heard_at, strict=True) if isinstance(r, WindowResult)]
+    assert all(np.array_equal(h, w[-start_frames:]) for h, w in zip(at_windows, heard_main.windows, strict=True))
+    # the demo's gun shot is answered at a check, a quarter second before the next window
+    (gun,) = [e for c in checks for e in c.events if e.label == "gun_shot"]
+    assert gun.type == "start" and round(gun.start_offset_s % 0.5, 2) == 0.24
+    # after a gap the checks go on in step with the windows
+    pipe.gap(8000)
+    after = _through(pipe, load_audio(DEMO)[:32000])
+    assert [type(r).__name__ for r in after[:3]] == ["StartCheck", "WindowResult", "StartCheck"]
+    assert np.allclose(np.diff([r.end_offset_s for r in after]), 0.25)
+
+
+def test_no_checks_between_windows_when_fast_start_is_off_or_the_hop_is_odd():
+    bundle, runner = open_model(need_shipped_model(), 1, 0.5)
+    audio = load_audio(DEMO)[: 5 * 16000]
+    off = Pipeline(bundle, runner, Config().detection, start_runner=None)
+    assert all(isinstance(r, WindowResult) for r in _through(off, audio))
+    cfg = _fast(0.9)
+    cfg.detection.hop_seconds = 0.33  # 33 frames: no half-hop frame, the start model runs at windows only
+    odd = Pipeline(bundle, runner, cfg.detection, start_runner=start_runner_for(bundle, cfg.detection))
+    results = _through(odd, audio)
+    assert all(isinstance(r, WindowResult) for r in results)
+    assert all(r.start_scores is not None for r in results)
 
 
 def test_fast_start_answers_the_demo_recording_sooner():

@@ -65,3 +65,25 @@ def test_block_push_equals_frame_by_frame_push():
     got_b = [w for f in frames for w in b.push(f[None, :])]
     assert [e for e, _ in got_a] == [e for e, _ in got_b]
     assert all(np.array_equal(x, y) for (_, x), (_, y) in zip(got_a, got_b, strict=True))
+
+
+def test_a_ring_aligned_to_another_emits_on_its_windows_and_half_way_between():
+    """The start model's ring (fast start): a 3-frame window every 2 frames, in step with an
+    8-frame window every 4, so every main window end is also a check and one falls between."""
+    main, short = WindowRing(8, 4, 1), WindowRing(3, 2, 1)
+    short.align(main.total_frames + main.frames_until_window)
+    frames = np.arange(20, dtype=np.float32)[:, None]
+    assert [end for end, _ in main.push(frames)] == [8, 12, 16, 20]
+    checks = short.push(frames)
+    assert [end for end, _ in checks] == [4, 6, 8, 10, 12, 14, 16, 18, 20]
+    assert checks[-1][1][:, 0].tolist() == [17.0, 18.0, 19.0]  # the newest 3 frames
+
+
+def test_a_ring_added_mid_stream_waits_for_a_full_window_of_its_own():
+    short = WindowRing(3, 2, 1, start_at=20)  # the main ring has had 20 frames
+    short.align(24)
+    assert short.frames_until_window == 4  # 23 would be full, 24 is on the grid
+    assert [end for end, _ in short.push(np.zeros((6, 1), np.float32))] == [24, 26]
+    short.reset()  # after a gap too: a full window of new frames, then back on the grid
+    short.align(28)
+    assert short.frames_until_window == 4

@@ -61,8 +61,12 @@ def stream_lines(r: dict) -> list[str]:
     not when training left a streaming body's one out (`report["stream_left_out"]`)."""
     st = r.get("stream")
     if st:
+        fe = r.get("frontend", {})
+        hop_s = st.get("hop_frames", 50) * fe.get("hop_length", 160) / fe.get("sample_rate", 16000)
+        runs = ("what the daemon runs at its default 0.5 s hop" if hop_s == 0.5 else
+                f"steps by {hop_s:g} s: the daemon checks a start model at each window and half a hop after it")  # fmt: skip
         return [
-            f"- Streaming model (`{r['name']}.stream.tflite`, what the daemon runs at its default 0.5 s hop): "
+            f"- Streaming model (`{r['name']}.stream.tflite`, {runs}): "
             f"{st['macs_per_hop'] / 1e6:.1f} M multiply-accumulates per hop, {st['median_ms']:.3f} ms per hop median "
             f"({st['p95_ms']:.3f} ms p95), `StreamingRunner(bundle, num_threads=1).predict` over {st['calls']} "
             "consecutive windows on the same machine; its scores equal the window model's to int8 rounding."

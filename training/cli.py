@@ -111,7 +111,8 @@ def _train_parser() -> argparse.ArgumentParser:
         type=_window_seconds,
         default=4.0,
         help="analysis window in seconds, 1-10 (default 4.0; 1.0 makes a start model for "
-        "detection.fast_start_threshold, see python -m training.attach_start)",
+        "detection.fast_start_threshold, see python -m training.attach_start: up to 1.5 s its "
+        "streaming model steps every 0.25 s, as the daemon checks it every half hop)",
     )
     p.add_argument(
         "--lr",

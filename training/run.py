@@ -48,6 +48,13 @@ __all__ = ["TrainJob", "evaluate_bundle", "load_float_model", "run_training", "w
 
 
 STREAM_HOP_SECONDS = 0.5  # the daemon's default hop: the streaming model steps by it
+START_MODEL_MAX_SECONDS = 1.5  # a shorter window is a start model (fast start), checked every half hop
+
+
+def stream_hop_seconds(window_seconds: float) -> float:
+    """The hop a streaming export steps by: the daemon's default hop, or half of it for a start
+    model, which the pipeline checks half a hop after each window as well as at it."""
+    return STREAM_HOP_SECONDS / 2 if window_seconds <= START_MODEL_MAX_SECONDS else STREAM_HOP_SECONDS
 STREAM_CALIBRATION_WINDOWS = 100  # windows whose hops calibrate the streaming model's int8
 
 
@@ -118,7 +125,7 @@ def _export(
     tfl = convert_int8(model, rep)
     stream = None
     if ARCHS.get(cfg.arch, {}).get("time_valid"):  # a streaming-exact body: ship its streaming model too
-        hop = hop_frames_for(STREAM_HOP_SECONDS, params)
+        hop = hop_frames_for(stream_hop_seconds(cfg.window_seconds), params)
         frames = params.frames_for(cfg.window_seconds)
         stream = stream_part(model, rep[:STREAM_CALIBRATION_WINDOWS], frames, hop)
         bad = state_quant_mismatch(stream[0])
