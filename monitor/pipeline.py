@@ -300,7 +300,7 @@ class Pipeline:
             t0 = time.perf_counter()
             scores = self.runner.predict(window[:, :-1])
             if self.start_runner is not None and self.detection.fast_start_threshold is not None:
-                if start_window is None:
+                if start_window is None:  # the start ring is not full yet (fast start just turned on)
                     start_window = window[-self.start_runner.bundle.window_frames :]
                 start_scores = self.start_runner.predict(start_window[:, :-1])
             inference_ms = (time.perf_counter() - t0) * 1000.0

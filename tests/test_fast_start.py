@@ -235,6 +235,26 @@ def test_the_start_model_is_also_checked_half_a_hop_after_each_window():
     assert np.allclose(np.diff([r.end_offset_s for r in after]), 0.25)
 
 
+def test_fast_start_turned_on_mid_stream_checks_once_the_start_window_has_filled():
+    """What a SIGHUP does: the running pipeline gets the start model, no gap in the audio."""
+    bundle, runner = open_model(need_shipped_model(), 1, 0.5)
+    audio = load_audio(DEMO)
+    pipe = Pipeline(bundle, runner, Config().detection)
+    before = _through(pipe, audio[: 5 * 16000])
+    cfg = _fast(0.9)
+    pipe.apply_detection_config(cfg.detection)
+    pipe.set_start_runner(start_runner_for(bundle, cfg.detection))
+    after = _through(pipe, audio[5 * 16000 : 8 * 16000])
+    assert all(isinstance(r, WindowResult) for r in before)
+    kinds = [type(r).__name__ for r in after]
+    # the first second has no start window of its own: windows only, the start model on their newest second
+    assert kinds[:2] == ["WindowResult", "WindowResult"] and kinds[-2:] == ["StartCheck", "WindowResult"]
+    assert all(r.start_scores is not None for r in after)
+    assert np.allclose(np.diff([r.end_offset_s for r in after if isinstance(r, StartCheck)]), 0.5)
+    pipe.set_start_runner(None)  # and off again
+    assert all(isinstance(r, WindowResult) for r in _through(pipe, audio[8 * 16000 : 10 * 16000]))
+
+
 def test_no_checks_between_windows_when_fast_start_is_off_or_the_hop_is_odd():
     bundle, runner = open_model(need_shipped_model(), 1, 0.5)
     audio = load_audio(DEMO)[: 5 * 16000]

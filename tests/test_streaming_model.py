@@ -208,3 +208,11 @@ def test_a_model_card_claims_a_streaming_model_only_when_the_bundle_has_one():
     assert stream_lines({"name": "m"}) == []  # a body that cannot stream says nothing about it
     for arch in ("cnn_spn_s23t1", "cnn_sp", "cnn_s"):  # the body's text makes no claim about the bundle
         assert "carries" not in ARCH_TEXT[arch], arch
+    start = {**stream, "hop_frames": 25}  # a start model's: checked at each window and half a hop after it
+    assert "steps by 0.25 s" in stream_lines({"name": "s", "stream": start, "frontend": {"hop_length": 160}})[0]
+
+
+def test_a_start_models_streaming_export_steps_a_quarter_second():
+    from training.run import stream_hop_seconds
+
+    assert [stream_hop_seconds(w) for w in (1.0, 1.5, 2.0, 4.0)] == [0.25, 0.25, 0.5, 0.5]

@@ -121,7 +121,7 @@ def write_card(path: str | Path, report: dict) -> None:
     name = r["name"]
     lines = [f"# Model card: `{name}`", ""]
     lines += [
-        r.get("summary", "Small int8 CNN that labels 4 s log-mel windows of sound."),
+        r.get("summary", f"Small int8 CNN that labels {r.get('window_seconds', 4.0):g} s log-mel windows of sound."),
         "",
         "## What it is",
         "",

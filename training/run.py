@@ -44,7 +44,7 @@ from training.stream_export import state_quant_mismatch, stream_part  # noqa: E4
 from training.streaming import evaluate_recordings  # noqa: E402
 from training.train import TrainConfig, predict_float, train_cnn, train_mlp  # noqa: E402
 
-__all__ = ["TrainJob", "evaluate_bundle", "load_float_model", "run_training", "weights_path_for"]
+__all__ = ["TrainJob", "evaluate_bundle", "fold_start", "load_float_model", "run_training", "weights_path_for"]
 
 
 STREAM_HOP_SECONDS = 0.5  # the daemon's default hop: the streaming model steps by it
@@ -156,6 +156,24 @@ def init_model_weights(model) -> dict[str, list] | None:
     }
 
 
+def fold_start(init_from: str, fold: int, init_bundle, dataset_name: str, params: FrontendParams):
+    """What CV fold `fold` starts from with `--init-from`: (body weights, norm) of the init bundle's
+    own fold-`fold` model when it kept one (`<init>_cv/fold<k>.weights.h5`, which never heard fold
+    k), else None (the init bundle itself), with a warning when that bundle trained on fold k of
+    this dataset: the fold's held-out figures are then optimistic."""
+    base = cv_dir_for(init_from) / f"fold{fold}"
+    if weights_path_for(base).is_file():
+        model, bundle = load_float_model(base)
+        if model is not None and bundle.frontend == params:
+            log(f"CV fold {fold}: starting from {base} (never heard fold {fold})")
+            return init_model_weights(model), (bundle.norm_mean, bundle.norm_std)
+    data = init_bundle.meta.get("data") or {}
+    if data.get("name") == dataset_name and fold in (data.get("folds") or []):
+        log(f"CV fold {fold}: warning: --init-from {init_from} trained on this fold and keeps no "
+            f"{base.name}.weights.h5 beside it, so this fold's held-out figures are optimistic")  # fmt: skip
+    return None
+
+
 def _rebuild(cfg: TrainConfig, params: FrontendParams, n_classes: int, weights: list):
     model = build_cnn(n_classes, params.frames_for(cfg.window_seconds), params.n_mels, cfg.arch, cfg.dropout)
     model.set_weights(weights)
@@ -199,8 +217,10 @@ class _FoldTask:
             trained = sorted({int(f) for f in self.folds[tr]})
             meta = {"cv": {"held_out_fold": k, "trained_on_folds": trained},
                     "data": {**(self.data or {}), "folds": trained}, "training": cfg.to_dict()}  # fmt: skip
+            # Kept float weights let a later `--init-from <this bundle>` start fold k from this fold's
+            # model, which never heard fold k.
             bundle, _ = _export(model, trf, y[tr], self.n_classes, norm, params, base, self.labels,
-                                meta, cfg)  # fmt: skip
+                                meta, cfg, keep_weights=self.cv_dir is not None)  # fmt: skip
             sq = predict_int8(bundle, tef, cfg.hop_seconds, progress=self.progress)
         entry = {
             "fold": k,
@@ -402,8 +422,10 @@ def run_training(job: TrainJob) -> dict:
         for stale in cv_dir.glob("fold*.*"):  # an earlier run's folds must not mix with these
             stale.unlink()
         data_meta = {k: v for k, v in report["data"].items() if k in ("name", "root", "format")}
+        starts = {k: fold_start(job.init_from, k, init_bundle, ds.name, params) if job.init_from else None
+                  for k in job.cv_folds}  # fmt: skip
         fold_tasks = [
-            _FoldTask(k, feats, y, folds, n_classes, cfg, params, labels, init_weights, init_norm,
+            _FoldTask(k, feats, y, folds, n_classes, cfg, params, labels, *(starts[k] or (init_weights, init_norm)),
                       job.baseline, bars, cv_dir, data_meta)
             for k in job.cv_folds
         ]  # fmt: skip
