@@ -102,7 +102,7 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err[-1].startswith("soundmon evaluate:") and "none_cv not found" in err[-1]
 
 
-def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path):
+def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path, capsys):
     from training.cli import evaluate_main, train_main
 
     out = tmp_path / "models" / "t"
@@ -119,9 +119,10 @@ def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path):
     assert (out.parent / "t_confusion.png").is_file() and (
         out.parent / "t_learning_curve.png"
     ).is_file()
-    # The fold models are kept, so `soundmon evaluate --cv` reproduces the card's int8 CV table.
+    # The fold models are kept, so `soundmon evaluate --cv` reproduces the card's int8 CV table,
+    # with their float weights, so a later `--init-from` can start each fold from its own.
     assert sorted(p.name for p in (out.parent / "t_cv").iterdir()) == [
-        "fold1.json", "fold1.tflite", "fold2.json", "fold2.tflite"
+        "fold1.json", "fold1.tflite", "fold1.weights.h5", "fold2.json", "fold2.tflite", "fold2.weights.h5"
     ]  # fmt: skip
     rc = evaluate_main(["--model", str(out), "--dataset", str(CLIPS), "--cv", "--out", str(tmp_path / "ev"),
                         "--workers", "1", "--no-progress", "--cache", str(tmp_path / "cache")])  # fmt: skip
@@ -138,6 +139,19 @@ def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path):
                         "--out", str(tmp_path / "ev2"), "--workers", "1", "--no-progress",
                         "--cache", str(tmp_path / "cache")])  # fmt: skip
     assert rc == 2
+    # Fine-tuning from it with CV: each fold starts from the fold model that never heard it ...
+    fine = ["--dataset", str(CLIPS), "--init-from", str(out), "--epochs", "1", "--cv", "--batch-size", "8",
+            "--workers", "1", "--no-progress", "--jobs", "1", "--no-baseline", "--cache", str(tmp_path / "cache")]  # fmt: skip
+    capsys.readouterr()
+    assert train_main([*fine, "--out", str(tmp_path / "f1" / "f")]) == 0
+    log = capsys.readouterr().err
+    assert f"CV fold 1: starting from {out.parent / 't_cv' / 'fold1'}" in log and "optimistic" not in log
+    # ... and without them, from the final model, which heard every fold: said, not hidden
+    for w in (out.parent / "t_cv").glob("*.weights.h5"):
+        w.unlink()
+    assert train_main([*fine, "--out", str(tmp_path / "f2" / "f")]) == 0
+    log = capsys.readouterr().err
+    assert "CV fold 2: warning: --init-from" in log and "optimistic" in log and "starting from" not in log
 
 
 def test_the_library_and_the_command_default_to_the_shipped_body():

@@ -215,7 +215,7 @@ class _FoldTask:
         with tempfile.TemporaryDirectory() as tmp:
             base = (self.cv_dir or Path(tmp)) / f"fold{k}"
             trained = sorted({int(f) for f in self.folds[tr]})
-            meta = {"cv": {"held_out_fold": k, "trained_on_folds": trained},
+            meta = {"cv": {"held_out_fold": k, "trained_on_folds": trained}, "model": {"arch": cfg.arch},
                     "data": {**(self.data or {}), "folds": trained}, "training": cfg.to_dict()}  # fmt: skip
             # Kept float weights let a later `--init-from <this bundle>` start fold k from this fold's
             # model, which never heard fold k.
