@@ -124,6 +124,10 @@ def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path, capsys):
     assert sorted(p.name for p in (out.parent / "t_cv").iterdir()) == [
         "fold1.json", "fold1.tflite", "fold1.weights.h5", "fold2.json", "fold2.tflite", "fold2.weights.h5"
     ]  # fmt: skip
+    import h5py
+
+    with h5py.File(out.parent / "t_cv" / "fold1.weights.h5") as h5:  # the layers only, no optimizer state
+        assert "optimizer" not in h5
     rc = evaluate_main(["--model", str(out), "--dataset", str(CLIPS), "--cv", "--out", str(tmp_path / "ev"),
                         "--workers", "1", "--no-progress", "--cache", str(tmp_path / "cache")])  # fmt: skip
     assert rc == 0

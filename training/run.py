@@ -92,7 +92,9 @@ def save_float_weights(model, path: Path) -> None:
     """Save the layer weights only (a compiled model would also save the optimizer state, 3x larger)."""
     import keras
 
-    clean = keras.models.clone_model(model)
+    # from_config, not clone_model: Keras 3 compiles a clone of a compiled model, and its optimizer
+    # would be saved too.
+    clean = keras.Model.from_config(model.get_config())
     clean.set_weights(model.get_weights())
     clean.save_weights(path)
 
