@@ -81,7 +81,7 @@ class WindowRing:
         last = self._next_emit - self.hop_frames
         self.hop_frames = hop_frames
         # Never in the past: a shorter hop whose boundary has already gone by emits on the next frame.
-        self._next_emit = max(self.window_frames, last + hop_frames, self.total_frames + 1)
+        self._next_emit = max(self._full_at, last + hop_frames, self.total_frames + 1)
 
     def align(self, emit_at: int) -> None:
         """Emit in step with another ring: the next window ends at the first frame count on
