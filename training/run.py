@@ -48,14 +48,14 @@ __all__ = ["TrainJob", "evaluate_bundle", "fold_start", "load_float_model", "run
 
 
 STREAM_HOP_SECONDS = 0.5  # the daemon's default hop: the streaming model steps by it
-START_MODEL_MAX_SECONDS = 1.5  # a shorter window is a start model (fast start), checked every half hop
+START_MODEL_MAX_SECONDS = 1.5  # a window this short or shorter is a start model (fast start)
+STREAM_CALIBRATION_WINDOWS = 100  # windows whose hops calibrate the streaming model's int8
 
 
 def stream_hop_seconds(window_seconds: float) -> float:
     """The hop a streaming export steps by: the daemon's default hop, or half of it for a start
     model, which the pipeline checks half a hop after each window as well as at it."""
     return STREAM_HOP_SECONDS / 2 if window_seconds <= START_MODEL_MAX_SECONDS else STREAM_HOP_SECONDS
-STREAM_CALIBRATION_WINDOWS = 100  # windows whose hops calibrate the streaming model's int8
 
 
 def log(msg: str) -> None:
