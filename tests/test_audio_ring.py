@@ -56,7 +56,9 @@ def test_writer_is_not_blocked_by_a_waiting_reader_and_counts_flags() -> None:
     got: list[np.ndarray] = []
 
     def reader() -> None:
-        while len(got) < 10:
+        # Until all 1,600 samples are in: a slow reader may get two writes in one read.
+        deadline = time.monotonic() + 10
+        while sum(len(g) for g in got) < 1600 and time.monotonic() < deadline:
             if ring.wait(1.0):
                 got.append(ring.read().data)
 
