@@ -669,15 +669,14 @@ def _start_macs_per_hop(bundle, hop_seconds: float) -> int:
     window and half a hop after it), its streaming model's step when that steps by the check
     interval, else its whole window; 0 when the bundle names none (the run then refuses fast start)."""
     from monitor.bundle import load_bundle
-    from monitor.windows import hop_frames_for, start_check_frames
+    from monitor.runner import start_check_seconds, streams_at
 
     if bundle.start_model_path is None:
         return 0
     start = load_bundle(bundle.start_model_path)
-    hop = hop_frames_for(hop_seconds, bundle.frontend)
-    check = start_check_frames(hop)
-    per_check = (start.stream_meta.get("macs_per_hop") if start.stream_hop_frames == check else None) or _macs_per_window(start.meta) or 0
-    return int(per_check) * (hop // check)
+    check = start_check_seconds(bundle, hop_seconds)
+    streamed = start.stream_meta.get("macs_per_hop") if streams_at(start, check) else None
+    return int(streamed or _macs_per_window(start.meta) or 0) * round(hop_seconds / check)
 
 
 def _cpu_model() -> str:

@@ -23,7 +23,9 @@ __all__ = [
     "open_model",
     "open_start_model",
     "quiet_native_stderr",
+    "start_check_seconds",
     "start_runner_for",
+    "streams_at",
 ]
 
 
@@ -146,13 +148,25 @@ def open_model(path, num_threads: int = 1, hop_seconds: float | None = None) -> 
     runner is a `monitor.stream_runner.StreamingRunner`: the same scores per window, computed
     from only the frames each hop adds."""
     bundle = load_bundle(path)
-    if hop_seconds is not None and bundle.stream_hop_frames:
-        hop_samples = hop_seconds * bundle.frontend.sample_rate
-        if abs(hop_samples - bundle.stream_hop_frames * bundle.frontend.hop_length) < 1e-6:
-            from monitor.stream_runner import StreamingRunner
+    if streams_at(bundle, hop_seconds):
+        from monitor.stream_runner import StreamingRunner
 
-            return bundle, StreamingRunner(bundle, num_threads=num_threads)
+        return bundle, StreamingRunner(bundle, num_threads=num_threads)
     return bundle, ModelRunner(bundle, num_threads=num_threads)
+
+
+def streams_at(bundle: ModelBundle, hop_seconds: float | None) -> bool:
+    """The bundle has a streaming model that steps by exactly `hop_seconds` (what `open_model` runs)."""
+    if hop_seconds is None or not bundle.stream_hop_frames:
+        return False
+    hop_samples = hop_seconds * bundle.frontend.sample_rate
+    return abs(hop_samples - bundle.stream_hop_frames * bundle.frontend.hop_length) < 1e-6
+
+
+def start_check_seconds(bundle: ModelBundle, hop_seconds: float) -> float:
+    """Seconds between the start model's checks at this hop (`monitor.windows.start_check_frames`)."""
+    p = bundle.frontend
+    return start_check_frames(hop_frames_for(hop_seconds, p)) * p.hop_length / p.sample_rate
 
 
 def open_start_model(bundle: ModelBundle, num_threads: int = 1, hop_seconds: float | None = None) -> Any:
@@ -180,6 +194,4 @@ def start_runner_for(bundle: ModelBundle, detection: Any, num_threads: int = 1) 
     `monitor.windows.start_check_frames`), streaming when the start model's streaming hop is that."""
     if detection.fast_start_threshold is None:
         return None
-    p = bundle.frontend
-    check = start_check_frames(hop_frames_for(detection.hop_seconds, p)) * p.hop_length / p.sample_rate
-    return open_start_model(bundle, num_threads, check)
+    return open_start_model(bundle, num_threads, start_check_seconds(bundle, detection.hop_seconds))
