@@ -105,7 +105,9 @@ def mel_filterbank(params: FrontendParams) -> np.ndarray:
 
 def _mean_square(frames: np.ndarray) -> np.ndarray:
     """Mean square of each frame (one pass, no temporary of the frames' size)."""
-    return np.einsum("ij,ij->i", frames, frames, dtype=np.float64) / frames.shape[1]
+    out = np.einsum("ij,ij->i", frames, frames, dtype=np.float64)
+    out /= frames.shape[1]
+    return out
 
 
 class LogMelFrontend:
@@ -134,24 +136,30 @@ class LogMelFrontend:
         n = frame_count(len(audio), p)
         if n == 0:
             return np.empty((0, p.n_fft), dtype=np.float32)
-        # as_strided directly: sliding_window_view's argument checks cost ~35 us per call, which
-        # is a third of the front-end's time on 0.1 s blocks. The view is read-only in use.
+        # A strided view built directly: sliding_window_view's argument checks cost ~35 us per
+        # call (a third of the front-end's time on 0.1 s blocks) and as_strided's wrapper ~3 us.
         audio = np.ascontiguousarray(audio)
-        step = audio.strides[0]
-        return np.lib.stride_tricks.as_strided(
-            audio, shape=(n, p.n_fft), strides=(p.hop_length * step, step), writeable=False
-        )
+        step = audio.itemsize
+        view = np.ndarray((n, p.n_fft), dtype=audio.dtype, buffer=audio, strides=(p.hop_length * step, step))
+        view.flags.writeable = False
+        return view
 
     def _frames_to_logmel(self, frames: np.ndarray) -> np.ndarray:
         p = self.params
         # float64 on purpose: numpy's pocketfft is ~3.5x faster on float64 rows than on float32
         # (measured: 50 frames of 512 in 0.05 ms vs 0.18 ms), and the window multiply promotes.
         spec = np.fft.rfft(frames * self._window64, axis=-1)
-        power = spec.real**2 + spec.imag**2
+        power = np.square(spec.real)  # real**2 + imag**2, with one temporary fewer
+        power += np.square(spec.imag)
         if p.power != 2.0:
             power = power ** (p.power / 2.0)
         mel = power.astype(np.float32) @ self._mel_basis_t
-        return (10.0 * np.log10(np.maximum(mel, p.amin)) - self._log_ref).astype(np.float32)
+        # In place (speed): 10 * log10(max(mel, amin)) - log_ref. The subtraction computes in the
+        # type `mel - log_ref` would have and casts into float32, as `.astype(np.float32)` did.
+        np.maximum(mel, p.amin, out=mel)
+        np.log10(mel, out=mel)
+        mel *= 10.0
+        return np.subtract(mel, self._log_ref, out=mel, casting="same_kind")
 
     def __call__(self, audio: np.ndarray) -> np.ndarray:
         """Log-mel of a whole signal: (n_frames, n_mels) float32 dB."""

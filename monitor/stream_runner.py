@@ -88,8 +88,22 @@ class StreamingRunner:
         # output to input with one copy, without the checks and copies of get/set_tensor. (A view
         # must not outlive the next invoke, so a fresh one is taken at every step.)
         self._new_view = self._interp.tensor(self._in["index"])
+        self._out_view = self._interp.tensor(self._out["index"])
         self._state_views = [(self._interp.tensor(i["index"]), self._interp.tensor(o["index"])) for i, o in self._states]
-        self._last: np.ndarray | None = None
+        # Buffers reused at every call (speed: no allocation per hop): the quantised new frames,
+        # the last window and the overlap comparison.
+        n_mels = bundle.frontend.n_mels
+        self._q = np.empty((self.hop_frames, n_mels), dtype=np.float32)
+        self._last = np.empty((bundle.window_frames, n_mels), dtype=np.float32)
+        self._have_last = False
+        self._same = np.empty((max(bundle.window_frames - self.hop_frames, 0), n_mels), dtype=bool)
+        # One-byte outputs dequantise through a table of all 256 codes, built with the same
+        # float32 arithmetic as the formula in `predict` (so the scores are bit-identical).
+        self._out_lut: np.ndarray | None = None
+        out_dtype = np.dtype(self._out["dtype"])
+        if out_dtype.kind in "iu" and out_dtype.itemsize == 1:
+            codes = np.arange(256, dtype=np.uint8).view(out_dtype)
+            self._out_lut = self._dequantise(codes)
         self.steps = 0  # hops run as one step
         self.rebuilds = 0  # windows that rebuilt the state
 
@@ -98,10 +112,18 @@ class StreamingRunner:
             _, zero = inp["quantization"]
             self._interp.set_tensor(inp["index"], np.full(inp["shape"], zero, dtype=inp["dtype"]))
 
+    def _dequantise(self, y: np.ndarray) -> np.ndarray:
+        return ((y.astype(np.float32) - self._out_zero) * self._out_scale).astype(np.float32)
+
     def _step(self, frames: np.ndarray) -> None:
-        q = frames * self._a + self._b
+        # As `np.clip(np.rint(frames * a + b), -128, 127)`, into one reused buffer; minimum and
+        # maximum are clip's result without its Python wrapper (NaN propagates in both).
+        q = self._q
+        np.multiply(frames, self._a, out=q)
+        np.add(q, self._b, out=q)
         np.rint(q, out=q)
-        np.clip(q, -128, 127, out=q)
+        np.minimum(q, 127, out=q)
+        np.maximum(q, -128, out=q)
         self._new_view()[0, ..., 0] = q
         self._interp.invoke()
         for view_in, view_out in self._state_views:
@@ -110,17 +132,22 @@ class StreamingRunner:
     def predict(self, window: np.ndarray) -> np.ndarray:
         """Scores (n_labels,) float32 in [0, 1] for one (frames, n_mels) log-mel window in dB."""
         x = np.asarray(window, dtype=np.float32)
-        if x.shape != (self.bundle.window_frames, self.bundle.frontend.n_mels):
-            raise ValueError(f"window shape {x.shape}, model wants {(self.bundle.window_frames, self.bundle.frontend.n_mels)}")
+        if x.shape != self._last.shape:
+            raise ValueError(f"window shape {x.shape}, model wants {self._last.shape}")
         hop = self.hop_frames
-        if self._last is not None and np.array_equal(x[:-hop], self._last[hop:]):
-            self._step(x[-hop:].copy())
+        # One step only when the window is the last one moved on by exactly one hop (elementwise
+        # equal overlap, as np.array_equal, into a reused buffer); anything else rebuilds.
+        if self._have_last and np.equal(x[:-hop], self._last[hop:], out=self._same).all():
+            self._step(x[-hop:])
             self.steps += 1
         else:
             self._zero_states()
             for chunk in prime_chunks(x, hop):
-                self._step(chunk.copy())
+                self._step(chunk)
             self.rebuilds += 1
-        self._last = x.copy()
-        y = self._interp.get_tensor(self._out["index"]).reshape(-1)
-        return ((y.astype(np.float32) - self._out_zero) * self._out_scale).astype(np.float32)
+        np.copyto(self._last, x)
+        self._have_last = True
+        y = self._out_view().reshape(-1)  # a view: it must not outlive this call
+        if self._out_lut is not None:
+            return self._out_lut[y.view(np.uint8)]
+        return self._dequantise(y)

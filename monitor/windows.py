@@ -106,18 +106,21 @@ class WindowRing:
         stored twice over so that a window is always one contiguous slice.
         """
         out: list[tuple[int, np.ndarray]] = []
-        w = self.window_frames
+        w, ring = self.window_frames, self._ring
+        # The counters in locals while writing (speed), stored back once at the end.
+        pos, total, next_emit = self._pos, self.total_frames, self._next_emit
         i, n = 0, len(frames)
         while i < n:
             # Up to the next window boundary or the ring's wrap point, whichever comes first.
-            take = min(n - i, self._next_emit - self.total_frames, w - self._pos)
+            take = min(n - i, next_emit - total, w - pos)
             chunk = frames[i : i + take]
-            self._ring[self._pos : self._pos + take] = chunk
-            self._ring[self._pos + w : self._pos + w + take] = chunk
-            self._pos = (self._pos + take) % w
-            self.total_frames += take
+            ring[pos : pos + take] = chunk
+            ring[pos + w : pos + w + take] = chunk
+            pos = (pos + take) % w
+            total += take
             i += take
-            if self.total_frames == self._next_emit:
-                out.append((self.total_frames, self._ring[self._pos : self._pos + w].copy()))
-                self._next_emit += self.hop_frames
+            if total == next_emit:
+                out.append((total, ring[pos : pos + w].copy()))
+                next_emit += self.hop_frames
+        self._pos, self.total_frames, self._next_emit = pos, total, next_emit
         return out
