@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from monitor.config import default_model_path
+from monitor.config import DetectionConfig, default_model_path
 
 __all__ = ["bench_main", "first_new_event", "labelled_onsets", "median_interval"]
 
@@ -481,7 +481,8 @@ def _soak_run(model: Path, hours: float, hop: float, threads: int, workdir: Path
                                 env=dict(os.environ, SOUNDMON_BENCH_REPORT=str(report)))  # fmt: skip
         while proc.poll() is None:
             sample = _proc_sample(proc.pid)
-            if sample is not None and latest:
+            if sample is not None:
+                # before the first stats message (a short run may end before it) the audio hour is 0
                 sample["audio_h"] = latest.get("audio_seconds", 0.0) / 3600.0
                 sample["spool_depth"] = latest.get("spool_depth", 0)
                 sample["wall_s"] = time.monotonic() - t0
@@ -546,7 +547,7 @@ def _write_soak_outputs(result: dict[str, Any], samples: list[dict[str, float]],
     ]
     text = (
         f"# Soak run, {stamp}\n\nMachine: {machine}. Command: `soundmon bench --soak {result['requested_hours']:g}"
-        f"{'' if result.get('fast_start_threshold') is None else ' --fast-start ' + format(result['fast_start_threshold'], 'g')}` "
+        f" --fast-start {'off' if result.get('fast_start_threshold') is None else format(result['fast_start_threshold'], 'g')}` "
         f"({result['audio_hours']} h of looped street recordings through `soundmon run --pace fast` "
         f"against a local mosquitto, sampled from /proc every 0.5 s; {result['wall_minutes']} min wall).\n\n"
         + "\n".join(verdicts) + "\n\n" + "\n".join(rows) + "\n\n"
@@ -577,6 +578,29 @@ def _write_soak_outputs(result: dict[str, Any], samples: list[dict[str, float]],
 # -- entry point -------------------------------------------------------------------------------
 
 
+def fast_start_arg(text: str) -> float | str:
+    """`--fast-start`: a threshold in (0, 1], or `off`."""
+    if text == "off":
+        return text
+    value = float(text)
+    if not 0.0 < value <= 1.0:
+        raise argparse.ArgumentTypeError(f"a threshold in (0, 1] or off, got {text}")
+    return value
+
+
+def effective_fast_start(bundle: Any, requested: float | str | None) -> float | None:
+    """The fast-start threshold a run uses: `--fast-start T`, `off`, or (not given) what the daemon
+    does by default with this bundle (`monitor.runner.fast_start_on`)."""
+    from monitor.runner import fast_start_on
+
+    if requested == "off":
+        return None
+    if requested is not None:
+        return float(requested)
+    default = DetectionConfig()
+    return default.fast_start_threshold if fast_start_on(bundle, default) else None
+
+
 def bench_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="soundmon bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=None, help="bundle (default: the shipped model)")
@@ -585,8 +609,9 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--recordings", default=None, help="folder of street recordings (default ../shared/data/recordings)")
     ap.add_argument("--hop", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--fast-start", type=float, default=None, metavar="T",
-                    help="run with detection.fast_start_threshold T (the bundle's start model; default off)")
+    ap.add_argument("--fast-start", type=fast_start_arg, default=None, metavar="T|off",
+                    help="detection.fast_start_threshold for the run (default: the daemon's default, "
+                         f"{DetectionConfig().fast_start_threshold:g} with a bundle that has a start model)")
     ap.add_argument("--no-mqtt", action="store_true", help="run without a broker (publisher disabled)")
     ap.add_argument("--naive-seconds", type=float, default=60.0, help="audio for the naive comparison (0 = skip)")
     ap.add_argument("--latency", action="store_true", help="measure onset -> MQTT start in real time")
@@ -601,13 +626,14 @@ def bench_main(argv: list[str]) -> int:
 
     model = args.model or default_model_path()
     bundle = load_bundle(model)
+    fast_start = effective_fast_start(bundle, args.fast_start)
     recordings = recordings_dir(args.recordings)
     with tempfile.TemporaryDirectory(prefix="soundmon-bench-") as tmp:
         work = Path(tmp)
         if args.soak > 0:
             print(f"soak: {args.soak:g} h of audio in fast pace against a local broker ...", flush=True)
             fig = soak(model, args.soak, args.hop, args.threads, recordings, work, args.soak_out, args.audio,
-                       args.fast_start)  # fmt: skip
+                       fast_start)  # fmt: skip
             for key, value in fig.items():
                 print(f"  {key:<22} {value}")
             print(f"  written: {args.soak_out / 'soak.md'}, {args.soak_out / 'soak.png'}")
@@ -616,7 +642,7 @@ def bench_main(argv: list[str]) -> int:
                 raise SystemExit("soundmon bench --latency: needs the street recordings (../shared/data/recordings)")
             print(f"latency: {len(list(recordings.glob('*.flac')))} street recordings at real speed, "
                   f"{args.parallel} at a time ...", flush=True)  # fmt: skip
-            fig = latency_bench(model, args.hop, args.threads, recordings, work, args.parallel, args.fast_start)
+            fig = latency_bench(model, args.hop, args.threads, recordings, work, args.parallel, fast_start)
             ok = fig["latency_median_s"] is not None and fig["latency_median_s"] <= fig["latency_budget_s"]
             print("  recording  class              onset s  latency s")
             for row in fig["latency_onsets"]:
@@ -631,18 +657,18 @@ def bench_main(argv: list[str]) -> int:
                 args.minutes, REPO / ".cache" / f"bench_{args.minutes:g}min.flac", recordings)
             broker, port = (None, 0) if args.no_mqtt else start_mosquitto(work)
             config = work / "bench.yaml"
-            write_config(config, work / "state", model, port, args.hop, args.threads, fast_start=args.fast_start)
+            write_config(config, work / "state", model, port, args.hop, args.threads, fast_start=fast_start)
             print(f"streaming {sf.info(audio).duration / 60:.1f} min of audio through `soundmon run --pace fast` "
                   f"(model {bundle.name}, {args.threads} thread(s), hop {args.hop} s, "
                   f"mqtt {'on' if port else 'off'}"
-                  f"{'' if args.fast_start is None else f', fast start {args.fast_start:g}'}) ...", flush=True)  # fmt: skip
+                  f"{'' if fast_start is None else f', fast start {fast_start:g}'}) ...", flush=True)  # fmt: skip
             try:
                 run = run_child(audio, config, work / "report.json")
             finally:
                 if broker is not None:
                     broker.terminate()
             fig = figures_from(run, bundle.meta, args.hop, bundle.stream_meta.get("macs_per_hop"),
-                               _start_macs_per_hop(bundle, args.hop) if args.fast_start is not None else 0)  # fmt: skip
+                               _start_macs_per_hop(bundle, args.hop) if fast_start is not None else 0)  # fmt: skip
             if args.naive_seconds > 0:
                 naive = naive_ms_per_hop(model, args.threads, args.naive_seconds, recordings)
                 if naive is not None:
@@ -650,7 +676,7 @@ def bench_main(argv: list[str]) -> int:
                     fig["naive_librosa_ms_per_hop"] = round(naive, 3)
                     fig["speedup_vs_naive"] = round(naive / ours, 1)
             print_table(fig)
-        fig["fast_start_threshold"] = args.fast_start
+        fig["fast_start_threshold"] = fast_start
         fig["machine"] = f"{os.cpu_count()} cores, {_cpu_model()}"
         fig["date"] = time.strftime("%Y-%m-%d")
         print(json.dumps(fig))

@@ -131,11 +131,12 @@ class DetectionConfig(_Section):
     cooldown_seconds: float = Field(default=2.0, ge=0.0, le=3600.0)
     min_level_dbfs: float = Field(default=-70.0, ge=-200.0, le=0.0)
     fast_start_threshold: float | None = Field(
-        default=None,
+        default=0.7,
         gt=0.0,
         le=1.0,
         description="also start an event when the bundle's start model (newest 1 s) gives a label "
-        "this top score; None = off",
+        "this top score; None = off. The default applies to a bundle that names a start model "
+        "(the shipped one does) and is off for one that does not",
     )
     warm_start: bool = Field(
         default=True,

@@ -28,7 +28,7 @@ from monitor.config import Config, load_config
 from monitor.detector import DetectionEvent
 from monitor.errors import SoundmonError
 from monitor.pipeline import SILENCE_DBFS, Pipeline, StartCheck, WindowResult, level_dbfs
-from monitor.runner import open_model, start_runner_for
+from monitor.runner import fast_start_on, open_model, start_runner_for
 from monitor.sdnotify import Notifier
 
 __all__ = ["Daemon", "run_daemon"]
@@ -459,7 +459,7 @@ class Daemon:
                               if model_changed or hop_changed
                               else (self.bundle, self.runner))  # fmt: skip
             new.check_against_labels(bundle.labels)
-            fast_toggled = (new.detection.fast_start_threshold is None) != (self.start_runner is None)
+            fast_toggled = fast_start_on(bundle, new.detection) != (self.start_runner is not None)
             start_runner = (start_runner_for(bundle, new.detection, new.model.threads)
                             if model_changed or hop_changed or fast_toggled
                             else self.start_runner)  # fmt: skip

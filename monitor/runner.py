@@ -19,6 +19,7 @@ from monitor.windows import hop_frames_for, start_check_frames
 
 __all__ = [
     "ModelRunner",
+    "fast_start_on",
     "load_interpreter_class",
     "open_model",
     "open_start_model",
@@ -188,10 +189,20 @@ def open_start_model(bundle: ModelBundle, num_threads: int = 1, hop_seconds: flo
     return runner
 
 
-def start_runner_for(bundle: ModelBundle, detection: Any, num_threads: int = 1) -> Any:
-    """The start model's runner when `detection.fast_start_threshold` is set, else None (nothing
-    is loaded while fast start is off). It steps by the pipeline's check interval (half a hop,
-    `monitor.windows.start_check_frames`), streaming when the start model's streaming hop is that."""
+def fast_start_on(bundle: ModelBundle, detection: Any) -> bool:
+    """Fast start runs with this bundle: `detection.fast_start_threshold` is not None, and the
+    bundle names a start model or the config set the threshold itself. The default threshold
+    stays quietly off for a bundle without a start model (one trained without `--window-seconds
+    1`); a threshold the user wrote for such a bundle is refused by `open_start_model`."""
     if detection.fast_start_threshold is None:
+        return False
+    return bundle.start_model_path is not None or "fast_start_threshold" in detection.model_fields_set
+
+
+def start_runner_for(bundle: ModelBundle, detection: Any, num_threads: int = 1) -> Any:
+    """The start model's runner when fast start is on (`fast_start_on`), else None (nothing is
+    loaded while fast start is off). It steps by the pipeline's check interval (half a hop,
+    `monitor.windows.start_check_frames`), streaming when the start model's streaming hop is that."""
+    if not fast_start_on(bundle, detection):
         return None
     return open_start_model(bundle, num_threads, start_check_seconds(bundle, detection.hop_seconds))

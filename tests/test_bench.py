@@ -39,6 +39,7 @@ def test_bench_prints_every_figure_and_a_verdict(tiny_bundle, tmp_path):
         assert key in figures, key
     assert figures["windows"] == 66 and figures["peak_rss_mb"] > 0  # 33 s: a window every 0.5 s hop from the first hop on
     assert figures["runner"].startswith("window model")
+    assert figures["fast_start_threshold"] is None  # no start model in this bundle: off by default
 
 
 def test_bench_runs_a_streaming_bundle_one_hop_at_a_time(tiny_stream_bundle, tmp_path):
@@ -52,20 +53,30 @@ def test_bench_runs_a_streaming_bundle_one_hop_at_a_time(tiny_stream_bundle, tmp
     assert "streaming model: 65 hops stepped" in out.stdout
 
 
-def test_bench_with_fast_start_counts_the_start_models_work(tmp_path):
-    """`--fast-start T`: the daemon runs the bundle's start model too, at each window and half a hop
-    after it (its streaming model steps a quarter second); its MACs join the per-hop ones."""
+@pytest.mark.parametrize("flag, threshold", [([], 0.7), (["--fast-start", "0.8"], 0.8), (["--fast-start", "off"], None)])
+def test_bench_runs_fast_start_as_the_daemon_does_and_counts_the_start_models_work(flag, threshold, tmp_path):
+    """With the shipped bundle the daemon's default is fast start at 0.7: the start model runs at
+    each window and half a hop after it (its streaming model steps a quarter second), and its MACs
+    join the per-hop ones. `--fast-start T` sets the threshold, `--fast-start off` turns it off."""
     model = need_shipped_model()
-    out = bench("--model", str(model), "--audio", str(DEMO), "--naive-seconds", "0", "--fast-start", "0.8",
+    out = bench("--model", str(model), "--audio", str(DEMO), "--naive-seconds", "0", *flag,
                 "--json-out", str(tmp_path / "b.json"))  # fmt: skip
     assert out.returncode == 0, out.stderr
-    assert "fast start 0.8" in out.stdout
     figures = json.loads((tmp_path / "b.json").read_text())
     main = json.loads(model.with_suffix(".json").read_text())["stream"]["macs_per_hop"]
     start = json.loads((model.parent / "urban10_start.json").read_text())["stream"]["macs_per_hop"]
-    assert figures["fast_start_threshold"] == 0.8
-    assert figures["macs_per_hop"] == main + 2 * start
-    assert figures["macs_per_audio_second"] == 2 * (main + 2 * start)
+    assert figures["fast_start_threshold"] == threshold
+    if threshold is None:
+        assert "fast start" not in out.stdout and figures["macs_per_hop"] == main
+    else:
+        assert f"fast start {threshold:g}" in out.stdout
+        assert figures["macs_per_hop"] == main + 2 * start
+        assert figures["macs_per_audio_second"] == 2 * (main + 2 * start)
+
+
+def test_bench_refuses_a_bad_fast_start_value():
+    out = bench("--fast-start", "1.5", "--naive-seconds", "0")
+    assert out.returncode == 2 and "a threshold in (0, 1] or off, got 1.5" in out.stderr
 
 
 def test_soak_samples_the_daemon_and_writes_table_and_plot(tiny_bundle, tmp_path):

@@ -20,7 +20,7 @@ from monitor.classify import classify_file
 from monitor.config import Config, load_config
 from monitor.errors import BundleError, ConfigError
 from monitor.pipeline import Pipeline, StartCheck, WindowResult
-from monitor.runner import open_model, open_start_model, start_runner_for
+from monitor.runner import fast_start_on, open_model, open_start_model, start_runner_for
 from monitor.stream_runner import StreamingRunner
 from tests.daemon_helpers import DaemonProcess, run_to_end, write_config
 from tests.paths import DEMO, need_shipped_model
@@ -100,14 +100,24 @@ def test_fast_start_threshold_out_of_range_is_refused(value, tmp_path):
         load_config(cfg)
 
 
-def test_fast_start_is_off_by_default():
-    assert Config().detection.fast_start_threshold is None
+def test_fast_start_is_on_by_default_where_the_bundle_has_a_start_model(tiny_bundle):
+    default = Config().detection
+    assert default.fast_start_threshold == 0.7
+    assert fast_start_on(load_bundle(need_shipped_model()), default)
+    # a bundle trained without a start model runs without fast start, quietly...
+    assert not fast_start_on(load_bundle(tiny_bundle), default)
+    assert start_runner_for(load_bundle(tiny_bundle), default) is None
+    # ...unless the config asks for it: then open_start_model refuses it (below)
+    assert fast_start_on(load_bundle(tiny_bundle), _fast().detection)
+    off = Config()
+    off.detection.fast_start_threshold = None
+    assert not fast_start_on(load_bundle(need_shipped_model()), off.detection)
 
 
 # -- the start model in a bundle ------------------------------------------------------------------
 
 
-def _fast(threshold: float = 0.8) -> Config:
+def _fast(threshold: float | None = 0.8) -> Config:
     cfg = Config()
     cfg.detection.fast_start_threshold = threshold
     return cfg
@@ -122,7 +132,7 @@ def test_shipped_bundle_names_its_start_model():
     scores = runner.predict(np.full((runner.bundle.window_frames, 64), -60.0, dtype=np.float32))
     assert scores.shape == (10,) and 0.99 < scores.sum() < 1.01
     # nothing is opened while fast start is off
-    assert start_runner_for(bundle, Config().detection) is None
+    assert start_runner_for(bundle, _fast(None).detection) is None
 
 
 def _copy_bundle(src: Path, dst_dir: Path) -> Path:
@@ -239,7 +249,7 @@ def test_fast_start_turned_on_mid_stream_checks_once_the_start_window_has_filled
     """What a SIGHUP does: the running pipeline gets the start model, no gap in the audio."""
     bundle, runner = open_model(need_shipped_model(), 1, 0.5)
     audio = load_audio(DEMO)
-    pipe = Pipeline(bundle, runner, Config().detection)
+    pipe = Pipeline(bundle, runner, _fast(None).detection)
     before = _through(pipe, audio[: 5 * 16000])
     cfg = _fast(0.9)
     pipe.apply_detection_config(cfg.detection)
@@ -258,7 +268,7 @@ def test_fast_start_turned_on_mid_stream_checks_once_the_start_window_has_filled
 def test_no_checks_between_windows_when_fast_start_is_off_or_the_hop_is_odd():
     bundle, runner = open_model(need_shipped_model(), 1, 0.5)
     audio = load_audio(DEMO)[: 5 * 16000]
-    off = Pipeline(bundle, runner, Config().detection, start_runner=None)
+    off = Pipeline(bundle, runner, _fast(None).detection, start_runner=None)
     assert all(isinstance(r, WindowResult) for r in _through(off, audio))
     cfg = _fast(0.9)
     cfg.detection.hop_seconds = 0.33  # 33 frames: no half-hop frame, the start model runs at windows only
@@ -270,7 +280,7 @@ def test_no_checks_between_windows_when_fast_start_is_off_or_the_hop_is_odd():
 
 def test_fast_start_answers_the_demo_recording_sooner():
     bundle, runner = open_model(need_shipped_model(), 1, 0.5)
-    plain = classify_file(DEMO, bundle, runner, Config(), warm_start=True)
+    plain = classify_file(DEMO, bundle, runner, _fast(None), warm_start=True)
     cfg = _fast(0.8)
     fast = classify_file(DEMO, bundle, runner, cfg, warm_start=True,
                          start_runner=start_runner_for(bundle, cfg.detection))  # fmt: skip
@@ -306,7 +316,7 @@ def test_fast_start_with_a_bundle_without_start_model_is_one_line(tiny_bundle, t
 
 
 def test_sighup_turns_fast_start_on(tmp_path):
-    cfg = write_config(tmp_path / "c.yaml")
+    cfg = write_config(tmp_path / "c.yaml", detection={"fast_start_threshold": None})
     d = DaemonProcess("--source", str(DEMO), "--pace", "realtime", "--config", str(cfg),
                       "--model", str(need_shipped_model()))  # fmt: skip
     try:
