@@ -475,6 +475,7 @@ def _soak_run(model: Path, hours: float, hop: float, threads: int, workdir: Path
     cmd = [sys.executable, "-m", "monitor", "run", "--source", str(base), "--repeat", str(repeat),
            "--pace", "fast", "--config", str(config)]  # fmt: skip
     samples: list[dict[str, float]] = []
+    early: list[dict[str, float]] = []
     t0 = time.monotonic()
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=log,
@@ -482,12 +483,14 @@ def _soak_run(model: Path, hours: float, hop: float, threads: int, workdir: Path
         while proc.poll() is None:
             sample = _proc_sample(proc.pid)
             if sample is not None:
-                # before the first stats message (a short run may end before it) the audio hour is 0
                 sample["audio_h"] = latest.get("audio_seconds", 0.0) / 3600.0
                 sample["spool_depth"] = latest.get("spool_depth", 0)
                 sample["wall_s"] = time.monotonic() - t0
-                samples.append(sample)
+                (samples if latest else early).append(sample)
             time.sleep(0.5)
+    # Samples from before the first stats message (the process still starting) count only when
+    # the run ended before one came (a very short soak).
+    samples = samples or early
     time.sleep(1.0)
     sub.loop_stop()
     run = json.loads(report.read_text())
