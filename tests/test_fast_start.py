@@ -297,14 +297,23 @@ def test_fast_start_answers_the_demo_recording_sooner():
     assert any(after[label] < before[label] for label in before)
 
 
-def test_run_with_fast_start_logs_it_and_detects(tmp_path):
-    cfg = write_config(tmp_path / "c.yaml", detection={"fast_start_threshold": 0.8})
+@pytest.mark.parametrize("detection, shown", [({}, "fast start 0.7"), ({"fast_start_threshold": 0.8}, "fast start 0.8")])
+def test_run_with_fast_start_logs_it_and_detects(detection, shown, tmp_path):
+    """The shipped bundle runs fast start by default (0.7), or at the threshold the config sets."""
+    cfg = write_config(tmp_path / "c.yaml", detection=detection)
     d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--print",
                    "--model", str(need_shipped_model()))  # fmt: skip
     assert d.proc.returncode == 0, d.text()
-    assert "fast start 0.8" in d.text()
+    assert shown in d.text()
     printed = "\n".join(d.out)
     assert "START siren" in printed and "START dog_bark" in printed
+
+
+def test_a_bundle_without_start_model_runs_without_fast_start_by_default(tiny_bundle, tmp_path):
+    d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(write_config(tmp_path / "c.yaml")),
+                   "--model", str(tiny_bundle))  # fmt: skip
+    assert d.proc.returncode == 0, d.text()
+    assert "fast start" not in d.text() and "ERROR" not in d.text()
 
 
 def test_fast_start_with_a_bundle_without_start_model_is_one_line(tiny_bundle, tmp_path):
