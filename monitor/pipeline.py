@@ -234,7 +234,8 @@ class Pipeline:
 
     @property
     def _checking(self) -> bool:
-        """Fast start is on and has a start model: start checks run between windows."""
+        """Fast start is on and has a start model: it scores each window's newest frames and the
+        checks between windows."""
         return self.start_ring is not None and self.detection.fast_start_threshold is not None
 
     def samples_until_window(self) -> int:
@@ -299,7 +300,7 @@ class Pipeline:
         if level >= self.detection.min_level_dbfs:
             t0 = time.perf_counter()
             scores = self.runner.predict(window[:, :-1])
-            if self.start_runner is not None and self.detection.fast_start_threshold is not None:
+            if self._checking:
                 if start_window is None:  # the start ring is not full yet (fast start just turned on)
                     start_window = window[-self.start_runner.bundle.window_frames :]
                 start_scores = self.start_runner.predict(start_window[:, :-1])
