@@ -133,7 +133,11 @@ class Publisher:
         self._early: set[int] = set()  # PUBACKs that arrived before their mid was recorded
         self._publishing = 0  # detection publishes between client.publish() and recording
         self._flushing = False  # the connect-time spool sweep is running
-        self._states: dict[str, bool] = {}
+        # Every watched label has a retained state from the first connection on (never
+        # `unknown` in HA), and a state left ON by an unclean exit is reset at connect.
+        self._states: dict[str, bool] = {
+            x: False for x in self._labels if self._enabled is None or x in self._enabled
+        }
         self._stats: str | None = None
         self._published = 0
         self._spool_full_logged = False
@@ -611,8 +615,12 @@ class Publisher:
             self._removed -= set(labels)
             self._labels = labels
             self._enabled = set(enabled)
+            for label in labels:
+                if label in self._enabled:
+                    self._states.setdefault(label, False)
             if self._connected:
                 self._send_discovery(self._client)
+                self._send_states(self._client)
 
     # ------------------------------------------------------------------ status
 
