@@ -16,6 +16,7 @@ import difflib
 import os
 import socket
 import types
+from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
@@ -48,11 +49,12 @@ __all__ = [
     "check_model_path",
     "default_model_path",
     "default_state_dir",
+    "shipped_models_dir",
     "load_config",
     "parse_config",
 ]
 
-REPO_MODELS = Path(__file__).resolve().parent.parent / "models"
+MODELS_PACKAGE = "soundmon_models"  # the repository's models/, installed as package data
 DEFAULT_MODEL_NAME = "urban10"
 DEFAULT_STATE_DIR = Path("./state")
 STATE_DIR_ENV = "SOUNDMON_STATE_DIR"
@@ -61,10 +63,18 @@ STATE_DIR_ENV = "SOUNDMON_STATE_DIR"
 _OWN_ERROR = "soundmon"
 
 
+def shipped_models_dir() -> Path:
+    """Where the shipped bundles are: the `soundmon_models` package data (models/ in a checkout).
+
+    Wheels install unzipped, so the resource is a real directory the TFLite runtime can read.
+    """
+    return Path(str(resources.files(MODELS_PACKAGE)))
+
+
 def default_model_path() -> Path:
-    """The shipped bundle: $SOUNDMON_MODEL, else models/urban10 next to the package."""
+    """The shipped bundle: $SOUNDMON_MODEL, else `urban10` from the installed package data."""
     env = os.environ.get("SOUNDMON_MODEL")
-    return Path(env) if env else REPO_MODELS / DEFAULT_MODEL_NAME
+    return Path(env) if env else shipped_models_dir() / DEFAULT_MODEL_NAME
 
 
 def default_state_dir() -> Path:
