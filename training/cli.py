@@ -285,7 +285,16 @@ def _evaluate_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--recordings",
         help="also run the streaming check on full recordings with a labels.csv "
-        "(e.g. ../shared/data/recordings)",
+        "(e.g. ../shared/data/recordings): window accuracy, and the daemon's pipeline and "
+        "detector as a detector (segment F1, other-class alarms per minute, onset latency, "
+        "events shorter than a hop), split into recordings the model heard and did not",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="with --recordings: the daemon configuration whose detection settings to use "
+        "(default: the daemon's defaults)",
     )
     p.add_argument(
         "--cv",
@@ -370,6 +379,13 @@ def evaluate_main(argv: list[str]) -> int:
                 f"{st['all']['recordings']} recordings ({pct(st['unseen']['window_accuracy'])} on the "
                 f"{st['unseen']['recordings']} never seen in training); wrote {args.out}/streaming.json"
             )
+            from training.streaming_eval import evaluate_recordings as evaluate_detector
+            from training.streaming_eval import format_detector_lines
+
+            det = evaluate_detector(Path(args.model), Path(args.recordings), args.config)
+            write_metrics(Path(args.out) / "detector.json", det)
+            lines += [f"detector, {line}" for line in format_detector_lines(det)]
+            lines.append(f"wrote {args.out}/detector.json")
     except SoundmonError as exc:
         print(f"soundmon evaluate: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -15,7 +15,13 @@ occurrences of `labels.csv` (fsID, class, start, end):
   back to where the sound began, rows of one occurrence counted once), as
   `soundmon bench --latency` counts it; recall and precision stay on the labels.csv rows.
 
-Usage: `python -m training.streaming_eval --model models/urban10 --recordings DIR [--config C]`.
+The detector metrics of `training.segment_metrics` (segment F1 per whole second, other-class
+alarms per minute, events shorter than one hop) are reported for all recordings and split by
+whether the model heard a recording: **seen** when its fsID is the source of a clip the model
+was trained on (the bundle's `data.root` and `data.folds`), **unseen** otherwise.
+
+Usage: `python -m training.streaming_eval --model models/urban10 --recordings DIR [--config C]`,
+or `soundmon evaluate --model M --recordings DIR [--config C]`.
 """
 
 from __future__ import annotations
@@ -29,12 +35,14 @@ from pathlib import Path
 import numpy as np
 
 from monitor.bench import first_new_event, labelled_onsets
+from monitor.bundle import bundle_paths
 from monitor.classify import classify_file
 from monitor.config import load_config
 from monitor.runner import open_model, start_runner_for
-from training.streaming import read_occurrences
+from training.segment_metrics import RecordingTally, tally_recording
+from training.streaming import read_occurrences, training_fsids
 
-__all__ = ["evaluate_recordings", "main", "percent"]
+__all__ = ["evaluate_recordings", "format_detector_lines", "main", "percent"]
 
 
 def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
@@ -54,6 +62,9 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
     found = defaultdict(lambda: [0, 0])  # class -> [found, total occurrences]
     correct = defaultdict(lambda: [0, 0])  # class -> [correct, total events]
     onset_delays: list[float] = []
+    seen_ids = training_fsids(bundle_paths(model)[1])
+    tallies: dict[str, RecordingTally] = defaultdict(RecordingTally)  # all / seen / unseen
+    split_delays: dict[str, list[float]] = defaultdict(list)
     per_file = []
     for fsid, occurrences in sorted(by_file.items()):
         result = classify_file(recordings / f"{fsid}.flac", bundle, runner, cfg,
@@ -69,10 +80,16 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
             found[cls][1] += 1
             if hits:
                 found[cls][0] += 1
+        split = "unknown" if seen_ids is None else ("seen" if fsid in seen_ids else "unseen")
+        tally = tally_recording(events, [(c, a, b) for c, a, b in occurrences], result.duration_s,
+                                cfg.detection.hop_seconds)  # fmt: skip
+        tallies["all"] += tally
+        tallies[split] += tally
         for cls, o0, o1 in onsets_by_file[fsid]:  # counted as `soundmon bench --latency` counts it
             first = first_new_event([e[1] for e in events if e[0] == cls], o0, o1, cfg.detection.hop_seconds)
             if first is not None:
                 onset_delays.append(first - o0)
+                split_delays[split].append(first - o0)
         for label, e0, e1 in events:
             ok = any(
                 cls == label and _overlaps(e0 - bundle.window_seconds, e1, o0, o1)
@@ -80,8 +97,8 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
             )
             correct[label][1] += 1
             correct[label][0] += int(ok)
-        per_file.append({"fsID": fsid, "label": result.label, "events": result.events,
-                         "labelled": sorted({c for c, _, _ in occurrences})})  # fmt: skip
+        per_file.append({"fsID": fsid, "split": split, "label": result.label, "events": result.events,
+                         "labelled": sorted({c for c, _, _ in occurrences}), "detector": tally.summary()})  # fmt: skip
     total_found = sum(v[0] for v in found.values())
     total_occ = sum(v[1] for v in found.values())
     total_correct = sum(v[0] for v in correct.values())
@@ -96,6 +113,15 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
         "events": total_events,
         "median_decision_delay_s": round(float(np.median(onset_delays)), 2) if onset_delays else None,
         "onsets_with_new_event": len(onset_delays),
+        "detector": {
+            name: {
+                "recordings": sum(1 for f in per_file if name == "all" or f["split"] == name),
+                **t.summary(),
+                "median_onset_latency_s": (round(float(np.median(onset_delays if name == "all" else split_delays[name])), 2)
+                                           if (onset_delays if name == "all" else split_delays[name]) else None),
+            }  # fmt: skip
+            for name, t in tallies.items()
+        },
         "per_class": {
             label: {
                 "found": f"{found[label][0]}/{found[label][1]}",
@@ -112,8 +138,27 @@ def percent(x: float | None) -> str:
     return "-" if x is None else f"{x:.0%}"
 
 
+def format_detector_lines(rep: dict) -> list[str]:
+    """One line per split (all, unseen, seen): segment F1, other-class alarms, latency, short events."""
+    lines = []
+    for name in ("all", "unseen", "seen", "unknown"):
+        d = rep["detector"].get(name)
+        if d is None:
+            continue
+        f1 = "-" if d["segment_f1"] is None else f"{d['segment_f1']:.2f}"
+        p = "-" if d["segment_precision"] is None else f"{d['segment_precision']:.2f}"
+        r = "-" if d["segment_recall"] is None else f"{d['segment_recall']:.2f}"
+        lines.append(
+            f"{name} ({d['recordings']} recordings, {d['minutes']:.1f} min): segment F1 {f1} "
+            f"(precision {p}, recall {r}), other-class alarms {d['other_class_alarms_per_minute']} "
+            f"per min ({d['other_class_alarms']}), median onset latency {d['median_onset_latency_s']} s, "
+            f"events shorter than a hop {d['short_events']} of {d['events']}"
+        )
+    return lines
+
+
 def format_report(rep: dict) -> str:
-    lines = [
+    lines = [*format_detector_lines(rep), "",
         f"model {rep['model']} on {rep['recordings']} full recordings: "
         f"occurrences found {percent(rep['occurrence_recall'])} of {rep['occurrences']}, "
         f"events on a labelled occurrence {percent(rep['event_precision'])} of {rep['events']}, "
