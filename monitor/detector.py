@@ -27,9 +27,10 @@ Rules (per label; labels are independent, so overlapping sounds can all be activ
    a *start model*, a second classifier that hears only the newest second, so it is sure of a
    sound one or two hops before the 4 s model's smoothed score gets there. An event then also
    starts when the label is the start model's top label with a score >= `fast_start_threshold`
-   (same conditions otherwise: enabled, no open event, not in cooldown). The event is the same
-   kind of event: `score` and `peak_score` are still the smoothed main score (which may be
-   below the threshold at a fast start), and it ends by rules 3-5 on the main model's scores.
+   (same conditions otherwise: enabled, no open event, not in cooldown). Its start event says
+   so (`opened_by="start_model"`) and carries the score that crossed: the start model's
+   (never one below the threshold that opened the event; `peak_score` starts there too). It
+   ends by rules 3-5 on the main model's scores.
    The pipeline also checks the start model half a hop after each window
    (`fast_start(offset_s, start_scores)`): the same rule, at that offset, and nothing else moves
    (no window score is added, no event ends), so a sound is answered a quarter hop sooner on average.
@@ -88,10 +89,11 @@ class DetectionEvent:
     type: Literal["start", "end"]
     id: str  # stable per event (uuid4 hex), the same in its start and its end
     label: str
-    score: float  # smoothed score at the decision
-    peak_score: float  # highest smoothed score so far in the event
+    score: float  # the score that crossed (start) or the smoothed score at the end decision
+    peak_score: float  # highest score so far in the event
     start_offset_s: float  # stream offset (window end) at which the event started
     end_offset_s: float | None = None  # on "end": last window at or above the release level
+    opened_by: Literal["model", "start_model"] = "model"  # which model's score opened the event
 
     @property
     def duration_s(self) -> float | None:
@@ -269,7 +271,7 @@ class Detector:
         recent = [history[i] for i in range(len(history) - n, len(history))]
         # np.mean(axis=0) is this sum divided by the count; without its wrapper (speed).
         self._smoothed = np.add.reduce(np.stack(recent), axis=0) / n
-        fast_label = self._fast_label(start_scores)
+        fast_label, fast_score = self._fast_label(start_scores)
 
         ends: list[DetectionEvent] = []
         starts: list[DetectionEvent] = []
@@ -285,8 +287,10 @@ class Detector:
                     ends.append(self._end(label, opened.last_above_s, offset_s))
                 continue
             # The score test first: it is cheaper and usually false (both tests are pure).
-            if (s >= self.thresholds[label] - EPS or label == fast_label) and self._may_start(label, offset_s):
+            if s >= self.thresholds[label] - EPS and self._may_start(label, offset_s):
                 starts.append(self._start(label, offset_s))
+            elif label == fast_label and self._may_start(label, offset_s):
+                starts.append(self._start(label, offset_s, fast_start_score=fast_score))
         return ends + starts
 
     def fast_start(self, offset_s: float, start_scores: np.ndarray | None) -> list[DetectionEvent]:
@@ -294,10 +298,10 @@ class Detector:
         model's top label may open its event here, by the fast-start rule of `update`. Nothing
         else moves: no window score is added, no event ends. Returns the start, if any."""
         offset_s = self._advance(offset_s)
-        label = self._fast_label(start_scores)
+        label, score = self._fast_label(start_scores)
         if label is None or label in self._open or not self._may_start(label, offset_s):
             return []
-        return [self._start(label, offset_s)]
+        return [self._start(label, offset_s, fast_start_score=score)]
 
     def _advance(self, offset_s: float) -> float:
         """Check and record the offset of the next window or check (finite, never backwards)."""
@@ -316,26 +320,32 @@ class Detector:
         """An event of `label` may start at `offset_s`: enabled and out of its cooldown."""
         return label in self.enabled and offset_s >= self._cooldown_until.get(label, -math.inf) - EPS
 
-    def _start(self, label: str, offset_s: float) -> DetectionEvent:
-        """Open `label`'s event at `offset_s`; its score is the smoothed main score there."""
+    def _start(self, label: str, offset_s: float, fast_start_score: float | None = None) -> DetectionEvent:
+        """Open `label`'s event at `offset_s`. Its score is the one that crossed: the smoothed main
+        score, or at a fast start the start model's (the main score may still be low there)."""
         s = float(self._smoothed[self._index[label]])
-        start = DetectionEvent("start", uuid.uuid4().hex, label, s, s, offset_s)
-        self._open[label] = _Open(start=start, peak=s, last_above_s=offset_s)
+        if fast_start_score is None:
+            start = DetectionEvent("start", uuid.uuid4().hex, label, s, s, offset_s)
+        else:
+            fs = float(fast_start_score)
+            start = DetectionEvent("start", uuid.uuid4().hex, label, fs, max(fs, s), offset_s, opened_by="start_model")
+        self._open[label] = _Open(start=start, peak=start.peak_score, last_above_s=offset_s)
         self._cooldown_until.pop(label, None)
         return start
 
-    def _fast_label(self, start_scores: np.ndarray | None) -> str | None:
-        """The label a fast start may open on this window: the start model's top label, when its
-        score reaches `fast_start_threshold` (None without a start model or setting)."""
+    def _fast_label(self, start_scores: np.ndarray | None) -> tuple[str | None, float]:
+        """The label a fast start may open on this window and its score: the start model's top
+        label, when its score reaches `fast_start_threshold` (None without a start model or setting)."""
         if self.fast_start_threshold is None or start_scores is None:
-            return None
+            return None, 0.0
         row = np.asarray(start_scores, dtype=np.float64).reshape(-1)
         if row.shape[0] != len(self.labels):
             raise ValueError(f"detector: got {row.shape[0]} start scores for {len(self.labels)} labels")
         if not np.isfinite(row).all():  # speed: nan_to_num costs ~7 us even on finite rows
             row = np.nan_to_num(row, nan=0.0)
         top = int(row.argmax())
-        return self.labels[top] if row[top] >= self.fast_start_threshold - EPS else None
+        score = float(row[top])
+        return (self.labels[top], score) if score >= self.fast_start_threshold - EPS else (None, 0.0)
 
     def _end(self, label: str, end_offset_s: float, decision_offset_s: float) -> DetectionEvent:
         """Close `label`'s open event: build its "end" event and start its cooldown."""

@@ -35,8 +35,12 @@ def test_start_model_sure_of_a_label_opens_its_event_at_once():
     det = make(fast_start_threshold=0.8)
     events = det.update(0.5, row(siren=0.3), start_scores=row(siren=0.9, dog_bark=0.1))
     assert [(e.type, e.label) for e in events] == [("start", "siren")]
-    # `score` keeps its contract: the smoothed main score, here below the 0.5 threshold
-    assert events[0].score == pytest.approx(0.3)
+    # the START says which model opened it and carries the score that crossed: never one below
+    # the threshold that opened the event (the smoothed main score is only 0.3 here)
+    assert (events[0].opened_by, events[0].score, events[0].peak_score) == ("start_model", pytest.approx(0.9), pytest.approx(0.9))
+    # a window whose own smoothed score crosses opens the event as the main model's
+    (main,) = make(fast_start_threshold=0.8).update(0.5, row(siren=0.6), start_scores=row(siren=0.9))
+    assert (main.opened_by, main.score) == ("model", pytest.approx(0.6))
     # without fast start the same window opens nothing
     assert make().update(0.5, row(siren=0.3), start_scores=row(siren=0.9)) == []
 
@@ -76,9 +80,10 @@ def test_a_fast_started_event_ends_by_the_main_models_scores():
 def test_a_check_between_windows_opens_an_event_and_moves_nothing_else():
     det = make(fast_start_threshold=0.8, hold_seconds=0.0)
     det.update(0.5, row(siren=0.3))
-    # half a hop later the start model is sure: the event opens there, its score the smoothed 0.3
+    # half a hop later the start model is sure: the event opens there with the start model's 0.9
     (start,) = det.fast_start(0.75, row(siren=0.9))
-    assert (start.type, start.label, start.start_offset_s, start.score) == ("start", "siren", 0.75, pytest.approx(0.3))
+    assert (start.type, start.label, start.start_offset_s, start.score) == ("start", "siren", 0.75, pytest.approx(0.9))
+    assert start.opened_by == "start_model"
     assert det.fast_start(0.75, row(siren=0.9)) == []  # already open
     assert det.smoothed[0] == pytest.approx(0.3)  # no window score was added
     assert det.fast_start(1.25, row(dog_bark=0.79)) == [] and det.fast_start(1.25, None) == []
