@@ -16,7 +16,19 @@ A spool file that SQLite cannot read (corrupt, not a database, written by an inc
 version) never stops the daemon: it is renamed `spool.sqlite3.corrupt-<UTC time>` (with its
 WAL), what can still be read from it is copied into a fresh spool, one line is logged and
 the persistent `corrupt_files` counter goes up. If the state directory cannot be written at
-all, the spool lives in memory (logged once at ERROR) so detections still flow.
+all at start, the spool lives in memory until the next start (logged once at ERROR) so
+detections still flow.
+
+A spool that stops accepting writes later (disk full, I/O error) keeps new messages in a
+bounded in-memory queue instead (one ERROR line when that starts, one INFO line when it ends):
+they keep their place in the sequence (ids continue after the last one on disk), `pending()`
+returns them after the rows on disk, and the disk is retried at most every `retry_seconds`
+(on `put`, `retry_disk()` and `close()`); once a write works, the memory rows are moved to disk
+with their ids unchanged, so rows already handed to the broker are still acknowledged by id.
+While the disk cannot be written, deletions (acks, rows dropped because the spool is full) are
+remembered and carried out once it can. The bound (`max_messages`) covers both places and
+every dropped message is counted in `dropped`. `memory_depth` says how many messages exist only
+in memory: those are lost if the process ends before they are delivered or reach the disk.
 
 Thread-safe: one connection guarded by a lock (paho calls `ack` from its network thread).
 """
@@ -99,9 +111,14 @@ class Spool:
         self.path = Path(state_dir) / filename
         self._lock = threading.Lock()
         self._conn: sqlite3.Connection | None = None
-        self._depth = 0
+        self._depth = 0  # rows in the messages table (disk, or the start-up memory database)
         self._dropped = 0
         self._corrupt = 0
+        self._last_id = 0  # the highest id ever handed out (disk sequence or memory queue)
+        self._mem: dict[int, SpoolRow] = {}  # written while the disk failed; ids > every disk id
+        self._unlinked: set[int] = set()  # disk rows acked/dropped while the disk failed
+        self._retry_at = 0.0  # monotonic time of the next disk retry while _mem/_unlinked exist
+        self.retry_seconds = 1.0
         self.persistent = True
         self._open()
 
@@ -148,6 +165,10 @@ class Spool:
         meta = dict(self._conn.execute("SELECT key, value FROM meta").fetchall())
         self._dropped = int(meta.get("dropped", 0))
         self._corrupt = int(meta.get("corrupt_files", 0))
+        seq = self._conn.execute(
+            "SELECT seq FROM sqlite_sequence WHERE name = 'messages'"
+        ).fetchone()
+        self._last_id = max(self._last_id, int(seq[0]) if seq else 0)
 
     def _open(self) -> None:
         """Open (or create) the spool file; recover from an unusable one; fall back to memory."""
@@ -308,29 +329,133 @@ class Spool:
     def _run(self, op, *args):  # type: ignore[no-untyped-def]
         """Run op under the lock; on corruption recover once and retry; other errors -> SpoolError."""
         with self._lock:
-            if self._conn is None:
-                raise SpoolError("spool is closed")
-            try:
-                return op(*args)
-            except sqlite3.Error as exc:
-                if not _is_corruption(exc) or not self.persistent:
-                    raise SpoolError(f"spool {self.path}: {exc}") from exc
-                reason = str(exc)
-            try:
-                self._recover(reason)
-                return op(*args)
-            except (sqlite3.Error, OSError, _Unusable) as exc:
+            return self._run_locked(op, *args)
+
+    def _run_locked(self, op, *args):  # type: ignore[no-untyped-def]
+        """`_run` for a caller that holds the lock."""
+        if self._conn is None:
+            raise SpoolError("spool is closed")
+        try:
+            return op(*args)
+        except sqlite3.Error as exc:
+            if not _is_corruption(exc) or not self.persistent:
                 raise SpoolError(f"spool {self.path}: {exc}") from exc
+            reason = str(exc)
+        try:
+            self._recover(reason)
+            return op(*args)
+        except (sqlite3.Error, OSError, _Unusable) as exc:
+            raise SpoolError(f"spool {self.path}: {exc}") from exc
+
+    # ------------------------------------------------------------------ disk failures
+
+    def _disk_failed(self, exc: SpoolError) -> None:
+        """A write failed: say so once per episode and schedule the next retry."""
+        if not self._mem and not self._unlinked:
+            self.log.error(
+                "spool: cannot write %s (%s); keeping detections in memory (at most %d) and "
+                "retrying the disk every %gs",
+                self.path,
+                exc.__cause__ or exc,
+                self.max_messages,
+                self.retry_seconds,
+            )
+        self._retry_at = time.monotonic() + self.retry_seconds
+
+    def _put_mem(self, topic: str, payload: str) -> SpoolRow:
+        """Queue a message in memory (the disk failed); drop the oldest rows beyond the bound."""
+        self._last_id += 1
+        row = SpoolRow(self._last_id, topic, payload, time.time())
+        self._mem[row.id] = row
+        excess = self._live_depth - self.max_messages
+        if excess > 0 and self._conn is not None:
+            # oldest first: rows on disk (deleted once the disk works again), then memory rows
+            with contextlib.suppress(sqlite3.Error):
+                ids = self._conn.execute(
+                    "SELECT id FROM messages ORDER BY id LIMIT ?", (excess + len(self._unlinked),)
+                ).fetchall()
+                for (i,) in ids:
+                    if excess and i not in self._unlinked:
+                        self._unlinked.add(int(i))
+                        self._dropped += 1
+                        excess -= 1
+        while excess > 0 and self._mem:
+            del self._mem[next(iter(self._mem))]
+            self._dropped += 1
+            excess -= 1
+        return row
+
+    def _migrate(self) -> None:
+        """Carry out the deferred deletions and move the memory rows to disk, ids unchanged."""
+        assert self._conn is not None
+        mem = list(self._mem.values())
+        gone = sorted(self._unlinked)
+        self._conn.execute("PRAGMA synchronous=FULL")
+        try:
+            with self._transaction() as conn:
+                deleted = 0
+                for i in gone:
+                    deleted += conn.execute("DELETE FROM messages WHERE id = ?", (i,)).rowcount
+                conn.executemany(
+                    "INSERT INTO messages (id, topic, payload, created) VALUES (?, ?, ?, ?)",
+                    [(r.id, r.topic, r.payload, r.created) for r in mem],
+                )
+                self._set_meta(conn, "dropped", self._dropped)
+        finally:
+            self._conn.execute("PRAGMA synchronous=NORMAL")
+        self._depth += len(mem) - deleted
+        self._mem.clear()
+        self._unlinked.clear()
+        if mem:
+            self.log.info(
+                "spool: %s can be written again; moved %d detection(s) from memory to disk",
+                self.path,
+                len(mem),
+            )
+
+    def _retry_locked(self, force: bool = False) -> bool:
+        """Try the disk again (at most every retry_seconds unless forced); True once all is on disk."""
+        if not self._mem and not self._unlinked:
+            return True
+        if self._conn is None or (not force and time.monotonic() < self._retry_at):
+            return False
+        try:
+            self._run_locked(self._migrate)
+        except SpoolError as exc:
+            self._disk_failed(exc)
+            return False
+        return True
+
+    def retry_disk(self, force: bool = False) -> bool:
+        """Move memory rows to disk if the disk works again; True when no row is memory-only."""
+        with self._lock:
+            return self._retry_locked(force)
+
+    @property
+    def _live_depth(self) -> int:
+        return self._depth - len(self._unlinked) + len(self._mem)
 
     # ------------------------------------------------------------------ public API
 
     def put(self, topic: str, payload: str) -> SpoolRow:
         """Store a message durably (synced to disk) and return it with its sequence id.
 
-        When the spool is full the oldest message(s) are dropped first and counted.
-        Raises SpoolError if it cannot be stored (the caller may still publish it unspooled).
+        When the spool is full the oldest message(s) are dropped first and counted. When the
+        disk cannot be written it is kept in memory instead (see the module docstring).
+        Raises SpoolError only when the spool is closed.
         """
-        return self._run(self._put, topic, payload)
+        with self._lock:
+            if self._conn is None:
+                raise SpoolError("spool is closed")
+            if not self._retry_locked():
+                return self._put_mem(topic, payload)  # keep the order: behind the memory rows
+            try:
+                return self._run_locked(self._put, topic, payload)
+            except SpoolError as exc:
+                if self._conn is None:
+                    raise
+                self._disk_failed(exc)
+                return self._put_mem(topic, payload)
 
     def _put(self, topic: str, payload: str) -> SpoolRow:
         assert self._conn is not None
@@ -355,6 +480,7 @@ class Spool:
             self._conn.execute("PRAGMA synchronous=NORMAL")
         self._dropped += dropped
         self._depth += 1 - dropped
+        self._last_id = max(self._last_id, row_id)
         return SpoolRow(row_id, topic, payload, created)
 
     def ack(self, row_id: int) -> bool:
@@ -368,7 +494,19 @@ class Spool:
 
     def _ack(self, row_id: int) -> bool:
         assert self._conn is not None
-        n = self._conn.execute("DELETE FROM messages WHERE id = ?", (row_id,)).rowcount
+        if self._mem.pop(row_id, None) is not None:
+            return True
+        if row_id in self._unlinked:
+            return False
+        try:
+            n = self._conn.execute("DELETE FROM messages WHERE id = ?", (row_id,)).rowcount
+        except sqlite3.OperationalError:
+            # cannot write (disk full): forget the row now, delete it once the disk works
+            if self._conn.execute("SELECT 1 FROM messages WHERE id = ?", (row_id,)).fetchone():
+                self._unlinked.add(row_id)
+                self._retry_at = min(self._retry_at, time.monotonic() + self.retry_seconds)
+                return True
+            return False
         self._depth -= n
         return n > 0
 
@@ -378,16 +516,27 @@ class Spool:
 
     def _pending(self, limit: int | None, after_id: int) -> list[SpoolRow]:
         assert self._conn is not None
-        rows = self._conn.execute(
-            "SELECT id, topic, payload, created FROM messages WHERE id > ? ORDER BY id LIMIT ?",
-            (after_id, -1 if limit is None else limit),
-        ).fetchall()
-        return [SpoolRow(int(i), t, p, float(c)) for i, t, p, c in rows]
+        want = -1 if limit is None else limit + len(self._unlinked)
+        rows = [
+            SpoolRow(int(i), t, p, float(c))
+            for i, t, p, c in self._conn.execute(
+                "SELECT id, topic, payload, created FROM messages WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, want),
+            ).fetchall()
+            if int(i) not in self._unlinked
+        ]
+        rows += [r for r in self._mem.values() if r.id > after_id]  # all newer than the disk's
+        return rows if limit is None else rows[:limit]
 
     @property
     def depth(self) -> int:
-        """How many messages wait for an acknowledgement."""
-        return self._depth
+        """How many messages wait for an acknowledgement (on disk and in memory)."""
+        return self._live_depth
+
+    @property
+    def memory_depth(self) -> int:
+        """How many waiting messages exist only in memory (lost if the process ends now)."""
+        return self._live_depth if not self.persistent else len(self._mem)
 
     @property
     def dropped(self) -> int:
@@ -404,10 +553,12 @@ class Spool:
         return self._conn is None
 
     def close(self) -> None:
-        """Checkpoint and close; later calls to put/pending raise SpoolError, ack returns False."""
+        """Move memory rows to disk if it works now, checkpoint and close; later calls to
+        put/pending raise SpoolError, ack returns False. `memory_depth` then says what was lost."""
         with self._lock:
             if self._conn is None:
                 return
+            self._retry_locked(force=True)
             with contextlib.suppress(sqlite3.Error):
                 self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             with contextlib.suppress(sqlite3.Error):
@@ -423,5 +574,6 @@ class Spool:
     def __repr__(self) -> str:
         where = self.path if self.persistent else ":memory:"
         return (
-            f"Spool({where}, depth={self._depth}, max={self.max_messages}, dropped={self._dropped})"
+            f"Spool({where}, depth={self.depth}, memory={self.memory_depth}, "
+            f"max={self.max_messages}, dropped={self._dropped})"
         )

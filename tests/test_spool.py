@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
+import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -211,3 +214,110 @@ def test_put_ack_cost(tmp_path: Path) -> None:
     put_ms, ack_ms = (t1 - t0) / n * 1e3, (t2 - t1) / n * 1e3
     print(f"spool put {put_ms:.3f} ms, ack {ack_ms:.3f} ms")
     assert put_ms < 100 and ack_ms < 50
+
+
+# ---------------------------------------------------------------- a disk that fills up
+
+
+class SmallDisk:
+    """A real 256 KiB tmpfs (mounted for the test, root only) that can be filled and freed.
+
+    Real: SQLite gets its genuine SQLITE_FULL ("database or disk is full") from the kernel.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.filler = path / "filler"
+
+    def fill(self) -> None:
+        """Take every free byte (a file written until ENOSPC)."""
+        fd = os.open(self.filler, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+        try:
+            for size in (65536, 4096, 512, 64, 1):
+                with contextlib.suppress(OSError):
+                    while True:
+                        os.write(fd, b"\0" * size)
+        finally:
+            os.close(fd)
+
+    def free(self) -> None:
+        self.filler.unlink(missing_ok=True)
+
+
+@pytest.fixture(name="small_disk")
+def small_disk_fixture(tmp_path: Path) -> Iterator[SmallDisk]:
+    """A fresh small tmpfs; skipped where mounting is not permitted (not root, no CAP_SYS_ADMIN)."""
+    mnt = tmp_path / "small-disk"
+    mnt.mkdir()
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.strip()}")
+    try:
+        yield SmallDisk(mnt)
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+def test_disk_full_keeps_messages_in_memory_in_order_then_moves_them_to_disk(
+    small_disk: SmallDisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    s = Spool(small_disk.path, 100)
+    s.retry_seconds = 0.0
+    on_disk = [s.put("t", f"a{i}") for i in range(3)]
+    small_disk.fill()
+    in_mem = [s.put("t", f"b{i}") for i in range(5)]  # no SpoolError: kept in memory
+    assert s.depth == 8 and s.memory_depth == 5 and s.persistent
+    ids = [r.id for r in on_disk + in_mem]
+    assert ids == sorted(ids) and len(set(ids)) == 8  # one sequence, in order
+    assert [r.payload for r in s.pending()] == ["a0", "a1", "a2", "b0", "b1", "b2", "b3", "b4"]
+    assert [r.payload for r in s.pending(limit=2, after_id=on_disk[1].id)] == ["a2", "b0"]
+    assert s.ack(on_disk[0].id)  # cannot be deleted now: remembered
+    assert s.ack(in_mem[1].id)
+    assert not s.ack(on_disk[0].id)
+    assert s.depth == 6 and s.memory_depth == 4
+    assert not s.retry_disk(force=True)  # still full
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "in memory" in errors[0] and "full" in errors[0]
+    small_disk.free()
+    assert s.retry_disk()
+    assert s.memory_depth == 0 and s.depth == 6
+    assert any("moved 4 detection(s) from memory to disk" in r.getMessage() for r in caplog.records)
+    after = [(r.id, r.payload) for r in s.pending()]
+    s.close()
+    with Spool(small_disk.path, 100) as again:  # really on disk, ids unchanged
+        assert [(r.id, r.payload) for r in again.pending()] == after
+        assert [p for _, p in after] == ["a1", "a2", "b0", "b2", "b3", "b4"]
+        assert again.put("t", "c").id > in_mem[-1].id
+
+
+def test_disk_full_bound_drops_the_oldest_and_counts(small_disk: SmallDisk) -> None:
+    s = Spool(small_disk.path, 10)
+    s.retry_seconds = 0.0
+    for i in range(4):
+        s.put("t", f"a{i}")
+    small_disk.fill()
+    for i in range(12):
+        s.put("t", f"b{i}")
+    assert s.depth == 10 and s.dropped == 6  # the 4 on disk first, then the 2 oldest in memory
+    assert [r.payload for r in s.pending()] == [f"b{i}" for i in range(2, 12)]
+    small_disk.free()
+    s.close()  # close() tries the disk once more: nothing is memory-only now
+    assert s.memory_depth == 0
+    with Spool(small_disk.path, 10) as again:
+        assert again.dropped == 6 and [r.payload for r in again.pending()][0] == "b2"
+
+
+def test_memory_fallback_at_start_counts_as_memory_only(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    s = Spool(blocker / "state", 10)
+    for i in range(3):
+        s.put("t", str(i))
+    assert s.memory_depth == 3 == s.depth
+    s.close()
+    assert s.memory_depth == 3  # what stop() reports as lost
