@@ -10,30 +10,46 @@ offline is also the last will), `<base>/detection` (QoS 1), `<base>/state/<label
 (retained, QoS 1), `<base>/level` (QoS 0), `<base>/stats` (retained, QoS 0) and the Home
 Assistant discovery configs (retained, QoS 1; see monitor/discovery.py).
 
-Delivery of detections is at-least-once and survives outages and restarts:
-- `publish_detection` writes the message to the spool (SQLite, fsynced) before anything else;
-  it is handed to paho only while connected, and deleted from the spool on its PUBACK.
-- On every (re)connect the publisher first drops whatever paho still holds from the previous
-  connection (`drop_out_messages`) and re-sends every spooled row in spool order. The spool
-  is the single source of truth, so nothing is sent twice within one connection, nothing
-  is forgotten, and paho's memory does not grow during a long outage.
-- A message id (`mid`) -> spool row map ties PUBACKs to rows. A PUBACK can beat the
-  recording of its mid (paho's thread vs ours); such "early" acks are kept while a publish
-  is in progress and matched right after, so no ack is missed.
+Delivery of detections to the broker is at-least-once and survives outages and restarts:
+- `publish_detection` writes the message to the spool (SQLite, fsynced; in memory while the disk
+  cannot be written, see monitor/spool.py) and wakes the sender thread. Nothing else sends
+  detections: the spool is the single source of truth and its order is the order of sending.
+- The sender thread ("mqtt-sender") hands spooled rows to paho in spool order while connected,
+  at most `window` (20) unacknowledged at a time and at most `flush_rate` per second after a
+  first burst of `window`; a PUBACK frees a slot and deletes the row. A backlog after an outage
+  thus reaches the broker paced, never as one burst: a broker acknowledges QoS 1 messages as
+  soon as it has them and then drops what does not fit in a slow subscriber's queue
+  (mosquitto `max_queued_messages`), which no PUBACK can tell us.
+- On every (re)connect the publisher drops whatever paho still holds from the previous
+  connection (`drop_out_messages`) and starts again from the oldest spooled row, so nothing is
+  sent twice within one connection, nothing is forgotten, and paho's memory stays small.
+- A message id (`mid`) -> spool row map ties PUBACKs to rows. A PUBACK can beat the recording
+  of its mid (paho's thread vs ours); such "early" acks are kept while a publish is in
+  progress and matched right after, so no ack is missed.
+What "nothing lost" covers: every detection reaches the broker (QoS 1, PUBACK) unless the spool
+overflows (counted in `spool_dropped`) or the process ends while it exists only in memory
+(counted in the last stats message as `undelivered_lost`). A subscriber gets every one only
+with a persistent session (clean_session=False, a fixed client id, QoS 1) and a broker queue
+(`max_queued_messages`) large enough for what arrives while it is away or slow.
 
-Locks (never held while waiting on each other in the reverse order): `_pub_lock` orders the
-retained publishes (status/discovery/states/stats) between the daemon thread and paho's
-thread; `_lock` guards the small shared state and is never held while calling paho; the
-spool has its own lock. paho calls `on_publish` holding its internal message mutex, which is
-why `_lock` must never be held around `client.publish`.
+Locks (never held while waiting on each other in the reverse order): `_send_lock` makes "check
+the connection, hand a row to paho, record its mid" atomic against a reconnect; `_pub_lock`
+orders the retained publishes (status/discovery/states/stats) between the daemon thread and
+paho's thread; `_lock` guards the small shared state and is never held while calling paho;
+the spool has its own lock. paho calls `on_publish` holding its internal message mutex,
+which is why `_lock` must never be held around `client.publish`.
 
 Operators get one log line per state change (connecting, connected, lost, unreachable with
-the reason, not authorised, spool full), never one per message. The password is never logged.
+the reason, not authorised, spool full, no CONNACK, another client with our client id), never
+one per message. The password is never logged. No paho callback can leave the publisher stuck:
+each one resets its flags in `finally` and an error is logged once per distinct cause.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import hashlib
 import json
 import logging
 import math
@@ -41,8 +57,10 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Iterable
+import uuid
+from collections.abc import Callable, Iterable
 from importlib import metadata
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
@@ -55,11 +73,23 @@ from monitor.spool import Spool, SpoolError, SpoolRow
 if TYPE_CHECKING:
     from monitor.config import MqttConfig, StorageConfig
 
-__all__ = ["Publisher", "sw_version"]
+__all__ = ["Publisher", "default_client_id", "machine_tag", "sw_version"]
 
 # CONNACK reason codes (paho maps the MQTT 3.1.1 return codes 4 and 5 to these).
 _BAD_CREDENTIALS = 134  # "Bad user name or password"
 _NOT_AUTHORIZED = 135  # "Not authorized"
+
+# A broker that accepts TCP but has sent no CONNACK after this long is worth a warning.
+NO_CONNACK_SECONDS = 5.0
+# Duplicate client id: this many losses, each within QUICK_LOSS_SECONDS of its connect, within
+# FLAP_WINDOW_SECONDS (two clients with one id throw each other off every 1-2 s).
+FLAP_LOSSES = 3
+QUICK_LOSS_SECONDS = 10.0
+FLAP_WINDOW_SECONDS = 30.0
+# A connection that stays up this long ends a flapping episode (its warning may come again).
+STABLE_SECONDS = 60.0
+
+_MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
 
 
 def sw_version() -> str:
@@ -68,6 +98,31 @@ def sw_version() -> str:
         return metadata.version("soundmon")
     except metadata.PackageNotFoundError:
         return "unknown"
+
+
+def machine_tag(files: Iterable[Path] = _MACHINE_ID_FILES) -> str:
+    """8 hex digits that differ between machines and stay the same across restarts.
+
+    A hash of the systemd machine id (/etc/machine-id, then /var/lib/dbus/machine-id), else of
+    the MAC address (uuid.getnode()). Hashed: the machine id itself must not leave the host.
+    """
+    for path in files:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text:
+            return hashlib.sha256(f"soundmon:{text}".encode()).hexdigest()[:8]
+    return hashlib.sha256(f"soundmon:{uuid.getnode():012x}".encode()).hexdigest()[:8]
+
+
+def default_client_id(node_id: str) -> str:
+    """`soundmon-<node_id>-<machine tag>`: readable, and unique per machine.
+
+    Two Pis left on the default host name (`raspberrypi`) share a node id; with the same client
+    id the broker would throw each off whenever the other connects.
+    """
+    return f"soundmon-{node_id}-{machine_tag()}"
 
 
 def _plain(value: Any) -> Any:
@@ -98,7 +153,9 @@ class Publisher:
 
     With `mqtt.enabled: false` every method is a no-op (state "disabled", no spool file).
     `enabled` lists the labels whose HA entities should exist (None = all); disabled ones get
-    an empty retained discovery payload so HA removes them.
+    an empty retained discovery payload so HA removes them. `window` is the most detections
+    unacknowledged at once, `flush_rate` the most sent per second after a first `window`
+    (None or 0: no rate limit, only the window).
     """
 
     def __init__(
@@ -110,42 +167,63 @@ class Publisher:
         logger: logging.Logger | None = None,
         *,
         enabled: Iterable[str] | None = None,
+        window: int = 20,
+        flush_rate: float | None = 100.0,
     ) -> None:
         self.cfg = cfg
         self.log = logger or logging.getLogger("soundmon.mqtt")
         self.base = cfg.base
-        self.client_id = cfg.client_id or f"soundmon-{cfg.node_id}"
+        self.client_id = cfg.client_id or default_client_id(cfg.node_id)
         self.model_name = model_name
         self.sw_version = sw_version()
+        self.window = max(1, int(window))
+        self.flush_rate = float(flush_rate) if flush_rate else None
         self._labels = list(labels)
         self._enabled: set[str] | None = None if enabled is None else set(enabled)
         self._removed: set[str] = set()
 
         self._lock = threading.Lock()
-        self._idle = threading.Condition(self._lock)
+        self._cond = threading.Condition(self._lock)  # any change the sender or stop() waits for
         self._pub_lock = threading.RLock()
+        self._send_lock = threading.Lock()
         self._connected = False
+        self._ready = False  # on_connect has sent status/discovery/states: detections may follow
+        self._epoch = 0  # connection count: a row planned for one is never sent on the next
         self._state = "stopped" if cfg.enabled else "disabled"
         self._started = False
         self._stopping = False
+        self._sender_stop = False
+        self._kick = False  # something changed: the sender looks again before sleeping
+        self._cursor = 0  # the last spool row id handed to paho on this connection
         self._inflight: dict[int, int] = {}  # paho mid -> spool row id (this connection)
-        self._claimed: set[int] = set()  # spool row ids handed to paho in this connection
         self._early: set[int] = set()  # PUBACKs that arrived before their mid was recorded
         self._publishing = 0  # detection publishes between client.publish() and recording
-        self._flushing = False  # the connect-time spool sweep is running
+        self._tokens = float(self.window)  # rate limit: token bucket, `window` deep
+        self._tokens_at = time.monotonic()
         # Every watched label has a retained state from the first connection on (never
         # `unknown` in HA), and a state left ON by an unclean exit is reset at connect.
         self._states: dict[str, bool] = {
             x: False for x in self._labels if self._enabled is None or x in self._enabled
         }
         self._stats: str | None = None
+        self._stats_data: dict[str, Any] | None = None
         self._published = 0
+        self._undelivered_lost = 0
         self._spool_full_logged = False
-        self._spool_error_logged = False
         self._password_error_logged = False
+        self._errors_logged: set[str] = set()  # one ERROR line per distinct cause
+        # connection diagnostics (no CONNACK, closed before CONNACK, duplicate client id)
+        self._attempt_at: float | None = None  # monotonic start of the connect attempt
+        self._closed_early = False  # the broker closed an attempt before any CONNACK
+        self._connack_warned = False  # once per outage
+        self._connected_at = 0.0
+        self._quick_losses: collections.deque[float] = collections.deque()
+        self._flapping = False  # the duplicate-client-id warning was given (quiet until stable)
 
         self.spool: Spool | None = None
         self._client: mqtt.Client | None = None
+        self._ssl_ctx: ssl.SSLContext | None = None
+        self._sender: threading.Thread | None = None
         if cfg.enabled:
             self._client = self._make_client()  # first: a ConfigError leaves no spool open
             self.spool = Spool.from_config(storage, self.log)
@@ -161,6 +239,7 @@ class Publisher:
             protocol=mqtt.MQTTv311,
         )
         client.suppress_exceptions = True  # an exception in a callback must not kill paho's thread
+        client.max_inflight_messages_set(self.window)
         client.will_set(f"{self.base}/status", "offline", qos=1, retain=True)
         password = cfg.password()  # ConfigError (one clear line) if its file/env var is missing
         if cfg.username:
@@ -168,18 +247,10 @@ class Publisher:
         elif password is not None:
             raise ConfigError("mqtt.username: a password is configured but no username")
         if cfg.tls:
-            try:
-                client.tls_set(
-                    ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                    certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                    keyfile=str(cfg.key_file) if cfg.key_file else None,
-                )
-            except (OSError, ValueError) as exc:
-                raise ConfigError(
-                    f"mqtt.ca_file/cert_file/key_file: cannot load TLS files ({exc})"
-                ) from None
-            if cfg.tls_insecure:
-                client.tls_insecure_set(True)
+            self._ssl_ctx = self._tls_context()
+            client.tls_set_context(self._ssl_ctx)
+            # paho: insecure = no host name check (check_hostname), the chain is still verified
+            client.tls_insecure_set(bool(cfg.tls_insecure))
         client.reconnect_delay_set(min(1.0, cfg.reconnect_max_seconds), cfg.reconnect_max_seconds)  # type: ignore[arg-type]
         client.on_connect = self._guard(self._on_connect)
         client.on_connect_fail = self._guard(self._on_connect_fail)
@@ -192,21 +263,58 @@ class Publisher:
             )
         return client
 
-    def _guard(self, fn):  # type: ignore[no-untyped-def]
-        """Wrap a paho callback: log an unexpected exception instead of losing it."""
+    def _tls_context(self) -> ssl.SSLContext:
+        """The TLS context paho's `tls_set` would build (PROTOCOL_TLS_CLIENT, CERT_REQUIRED, the CA
+        or the system's), built here so that `_probe` checks with the very same object."""
+        cfg = self.cfg
+        try:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+            if cfg.cert_file:
+                ctx.load_cert_chain(str(cfg.cert_file), str(cfg.key_file) if cfg.key_file else None)
+            ctx.verify_mode = ssl.CERT_REQUIRED
+            if cfg.ca_file:
+                ctx.load_verify_locations(str(cfg.ca_file))
+            else:
+                ctx.load_default_certs()
+        except (OSError, ValueError) as exc:
+            raise ConfigError(
+                f"mqtt.ca_file/cert_file/key_file: cannot load TLS files ({exc})"
+            ) from None
+        return ctx
+
+    def _guard(self, fn: Callable[..., None]) -> Callable[..., None]:
+        """Wrap a paho callback: log an unexpected exception (once per cause) instead of losing it."""
 
         def wrapper(*args: Any) -> None:
             try:
                 fn(*args)
-            except Exception:
-                self.log.exception("MQTT: internal error in %s", fn.__name__)
+            except Exception as exc:
+                key = f"{fn.__name__}:{type(exc).__name__}:{exc}"
+                if self._first(key):
+                    self.log.exception("MQTT: internal error in %s", fn.__name__)
+                else:
+                    self.log.debug("MQTT: internal error in %s again: %s", fn.__name__, exc)
 
         wrapper.__name__ = fn.__name__
         return wrapper
 
+    def _first(self, key: str) -> bool:
+        """True the first time `key` is seen (one log line per distinct cause)."""
+        with self._lock:
+            if key in self._errors_logged:
+                return False
+            self._errors_logged.add(key)
+            return True
+
     @property
     def _where(self) -> str:
         return f"{self.cfg.host}:{self.cfg.port}"
+
+    def _wake(self) -> None:
+        """Tell the sender thread (and stop()) that something changed."""
+        with self._cond:
+            self._kick = True
+            self._cond.notify_all()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -224,13 +332,26 @@ class Publisher:
             " (TLS)" if self.cfg.tls else "",
             f"; {depth} spooled detection(s) to send" if depth else "",
         )
+        self._sender = threading.Thread(target=self._sender_main, name="mqtt-sender", daemon=True)
+        self._sender.start()
         self._client.connect_async(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive)
         self._client.loop_start()
 
-    def stop(self, timeout: float = 3.0) -> None:
-        """Publish retained `offline`, wait up to `timeout` s for outstanding PUBACKs, disconnect.
+    def _drained(self) -> bool:
+        """stop() may go on: nothing more can be delivered now (or everything was)."""
+        if self._state == "connecting":
+            return False  # the first attempt is still running
+        if not self._connected:
+            return True
+        return self._ready and not self._inflight and self.spool_depth == 0
 
-        Detections not acknowledged by then stay in the spool for the next start.
+    def stop(self, timeout: float = 3.0) -> None:
+        """Deliver what it can within `timeout` s, publish retained `offline`, disconnect.
+
+        Detections on disk that are not acknowledged by then stay in the spool for the next
+        start (one INFO line with their number). Those that exist only in memory (the spool
+        could not be written) are lost: one ERROR line with their number, and the retained
+        stats message is re-published with `undelivered_lost` before `offline`.
         """
         if self._stopping:
             return
@@ -238,25 +359,36 @@ class Publisher:
         client = self._client
         if client is not None and self._started:
             # A short run (a file at fast pace) can end before the first connection attempt has
-            # finished, or while on_connect is still sending online/discovery/states/stats and
-            # the spool: wait for that (before _stopping is set, which on_connect honours), so
-            # everything is flushed and "offline" is the last status sent.
-            while (self.state == "connecting" or self._flushing) and time.monotonic() < deadline:
-                time.sleep(0.02)
+            # finished, or with detections still being sent: wait for that (before _stopping is
+            # set, which on_connect honours), so everything is flushed and "offline" is last.
+            with self._cond:
+                while not self._drained() and time.monotonic() < deadline:
+                    self._cond.wait(min(0.05, max(0.0, deadline - time.monotonic())))
         self._stopping = True
+        sender = self._sender
+        if sender is not None:
+            with self._cond:
+                self._sender_stop = True
+                self._cond.notify_all()
+            sender.join(max(0.2, deadline - time.monotonic()))
+        lost = 0
+        if self.spool is not None:
+            self.spool.retry_disk(force=True)  # memory rows go to disk if it works now
+            lost = self.spool.memory_depth
+        self._undelivered_lost = lost
         if client is not None and self._started:
             info = None
             with self._pub_lock:
                 if self._connected:
-                    info = client.publish(f"{self.base}/status", "offline", qos=1, retain=True)
+                    if lost and self._stats_data is not None:
+                        data = {**self._stats_data, "undelivered_lost": lost}
+                        data["spool_depth"] = self.spool_depth - lost
+                        self._stats = _dumps(data)
+                        self._publish(f"{self.base}/stats", self._stats, qos=0, retain=True)
+                    info = self._publish(f"{self.base}/status", "offline", qos=1, retain=True)
             if info is not None:
                 with contextlib.suppress(ValueError, RuntimeError):  # not queued / connection gone
                     info.wait_for_publish(max(0.0, deadline - time.monotonic()))
-            with self._idle:
-                self._idle.wait_for(
-                    lambda: not self._inflight or not self._connected,
-                    max(0.0, deadline - time.monotonic()),
-                )
             client.disconnect()
             # loop_stop() joins paho's thread without a timeout; a connect attempt in progress
             # can take up to 5 s, so join from a helper and give up at the deadline (daemon thread).
@@ -265,13 +397,23 @@ class Publisher:
             stopper.join(max(0.2, deadline - time.monotonic()))
         with self._lock:
             self._connected = False
+            self._ready = False
             self._state = "stopped" if self.cfg.enabled else "disabled"
         if self.spool is not None:
             left = self.spool.depth
             self.spool.close()
-            if left:
+            lost = self.spool.memory_depth  # close() tried the disk once more
+            self._undelivered_lost = lost
+            if lost:
+                self.log.error(
+                    "MQTT: stopped; %d undelivered detection(s) are lost: they were kept only in "
+                    "memory because the spool %s could not be written",
+                    lost,
+                    self.spool.path,
+                )
+            if left - lost > 0:
                 self.log.info(
-                    "MQTT: stopped; %d detection(s) stay spooled for the next start", left
+                    "MQTT: stopped; %d detection(s) stay spooled for the next start", left - lost
                 )
 
     def __enter__(self) -> Publisher:
@@ -284,6 +426,8 @@ class Publisher:
     # ------------------------------------------------------------------ paho callbacks
 
     def _on_pre_connect(self, client: mqtt.Client, userdata: Any) -> None:
+        with self._lock:
+            self._attempt_at = time.monotonic()
         # After "not authorised", re-read the password before each attempt: fixing the file
         # (or the environment of a restarted service) is then enough, no restart needed.
         if self._state != "auth_failed" or not self.cfg.username:
@@ -299,6 +443,9 @@ class Publisher:
     def _on_connect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
+        with self._lock:
+            self._attempt_at = None
+            self._closed_early = False
         if reason.is_failure:
             self._refused(reason)
             return
@@ -306,33 +453,44 @@ class Publisher:
             return  # stop() raced with this connection: do not announce "online"
         # Whatever paho still holds from the last connection is re-sent below (detections from
         # the spool, in order; states, stats and discovery from memory); letting paho resend
-        # it too would duplicate and reorder it. Dropped before `connected` is set, so nothing
-        # published from the daemon thread for this connection can be dropped.
-        client.drop_out_messages()
-        with self._lock:
-            self._connected = True
-            self._state = "connected"
-            self._inflight.clear()
-            self._claimed.clear()
-            self._early.clear()
-            self._flushing = True
-        depth = self.spool_depth
-        self._spool_full_logged = self.spool is not None and depth >= self.spool.max_messages
-        self.log.info(
-            "MQTT: connected to %s as %s%s",
-            self._where,
-            self.client_id,
-            f"; sending {depth} spooled detection(s)" if depth else "",
-        )
-        with self._pub_lock:
-            client.publish(f"{self.base}/status", "online", qos=1, retain=True)
-            if self.cfg.discovery:
-                client.subscribe(f"{self.cfg.discovery_prefix}/status", qos=1)
-                self._send_discovery(client)
-            self._send_states(client)
-            if self._stats is not None:
-                client.publish(f"{self.base}/stats", self._stats, qos=0, retain=True)
-        self._flush_spool()
+        # it too would duplicate and reorder it. Dropped under _send_lock before `connected`
+        # is set, so no detection handed to paho for this connection can be dropped.
+        with self._send_lock:
+            client.drop_out_messages()
+            with self._lock:
+                self._connected = True
+                self._ready = False
+                self._epoch += 1
+                self._cursor = 0
+                self._state = "connected"
+                self._inflight.clear()
+                self._early.clear()
+                self._connack_warned = False
+                self._connected_at = time.monotonic()
+        try:
+            depth = self.spool_depth
+            self._spool_full_logged = self.spool is not None and depth >= self.spool.max_messages
+            log = self.log.debug if self._flapping else self.log.info
+            log(
+                "MQTT: connected to %s as %s%s",
+                self._where,
+                self.client_id,
+                f"; sending {depth} spooled detection(s)" if depth else "",
+            )
+            with self._pub_lock:
+                self._publish(f"{self.base}/status", "online", qos=1, retain=True)
+                if self.cfg.discovery:
+                    self._subscribe(f"{self.cfg.discovery_prefix}/status")
+                    self._send_discovery(client)
+                self._send_states(client)
+                if self._stats is not None:
+                    self._publish(f"{self.base}/stats", self._stats, qos=0, retain=True)
+        finally:
+            # whatever failed above, the detections must flow on this connection
+            with self._cond:
+                self._ready = True
+                self._kick = True
+                self._cond.notify_all()
 
     def _refused(self, reason: Any) -> None:
         if self._stopping:
@@ -360,6 +518,8 @@ class Publisher:
             )
 
     def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        with self._lock:
+            self._attempt_at = None
         if self._stopping:
             return
         with self._lock:
@@ -374,49 +534,84 @@ class Publisher:
         )
 
     def _probe(self) -> str:
-        """Why the broker cannot be reached (paho does not pass the error to on_connect_fail)."""
+        """Why the broker cannot be reached (paho does not pass the error to on_connect_fail).
+
+        With TLS it uses paho's own SSL context (the same object), so it fails exactly when
+        paho does: `tls_insecure` skips the host name check, never the certificate chain.
+        """
         try:
             with socket.create_connection((self.cfg.host, self.cfg.port), timeout=3.0) as sock:
-                if self.cfg.tls:
-                    ctx = ssl.create_default_context(
-                        cafile=str(self.cfg.ca_file) if self.cfg.ca_file else None
-                    )
-                    if self.cfg.cert_file:
-                        ctx.load_cert_chain(
-                            str(self.cfg.cert_file),
-                            str(self.cfg.key_file) if self.cfg.key_file else None,
-                        )
-                    if self.cfg.tls_insecure:
-                        ctx.check_hostname = False
-                        ctx.verify_mode = ssl.CERT_NONE
-                    with ctx.wrap_socket(sock, server_hostname=self.cfg.host):
+                if self._ssl_ctx is not None:
+                    sock.settimeout(3.0)
+                    with self._ssl_ctx.wrap_socket(sock, server_hostname=self.cfg.host):
                         pass
         except ssl.SSLError as exc:
             return str(exc)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError) as exc:  # ssl.CertificateError is a ValueError
             return str(getattr(exc, "strerror", None) or exc)
         return "reachable now"
+
+    def _speaks_tls(self) -> bool:
+        """Does the broker's port complete a TLS handshake (diagnosis only, nothing verified)?"""
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+        try:
+            with socket.create_connection((self.cfg.host, self.cfg.port), timeout=3.0) as sock:
+                sock.settimeout(3.0)
+                with ctx.wrap_socket(sock, server_hostname=self.cfg.host):
+                    return True
+        except (OSError, ValueError):
+            return False
 
     def _on_disconnect(
         self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, properties: Any
     ) -> None:
-        with self._lock:
+        now = time.monotonic()
+        with self._cond:
             was, self._connected = self._connected, False
+            self._ready = False
             prev = self._state
             if was and not self._stopping:
                 self._state = "disconnected"
-            self._idle.notify_all()
-        if was and not self._stopping and prev == "connected":
-            why = str(reason)
-            if why == "Unspecified error":  # paho's name for a closed socket (MQTT_ERR_CONN_LOST)
-                why = "connection closed"
-            if getattr(flags, "is_disconnect_packet_from_server", False):
-                why = f"broker sent DISCONNECT: {why}"
+            if not was and not self._stopping and self._attempt_at is not None:
+                self._closed_early = True  # closed before any CONNACK: the sender says why
+            self._attempt_at = None
+            self._kick = True
+            self._cond.notify_all()
+        if not was or self._stopping or prev != "connected":
+            return
+        why = str(reason)
+        if why == "Unspecified error":  # paho's name for a closed socket (MQTT_ERR_CONN_LOST)
+            why = "connection closed"
+        from_server = bool(getattr(flags, "is_disconnect_packet_from_server", False))
+        if from_server:
+            why = f"broker sent DISCONNECT: {why}"
+        # The broker ends a connection at once when another client connects with the same id
+        # (MQTT 3.1.1: it just closes the socket). Our own keepalive timeout is not that.
+        quick = now - self._connected_at < QUICK_LOSS_SECONDS and "keep alive" not in why.lower()
+        if quick:
+            self._quick_losses.append(now)
+        while self._quick_losses and now - self._quick_losses[0] > FLAP_WINDOW_SECONDS:
+            self._quick_losses.popleft()
+        if len(self._quick_losses) >= FLAP_LOSSES and not self._flapping:
+            self._flapping = True
             self.log.warning(
-                "MQTT: connection to %s lost (%s); reconnecting, detections are spooled",
+                "MQTT: the connection to %s was closed by the broker %d times within %gs, each "
+                "soon after connecting: another client probably uses the same client id %r (the "
+                "broker drops the older connection); set mqtt.client_id or mqtt.node_id to a "
+                "value unique to this device",
                 self._where,
-                why,
+                len(self._quick_losses),
+                FLAP_WINDOW_SECONDS,
+                self.client_id,
             )
+            return
+        (self.log.debug if self._flapping else self.log.warning)(
+            "MQTT: connection to %s lost (%s); reconnecting, detections are spooled",
+            self._where,
+            why,
+        )
 
     def _on_publish(
         self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, properties: Any
@@ -438,7 +633,81 @@ class Publisher:
                 self._send_discovery(client)
                 self._send_states(client)
 
+    # ------------------------------------------------------------------ connection diagnostics
+
+    def _watch_connection(self) -> None:
+        """Run by the sender thread: the warnings paho gives no callback for (once per outage)."""
+        now = time.monotonic()
+        client = self._client
+        with self._lock:
+            if self._connected:
+                if self._flapping and now - self._connected_at > STABLE_SECONDS:
+                    self._flapping = False  # stable again: a new episode may be reported
+                    self._quick_losses.clear()
+                return
+            if self._stopping or self._connack_warned:
+                return
+            early = self._closed_early
+            silent = (
+                self._attempt_at is not None
+                and now - self._attempt_at >= NO_CONNACK_SECONDS
+                and client is not None
+                and client.socket() is not None  # TCP is connected, the MQTT answer is missing
+            )
+            if not (early or silent):
+                return
+            self._connack_warned = True
+            self._closed_early = False
+            self._state = "unreachable"
+        if early:
+            what = "accepts TCP but closed the connection without an MQTT CONNACK"
+        else:
+            what = f"accepts TCP but sent no MQTT CONNACK within {NO_CONNACK_SECONDS:g} s"
+        if not self.cfg.tls and self._speaks_tls():
+            why = "it is a TLS port: set mqtt.tls: true (and mqtt.ca_file)"
+        elif self.cfg.tls:
+            why = "not an MQTT broker, or the broker rejects this client (see its log)"
+        else:
+            why = "not an MQTT broker, or a TLS port reached without mqtt.tls"
+        self.log.warning(
+            "MQTT: %s %s: %s; retrying, detections are spooled", self._where, what, why
+        )
+
     # ------------------------------------------------------------------ sending
+
+    def _publish(
+        self, topic: str, payload: str | bytes, qos: int, retain: bool = False, what: str = ""
+    ) -> Any:
+        """client.publish that cannot raise: a topic/payload paho rejects is logged once per
+        kind of message (`what`, e.g. "the discovery configs") and cause, then skipped."""
+        client = self._client
+        assert client is not None
+        try:
+            return client.publish(topic, payload, qos=qos, retain=retain)
+        except (ValueError, TypeError) as exc:
+            if self._first(f"publish:{what or topic[:200]}:{exc}"):
+                self.log.error(
+                    "MQTT: cannot publish %s (to %.120s%s: %s); skipped",
+                    what or "a message",
+                    topic,
+                    "..." if len(topic) > 120 else "",
+                    exc,
+                )
+            return None
+
+    def _subscribe(self, topic: str) -> None:
+        """client.subscribe that cannot raise (an invalid filter is logged once)."""
+        client = self._client
+        assert client is not None
+        try:
+            client.subscribe(topic, qos=1)
+        except (ValueError, TypeError) as exc:
+            if self._first(f"subscribe:{exc}:{topic[:200]}"):
+                self.log.error(
+                    "MQTT: cannot subscribe to %.200s (%s); Home Assistant restarts go unnoticed",
+                    topic,
+                    exc,
+                )
 
     def _send_discovery(self, client: mqtt.Client) -> None:
         if not self.cfg.discovery:
@@ -446,112 +715,151 @@ class Publisher:
         for topic, payload in discovery.discovery_messages(
             self.cfg, self._labels, self._enabled, self.model_name, self.sw_version, self._removed
         ):
-            client.publish(
-                topic, _dumps(payload) if payload is not None else b"", qos=1, retain=True
-            )
+            payload_text = _dumps(payload) if payload is not None else b""
+            self._publish(topic, payload_text, 1, True, "the discovery configs")
 
     def _send_states(self, client: mqtt.Client) -> None:
         for label, on in self._states.items():
-            client.publish(
-                discovery.state_topic(self.base, label), "ON" if on else "OFF", qos=1, retain=True
-            )
+            topic = discovery.state_topic(self.base, label)
+            self._publish(topic, "ON" if on else "OFF", 1, True, "the label states")
 
-    def _send_row(self, row: SpoolRow) -> None:
-        """Hand one spooled row to paho (QoS 1) unless it is already in flight on this connection."""
+    def _next_rows(self) -> tuple[int, list[SpoolRow]]:
+        """The rows that may be sent now (spool order, within the window), with the epoch."""
+        spool = self.spool
+        if spool is None:
+            return 0, []
+        with self._lock:
+            if not (self._connected and self._ready) or self._stopping:
+                return 0, []
+            room = self.window - len(self._inflight) - self._publishing
+            epoch, cursor = self._epoch, self._cursor
+        if room <= 0:
+            return 0, []
+        try:
+            return epoch, spool.pending(limit=room, after_id=cursor)
+        except SpoolError as exc:
+            self._spool_problem(exc)
+            return 0, []
+
+    def _take_token(self) -> float:
+        """Rate limit: 0 if a row may go now (a token is taken), else seconds to wait."""
+        if self.flush_rate is None:
+            return 0.0
+        now = time.monotonic()
+        self._tokens = min(
+            float(self.window), self._tokens + (now - self._tokens_at) * self.flush_rate
+        )
+        self._tokens_at = now
+        if self._tokens >= 1.0:
+            self._tokens -= 1.0
+            return 0.0
+        return (1.0 - self._tokens) / self.flush_rate
+
+    def _sender_main(self) -> None:
+        """The sender thread: spooled rows to paho (paced), spool disk retries, diagnostics."""
+        while True:
+            with self._cond:
+                if self._sender_stop:
+                    return
+            try:
+                self._watch_connection()
+                if self.spool is not None and self.spool.memory_depth and self.spool.persistent:
+                    self.spool.retry_disk()
+                epoch, rows = self._next_rows()
+                for row in rows:
+                    wait = self._take_token()
+                    while wait > 0:
+                        with self._cond:
+                            if self._sender_stop or self._epoch != epoch:
+                                break
+                            self._cond.wait(wait)
+                        wait = self._take_token()
+                    if wait > 0 or not self._send_row(row, epoch):
+                        break
+            except Exception:  # never let the thread die: detections would stop for good
+                if self._first("sender"):
+                    self.log.exception("MQTT: internal error in the sender")
+                rows = []
+                time.sleep(0.5)
+            if rows:
+                continue  # maybe more behind them
+            with self._cond:
+                if not self._kick and not self._sender_stop:
+                    self._cond.wait(0.25)
+                self._kick = False
+
+    def _send_row(self, row: SpoolRow, epoch: int) -> bool:
+        """Hand one spooled row to paho (QoS 1) on connection `epoch`; False if that is over."""
         client = self._client
         assert client is not None
-        with self._lock:
-            if not self._connected or row.id in self._claimed:
-                return
-            self._claimed.add(row.id)
-            self._publishing += 1
-        info = None
-        try:
-            info = client.publish(row.topic, row.payload, qos=1)
-        except (ValueError, TypeError) as exc:  # an invalid topic or payload: cannot ever be sent
-            self.log.error(
-                "MQTT: spooled message %d cannot be published (%s); dropping it", row.id, exc
-            )
-        early = False
-        with self._lock:
-            self._publishing -= 1
-            if info is None or info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
-                self._claimed.discard(row.id)
-            elif info.mid in self._early:
-                self._early.discard(info.mid)
-                early = True
-            else:
-                self._inflight[info.mid] = row.id
-            if not self._publishing:
-                self._early.clear()
+        with self._send_lock:
+            with self._lock:
+                if not self._connected or self._epoch != epoch or self._stopping:
+                    return False
+                self._publishing += 1
+            info = None
+            try:
+                info = client.publish(row.topic, row.payload, qos=1)
+            except (ValueError, TypeError) as exc:  # an invalid topic or payload: never sendable
+                self.log.error(
+                    "MQTT: spooled message %d cannot be published (%s); dropping it", row.id, exc
+                )
+            early = sent = False
+            with self._lock:
+                self._publishing -= 1
+                if info is None:
+                    self._cursor = max(self._cursor, row.id)
+                elif info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                    pass  # paho's queue is full: try this row again later
+                else:
+                    sent = True
+                    self._cursor = max(self._cursor, row.id)
+                    if info.mid in self._early:
+                        self._early.discard(info.mid)
+                        early = True
+                    else:
+                        self._inflight[info.mid] = row.id
+                if not self._publishing:
+                    self._early.clear()
         if info is None:
             self._delivered(row.id, count=False)
         elif early:
             self._delivered(row.id)
+        return sent or info is None
 
     def _delivered(self, row_id: int, count: bool = True) -> None:
-        """The broker has the message (PUBACK): forget it."""
+        """The broker has the message (PUBACK): forget it, free its slot in the window."""
         if self.spool is not None:
             try:
                 self.spool.ack(row_id)
             except SpoolError as exc:
                 self._spool_problem(exc)
-        with self._lock:
+        with self._cond:
             if count:
                 self._published += 1
-            self._claimed.discard(row_id)
-            if not self._inflight:
-                self._idle.notify_all()
-
-    def _flush_spool(self) -> None:
-        """Send every spooled row in order (connect time). Rows spooled meanwhile are picked up."""
-        assert self.spool is not None
-        after = 0
-        try:
-            while True:
-                rows = self.spool.pending(limit=500, after_id=after)
-                if not rows:
-                    # Re-check under the lock: publish_detection skips sending while we flush,
-                    # so a row it spooled after our last query must be seen here.
-                    with self._lock:
-                        rows = self.spool.pending(limit=500, after_id=after)
-                        if not rows:
-                            self._flushing = False
-                            return
-                for row in rows:
-                    if not self._connected:
-                        return
-                    self._send_row(row)
-                    after = row.id
-        except SpoolError as exc:
-            self._spool_problem(exc)
-        finally:
-            with self._lock:
-                self._flushing = False
+            self._kick = True
+            self._cond.notify_all()
 
     def _spool_problem(self, exc: Exception) -> None:
-        if not self._spool_error_logged:
-            self._spool_error_logged = True
-            self.log.error(
-                "MQTT: spool error (%s); detections are sent without the disk spool", exc
-            )
+        if self._first(f"spool:{exc}"):
+            self.log.error("MQTT: spool error (%s)", exc)
 
     # ------------------------------------------------------------------ public API
 
     def publish_detection(self, payload: dict[str, Any]) -> None:
-        """Spool, then publish QoS 1 to `<base>/detection`; the spool row goes on PUBACK."""
+        """Spool, then let the sender publish it (QoS 1, `<base>/detection`) in spool order.
+
+        The spool row goes on PUBACK. Returns at once.
+        """
         if self._client is None or self.spool is None:
             return
         topic = f"{self.base}/detection"
         text = _dumps(payload)
         dropped_before = self.spool.dropped
         try:
-            row = self.spool.put(topic, text)
-            self._spool_error_logged = False
-        except SpoolError as exc:
+            self.spool.put(topic, text)
+        except SpoolError as exc:  # only a closed spool (after stop)
             self._spool_problem(exc)
-            if self._connected:  # better unspooled than not at all
-                self._client.publish(topic, text, qos=1)
             return
         if self.spool.dropped > dropped_before and not self._spool_full_logged:
             self._spool_full_logged = True
@@ -561,10 +869,7 @@ class Publisher:
                 self.spool.max_messages,
                 self.spool.dropped,
             )
-        with self._lock:
-            if not self._connected or self._flushing:
-                return  # sent by the connect-time sweep
-        self._send_row(row)
+        self._wake()
 
     def set_state(self, label: str, on: bool) -> None:
         """Retained QoS 1 `ON`/`OFF` on `<base>/state/<label>`; remembered and re-sent on reconnect."""
@@ -573,18 +878,14 @@ class Publisher:
         with self._pub_lock:
             self._states[label] = bool(on)
             if self._connected:
-                self._client.publish(
-                    discovery.state_topic(self.base, label),
-                    "ON" if on else "OFF",
-                    qos=1,
-                    retain=True,
-                )
+                topic = discovery.state_topic(self.base, label)
+                self._publish(topic, "ON" if on else "OFF", 1, True, "the label states")
 
     def publish_level(self, payload: dict[str, Any]) -> None:
         """QoS 0 `{"time", "dbfs"}` on `<base>/level`; dropped while disconnected."""
         if self._client is None or not self._connected:
             return
-        self._client.publish(f"{self.base}/level", _dumps(payload), qos=0)
+        self._publish(f"{self.base}/level", _dumps(payload), qos=0)
 
     def publish_stats(self, payload: dict[str, Any]) -> None:
         """Retained QoS 0 health JSON on `<base>/stats`; the last one is re-sent on reconnect.
@@ -598,9 +899,10 @@ class Publisher:
         data.setdefault("spool_dropped", self.spool_dropped)
         text = _dumps(data)
         with self._pub_lock:
+            self._stats_data = data
             self._stats = text
             if self._connected:
-                self._client.publish(f"{self.base}/stats", text, qos=0, retain=True)
+                self._publish(f"{self.base}/stats", text, qos=0, retain=True)
 
     def update_labels(self, labels: Iterable[str], enabled: Iterable[str]) -> None:
         """New label set / enabled set (after SIGHUP or a model change): re-send discovery.
@@ -636,13 +938,23 @@ class Publisher:
 
     @property
     def spool_depth(self) -> int:
-        """Detections waiting for a PUBACK (in the spool)."""
+        """Detections waiting for a PUBACK (in the spool, on disk or in memory)."""
         return self.spool.depth if self.spool is not None else 0
 
     @property
     def spool_dropped(self) -> int:
-        """Detections dropped because the spool was full (persistent, all time)."""
+        """Detections dropped because the spool (disk and memory together) was full; all time."""
         return self.spool.dropped if self.spool is not None else 0
+
+    @property
+    def spool_memory(self) -> int:
+        """Detections waiting only in memory (the spool could not write them to disk)."""
+        return self.spool.memory_depth if self.spool is not None and not self.spool.closed else 0
+
+    @property
+    def undelivered_lost(self) -> int:
+        """Detections lost at stop(): undelivered and only in memory (0 before stop)."""
+        return self._undelivered_lost
 
     @property
     def published(self) -> int:
@@ -657,6 +969,7 @@ class Publisher:
             "published": self._published,
             "spool_depth": self.spool_depth,
             "spool_dropped": self.spool_dropped,
+            "spool_memory": self.spool_memory,
             "spool_corrupt_files": self.spool.corrupt_files if self.spool is not None else 0,
             "spool_persistent": self.spool.persistent if self.spool is not None else False,
         }

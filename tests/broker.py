@@ -99,6 +99,7 @@ class Broker:
         users: dict[str, str] | None = None,
         persistence: bool = False,
         tls: dict[str, str | Path] | None = None,
+        extra_conf: Iterable[str] | None = None,
     ) -> None:
         exe = find_mosquitto()
         if exe is None:
@@ -116,6 +117,8 @@ class Broker:
         self.users = dict(users or {})
         self.persistence = persistence
         self.tls = dict(tls) if tls else None
+        # more mosquitto.conf lines, e.g. ["max_queued_messages 20"] (after the defaults)
+        self.extra_conf = list(extra_conf or [])
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / f"mosquitto-{self.port}.log"
         self.conf_path = self.workdir / f"mosquitto-{self.port}.conf"
@@ -162,6 +165,7 @@ class Broker:
             lines.append("persistence false")
         lines += ["log_dest stderr", "log_type error", "log_type warning", "log_type notice", "log_type information",
                   "connection_messages true", "log_timestamp true"]  # fmt: skip
+        lines += self.extra_conf
         self.conf_path.write_text("\n".join(lines) + "\n")
 
     @property
@@ -465,7 +469,7 @@ class Subscriber:
 def broker_factory_fixture(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., Broker]]:
-    """Make brokers with options: `broker_factory(users=..., persistence=..., tls=..., start=True)`.
+    """Make brokers with options: `broker_factory(users=..., persistence=..., tls=..., extra_conf=[...], start=True)`.
 
     All are stopped at the end of the test.
     """
