@@ -8,12 +8,12 @@ refuses a bundle it cannot honour with one clear line instead of producing wrong
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from monitor.errors import BundleError
-from monitor.frontend import FrontendParams
+from monitor.frontend import FrontendParams, variant_mismatch
 
 BUNDLE_FORMAT = "soundmon-bundle"
 BUNDLE_VERSION = 1
@@ -109,14 +109,17 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
         frontend = FrontendParams.from_dict(_require(data, "frontend", dict, json_path))
     except (TypeError, ValueError) as exc:
         raise BundleError(f"model bundle {json_path}: front-end: {exc}") from None
-    expected = expected_frontend or FrontendParams()
-    if frontend != expected:
-        diffs = [
-            f"{k}={v!r} (daemon: {expected.to_dict()[k]!r})"
-            for k, v in frontend.to_dict().items()
-            if expected.to_dict()[k] != v
-        ]
-        raise BundleError(f"model bundle {json_path}: front-end mismatch: {', '.join(diffs)}")
+    if expected_frontend is not None:
+        if frontend != expected_frontend:
+            mine, theirs = asdict(frontend), asdict(expected_frontend)
+            diffs = [f"{k}={v!r} (daemon: {theirs[k]!r})" for k, v in mine.items() if theirs[k] != v]
+            raise BundleError(f"model bundle {json_path}: front-end mismatch: {', '.join(diffs)}")
+    else:
+        # The daemon runs the front-end variants it knows (monitor.frontend.KNOWN_FRONTENDS:
+        # its default and YAMNet's); anything else is named against the nearest of them.
+        problem = variant_mismatch(frontend)
+        if problem is not None:
+            raise BundleError(f"model bundle {json_path}: front-end mismatch: {problem}")
     window_seconds = float(_require(data, "window_seconds", (int, float), json_path))
     window_frames = int(_require(data, "window_frames", int, json_path))
     if window_frames != frontend.frames_for(window_seconds):

@@ -1,0 +1,312 @@
+"""YAMNet rebuilt in Keras from the weights in its TF Hub TFLite export, fed by our own front-end.
+
+The export (`../shared/models/yamnet.tflite`, see its README) computes its own log-mel patch
+with graph ops; here the patch comes from `monitor.frontend` with `YAMNET_FRONTEND`, and only
+the network is taken from the export:
+
+    layer1   3x3 conv, stride 2, 32 filters                       (BatchNorm folded: conv + bias)
+    layer2-14 depthwise 3x3 (+bias, ReLU) then pointwise 1x1 (+bias, ReLU), strides 1,2,1,2,1,2,1,1,1,1,1,2,1
+    global average pooling -> 1024-d embedding -> dense 521 -> sigmoid
+
+`read_weights` walks the export's operator list (CONV_2D / DEPTHWISE_CONV_2D / FULLY_CONNECTED
+after the front-end's ops) and dequantises each weight tensor from its int8 values and
+quantisation parameters (scale * (q - zero_point), per tensor or per channel), so no interpreter
+run is needed. `build_yamnet` makes the float Keras model; `export_outputs` runs the export on a
+15600-sample waveform through either interpreter path ("default": XNNPACK, the project's
+reference; "builtin": BUILTIN_WITHOUT_DEFAULT_DELEGATES) for parity checks.
+
+Why a float rebuild cannot equal the export to 1e-3: every int8-weight op of the export
+(the STFT and mel matrix products, the pointwise convolutions, the dense layer) is a hybrid op
+that quantises its float input to int8 on the fly (XNNPACK's dynamically quantised kernels and
+the builtin hybrid kernels alike, with different rounding), so the export's own patch and scores
+carry activation-quantisation noise that no float computation reproduces. Its int8 DFT and mel
+matrices are exactly ours rounded to int8; `emulated_export_patch` adds the input rounding to our
+front-end and gives the export's patch. The float path here (our patch, float network) is
+YAMNet's float recipe; on labelled UrbanSound8K clips it scores as well as the export. Figures:
+tests/test_yamnet.py.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+
+from monitor.frontend import YAMNET_FRONTEND, FrontendParams, LogMelFrontend  # noqa: E402
+
+__all__ = [
+    "ACTIVATION_QUANT",
+    "EXPORT_SAMPLES",
+    "PATCH_FRAMES",
+    "PATCH_HOP_FRAMES",
+    "STRIDES",
+    "YamnetWeights",
+    "build_yamnet",
+    "emulated_export_patch",
+    "export_interpreter",
+    "export_outputs",
+    "logmel_patches",
+    "quantise_rows",
+    "read_weights",
+]
+
+# How each interpreter path rounds the float input of a hybrid (int8-weight) op to int8, found
+# by emulation (figures in tests/test_yamnet.py): (mode, unit of one scale for the pointwise
+# convolutions). Fully connected ops (the export's STFT and mel products, the dense layer) take
+# one scale per row in both paths: emulated, our front-end reproduces either path's log-mel
+# patch to ~1e-6 in all but ~0.02 % of its values. The builtin kernels quantise a convolution's
+# input with one symmetric scale per image: emulated, the rebuild gives the builtin path's
+# scores. For XNNPACK's convolutions one asymmetric scale per pixel is the closest emulation
+# found (it halves the float rebuild's max difference, it does not close it: a diagnostic only).
+ACTIVATION_QUANT = {"default": ("asymmetric", "pixel"), "builtin": ("symmetric", "image")}
+
+EXPORT_SAMPLES = 15600  # the export's input: 0.975 s at 16 kHz = 96 frames of 400 at hop 160
+PATCH_FRAMES = 96  # 0.96 s of frames
+PATCH_HOP_FRAMES = 48  # YAMNet's usual patch hop, 0.48 s
+N_CLASSES = 521
+EMBEDDING = 1024
+# Strides of layer1 (full conv) and the depthwise convolutions of layers 2..14 (MobileNet v1 as
+# YAMNet configures it); checked against the tensor shapes of the export in read_weights.
+STRIDES = (2, 1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
+
+
+@dataclass
+class YamnetWeights:
+    """Float weights in Keras layouts: conv1 (3,3,1,32), depthwise (3,3,C,1), pointwise (1,1,Cin,Cout), dense (1024,521)."""
+
+    conv1: tuple[np.ndarray, np.ndarray]
+    depthwise: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    pointwise: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
+    dense: tuple[np.ndarray, np.ndarray] | None = None
+    mel_matrix: np.ndarray | None = None  # the export's own mel matrix (64, 257), dequantised
+    window: np.ndarray | None = None  # the export's analysis window (400,)
+
+    @property
+    def n_params(self) -> int:
+        arrays = [*self.conv1, *(a for pair in self.depthwise + self.pointwise for a in pair), *self.dense]
+        return int(sum(a.size for a in arrays))
+
+
+def _interpreter_cls():
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    return Interpreter, OpResolverType
+
+
+def export_interpreter(path: str | Path, path_kind: str = "default", preserve: bool = False, num_threads: int = 1):
+    """The export, allocated. path_kind "default" = Interpreter(path) with its XNNPACK delegate (the
+    project's reference); "builtin" = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES."""
+    Interpreter, OpResolverType = _interpreter_cls()
+    kwargs = {"model_path": str(path), "num_threads": num_threads}
+    if path_kind == "builtin":
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    elif path_kind != "default":
+        raise ValueError(f"path_kind must be 'default' or 'builtin', not {path_kind!r}")
+    if preserve:
+        kwargs["experimental_preserve_all_tensors"] = True
+    interp = Interpreter(**kwargs)
+    interp.allocate_tensors()
+    return interp
+
+
+def export_outputs(interp, waveform: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(scores (521,), log-mel patch (96, 64)) of the export for one 15600-sample waveform."""
+    wave = np.asarray(waveform, dtype=np.float32).reshape(1, -1)
+    if wave.shape[1] != EXPORT_SAMPLES:
+        raise ValueError(f"the export takes exactly {EXPORT_SAMPLES} samples, got {wave.shape[1]}")
+    outs = {d["name"]: d["index"] for d in interp.get_output_details()}
+    interp.set_tensor(interp.get_input_details()[0]["index"], wave)
+    interp.invoke()
+    return interp.get_tensor(outs["Identity"])[0].copy(), interp.get_tensor(outs["Identity_1"]).copy()
+
+
+def _dequantised(details: dict, value: np.ndarray) -> np.ndarray:
+    if value.dtype == np.float32:
+        return value.copy()
+    q = details["quantization_parameters"]
+    scales, zeros, axis = q["scales"], q["zero_points"], q["quantized_dimension"]
+    if len(scales) == 0:
+        raise ValueError(f"tensor {details['name']} is {value.dtype} without quantisation parameters")
+    shape = [1] * value.ndim
+    if len(scales) > 1:
+        shape[axis] = -1
+    return ((value.astype(np.float32) - zeros.reshape(shape).astype(np.float32)) * scales.reshape(shape)).astype(
+        np.float32
+    )
+
+
+def read_weights(path: str | Path) -> YamnetWeights:
+    """Float weights of the export's network, dequantised from its int8 tensors, in Keras layouts."""
+    interp = export_interpreter(path, "builtin")
+    tensors = {t["index"]: t for t in interp.get_tensor_details()}
+    producers = {}
+    ops = interp._get_ops_details()
+    for op in ops:
+        for out in op["outputs"]:
+            producers[int(out)] = op
+
+    def value(index: int) -> np.ndarray:
+        index = int(index)
+        op = producers.get(index)
+        if op is not None and op["op_name"] == "DEQUANTIZE":  # an int8 weight behind a DEQUANTIZE op
+            index = int(op["inputs"][0])
+        return _dequantised(tensors[index], interp.get_tensor(index))
+
+    convs = [op for op in ops if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
+    fcs = [op for op in ops if op["op_name"] == "FULLY_CONNECTED"]
+    if len(convs) != 27 or len(fcs) != 4:
+        raise ValueError(f"not YAMNet's graph: {len(convs)} convolutions, {len(fcs)} fully connected ops")
+    kernel, bias = value(convs[0]["inputs"][1]), value(convs[0]["inputs"][2])  # (32, 3, 3, 1)
+    weights = YamnetWeights(conv1=(kernel.transpose(1, 2, 3, 0), bias))
+    for op in convs[1:]:
+        kernel, bias = value(op["inputs"][1]), value(op["inputs"][2])
+        if op["op_name"] == "DEPTHWISE_CONV_2D":  # (1, 3, 3, C) -> (3, 3, C, 1)
+            weights.depthwise.append((kernel[0][..., None], bias))
+        else:  # (Cout, 1, 1, Cin) -> (1, 1, Cin, Cout)
+            weights.pointwise.append((kernel.transpose(1, 2, 3, 0), bias))
+    dense = fcs[-1]  # (521, 1024) -> (1024, 521)
+    weights.dense = (value(dense["inputs"][1]).T.copy(), value(dense["inputs"][2]))
+    mel = fcs[2]  # the front-end's third matrix product: magnitude (96, 257) x mel (64, 257)^T
+    weights.mel_matrix = value(mel["inputs"][1])
+    muls = [op for op in ops if op["op_name"] == "MUL"]
+    weights.window = value(muls[0]["inputs"][1]).reshape(-1)
+    # The layout must be YAMNet's: channel counts chain and each conv's output shape matches its stride.
+    channels = [w.shape[2] for w, _ in weights.depthwise]
+    if channels != [32, 64, 128, 128, 256, 256, 512, 512, 512, 512, 512, 512, 1024]:
+        raise ValueError(f"unexpected depthwise channels {channels}")
+    height = PATCH_FRAMES
+    for op, stride in zip([convs[0]] + [o for o in convs if o["op_name"] == "DEPTHWISE_CONV_2D"], STRIDES, strict=True):
+        height = -(-height // stride)
+        got = int(tensors[int(op["outputs"][0])]["shape"][1])
+        if got != height:
+            raise ValueError(f"stride mismatch at {tensors[int(op['outputs'][0])]['name']}: {got} rows, expected {height}")
+    return weights
+
+
+def quantise_rows(x: np.ndarray, mode: str) -> np.ndarray:
+    """`x` (float64, rows on the last axis) rounded to int8 per row as a hybrid op does, back in float."""
+    if mode == "symmetric":
+        scale = np.abs(x).max(axis=-1, keepdims=True) / 127.0
+        scale[scale == 0] = 1.0
+        return np.round(x / scale) * scale
+    if mode == "asymmetric":
+        low = np.minimum(x.min(axis=-1, keepdims=True), 0.0)
+        high = np.maximum(x.max(axis=-1, keepdims=True), 0.0)
+        scale = (high - low) / 255.0
+        scale[scale == 0] = 1.0
+        zero = np.round(-128.0 - low / scale)
+        return (np.clip(np.round(x / scale) + zero, -128, 127) - zero) * scale
+    raise ValueError(f"mode must be 'symmetric' or 'asymmetric', not {mode!r}")
+
+
+def _int8_per_tensor(matrix: np.ndarray) -> np.ndarray:
+    """A weight matrix rounded to int8 with one symmetric scale (max |w| / 127), back in float."""
+    scale = np.abs(matrix).max() / 127.0
+    return np.round(matrix / scale) * scale
+
+
+def emulated_export_patch(audio: np.ndarray, path_kind: str = "default", params: FrontendParams = YAMNET_FRONTEND):
+    """Our front-end with the export's int8 arithmetic: the log-mel patch(es) the export computes.
+
+    Frames and window are our front-end's; the DFT (cos / sin rows) and our HTK mel filter bank
+    rounded to int8 with one scale each, as in the export (its int8 matrices are exactly these:
+    tests/test_yamnet.py); each frame and each magnitude row quantised to int8 (`quantise_rows`)
+    before its matrix product, as interpreter path `path_kind` does (ACTIVATION_QUANT). Only to
+    explain the export's `Identity_1`; never used to score.
+    """
+    mode = ACTIVATION_QUANT[path_kind][0]
+    fe = LogMelFrontend(params)
+    frames = fe.frames(np.asarray(audio, dtype=np.float32)).astype(np.float64) * fe._window64
+    # Zero padding to the FFT size, centred as the export pads (56 + 400 + 56). In exact arithmetic
+    # the magnitude does not depend on where the frame sits; with int8-rounded DFT rows it does.
+    left = (params.n_fft - frames.shape[1]) // 2
+    frames = np.pad(frames, ((0, 0), (left, params.n_fft - frames.shape[1] - left)))
+    k = np.arange(params.n_fft // 2 + 1)[:, None] * np.arange(params.n_fft)[None, :]
+    cos = _int8_per_tensor(np.cos(2 * np.pi * k / params.n_fft))
+    sin = _int8_per_tensor(np.sin(2 * np.pi * k / params.n_fft))
+    q = quantise_rows(frames, mode)
+    magnitude = np.sqrt(np.square(q @ cos.T) + np.square(q @ sin.T))
+    mel = quantise_rows(magnitude, mode) @ _int8_per_tensor(fe.mel_basis.astype(np.float64)).T
+    return np.log(mel + params.log_offset).astype(np.float32)
+
+
+def _fake_quant_rows(x, mode: str, axis=-1):
+    """TF version of `quantise_rows`, one scale per slice over `axis` (-1: per pixel / row;
+    (1, 2, 3): per image), with a straight-through gradient."""
+    import tensorflow as tf
+
+    if mode == "symmetric":
+        scale = tf.reduce_max(tf.abs(x), axis=axis, keepdims=True) / 127.0
+        scale = tf.where(scale == 0, tf.ones_like(scale), scale)
+        y = tf.round(x / scale) * scale
+    else:
+        low = tf.minimum(tf.reduce_min(x, axis=axis, keepdims=True), 0.0)
+        high = tf.maximum(tf.reduce_max(x, axis=axis, keepdims=True), 0.0)
+        scale = (high - low) / 255.0
+        scale = tf.where(scale == 0, tf.ones_like(scale), scale)
+        zero = tf.round(-128.0 - low / scale)
+        y = (tf.clip_by_value(tf.round(x / scale) + zero, -128.0, 127.0) - zero) * scale
+    return x + tf.stop_gradient(y - x)
+
+
+def build_yamnet(weights: YamnetWeights, with_embedding: bool = False, emulate: str | None = None):
+    """Float Keras YAMNet: input (batch, 96, 64) log-mel patches -> (batch, 521) sigmoid scores
+    (and the (batch, 1024) embedding as a second output with `with_embedding`).
+
+    `emulate` ("default" / "builtin": an interpreter path, see ACTIVATION_QUANT) rounds the input
+    of each pointwise convolution and of the dense layer to int8 as that path's hybrid ops do: a
+    diagnostic that says how much of the float rebuild's difference from the export is that
+    rounding. None (the default) is the float network, the one to use.
+    """
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+
+    mode, unit = ACTIVATION_QUANT[emulate] if emulate is not None else (None, None)
+    conv_axis = -1 if unit == "pixel" else (1, 2, 3)
+
+    def maybe_quant(x, name, axis=-1):
+        if mode is None:
+            return x
+        return layers.Lambda(lambda t: _fake_quant_rows(t, mode, axis), name=name)(x)
+
+    inputs = tf.keras.Input(shape=(PATCH_FRAMES, YAMNET_FRONTEND.n_mels), name="logmel")
+    x = layers.Reshape((PATCH_FRAMES, YAMNET_FRONTEND.n_mels, 1))(inputs)
+    conv1 = layers.Conv2D(32, 3, strides=STRIDES[0], padding="same", activation="relu", name="layer1_conv")
+    x = conv1(x)
+    conv1.set_weights(list(weights.conv1))
+    for i, ((dw_k, dw_b), (pw_k, pw_b), stride) in enumerate(
+        zip(weights.depthwise, weights.pointwise, STRIDES[1:], strict=True), start=2
+    ):
+        dw = layers.DepthwiseConv2D(3, strides=stride, padding="same", activation="relu", name=f"layer{i}_depthwise")
+        x = dw(x)
+        dw.set_weights([dw_k, dw_b])
+        pw = layers.Conv2D(pw_k.shape[-1], 1, activation="relu", name=f"layer{i}_pointwise")
+        x = pw(maybe_quant(x, f"layer{i}_int8_input", conv_axis))
+        pw.set_weights([pw_k, pw_b])
+    embedding = layers.GlobalAveragePooling2D(name="embedding")(x)
+    dense = layers.Dense(N_CLASSES, activation="sigmoid", name="scores")
+    scores = dense(maybe_quant(embedding, "dense_int8_input"))
+    dense.set_weights(list(weights.dense))
+    outputs = [scores, embedding] if with_embedding else scores
+    return tf.keras.Model(inputs, outputs, name="yamnet")
+
+
+def logmel_patches(
+    audio: np.ndarray,
+    hop_frames: int = PATCH_HOP_FRAMES,
+    params: FrontendParams = YAMNET_FRONTEND,
+) -> np.ndarray:
+    """(n_patches, 96, 64) patches of a mono 16 kHz recording through our front-end; a recording
+    shorter than one patch (0.975 s) is padded with zeros at the end to one patch."""
+    audio = np.asarray(audio, dtype=np.float32)
+    need = (PATCH_FRAMES - 1) * params.hop_length + params.frame_span
+    if len(audio) < need:
+        audio = np.concatenate([audio, np.zeros(need - len(audio), np.float32)])
+    logmel = LogMelFrontend(params)(audio)
+    starts = range(0, len(logmel) - PATCH_FRAMES + 1, hop_frames)
+    return np.stack([logmel[s : s + PATCH_FRAMES] for s in starts])
