@@ -215,6 +215,7 @@ class Publisher:
         # connection diagnostics (no CONNACK, closed before CONNACK, duplicate client id)
         self._attempt_at: float | None = None  # monotonic start of the connect attempt
         self._closed_early = False  # the broker closed an attempt before any CONNACK
+        self._no_answer = False  # paho gave up on an attempt that got no CONNACK (keepalive)
         self._connack_warned = False  # once per outage
         self._connected_at = 0.0
         self._quick_losses: collections.deque[float] = collections.deque()
@@ -445,7 +446,7 @@ class Publisher:
     ) -> None:
         with self._lock:
             self._attempt_at = None
-            self._closed_early = False
+            self._closed_early = self._no_answer = False
         if reason.is_failure:
             self._refused(reason)
             return
@@ -575,7 +576,12 @@ class Publisher:
             if was and not self._stopping:
                 self._state = "disconnected"
             if not was and not self._stopping and self._attempt_at is not None:
-                self._closed_early = True  # closed before any CONNACK: the sender says why
+                # ended before any CONNACK (the sender thread says why): paho's own keepalive
+                # timeout means the broker said nothing; anything else, that it hung up
+                if "keep alive" in str(reason).lower():
+                    self._no_answer = True
+                else:
+                    self._closed_early = True
             self._attempt_at = None
             self._kick = True
             self._cond.notify_all()
@@ -648,7 +654,7 @@ class Publisher:
             if self._stopping or self._connack_warned:
                 return
             early = self._closed_early
-            silent = (
+            silent = self._no_answer or (
                 self._attempt_at is not None
                 and now - self._attempt_at >= NO_CONNACK_SECONDS
                 and client is not None
@@ -657,9 +663,9 @@ class Publisher:
             if not (early or silent):
                 return
             self._connack_warned = True
-            self._closed_early = False
+            self._closed_early = self._no_answer = False
             self._state = "unreachable"
-        if early:
+        if early and not silent:
             what = "accepts TCP but closed the connection without an MQTT CONNACK"
         else:
             what = f"accepts TCP but sent no MQTT CONNACK within {NO_CONNACK_SECONDS:g} s"

@@ -22,9 +22,10 @@ detections still flow.
 A spool that stops accepting writes later (disk full, I/O error) keeps new messages in a
 bounded in-memory queue instead (one ERROR line when that starts, one INFO line when it ends):
 they keep their place in the sequence (ids continue after the last one on disk), `pending()`
-returns them after the rows on disk, and the disk is retried at most every `retry_seconds`
-(on `put`, `retry_disk()` and `close()`); once a write works, the memory rows are moved to disk
-with their ids unchanged, so rows already handed to the broker are still acknowledged by id.
+returns them after the rows on disk, and the disk is retried (on `put`, `retry_disk()` and
+`close()`) every `retry_seconds` at first, backing off to ten times that; once a write works,
+the memory rows are moved to disk with their ids unchanged, so rows already handed to the
+broker are still acknowledged by id.
 While the disk cannot be written, deletions (acks, rows dropped because the spool is full) are
 remembered and carried out once it can. The bound (`max_messages`) covers both places and
 every dropped message is counted in `dropped`. `memory_depth` says how many messages exist only
@@ -119,6 +120,7 @@ class Spool:
         self._unlinked: set[int] = set()  # disk rows acked/dropped while the disk failed
         self._retry_at = 0.0  # monotonic time of the next disk retry while _mem/_unlinked exist
         self.retry_seconds = 1.0
+        self._retry_delay = 1.0
         self.persistent = True
         self._open()
 
@@ -351,16 +353,23 @@ class Spool:
 
     def _disk_failed(self, exc: SpoolError) -> None:
         """A write failed: say so once per episode and schedule the next retry."""
-        if not self._mem and not self._unlinked:
+        first = not self._mem and not self._unlinked
+        # every retry_seconds at first, backing off to 10x while it keeps failing: a retry
+        # writes every memory row again, which is not free with thousands of them
+        self._retry_delay = (
+            self.retry_seconds if first else min(self._retry_delay * 2, 10 * self.retry_seconds)
+        )
+        self._retry_at = time.monotonic() + self._retry_delay
+        if first:
             self.log.error(
                 "spool: cannot write %s (%s); keeping detections in memory (at most %d) and "
-                "retrying the disk every %gs",
+                "retrying the disk from every %gs to every %gs",
                 self.path,
                 exc.__cause__ or exc,
                 self.max_messages,
                 self.retry_seconds,
+                10 * self.retry_seconds,
             )
-        self._retry_at = time.monotonic() + self.retry_seconds
 
     def _put_mem(self, topic: str, payload: str) -> SpoolRow:
         """Queue a message in memory (the disk failed); drop the oldest rows beyond the bound."""
