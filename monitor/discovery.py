@@ -7,7 +7,11 @@ HA is told to remove an entity (used for disabled or vanished labels).
 What HA gets (all under one device `soundmon_<node_id>`):
 - one `binary_sensor` per enabled label, `device_class: sound`, reading `<base>/state/<label>`
   (`ON`/`OFF`, retained by the publisher);
-- one `sensor` for the input level, reading `<base>/level` (`{"time", "dbfs"}`) in dB;
+- one diagnostic `sensor` for the input level, reading `<base>/level` (`{"time", "dbfs"}`) in
+  dBFS (no device_class: HA's `sound_pressure` and `signal_strength` would reject the unit);
+- diagnostic `sensor`s for the daemon's health, each reading one field of the retained JSON
+  `<base>/stats` (`STATS_SENSORS`): uptime, dropped samples, spool depth, inference time p95
+  and the input state;
 - availability from `<base>/status` (`online`/`offline`, the last will).
 
 Discovery topics follow `<prefix>/<component>/<node_id>/<object_id>/config`. HA only allows
@@ -35,6 +39,8 @@ __all__ = [
     "safe_id",
     "slug",
     "state_topic",
+    "stats_sensor_configs",
+    "STATS_SENSORS",
 ]
 
 _UNSAFE_ID = re.compile(r"[^a-z0-9_-]+")
@@ -133,13 +139,73 @@ def level_sensor_config(
         "default_entity_id": f"sensor.{object_id}",
         "state_topic": f"{cfg.base}/level",
         "value_template": "{{ value_json.dbfs }}",
-        "unit_of_measurement": "dB",
+        "unit_of_measurement": "dBFS",
         "state_class": "measurement",
+        "entity_category": "diagnostic",
         "suggested_display_precision": 1,
         "icon": "mdi:waveform",
         **_common(cfg, model_name, sw_version),
     }
     return _topic(cfg, "sensor", "level"), payload
+
+
+# One diagnostic sensor per `<base>/stats` field shown in HA:
+# object id -> (name, stats field, extra discovery keys).
+STATS_SENSORS: dict[str, tuple[str, str, dict[str, Any]]] = {
+    "uptime": (
+        "Uptime",
+        "uptime_s",
+        # a duration, not a statistic worth keeping: no state_class
+        {"device_class": "duration", "unit_of_measurement": "s",
+         "suggested_display_precision": 0},
+    ),
+    "dropped_samples": (
+        "Dropped samples",
+        "dropped_samples",
+        # a counter since start (restarts at 0: what total_increasing means)
+        {"state_class": "total_increasing", "icon": "mdi:waveform"},
+    ),
+    "spool_depth": (
+        "Spool depth",
+        "spool_depth",
+        {"state_class": "measurement", "icon": "mdi:tray-full"},
+    ),
+    "inference_ms_p95": (
+        "Inference time p95",
+        "inference_ms_p95",
+        {"device_class": "duration", "unit_of_measurement": "ms", "state_class": "measurement",
+         "suggested_display_precision": 2},
+    ),
+    "input_state": (
+        "Input state",
+        "audio",
+        # free text ("ok", "stalled", "silent", "error", "reopening", "stopped"): no enum
+        # device_class, whose fixed options would reject a state added later
+        {"icon": "mdi:microphone"},
+    ),
+}  # fmt: skip
+
+
+def stats_sensor_configs(
+    cfg: MqttConfig, model_name: str, sw_version: str
+) -> list[tuple[str, dict[str, Any]]]:
+    """Discovery configs of the diagnostic sensors that read `<base>/stats` (retained JSON)."""
+    out = []
+    for key, (name, field, extra) in STATS_SENSORS.items():
+        object_id = slug(f"soundmon_{cfg.node_id}_{key}")
+        payload = {
+            "name": name,
+            "unique_id": object_id,
+            "object_id": object_id,
+            "default_entity_id": f"sensor.{object_id}",
+            "state_topic": f"{cfg.base}/stats",
+            "value_template": f"{{{{ value_json.{field} }}}}",
+            "entity_category": "diagnostic",
+            **extra,
+            **_common(cfg, model_name, sw_version),
+        }
+        out.append((_topic(cfg, "sensor", key), payload))
+    return out
 
 
 def discovery_messages(
@@ -150,8 +216,8 @@ def discovery_messages(
     sw_version: str,
     removed: Iterable[str] = (),
 ) -> list[tuple[str, dict[str, Any] | None]]:
-    """Every discovery message to send now: configs for enabled labels and the level sensor,
-    None (= empty retained payload, removes the entity) for disabled labels and for `removed`
+    """Every discovery message to send now: configs for enabled labels, the level sensor and
+    the stats sensors, None (= empty retained payload, removes the entity) for disabled labels and for `removed`
     labels (ones the previous model had but the current one does not).
 
     `enabled=None` means every label is enabled.
@@ -167,4 +233,5 @@ def discovery_messages(
             topic, _ = binary_sensor_config(cfg, label, model_name, sw_version)
             out.append((topic, None))
     out.append(level_sensor_config(cfg, model_name, sw_version))
+    out.extend(stats_sensor_configs(cfg, model_name, sw_version))
     return out

@@ -311,7 +311,11 @@ def test_discovery_configs(broker: Broker, make_pub: Callable[..., Publisher]) -
         lc = lvl.json()
         assert lc["state_topic"] == "soundmon/ha1/level"
         assert lc["value_template"] == "{{ value_json.dbfs }}"
-        assert lc["unit_of_measurement"] == "dB" and lc["state_class"] == "measurement"
+        assert lc["unit_of_measurement"] == "dBFS" and lc["state_class"] == "measurement"
+        assert lc["entity_category"] == "diagnostic"
+        for key in ("uptime", "dropped_samples", "spool_depth", "inference_ms_p95", "input_state"):
+            sc = sub.wait_for(f"homeassistant/sensor/ha1/{key}/config")
+            assert sc.retain and sc.json()["state_topic"] == "soundmon/ha1/stats"
         assert lc["device"]["identifiers"] == ["soundmon_ha1"]
         sub.wait_quiet(0.2)
         # disabled: an empty retained payload removes the entity (and is not itself kept)
@@ -603,7 +607,9 @@ def test_discovery_payloads_are_pure_and_json() -> None:
         "homeassistant/binary_sensor/pi-kitchen/dog_bark/config",
         "homeassistant/binary_sensor/pi-kitchen/street_music/config",
         "homeassistant/sensor/pi-kitchen/level/config",
-    ]
+        *(f"homeassistant/sensor/pi-kitchen/{key}/config"
+          for key in ("uptime", "dropped_samples", "spool_depth", "inference_ms_p95", "input_state")),
+    ]  # fmt: skip
     assert msgs[1][1] is None
     on = msgs[0][1]
     assert on is not None and on["state_topic"] == "house/sound/state/dog_bark"
