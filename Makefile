@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libportaudio2 mosquitto pulseaudio pulseaudio-utils libasound2-plugins systemd flac
 EXTRAS ?= train,dev
 
-.PHONY: help venv system-deps test test-fast demo lint bench soak clean
+.PHONY: help venv system-deps test test-fast demo lint bench soak clean ha-venv
 
 help:
 	@echo "make demo   - run the daemon on the bundled street recording with the shipped model"
@@ -15,6 +15,7 @@ help:
 	@echo "make venv   - create/update .venv with the runtime, train and dev extras"
 	@echo "make lint   - ruff"
 	@echo "make bench  - speed and memory figures against the budgets (README, Performance)"
+	@echo "make ha-venv - the Home Assistant venv the HA tests use (.cache/ha-venv; they build it if missing)"
 
 # System packages the tests need (PortAudio, a real broker, PulseAudio for the mic path,
 # systemd-analyze for the unit check). Installed only when missing; needs root.
@@ -39,6 +40,12 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
+# Home Assistant core 2024.3.3 and what its integrations need, in its own venv (a stamp file
+# marks it complete; tests/homeassistant.py says how). The HA tests in `make test` build it
+# themselves when it is missing, and skip with the reason when it cannot be installed.
+ha-venv: venv
+	$(BIN)/python -m tests.homeassistant build
+
 test: system-deps venv
 	$(BIN)/python -m pytest -q
 
@@ -52,4 +59,4 @@ bench: venv
 	$(BIN)/soundmon bench
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache state runs
+	rm -rf $(VENV) .pytest_cache .ruff_cache state runs .cache/ha-venv .cache/ha-venv-build.log .cache/ha-venv.lock
