@@ -316,6 +316,29 @@ def test_backlog_reaches_a_slow_persistent_subscriber_behind_small_broker_limits
     assert "being dropped" not in b.log_text()
 
 
+def test_live_detections_during_a_paced_flush_keep_their_place(
+    broker_factory: Callable[..., Broker], make_pub: Callable[..., Publisher]
+) -> None:
+    """New detections join the spool behind the backlog: never sent ahead of it, never twice."""
+    b = broker_factory(persistence=True)
+    with Subscriber(b, "soundmon/order/detection", persistent=True) as sub:
+        b.stop()
+        pub = make_pub(b.mqtt_config(node_id="order"), start=False)
+        pub.flush_rate = 50.0
+        pub.start()
+        for i in range(60):
+            pub.publish_detection(detection(i))
+        b.start()
+        sub.wait_count("soundmon/order/detection", 1, timeout=10)  # the flush has begun
+        for i in range(60, 90):
+            pub.publish_detection(detection(i))
+        sub.wait_count("soundmon/order/detection", 90, timeout=30)
+        wait_until(lambda: pub.spool_depth == 0, what="spool drained")
+        sub.wait_quiet(0.3)
+        assert ids(sub.get("soundmon/order/detection")) == evts(0, 90)
+        assert pub.published == 90
+
+
 # ---------------------------------------------------------------- 5. one client id, two devices
 
 
