@@ -37,18 +37,23 @@ class ClipResult:
     scores: dict[str, float]
     events: list[dict] = field(default_factory=list)
     windows: int = 0
+    error: str | None = None  # a decode error part-way: the result covers only `decoded_s`
+    decoded_s: float | None = None
 
     def to_json(self) -> str:
-        return json.dumps(
-            {
-                "file": self.file,
-                "duration_s": round(self.duration_s, 3),
-                "label": self.label,
-                "score": round(self.score, 4),
-                "scores": {k: round(v, 4) for k, v in self.scores.items()},
-                "events": self.events,
-            }
-        )
+        """One JSON line; `error` and `decoded_s` appear only when the file failed part-way."""
+        obj = {
+            "file": self.file,
+            "duration_s": round(self.duration_s, 3),
+            "label": self.label,
+            "score": round(self.score, 4),
+            "scores": {k: round(v, 4) for k, v in self.scores.items()},
+            "events": self.events,
+        }
+        if self.error is not None:
+            obj["error"] = self.error
+            obj["decoded_s"] = round(self.decoded_s or 0.0, 3)
+        return json.dumps(obj)
 
 
 def classify_file(
@@ -59,7 +64,10 @@ def classify_file(
     warm_start: bool = False,
     start_runner=None,
 ) -> ClipResult:
-    """Stream one recording through the pipeline; raise AudioFileError if it cannot be decoded.
+    """Stream one recording through the pipeline; raise AudioFileError if it cannot be opened.
+
+    A decode error part-way does not throw the decoded part away: the result covers the audio
+    up to the error (its open events end there) and carries `error` and `decoded_s`.
 
     Without `warm_start` (the clip rule of `soundmon classify`) the first window needs a full
     window of audio; with it, the events are the ones `soundmon run` would publish. `start_runner`:
@@ -78,8 +86,12 @@ def classify_file(
                 scored += 1
             _collect(res.events, events)
 
-    while not source.finished:
-        consume(pipeline.process(source.read(timeout=1.0)))
+    error: AudioFileError | None = None
+    try:
+        while not source.finished:
+            consume(pipeline.process(source.read(timeout=1.0)))
+    except AudioFileError as exc:  # part-way: FileSource delivered everything before the error
+        error = exc
     padded, closing = pipeline.finish()
     consume(padded)
     _collect(closing, events)
@@ -94,6 +106,8 @@ def classify_file(
         scores={label: float(v) for label, v in zip(labels, mean, strict=True)},
         events=sorted(events.values(), key=lambda e: (e["start_s"], e["label"])),
         windows=pipeline.stats.windows,
+        error=str(error) if error is not None else None,
+        decoded_s=source.decoded_s if error is not None else None,
     )
 
 
@@ -111,6 +125,8 @@ def _collect(new_events, events: dict[str, dict]) -> None:
 def format_table(result: ClipResult, top: int = 3) -> str:
     """A readable block for one file: best labels with scores, then events."""
     lines = [f"{result.file}  ({result.duration_s:.1f} s, {result.windows} windows)"]
+    if result.error is not None:
+        lines.append(f"  only the first {result.decoded_s or 0.0:.1f} s could be decoded")
     ranked = sorted(result.scores.items(), key=lambda kv: -kv[1])[:top]
     for label, score in ranked:
         bar = "#" * int(round(score * 20))
@@ -131,7 +147,8 @@ def run_classify(
 ) -> int:  # fmt: skip
     """Classify every path; a file that fails is reported on `err` and the rest still run.
 
-    Returns 0 when every file was classified, 1 when any failed."""
+    A file that fails part-way is reported twice: its partial result on `out` (marked) and a
+    warning line on `err`. Returns 0 when every file was classified whole, 1 otherwise."""
     failed = 0
     start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
     for path in paths:
@@ -142,4 +159,8 @@ def run_classify(
             failed += 1
             continue
         print(result.to_json() if as_json else format_table(result), file=out, flush=True)
+        if result.error is not None:
+            print(f"soundmon classify: warning: {result.error}; the result covers the first "
+                  f"{result.decoded_s or 0.0:.1f} s only", file=err, flush=True)  # fmt: skip
+            failed += 1
     return 1 if failed else 0

@@ -100,10 +100,15 @@ def _cmd_devices(args: argparse.Namespace) -> int:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from monitor.config import check_state_dir
     from monitor.daemon import run_daemon
 
     cfg = _load_config(args.config)
+    check_state_dir(cfg)
     bundle, runner = _open_model(cfg, args.model)
+    # Each label becomes a topic level (<base>/state/<label>, its discovery config): a bundle
+    # whose label the broker would reject is refused here, before anything connects.
+    cfg.mqtt.check_label_topics(bundle.labels, source=f"model {cfg.model.resolved_path()}")
     return run_daemon(cfg, bundle, runner, source=args.source, pace=args.pace, config_path=args.config,
                       model_override=args.model, print_events=args.print_events, repeat=args.repeat)  # fmt: skip
 

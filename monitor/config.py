@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 import socket
+import tempfile
 import types
 from importlib import resources
 from pathlib import Path
@@ -34,6 +36,7 @@ from pydantic import (
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticCustomError
 
+from monitor import discovery, topics
 from monitor.bundle import bundle_paths
 from monitor.errors import ConfigError
 
@@ -47,6 +50,7 @@ __all__ = [
     "MqttConfig",
     "StorageConfig",
     "check_model_path",
+    "check_state_dir",
     "default_model_path",
     "default_state_dir",
     "shipped_models_dir",
@@ -58,6 +62,9 @@ MODELS_PACKAGE = "soundmon_models"  # the repository's models/, installed as pac
 DEFAULT_MODEL_NAME = "urban10"
 DEFAULT_STATE_DIR = Path("./state")
 STATE_DIR_ENV = "SOUNDMON_STATE_DIR"
+
+# $NAME or ${NAME} in mqtt.password_file (systemd credentials: ${CREDENTIALS_DIRECTORY}/...).
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}|\$([A-Za-z_][A-Za-z0-9_]*)")
 
 # Error types whose message is written in full by our validators (no "expected ..." rewrite).
 _OWN_ERROR = "soundmon"
@@ -207,24 +214,51 @@ class MqttConfig(_Section):
     @field_validator("node_id")
     @classmethod
     def _node_id_chars(cls, v: str) -> str:
-        if not v or any(c in v for c in "/#+") or any(c.isspace() for c in v):
+        if not v or any(c in v for c in "/#+") or any(c.isspace() for c in v) or topics.level_problem(v):
             raise PydanticCustomError(
                 _OWN_ERROR,
-                "{got} is not allowed; allowed: a non-empty name without '/', '#', '+' or "
-                "whitespace (it is one MQTT topic level)",
-                {"got": _show(v)},
+                "{got} is not allowed{why}; allowed: a non-empty name without '/', '#', '+', "
+                "whitespace or control characters (it is one MQTT topic level)",
+                {"got": _show(v), "why": f": it {topics.level_problem(v)}" if topics.level_problem(v) else ""},
             )
         return v
 
     @field_validator("base_topic")
     @classmethod
     def _base_topic_chars(cls, v: str | None) -> str | None:
-        if v is not None and (not v or "#" in v or "+" in v or v.startswith("/") or v.endswith("/")):
+        if v is not None and (not v or topics.topic_problem(v) or v.startswith("/") or v.endswith("/")):
+            why = topics.topic_problem(v) if v else "is empty"
             raise PydanticCustomError(
                 _OWN_ERROR,
-                "{got} is not allowed; allowed: a non-empty MQTT topic without the wildcards "
-                "'#' and '+' and without a leading or trailing '/', or null for soundmon/<node_id>",
-                {"got": _show(v)},
+                "{got} is not allowed{why}; allowed: a non-empty MQTT topic (no '#', '+', control "
+                "characters, leading '$' or leading/trailing '/'), or null for soundmon/<node_id>",
+                {"got": _show(v), "why": f": it {why}" if why else ""},
+            )
+        return v
+
+    @field_validator("discovery_prefix")
+    @classmethod
+    def _discovery_prefix_chars(cls, v: str) -> str:
+        why = topics.topic_problem(v)
+        if why or v.startswith("/") or v.endswith("/"):
+            raise PydanticCustomError(
+                _OWN_ERROR,
+                "{got} is not allowed{why}; allowed: an MQTT topic prefix, usually 'homeassistant' "
+                "(no '#', '+', control characters, leading '$' or leading/trailing '/')",
+                {"got": _show(v), "why": f": it {why}" if why else ""},
+            )
+        return v
+
+    @field_validator("client_id", "username")
+    @classmethod
+    def _mqtt_string(cls, v: str | None) -> str | None:
+        why = topics.string_problem(v) if v is not None else None
+        if why:
+            raise PydanticCustomError(
+                _OWN_ERROR,
+                "{got} is not allowed: it {why}; allowed: text without control characters, "
+                "at most 65,535 bytes",
+                {"got": _show(v), "why": why},
             )
         return v
 
@@ -245,17 +279,121 @@ class MqttConfig(_Section):
             )
         return v
 
+    @model_validator(mode="after")
+    def _topics_fit(self) -> MqttConfig:
+        # The rule per key is checked above; what is left is the length of the topics the keys
+        # are combined into (a 70,000-character node_id kills paho's network thread). Labels
+        # are not known here: a one-character one stands in; `check_label_topics` checks them.
+        if not self.enabled:
+            return self
+        client_id = self.client_id or f"soundmon-{self.node_id}"
+        why = topics.string_problem(client_id)
+        if why:
+            key = "mqtt.client_id" if self.client_id else "mqtt.node_id"
+            raise PydanticCustomError(
+                _OWN_ERROR, "{key} is too long: the MQTT client id {got} {why}",
+                {"key": key, "got": _show(client_id), "why": why},
+            )  # fmt: skip
+        for topic in self.topics("x"):
+            why = topics.topic_problem(topic)
+            if why:
+                raise PydanticCustomError(
+                    _OWN_ERROR, "{key} is too long: the topic {got} {why}",
+                    {"key": self._longest_key(), "got": _show(topic), "why": why},
+                )  # fmt: skip
+        return self
+
+    def _longest_key(self) -> str:
+        """The topic-building key with the most bytes (what to shorten when a topic is too long)."""
+        sizes = {"mqtt.node_id": self.node_id, "mqtt.base_topic": self.base_topic or "",
+                 "mqtt.discovery_prefix": self.discovery_prefix if self.discovery else ""}  # fmt: skip
+        return max(sizes, key=lambda k: len(sizes[k].encode("utf-8", "surrogatepass")))
+
     @property
     def base(self) -> str:
         return self.base_topic or f"soundmon/{self.node_id}"
 
+    def topics(self, label: str | None = None) -> list[str]:
+        """Every topic soundmon publishes or subscribes to with these settings (DESIGN.md's MQTT
+        contract), with the per-label ones of `label` when given: what `monitor.topics` checks."""
+        base = self.base
+        out = [f"{base}/{name}" for name in ("status", "detection", "level", "stats", "scores")]
+        if label is not None:
+            level = discovery.label_topic_level(label)
+            out.append(discovery.state_topic(base, label))
+            out += [f"{base}/{kind}/{level}/{key}" for kind in ("set", "config") for key in ("threshold", "enabled")]
+        if self.discovery:
+            out.append(f"{self.discovery_prefix}/status")
+            out.append(discovery.level_sensor_config(self, "", "")[0])
+            if label is not None:
+                out.append(discovery.binary_sensor_config(self, label, "", "")[0])
+        return out
+
+    def check_label_topics(self, labels: list[str], source: str = "model") -> None:
+        """Every label of the model makes valid topics (`<base>/state/<label>`, its discovery
+        config, ...): a bundle whose label holds a control character, or is so long that a topic
+        passes 65,535 bytes, is refused at start instead of being dropped by the broker."""
+        if not self.enabled:
+            return
+        for label in labels:
+            why = topics.level_problem(discovery.label_topic_level(label))
+            if why:
+                raise ConfigError(
+                    f"{source}: label {_show(label)} cannot be an MQTT topic level: it {why}"
+                )
+            for topic in self.topics(label):
+                why = topics.topic_problem(topic)
+                if why:
+                    raise ConfigError(
+                        f"{source}: label {_show(label)} makes the topic {_show(topic)}, which {why}"
+                    )
+
+    def password_path(self) -> Path | None:
+        """`password_file` with `$NAME` / `${NAME}` replaced by environment variables.
+
+        Why: systemd hands credentials (`LoadCredential=mqtt-password:/etc/soundmon/...`) to the
+        service in a directory it names only at run time, `$CREDENTIALS_DIRECTORY`; so
+        `password_file: ${CREDENTIALS_DIRECTORY}/mqtt-password` reads the credential. A variable
+        that is not set is a ConfigError naming it (not a confusing "file not found").
+        """
+        if self.password_file is None:
+            return None
+        raw = str(self.password_file)
+
+        def expand(m: re.Match[str]) -> str:
+            name = m.group(1) or m.group(2)
+            value = os.environ.get(name)
+            if value is None:
+                hint = " (set by systemd's LoadCredential=; see the unit file)" if name == "CREDENTIALS_DIRECTORY" else ""
+                raise ConfigError(f"mqtt.password_file: environment variable {name} is not set{hint}")
+            return value
+
+        return Path(_ENV_REF.sub(expand, raw))
+
+    def check_tls_files(self) -> None:
+        """With `tls`, the CA/certificate/key files load (ConfigError otherwise).
+
+        Why here: a SIGHUP that changes MQTT settings must refuse a broken file before the
+        running connection is torn down (the publisher loads them again when it connects)."""
+        if not self.tls:
+            return
+        import ssl
+
+        try:
+            ctx = ssl.create_default_context(cafile=str(self.ca_file) if self.ca_file else None)
+            if self.cert_file:
+                ctx.load_cert_chain(str(self.cert_file), str(self.key_file) if self.key_file else None)
+        except (OSError, ValueError, ssl.SSLError) as exc:
+            raise ConfigError(_one_line(f"mqtt.ca_file/cert_file/key_file: cannot load TLS files ({exc})")) from None
+
     def password(self) -> str | None:
         """The password from its file or environment variable (never stored in the config itself)."""
-        if self.password_file is not None:
+        path = self.password_path()
+        if path is not None:
             try:
-                return self.password_file.read_text().strip()
+                return path.read_text().strip()
             except OSError as exc:
-                raise ConfigError(f"mqtt.password_file: cannot read {self.password_file} ({exc.strerror})") from None
+                raise ConfigError(_one_line(f"mqtt.password_file: cannot read {path} ({exc.strerror or exc})")) from None
         if self.password_env is not None:
             value = os.environ.get(self.password_env)
             if value is None:
@@ -337,6 +475,31 @@ def check_model_path(cfg: Config) -> None:
             raise ConfigError(f"model.path: {f} not found ({hint})")
         if not f.is_file():
             raise ConfigError(f"model.path: {f} is not a file ({hint})")
+
+
+def check_state_dir(cfg: Config) -> Path:
+    """`storage.state_dir` exists (created if missing) and is a writable directory; returns it.
+
+    Run at start (and on SIGHUP before a new state_dir is used) so a path that is a file, lies
+    under a file, or cannot be created or written is one configuration error (exit 2: systemd's
+    `RestartPreventExitStatus=2` then stops instead of restart-looping) and not a traceback.
+    """
+    path = Path(cfg.storage.state_dir)
+    hint = "set storage.state_dir to a directory the service user can write"
+    if path.exists() and not path.is_dir():
+        raise ConfigError(f"storage.state_dir: {path} is not a directory ({hint})")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        why = "a part of it is a file, not a directory" if isinstance(exc, (FileExistsError, NotADirectoryError)) \
+            else (exc.strerror or str(exc))
+        raise ConfigError(_one_line(f"storage.state_dir: cannot create {path}: {why} ({hint})")) from None
+    try:
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as exc:
+        raise ConfigError(_one_line(f"storage.state_dir: cannot write in {path}: {exc.strerror or exc} ({hint})")) from None
+    return path
 
 
 def _safe_node_id(name: str) -> str:
@@ -493,7 +656,8 @@ def _describe_error(err: dict[str, Any]) -> tuple[str, str]:
     path, ann, field, name = _resolve(loc)
     where = ".".join(path) or "<top level>"
     if kind == _OWN_ERROR:
-        return where, f"{where}: {err['msg']}"
+        msg = err["msg"]  # a section-level check names its key itself ("mqtt.node_id is too long")
+        return where, msg if msg.startswith(f"{where}.") else f"{where}: {msg}"
     if kind == "invalid_key" or loc[-1:] == ("[key]",):
         return where, f"{where}: key {_show(got)} is not allowed; keys must be names (strings)"
     if path and kind != "value_error":

@@ -4,7 +4,10 @@ Main thread only: read audio from the source, push it through the pipeline, turn
 into MQTT messages, and keep systemd informed (READY once audio flows, WATCHDOG from this loop
 so a stalled pipeline gets restarted). Signals only set flags; the loop acts on them:
 SIGHUP re-reads the config (detection settings apply at once, a device or model change
-rebuilds that part), SIGTERM/SIGINT end open events, publish `offline`, flush and exit 0.
+rebuilds that part, an MQTT or state-directory change restarts the publisher), SIGTERM/SIGINT
+end open events, publish `offline`, flush and exit 0; a second SIGTERM/SIGINT while stopping
+is logged and ignored, so it cannot cut the flush short. Open events are ended (END message,
+state OFF) on every way out of the loop: end of file, signal, decode error, any exception.
 """
 
 from __future__ import annotations
@@ -24,9 +27,9 @@ import numpy as np
 
 from monitor.bundle import ModelBundle
 from monitor.clips import ClipRecorder
-from monitor.config import Config, load_config
+from monitor.config import Config, check_state_dir, load_config
 from monitor.detector import DetectionEvent
-from monitor.errors import SoundmonError
+from monitor.errors import ConfigError, SoundmonError
 from monitor.pipeline import SILENCE_DBFS, Pipeline, StartCheck, WindowResult, level_dbfs
 from monitor.runner import fast_start_on, open_model, start_runner_for
 from monitor.sdnotify import Notifier
@@ -103,6 +106,7 @@ class _Flags:
     stop: bool = False
     reload: bool = False
     signal_name: str = ""
+    stopping: bool = False  # shutdown has begun: further stop signals are only logged
 
 
 class Daemon:
@@ -137,6 +141,7 @@ class Daemon:
         self.start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
         self.pipeline = Pipeline(bundle, runner, cfg.detection, start_runner=self.start_runner)
         self.publisher = publisher if publisher is not None else self._make_publisher(cfg)
+        self._publisher_key = self._publisher_settings(cfg)
         self.source = None
         self.clips: ClipRecorder | None = None
         self._stream_start_wall: float | None = None
@@ -165,6 +170,18 @@ class Daemon:
         return Publisher(cfg.mqtt, cfg.storage, self.bundle.labels, self.bundle.name, logger=log,
                          enabled=cfg.enabled_labels(self.bundle.labels))
 
+    @staticmethod
+    def _publisher_settings(cfg: Config) -> tuple:
+        """What the publisher is built from: a SIGHUP that changes any of it restarts the publisher.
+
+        `mqtt.stats_interval` is read by the daemon loop itself, so it is left out; the password
+        is in, so a rotated password file is applied by SIGHUP as well.
+        """
+        if not cfg.mqtt.enabled:
+            return (False,)
+        return (cfg.mqtt.model_dump(exclude={"stats_interval"}), cfg.mqtt.password(),
+                Path(cfg.storage.state_dir).resolve(), cfg.storage.spool_max_messages)  # fmt: skip
+
     def _open_source(self):
         rate = self.bundle.frontend.sample_rate
         if self.source_spec == "mic":
@@ -182,31 +199,61 @@ class Daemon:
         st = self.cfg.storage
         if not st.clips_enabled:
             return None
-        return ClipRecorder(
-            Path(st.state_dir) / "clips", self.bundle.frontend.sample_rate,
-            pre_seconds=st.clip_pre_seconds + self.bundle.window_seconds, post_seconds=st.clip_post_seconds,
-            max_bytes=int(st.clips_max_mb * 1e6),
-        )  # fmt: skip
+        try:
+            return ClipRecorder(
+                Path(st.state_dir) / "clips", self.bundle.frontend.sample_rate,
+                pre_seconds=st.clip_pre_seconds + self.bundle.window_seconds, post_seconds=st.clip_post_seconds,
+                max_bytes=int(st.clips_max_mb * 1e6),
+            )  # fmt: skip
+        except OSError as exc:
+            raise ConfigError(f"storage.clips_enabled: cannot create {Path(st.state_dir) / 'clips'} "
+                              f"({exc.strerror or exc})") from None  # fmt: skip
 
     # -- signals -------------------------------------------------------------------------------
 
     def install_signal_handlers(self) -> None:
-        def on_stop(signum, _frame):
-            self.flags.stop = True
-            self.flags.signal_name = signal.Signals(signum).name
+        """SIGTERM/SIGINT ask for a clean stop, SIGHUP for a reload; the loop acts on the flags.
 
-        def on_hup(_signum, _frame):
+        Once a stop has been asked for, another SIGTERM/SIGINT (systemd's stop and an impatient
+        operator, or two `kill`s) is logged and ignored: the shutdown still ends open events,
+        flushes the spool and exits 0 instead of dying with status 143.
+        """
+
+        def on_stop(signum: int, _frame: object) -> None:
+            name = signal.Signals(signum).name
+            if self.flags.stop or self.flags.stopping:
+                log.info("%s received while stopping: ignored, the shutdown finishes first", name)
+                return
+            self.flags.stop = True
+            self.flags.signal_name = name
+
+        def on_hup(_signum: int, _frame: object) -> None:
             self.flags.reload = True
 
         signal.signal(signal.SIGTERM, on_stop)
         signal.signal(signal.SIGINT, on_stop)
         signal.signal(signal.SIGHUP, on_hup)
 
+    @staticmethod
+    def ignore_stop_signals() -> None:
+        """After the shutdown: SIGTERM/SIGINT are ignored for the rest of the process's life.
+
+        Why not keep the Python handler: at interpreter exit CPython puts every signal that has
+        a Python handler back to SIG_DFL, so a SIGTERM arriving in those last milliseconds would
+        still kill the process (status 143). SIG_IGN is left alone by that clean-up.
+        """
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, signal.SIG_IGN)
+
     # -- main loop -----------------------------------------------------------------------------
 
     def run(self) -> int:
-        """Run until the file ends or a stop signal; returns the exit status (0 on a clean stop)."""
-        Path(self.cfg.storage.state_dir).mkdir(parents=True, exist_ok=True)
+        """Run until the file ends or a stop signal; returns the exit status (0 on a clean stop).
+
+        A decode error or any other exception ends the run with the exception (the CLI turns a
+        SoundmonError into one line and its exit status), but only after the open events have
+        been ended and published and the publisher has flushed."""
+        check_state_dir(self.cfg)  # the CLI checked already; here for other callers
         self.clips = self._make_clips()
         # The source first: a missing device is a one-line error before anything connects.
         self.source = self._open_source()
@@ -219,6 +266,7 @@ class Daemon:
             f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.cfg.mqtt.base}" if self.cfg.mqtt.enabled else "off",
         )  # fmt: skip
         self.publisher.start()
+        failed: BaseException | None = None
         try:
             while not self.flags.stop:
                 if self.flags.reload:
@@ -247,11 +295,37 @@ class Daemon:
                     break
             else:
                 log.info("%s received: stopping", self.flags.signal_name or "stop")
-                self._feed_pending()
-                self._emit(self.pipeline.detector.close(self.pipeline.offset_s))
+        except BaseException as exc:
+            failed = exc
+            raise
         finally:
+            self.flags.stopping = True
+            self._end_open_events(failed)
             self._shutdown()
         return 0
+
+    def _end_open_events(self, failed: BaseException | None) -> None:
+        """End every open event (END message, state OFF) before the publisher stops.
+
+        The audio already read is processed first: after a decode error in the middle of a file
+        that is everything up to the error. Problems here are logged, never raised, so that the
+        shutdown (and the original error, if any) still happen.
+        """
+        if failed is not None:
+            what = str(failed) if isinstance(failed, SoundmonError) else f"{type(failed).__name__}: {failed}"
+            log.error("stopping after an error at %.1f s of audio: %s", self.pipeline.offset_s, " ".join(what.split()))
+        try:
+            self._feed_pending()
+        except Exception as exc:  # the pipeline itself failed: close the events without that audio
+            self._held, self._held_samples = [], 0
+            log.error("cannot process the last audio (%s: %s); ending open events", type(exc).__name__, exc)
+        try:
+            closing = self.pipeline.detector.close(self.pipeline.offset_s)
+            if closing:
+                log.info("ending %d open event(s)", sum(ev.type == "end" for ev in closing))
+            self._emit(closing)
+        except Exception as exc:
+            log.error("cannot end the open events (%s: %s)", type(exc).__name__, exc)
 
     def _shutdown(self) -> None:
         self.notifier.stopping()
@@ -446,7 +520,13 @@ class Daemon:
     # -- reload --------------------------------------------------------------------------------
 
     def reload(self) -> None:
-        """SIGHUP: re-read the config; an invalid file is logged and the running config stays."""
+        """SIGHUP: re-read the config; an invalid file is logged and the running config stays.
+
+        Applied at once: detection.*, model.*, logging.level, audio.* (the microphone is
+        reopened), mqtt.* and storage.state_dir / storage.spool_max_messages (the publisher is
+        restarted: see `_switch_publisher`). What cannot be applied without a restart
+        (storage.clip*, and audio.block_seconds of a file source) is named in the log line.
+        """
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
@@ -459,6 +539,11 @@ class Daemon:
                               if model_changed or hop_changed
                               else (self.bundle, self.runner))  # fmt: skip
             new.check_against_labels(bundle.labels)
+            new.mqtt.check_label_topics(bundle.labels, source=f"model {model_path}")
+            publisher_key = self._publisher_settings(new)  # reads the password: ConfigError if it cannot
+            if publisher_key != self._publisher_key:
+                check_state_dir(new)
+                new.mqtt.check_tls_files()
             fast_toggled = fast_start_on(bundle, new.detection) != (self.start_runner is not None)
             start_runner = (start_runner_for(bundle, new.detection, new.model.threads)
                             if model_changed or hop_changed or fast_toggled
@@ -489,10 +574,94 @@ class Daemon:
             self.source.start()
             self._gap_seen = getattr(self.source, "gap_count", 0)
             self.pipeline.gap(0)
-        self.cfg = new
-        self.publisher.update_labels(self.bundle.labels, new.enabled_labels(self.bundle.labels))
-        log.info("reload: configuration applied")
+        if new.logging.level != self.cfg.logging.level:
+            logging.getLogger().setLevel(new.logging.level)
+            log.info("reload: log level %s", new.logging.level)
+        restart_needed = self._needs_restart(self.cfg, new)
+        old_cfg, self.cfg = self.cfg, new
+        if publisher_key != self._publisher_key:
+            self._switch_publisher(old_cfg, new, publisher_key)
+        else:
+            self.publisher.update_labels(self.bundle.labels, new.enabled_labels(self.bundle.labels))
+        if restart_needed:
+            log.warning("reload: configuration applied, except %s: needs a restart to take effect",
+                        ", ".join(restart_needed))  # fmt: skip
+        else:
+            log.info("reload: configuration applied")
         self.notifier.ready(self._status_line())
+
+    def _needs_restart(self, old: Config, new: Config) -> list[str]:
+        """Changed keys that a reload does not apply (named in the reload's log line)."""
+        out = [f"storage.{key}" for key in ("clips_enabled", "clip_pre_seconds", "clip_post_seconds", "clips_max_mb")
+               if getattr(old.storage, key) != getattr(new.storage, key)]  # fmt: skip
+        clips_on = old.storage.clips_enabled or new.storage.clips_enabled
+        if clips_on and Path(old.storage.state_dir).resolve() != Path(new.storage.state_dir).resolve():
+            out.append("storage.state_dir (for detection clips; the spool has moved)")
+        if self.source_spec != "mic" and old.audio.block_seconds != new.audio.block_seconds:
+            out.append("audio.block_seconds (file source)")
+        return out
+
+    def _switch_publisher(self, old_cfg: Config, new: Config, key: tuple) -> None:
+        """Apply new mqtt.* / storage.state_dir / storage.spool_max_messages settings.
+
+        Open events end first, through the old publisher, so the broker (and topic) that saw
+        their START also sees their END and state OFF. The old publisher then stops as at
+        shutdown (publishes `offline`, waits briefly for PUBACKs; what is not acknowledged stays
+        in its spool). If the state directory changed, the old spool's undelivered rows are
+        moved into the new one (put there first, then deleted from the old one: a crash in
+        between can duplicate a detection, never lose it). Then the new publisher connects.
+        """
+        closing = self.pipeline.detector.close(self.pipeline.offset_s)
+        if closing:
+            log.info("reload: MQTT settings changed: ending %d open event(s) first",
+                     sum(ev.type == "end" for ev in closing))  # fmt: skip
+        self._emit(closing)
+        self.publisher.stop(timeout=3.0)
+        try:
+            publisher = self._make_publisher(new)
+        except SoundmonError as exc:  # checked before, so only a file that vanished since
+            log.error("reload: cannot start MQTT with the new settings (%s); back to the previous ones", exc)
+            new.mqtt, new.storage = old_cfg.mqtt, old_cfg.storage
+            publisher, key = self._make_publisher(new), self._publisher_settings(new)
+        old_dir, new_dir = Path(old_cfg.storage.state_dir), Path(new.storage.state_dir)
+        if old_dir.resolve() != new_dir.resolve():
+            self._move_spool(old_dir, new_dir, publisher, new)
+        self.publisher, self._publisher_key = publisher, key
+        self.node = new.mqtt.node_id
+        if new.mqtt.enabled:
+            log.info("reload: MQTT restarted with the new settings (%s:%d as %s, state in %s)",
+                     new.mqtt.host, new.mqtt.port, new.mqtt.base, new_dir)  # fmt: skip
+        else:
+            log.info("reload: MQTT off")
+        publisher.start()
+
+    @staticmethod
+    def _move_spool(old_dir: Path, new_dir: Path, publisher, new: Config) -> None:
+        """Move undelivered detections from `old_dir`'s spool into the new publisher's spool."""
+        from monitor.spool import SPOOL_FILENAME, Spool, SpoolError
+
+        if not (old_dir / SPOOL_FILENAME).is_file():
+            return
+        target = getattr(publisher, "spool", None)
+        if target is None or not target.persistent:
+            log.warning("reload: undelivered detections stay in %s (%s)", old_dir / SPOOL_FILENAME,
+                        "MQTT is off" if target is None else "the new spool is not on disk")  # fmt: skip
+            return
+        moved = 0
+        try:
+            with Spool(old_dir, max_messages=new.storage.spool_max_messages, logger=log) as old:
+                for row in old.pending():
+                    target.put(row.topic, row.payload)
+                    old.ack(row.id)
+                    moved += 1
+                left = old.depth
+        except (SpoolError, OSError) as exc:
+            log.error("reload: moving the spool from %s to %s stopped after %d detection(s) (%s); "
+                      "the rest stay in %s", old_dir, new_dir, moved, exc, old_dir / SPOOL_FILENAME)  # fmt: skip
+            return
+        if moved or left:
+            log.info("reload: moved %d undelivered detection(s) from %s to %s%s", moved, old_dir, new_dir,
+                     f"; {left} left behind" if left else "")  # fmt: skip
 
 
 def _event_line(payload: dict[str, Any]) -> str:
@@ -512,4 +681,7 @@ def run_daemon(cfg: Config, bundle: ModelBundle, runner, source: str = "mic", pa
     daemon = Daemon(cfg, bundle, runner, source=source, pace=pace, config_path=config_path,
                     model_override=model_override, print_events=print_events, repeat=repeat)  # fmt: skip
     daemon.install_signal_handlers()
-    return daemon.run()
+    try:
+        return daemon.run()
+    finally:
+        daemon.ignore_stop_signals()

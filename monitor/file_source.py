@@ -42,6 +42,9 @@ def _read_frames(f: sf.SoundFile, frames: int) -> np.ndarray:
     a 1 kHz tone read in 0.1 s blocks decays to RMS 0.00 from 0.35 in some blocks, while one
     whole-file read is correct). Calling libsndfile's sf_readf_float directly reads sequentially
     with no seek, and equals a whole-file read bit for bit for every format.
+
+    A decode error raises `_PartialRead`, which carries the frames decoded before it in the same
+    call (libFLAC, for one, returns them together with the error), so none of them is lost.
     """
     handle = getattr(f, "_file", None)
     if _sf_lib is None or _sf_ffi is None or handle is None:
@@ -50,8 +53,17 @@ def _read_frames(f: sf.SoundFile, frames: int) -> np.ndarray:
     got = _sf_lib.sf_readf_float(handle, _sf_ffi.from_buffer("float[]", out), frames)
     err = _sf_lib.sf_error(handle)
     if err:
-        raise RuntimeError(_sf_ffi.string(_sf_lib.sf_error_number(err)).decode("utf-8", "replace"))
+        text = _sf_ffi.string(_sf_lib.sf_error_number(err)).decode("utf-8", "replace")
+        raise _PartialRead(text, out[: max(0, int(got))])
     return out[: max(0, int(got))]
+
+
+class _PartialRead(RuntimeError):
+    """A decode error in `_read_frames`; `data` holds the frames decoded before it in that call."""
+
+    def __init__(self, message: str, data: np.ndarray) -> None:
+        super().__init__(message)
+        self.data = data
 
 
 def _reason(exc: BaseException) -> str:
@@ -59,6 +71,7 @@ def _reason(exc: BaseException) -> str:
     # libsndfile messages repeat the path: "Error opening 'x.wav': Format not recognised."
     if ": " in text and text.startswith("Error opening"):
         text = text.split(": ", 1)[1]
+    text = text.removeprefix("Error : ")  # sf_error_number's "Error : flac decoder lost sync."
     return text or type(exc).__name__
 
 
@@ -66,7 +79,10 @@ class FileSource:
     """Mono float32 audio at `target_rate` from `path`; `finished` becomes True after the last block.
 
     Raises AudioFileError("cannot decode <path>: <reason>") at construction if the file cannot
-    be opened or its first block cannot be decoded.
+    be opened or its first block cannot be decoded. A decode error later in the file loses no
+    audio: every block decoded before it (and the resampler's tail) is delivered first, and the
+    read after that raises AudioFileError("cannot decode <path> after <s> s of <s> s: <reason>");
+    `decoded_s` says how much of the file came out, `error` keeps the exception.
     """
 
     def __init__(
@@ -100,11 +116,16 @@ class FileSource:
         self._lock = threading.Lock()
         self._frames_read = 0  # frames taken from the file so far
         self._eof = False
+        self._failed = False  # a decode error happened and all audio before it is delivered
         self.finished = False
+        self.error: AudioFileError | None = None  # a decode error after the first block
         self._t0: float | None = None
         # Decode the first block now, so a file whose header parses but whose data does not
         # fails here, at construction, with a clear message, and not in the middle of a run.
         self._pending = self._decode_block()
+        if self.error is not None and self._pending is None:
+            self._file.close()
+            raise self.error
 
     # ---- interface shared with MicSource -------------------------------------------------
     def start(self) -> None:
@@ -118,6 +139,11 @@ class FileSource:
             self.finished = True
             self._eof = True
             self._file.close()
+
+    @property
+    def decoded_s(self) -> float:
+        """Seconds of the file delivered (or about to be) so far: all of it after a clean end."""
+        return self._frames_read / self.sample_rate if self.sample_rate else 0.0
 
     @property
     def health(self) -> str:
@@ -153,6 +179,11 @@ class FileSource:
         with self._lock:
             if self.finished:
                 return _EMPTY
+            if self._failed:  # everything before the decode error has been delivered
+                self.finished = True
+                self._file.close()
+                assert self.error is not None
+                raise self.error
             if self._t0 is None:
                 self._t0 = time.monotonic()
             if self.pace == "fast":
@@ -171,10 +202,13 @@ class FileSource:
                     time.sleep(max(0.0, timeout))
                     return _EMPTY
             out = [self._resampler.process(to_mono(b)) for b in blocks if b is not None and len(b)]
-            if self._pending is None:  # end of file: flush the resampler's tail
+            if self._pending is None:  # end of file (or a decode error): flush the resampler's tail
                 out.append(self._resampler.process(np.zeros(0, dtype=np.float32), last=True))
-                self.finished = True
-                self._file.close()
+                if self.error is None:
+                    self.finished = True
+                    self._file.close()
+                else:
+                    self._failed = True  # the next read raises
             if not out:
                 return _EMPTY
             return out[0] if len(out) == 1 else np.concatenate(out).astype(np.float32, copy=False)
@@ -201,7 +235,13 @@ class FileSource:
         try:
             data = _read_frames(self._file, self._block)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
-            raise AudioFileError(f"cannot decode {self.path}: {_reason(exc)}") from None
+            # Keep the blocks decoded so far; read() delivers them and raises this afterwards.
+            self._eof = True
+            partial = exc.data if isinstance(exc, _PartialRead) and len(exc.data) else None
+            decoded = self._frames_read + (len(partial) if partial is not None else 0)
+            where = f" after {decoded / self.sample_rate:.1f} s of {self.duration_s:.1f} s" if decoded else ""
+            self.error = AudioFileError(f"cannot decode {self.path}{where}: {_reason(exc)}")
+            return partial
         if len(data) == 0:
             self._eof = True
             return None

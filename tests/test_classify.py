@@ -155,3 +155,31 @@ def test_shipped_model_on_shared_clips_by_default():
         "engine_idling", "gun_shot", "jackhammer", "siren", "street_music",
     }  # fmt: skip
     assert all(abs(sum(r["scores"].values()) - 1.0) < 0.05 for r in rows)
+
+
+def test_decode_error_part_way_reports_the_decoded_part_with_a_warning(tiny_bundle, tmp_path):
+    """A FLAC that fails at ~32 s of 33 s is not thrown away: its result (marked with `error`
+    and `decoded_s`) is printed, one warning line goes to stderr, and the exit status is 1;
+    a good file after it is still classified."""
+    from tests.corrupt_audio import corrupt_flac
+    from tests.daemon_helpers import all_thresholds, write_config
+
+    bad, decodable_s = corrupt_flac(tmp_path)
+    good = bundled_clips()[0]
+    cfg = write_config(tmp_path / "c.yaml", None, detection=all_thresholds(0.0))  # every label fires
+    out = soundmon("classify", "--json", "--config", str(cfg), "--model", str(tiny_bundle), str(bad), str(good))
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    errors = out.stderr.strip().splitlines()
+    assert len(errors) == 1 and errors[0].startswith("soundmon classify: warning: cannot decode ")
+    assert str(bad) in errors[0] and "covers the first" in errors[0]
+    first, second = (json.loads(x) for x in out.stdout.strip().splitlines())
+    assert first["file"] == str(bad) and "lost sync" in first["error"]
+    assert first["decoded_s"] == pytest.approx(decodable_s, abs=0.15)
+    assert first["duration_s"] == pytest.approx(33.0, abs=0.01)
+    assert first["label"] in first["scores"] and len(first["events"]) == 10  # 32 s were scored
+    # the events the decoded audio opened end where the audio ends, not never
+    assert all(first["decoded_s"] - 1.0 <= ev["end_s"] <= first["decoded_s"] + 0.5 for ev in first["events"])
+    assert second["file"] == str(good) and "error" not in second and "decoded_s" not in second
+    table = soundmon("classify", "--model", str(tiny_bundle), str(bad))
+    assert table.returncode == 1 and "could be decoded" in table.stdout

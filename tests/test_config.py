@@ -141,7 +141,7 @@ MALFORMED = {
     ),
     "base_topic with a wildcard": (
         "mqtt:\n  base_topic: 'home/#'\n",
-        ["mqtt.base_topic: 'home/#' is not allowed", "allowed: a non-empty MQTT topic without the wildcards"],
+        ["mqtt.base_topic: 'home/#' is not allowed", "wildcard", "allowed: a non-empty MQTT topic (no '#', '+'"],
     ),
     "both password sources": (
         "mqtt:\n  password_file: /etc/soundmon/pw\n  password_env: MQTT_PW\n",

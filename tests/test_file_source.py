@@ -176,3 +176,27 @@ def test_block_reads_equal_one_whole_file_read(tmp_path: Path, fmt: str, subtype
     whole, _ = sf.read(str(path), dtype="float32", always_2d=True)
     got = _drain(FileSource(path, RATE, pace="fast", block_seconds=0.1))
     np.testing.assert_allclose(got, whole.mean(axis=1), atol=1e-6)  # mpg123 may differ in the last bit
+
+
+def test_decode_error_part_way_delivers_the_decoded_audio_then_raises(tmp_path: Path) -> None:
+    """A FLAC that fails at ~32 s of 33 s: all audio before the error comes out (the same
+    samples as the clean file), then one read raises a one-line AudioFileError saying where."""
+    from tests.corrupt_audio import corrupt_flac
+    from tests.paths import DEMO
+
+    bad, decodable_s = corrupt_flac(tmp_path)
+    src = FileSource(bad, RATE, pace="fast", block_seconds=0.05)  # opens: the start decodes
+    got: list[np.ndarray] = []
+    with pytest.raises(AudioFileError) as err:
+        for _ in range(10_000):
+            got.append(src.read(0.1))
+    audio = np.concatenate(got)
+    msg = str(err.value)
+    assert msg.startswith(f"cannot decode {bad} after ") and " s of 33.0 s: " in msg and "\n" not in msg
+    assert src.finished and src.read(0.1).size == 0
+    assert src.error is err.value
+    # Everything libsndfile could decode (to within one block) came out, sample-exact.
+    assert decodable_s - 0.05 <= len(audio) / RATE <= decodable_s + 0.1
+    assert src.decoded_s == pytest.approx(len(audio) / RATE, abs=0.01)
+    clean, _ = sf.read(str(DEMO), dtype="float32")
+    np.testing.assert_allclose(audio, clean[: len(audio)], atol=1 / 32768)
