@@ -478,14 +478,16 @@ class Publisher:
                 self.client_id,
                 f"; sending {depth} spooled detection(s)" if depth else "",
             )
+            # "online" last: HA shows an entity's retained state as soon as it is available,
+            # so a state left ON by an unclean exit must be reset before (no stale ON flash)
             with self._pub_lock:
-                self._publish(f"{self.base}/status", "online", qos=1, retain=True)
                 if self.cfg.discovery:
                     self._subscribe(f"{self.cfg.discovery_prefix}/status")
                     self._send_discovery(client)
                 self._send_states(client)
                 if self._stats is not None:
                     self._publish(f"{self.base}/stats", self._stats, qos=0, retain=True)
+                self._publish(f"{self.base}/status", "online", qos=1, retain=True)
         finally:
             # whatever failed above, the detections must flow on this connection
             with self._cond:

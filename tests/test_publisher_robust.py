@@ -279,6 +279,25 @@ def test_label_longer_than_a_topic_does_not_stall_delivery(
     assert 1 <= len(errors) <= 2 and all("too long" in e for e in errors), errors
 
 
+def test_states_and_discovery_come_before_online_at_connect(
+    broker: Broker, make_pub: Callable[..., Publisher], tmp_path: Path
+) -> None:
+    """A state left ON by an unclean exit is reset before `online`: HA shows an entity's
+    retained state as soon as it is available, so `online` first would flash the stale ON."""
+    with Subscriber(broker, "none") as old:  # what a SIGKILLed run leaves on the broker
+        old.client.publish("soundmon/seq/state/siren", "ON", qos=1, retain=True).wait_for_publish(5)
+    with Subscriber(broker, ["soundmon/seq/#", "homeassistant/#"]) as sub:
+        pub = make_pub(broker.mqtt_config(node_id="seq"))
+        sub.wait_for("soundmon/seq/status", lambda m: m.text == "online")
+        seen = [(m.topic, m.text) for m in sub.get() if not m.retain]
+    online = seen.index(("soundmon/seq/status", "online"))
+    before = {t for t, _ in seen[:online]}
+    assert {f"soundmon/seq/state/{x}" for x in LABELS} <= before
+    assert "homeassistant/binary_sensor/seq/siren/config" in before
+    assert ("soundmon/seq/state/siren", "OFF") in seen[:online]
+    assert pub.connected
+
+
 # ---------------------------------------------------------------- 4. paced flush, slow reader
 
 
