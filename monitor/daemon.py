@@ -616,7 +616,9 @@ class Daemon:
             log.info("reload: MQTT settings changed: ending %d open event(s) first",
                      sum(ev.type == "end" for ev in closing))  # fmt: skip
         self._emit(closing)
-        self.publisher.stop(timeout=3.0)
+        # Short: this blocks the audio loop (the microphone's ring buffer holds 10 s); what is
+        # not acknowledged by then stays spooled and the new publisher sends it.
+        self.publisher.stop(timeout=1.0)
         try:
             publisher = self._make_publisher(new)
         except SoundmonError as exc:  # checked before, so only a file that vanished since

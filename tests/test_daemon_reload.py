@@ -1,0 +1,104 @@
+"""SIGHUP applies mqtt.* and storage.* too (it used to answer "configuration applied" without).
+
+The real daemon as a child process, real Mosquitto brokers (two of them for a broker change),
+the tiny real bundle, the demo recording at real time.
+"""
+
+from __future__ import annotations
+
+import signal
+
+from monitor.spool import SPOOL_FILENAME, Spool
+from tests.broker import Subscriber
+from tests.daemon_helpers import DaemonProcess, all_thresholds, write_config
+from tests.paths import DEMO
+
+BASE = "soundmon/testnode"
+
+
+def start(cfg, bundle, *extra: str) -> DaemonProcess:
+    return DaemonProcess("--source", str(DEMO), "--pace", "realtime", "--config", str(cfg),
+                         "--model", str(bundle), *extra)  # fmt: skip
+
+
+def test_sighup_moves_to_another_broker(broker_factory, tiny_bundle, tmp_path):
+    """mqtt.port changed + SIGHUP: the old broker sees the open events end and `offline`, the new
+    one gets `online`, the states and the detections from then on."""
+    first, second = broker_factory(), broker_factory()
+    cfg = write_config(tmp_path / "c.yaml", first, detection=all_thresholds(0.0))
+    with Subscriber(first, "soundmon/#") as old, Subscriber(second, "soundmon/#") as new:
+        d = start(cfg, tiny_bundle)
+        try:
+            starts = old.wait_count(f"{BASE}/detection", 10, timeout=20)
+            write_config(cfg, second, detection=all_thresholds(0.0))
+            d.signal(signal.SIGHUP)
+            line = d.wait_log("reload: configuration applied")
+            assert "needs a restart" not in line
+            # the old broker: every event it saw start has ended, all states OFF, node offline
+            old.wait_for(f"{BASE}/status", lambda m: m.text == "offline", timeout=10)
+            ends = [m.json() for m in old.get(f"{BASE}/detection") if m.json()["type"] == "end"]
+            assert {e["id"] for e in ends} == {m.json()["id"] for m in starts}
+            assert old.get(f"{BASE}/state/siren")[-1].text == "OFF"
+            # the new broker: online, states, and new events (thresholds 0: they start again)
+            new.wait_for(f"{BASE}/status", lambda m: m.text == "online", timeout=10)
+            msg = new.wait_for(f"{BASE}/detection", lambda m: m.json()["type"] == "start", timeout=15)
+            assert msg.json()["id"] not in {m.json()["id"] for m in starts}
+            new.wait_for(f"{BASE}/state/{msg.json()['label']}", lambda m: m.text == "ON", timeout=5)
+            d.signal(signal.SIGTERM)
+            assert d.wait(10) == 0
+        finally:
+            d.kill()
+        new.wait_for(f"{BASE}/status", lambda m: m.text == "offline", timeout=5)
+    assert f"MQTT: connected to 127.0.0.1:{second.port}" in d.text()
+    assert d.text().count("audio flowing") == 1  # audio was not restarted
+
+
+def test_sighup_with_a_new_state_dir_moves_the_undelivered_detections(broker_factory, tiny_bundle, tmp_path):
+    """Broker down, detections spooled in state A; SIGHUP with storage.state_dir B: the spool
+    rows move to B (A's spool is empty), and once the broker is up they are delivered from B.
+    A clip setting changed in the same reload is named as needing a restart."""
+    broker = broker_factory(start=False)
+    a, b = tmp_path / "state_a", tmp_path / "state_b"
+    det = {"classes": {"siren": {"threshold": 0.0}}}
+    cfg = write_config(tmp_path / "c.yaml", broker, state_dir=a, detection=det)
+    d = start(cfg, tiny_bundle, "--print")
+    try:
+        d.wait_log("detected siren", timeout=20)
+        spooled = [x for x in d.out if "START" in x]
+        assert spooled
+        write_config(cfg, broker, state_dir=b, detection=det, storage={"clips_max_mb": 50})
+        d.signal(signal.SIGHUP)
+        line = d.wait_log("reload: configuration applied")
+        assert "storage.clips_max_mb" in line and "needs a restart" in line
+        # the START, and the END of that event (open events end before the publisher restarts)
+        assert "moved 2 undelivered detection(s)" in d.wait_log("reload: moved")
+        assert (b / SPOOL_FILENAME).is_file()
+        with Spool(a) as old:
+            assert old.depth == 0
+        broker.start()
+        with Subscriber(broker, f"{BASE}/detection") as sub:
+            msgs = sub.wait_count(f"{BASE}/detection", 2, timeout=15)
+        first = [m.json() for m in msgs[:2]]
+        assert [p["type"] for p in first] == ["start", "end"] and {p["label"] for p in first} == {"siren"}
+        assert first[0]["id"] == first[1]["id"] and first[0]["id"] in spooled[0]
+        d.signal(signal.SIGTERM)
+        assert d.wait(10) == 0
+    finally:
+        d.kill()
+
+
+def test_sighup_with_an_unusable_state_dir_keeps_the_running_config(broker, tiny_bundle, tmp_path):
+    cfg = write_config(tmp_path / "c.yaml", broker)
+    (tmp_path / "afile").write_text("x")
+    d = start(cfg, tiny_bundle)
+    try:
+        d.wait_log("MQTT: connected", timeout=20)
+        write_config(cfg, broker, state_dir=tmp_path / "afile" / "state")
+        d.signal(signal.SIGHUP)
+        line = d.wait_log("reload refused")
+        assert "storage.state_dir" in line
+        d.signal(signal.SIGTERM)
+        assert d.wait(10) == 0
+    finally:
+        d.kill()
+    assert d.text().count("MQTT: connected") == 1
