@@ -417,6 +417,38 @@ class HomeAssistant:
             return self.log_path.read_text(errors="replace")
         return ""
 
+    def sockets(self) -> list[tuple[str, str, int]]:
+        """(protocol, address, port) of every TCP socket the hass process listens on and every
+        UDP socket it has bound, read from /proc (its own fds matched by inode)."""
+        if self.proc is None:
+            return []
+        inodes = set()
+        fd_dir = Path(f"/proc/{self.proc.pid}/fd")
+        for fd in fd_dir.iterdir():
+            with contextlib.suppress(OSError):
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes.add(link[8:-1])
+        out = []
+        for proto in ("tcp", "tcp6", "udp", "udp6"):
+            with contextlib.suppress(FileNotFoundError):
+                rows = Path(f"/proc/{self.proc.pid}/net/{proto}").read_text().splitlines()[1:]
+                for row in rows:
+                    f = row.split()
+                    local, state, inode = f[1], f[3], f[9]
+                    if inode not in inodes or (proto.startswith("tcp") and state != "0A"):  # 0A: LISTEN
+                        continue
+                    hex_ip, hex_port = local.split(":")
+                    raw = bytes.fromhex(hex_ip)
+                    if len(raw) == 4:
+                        addr = socket.inet_ntop(socket.AF_INET, raw[::-1])
+                    else:  # four little-endian 32-bit words
+                        addr = socket.inet_ntop(
+                            socket.AF_INET6, b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4))
+                        )
+                    out.append((proto, addr, int(hex_port, 16)))
+        return out
+
     def guard_text(self) -> str:
         with contextlib.suppress(FileNotFoundError):
             return self.guard_log.read_text(errors="replace")

@@ -11,6 +11,7 @@ cannot be built, e.g. without access to PyPI), configured, onboarded and kept of
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -99,6 +100,10 @@ def assert_ha_clean(ha: hass.HomeAssistant) -> None:
     # a TCP connect, a datagram or a name lookup off loopback is not.
     attempts = [x for x in ha.guard_text().splitlines() if x and " udp-connect " not in x]
     assert not attempts, "\n".join(attempts)
+    # and it listens on loopback only: its HTTP port, nothing else
+    sockets = ha.sockets()
+    assert ("tcp", "127.0.0.1", ha.port) in sockets, sockets
+    assert all(ipaddress.ip_address(addr).is_loopback for _, addr, _ in sockets), sockets
 
 
 def transitions(events: list[dict[str, Any]], entity: str, since: float = 0.0) -> list[str]:
