@@ -446,17 +446,21 @@ class Spool:
 
     # ------------------------------------------------------------------ public API
 
-    def put(self, topic: str, payload: str) -> SpoolRow:
+    def put(self, topic: str, payload: str, *, memory_ok: bool = True) -> SpoolRow:
         """Store a message durably (synced to disk) and return it with its sequence id.
 
         When the spool is full the oldest message(s) are dropped first and counted. When the
-        disk cannot be written it is kept in memory instead (see the module docstring).
-        Raises SpoolError only when the spool is closed.
+        disk cannot be written it is kept in memory instead (see the module docstring), unless
+        `memory_ok` is False: then SpoolError, for a caller that holds the message durably
+        elsewhere (moving rows from another spool file must not downgrade them to memory).
+        Otherwise raises SpoolError only when the spool is closed.
         """
         with self._lock:
             if self._conn is None:
                 raise SpoolError("spool is closed")
-            if not self._retry_locked():
+            if not self._retry_locked(force=not memory_ok):
+                if not memory_ok:
+                    raise SpoolError(f"spool {self.path}: the disk cannot be written now")
                 return self._put_mem(topic, payload)  # keep the order: behind the memory rows
             try:
                 return self._run_locked(self._put, topic, payload)
@@ -464,6 +468,8 @@ class Spool:
                 if self._conn is None:
                     raise
                 self._disk_failed(exc)
+                if not memory_ok:
+                    raise
                 return self._put_mem(topic, payload)
 
     def _put(self, topic: str, payload: str) -> SpoolRow:

@@ -321,3 +321,20 @@ def test_memory_fallback_at_start_counts_as_memory_only(tmp_path: Path) -> None:
     assert s.memory_depth == 3 == s.depth
     s.close()
     assert s.memory_depth == 3  # what stop() reports as lost
+
+
+def test_put_without_memory_refuses_when_the_disk_is_full(small_disk: SmallDisk) -> None:
+    """For moving rows from another spool file: never downgrade a row from disk to memory."""
+    s = Spool(small_disk.path, 100)
+    s.put("t", "a")
+    small_disk.fill()
+    with pytest.raises(SpoolError):
+        s.put("t", "b", memory_ok=False)
+    assert s.depth == 1 and s.memory_depth == 0
+    s.put("t", "c")  # the ordinary path still keeps it in memory
+    with pytest.raises(SpoolError):  # and behind a memory row a disk write would break order
+        s.put("t", "d", memory_ok=False)
+    small_disk.free()
+    assert s.put("t", "e", memory_ok=False).payload == "e"  # moves "c" to disk first
+    assert [r.payload for r in s.pending()] == ["a", "c", "e"] and s.memory_depth == 0
+    s.close()
