@@ -59,7 +59,8 @@ def ha_venv() -> Path:
         try:
             seconds = hass.build_venv(venv)
         except RuntimeError as exc:
-            pytest.skip(f"Home Assistant {hass.HA_VERSION} cannot be installed here: {exc}")
+            lines = str(exc).splitlines()
+            pytest.skip(f"Home Assistant {hass.HA_VERSION} cannot be installed here: {lines[0]} ... {lines[-1]}")
         print(f"built the Home Assistant venv {venv} in {seconds:.0f} s")
     return venv
 
