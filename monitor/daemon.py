@@ -555,6 +555,7 @@ class Daemon:
             log.error("reload refused, keeping the running config: %s", exc)
             self.notifier.ready(self._status_line())
             return
+        old_cfg = self.cfg  # (the audio branch below sets self.cfg early)
         if model_changed:
             self._emit(self.pipeline.detector.close(self.pipeline.offset_s))
             self.bundle, self.runner, self.start_runner = bundle, runner, start_runner
@@ -574,11 +575,11 @@ class Daemon:
             self.source.start()
             self._gap_seen = getattr(self.source, "gap_count", 0)
             self.pipeline.gap(0)
-        if new.logging.level != self.cfg.logging.level:
+        if new.logging.level != old_cfg.logging.level:
             logging.getLogger().setLevel(new.logging.level)
             log.info("reload: log level %s", new.logging.level)
-        restart_needed = self._needs_restart(self.cfg, new)
-        old_cfg, self.cfg = self.cfg, new
+        restart_needed = self._needs_restart(old_cfg, new)
+        self.cfg = new
         if publisher_key != self._publisher_key:
             self._switch_publisher(old_cfg, new, publisher_key)
         else:
