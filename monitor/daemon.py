@@ -646,13 +646,14 @@ class Daemon:
         if not (old_dir / SPOOL_FILENAME).is_file():
             return
         target = getattr(publisher, "spool", None)
-        if target is None or not target.persistent:
-            log.warning("reload: undelivered detections stay in %s (%s)", old_dir / SPOOL_FILENAME,
-                        "MQTT is off" if target is None else "the new spool is not on disk")  # fmt: skip
-            return
         moved = 0
         try:
             with Spool(old_dir, max_messages=new.storage.spool_max_messages, logger=log) as old:
+                if old.depth and (target is None or not target.persistent):
+                    log.warning("reload: %d undelivered detection(s) stay in %s (%s)", old.depth,
+                                old_dir / SPOOL_FILENAME, "MQTT is off" if target is None
+                                else "the new spool is not on disk")  # fmt: skip
+                    return
                 for row in old.pending():
                     target.put(row.topic, row.payload)
                     old.ack(row.id)
