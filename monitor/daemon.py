@@ -655,7 +655,7 @@ class Daemon:
                                 else "the new spool is not on disk")  # fmt: skip
                     return
                 for row in old.pending():
-                    target.put(row.topic, row.payload)
+                    target.put(row.topic, row.payload, memory_ok=False)  # durable or not at all
                     old.ack(row.id)
                     moved += 1
                 left = old.depth
