@@ -162,6 +162,12 @@ class DetectionConfig(_Section):
         description="first window one hop after the stream starts, silence ahead of the audio",
     )
     level_interval: float = Field(default=5.0, ge=0.0, description="seconds between level messages; 0 = off")
+    scores_interval: float = Field(
+        default=1.0,
+        ge=0.0,
+        description="seconds of audio between <base>/scores messages (the top labels of the newest "
+        "window); 0 = off",
+    )
     classes: dict[str, ClassConfig] = Field(default_factory=dict)
 
     @field_validator("classes", mode="before")
@@ -210,6 +216,18 @@ class MqttConfig(_Section):
     discovery: bool = True
     discovery_prefix: str = "homeassistant"
     stats_interval: float = Field(default=60.0, gt=0)
+    control: bool = Field(
+        default=True,
+        description="accept <base>/set/<label>/threshold|enabled commands (and announce their Home "
+        "Assistant number/switch entities); false = not subscribed, config.yaml alone decides",
+    )
+    flush_rate: float = Field(
+        default=100.0,
+        ge=0,
+        description="detections per second after the first max_inflight when a backlog is sent "
+        "(spool after an outage); 0 = no cap",
+    )
+    max_inflight: int = Field(default=20, ge=1, le=65535, description="detections unacknowledged at once")
 
     @field_validator("node_id")
     @classmethod
@@ -560,7 +578,8 @@ def _range_text(metadata: list[Any]) -> str:
 
 
 def _unit(name: str) -> str:
-    if name.endswith("_seconds") or name in ("level_interval", "stats_interval", "reopen_backoff_max"):
+    if name.endswith("_seconds") or name in ("level_interval", "stats_interval", "scores_interval",
+                                              "reopen_backoff_max"):
         return " (seconds)"
     if name.endswith("_dbfs"):
         return " (dBFS)"
