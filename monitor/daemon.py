@@ -8,17 +8,25 @@ rebuilds that part, an MQTT or state-directory change restarts the publisher), S
 end open events, publish `offline`, flush and exit 0; a second SIGTERM/SIGINT while stopping
 is logged and ignored, so it cannot cut the flush short. Open events are ended (END message,
 state OFF) on every way out of the loop: end of file, signal, decode error, any exception.
+
+Tuning over MQTT (`mqtt.control`): the publisher queues what arrives on `<base>/set/<label>/...`;
+this loop drains the queue each iteration, parses the commands (monitor.control), keeps the
+values in `<state_dir>/overrides.json` and applies them through the same path as a SIGHUP. The
+detection settings in force are always `Overrides.apply(config.detection)`: a value set over
+MQTT wins over config.yaml, which wins over the bundle's defaults; SIGHUP re-applies them over
+the new file. The values in force are echoed, retained, on `<base>/config/<label>/...`.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import signal
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -27,8 +35,10 @@ import numpy as np
 
 from monitor.bundle import ModelBundle
 from monitor.clips import ClipRecorder
-from monitor.config import Config, check_state_dir, load_config
+from monitor.config import Config, DetectionConfig, check_state_dir, load_config
+from monitor.control import CommandError, Overrides, parse_command
 from monitor.detector import DetectionEvent
+from monitor.discovery import label_topic_level, pretty_name
 from monitor.errors import ConfigError, SoundmonError
 from monitor.pipeline import SILENCE_DBFS, Pipeline, StartCheck, WindowResult, level_dbfs
 from monitor.runner import fast_start_on, open_model, start_runner_for
@@ -38,6 +48,33 @@ __all__ = ["Daemon", "run_daemon"]
 
 log = logging.getLogger("soundmon")
 VERSION = "0.1.0"
+SCORES_TOP = 5  # labels in a <base>/scores message
+COMMANDS_PER_ITERATION = 256  # commands taken from the publisher per loop iteration
+
+
+class LogLimiter:
+    """At most `burst` lines at once, then one per `every_s` seconds; the next line that may be
+    logged says how many were suppressed. Keeps a flood of bad MQTT commands out of the journal."""
+
+    def __init__(self, burst: int = 20, every_s: float = 10.0) -> None:
+        self.burst = float(burst)
+        self.every_s = float(every_s)
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+        self.suppressed = 0
+
+    def log(self, level: int, msg: str, *args: object) -> None:
+        now = time.monotonic()
+        self._tokens = min(self.burst, self._tokens + (now - self._at) / self.every_s)
+        self._at = now
+        if self._tokens < 1.0:
+            self.suppressed += 1
+            return
+        self._tokens -= 1.0
+        if self.suppressed:
+            msg += f" ({self.suppressed} more control line(s) suppressed before this one)"
+            self.suppressed = 0
+        log.log(level, msg, *args)
 
 
 def iso_utc(ts: float) -> str:
@@ -89,6 +126,9 @@ class NullPublisher:
     connected = False
     spool_depth = 0
     spool_dropped = 0
+    spool_memory = 0
+    undelivered_lost = 0
+    commands_dropped = 0
     published = 0
     state = "disabled"
 
@@ -96,8 +136,12 @@ class NullPublisher:
     def publish_detection(self, payload: dict) -> None: ...
     def set_state(self, label: str, on: bool) -> None: ...
     def publish_level(self, payload: dict) -> None: ...
+    def publish_scores(self, payload: dict) -> None: ...
     def publish_stats(self, payload: dict) -> None: ...
-    def update_labels(self, labels, enabled) -> None: ...
+    def update_labels(self, labels, enabled, display_names=None) -> None: ...
+    def set_config(self, values: dict) -> None: ...
+    def take_commands(self, limit: int = 0) -> list:
+        return []
     def stop(self, timeout: float = 3.0) -> None: ...
 
 
@@ -138,10 +182,18 @@ class Daemon:
         self.flags = _Flags()
         self.notifier = notifier or Notifier()
         self.node = cfg.mqtt.node_id
-        self.start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
-        self.pipeline = Pipeline(bundle, runner, cfg.detection, start_runner=self.start_runner)
+        self._control_log = LogLimiter()
+        # Values set over MQTT, applied over config.yaml before the pipeline is built.
+        self.overrides = Overrides.in_state_dir(cfg.storage.state_dir)
+        self._load_overrides(cfg, bundle.labels)
+        detection = self._detection(cfg)
+        self.start_runner = start_runner_for(bundle, detection, cfg.model.threads)
+        self.pipeline = Pipeline(bundle, runner, detection, start_runner=self.start_runner)
+        self._set_names()
         self.publisher = publisher if publisher is not None else self._make_publisher(cfg)
+        self.publisher.set_config(self._config_values())
         self._publisher_key = self._publisher_settings(cfg)
+        self._last_scores_offset = -math.inf
         self.source = None
         self.clips: ClipRecorder | None = None
         self._stream_start_wall: float | None = None
@@ -168,7 +220,9 @@ class Daemon:
         from monitor.publisher import Publisher
 
         return Publisher(cfg.mqtt, cfg.storage, self.bundle.labels, self.bundle.name, logger=log,
-                         enabled=cfg.enabled_labels(self.bundle.labels))
+                         enabled=self._detection(cfg).enabled_labels(self.bundle.labels),
+                         window=cfg.mqtt.max_inflight, flush_rate=cfg.mqtt.flush_rate,
+                         display_names=getattr(self.bundle, "display_names", None))  # fmt: skip
 
     @staticmethod
     def _publisher_settings(cfg: Config) -> tuple:
@@ -272,6 +326,7 @@ class Daemon:
                 if self.flags.reload:
                     self.flags.reload = False
                     self.reload()
+                self._handle_commands()
                 block = self.source.read(timeout=0.2)
                 self._handle_gap()
                 if len(block):
@@ -404,6 +459,37 @@ class Daemon:
         self._level_sum += 10 ** (res.level_dbfs / 10.0) if res.level_dbfs > SILENCE_DBFS else 0.0
         self._level_n += 1
         self._emit(res.events)
+        interval = self.cfg.detection.scores_interval
+        if interval > 0 and self.publisher.connected:
+            since = res.end_offset_s - self._last_scores_offset
+            if not 0.0 <= since < interval - 1e-6:  # (negative: a new pipeline restarted the offsets)
+                self._last_scores_offset = res.end_offset_s
+                self.publisher.publish_scores(self.scores_payload(res))
+
+    def scores_payload(self, res: WindowResult) -> dict[str, Any]:
+        """`<base>/scores`: the newest window's top watched labels, for tuning thresholds by eye.
+
+        `{"time": ISO UTC of the window's end, "stream_offset_s", "dbfs": the window's level,
+        "top": [{"label", "name", "score", "raw"}, ...]}`, at most 5 entries sorted by `score`
+        (the smoothed score the threshold is compared with); `raw` is this window's own score
+        (0 for a window the level gate skipped); `name` the bundle's display name.
+        """
+        smoothed = self.pipeline.detector.smoothed
+        raw = res.scores
+        idx = self._watched_idx
+        order = idx[np.argsort(-smoothed[idx], kind="stable")[:SCORES_TOP]]
+        top = [{
+            "label": self.pipeline.labels[i],
+            "name": self._names[i],
+            "score": round(float(smoothed[i]), 4),
+            "raw": round(float(raw[i]), 4) if raw is not None else 0.0,
+        } for i in order.tolist()]  # fmt: skip
+        return {
+            "time": iso_utc(self._wall(res.end_offset_s)),
+            "stream_offset_s": round(res.end_offset_s, 3),
+            "dbfs": round(res.level_dbfs, 1),
+            "top": top,
+        }
 
     # -- events --------------------------------------------------------------------------------
 
@@ -422,6 +508,8 @@ class Daemon:
             "node": self.node,
             "model": self.bundle.name,
         }
+        if ev.type == "start":
+            payload["opened_by"] = ev.opened_by  # "model", or "start_model" (fast start: its score)
         if ev.type == "end":
             end = ev.end_offset_s if ev.end_offset_s is not None else ev.start_offset_s
             payload["end_time"] = iso_utc(self._wall(end))
@@ -500,6 +588,9 @@ class Daemon:
             "active": sorted(self.pipeline.detector.active),
             "spool_depth": self.publisher.spool_depth,
             "spool_dropped": self.publisher.spool_dropped,
+            "spool_memory": self.publisher.spool_memory,
+            "undelivered_lost": self.publisher.undelivered_lost,
+            "commands_dropped": self.publisher.commands_dropped,
             "model": self.bundle.name,
             "version": VERSION,
             "host": socket.gethostname(),
@@ -516,6 +607,133 @@ class Daemon:
             f"{st.windows} windows, {self._events_started} events, inference p50 {p50:.2f} ms, "
             f"spool {self.publisher.spool_depth}"
         )
+
+    # -- control over MQTT ----------------------------------------------------------------------
+
+    @staticmethod
+    def _control_on(cfg: Config) -> bool:
+        """Commands are subscribed and the values set over MQTT apply (else config.yaml alone)."""
+        return cfg.mqtt.enabled and cfg.mqtt.control
+
+    def _detection(self, cfg: Config) -> DetectionConfig:
+        """The detection settings in force: config.yaml's, with the values set over MQTT over them."""
+        return self.overrides.apply(cfg.detection) if self._control_on(cfg) else cfg.detection
+
+    def _load_overrides(self, cfg: Config, labels: list[str]) -> None:
+        """Read overrides.json (values of labels the model lacks are dropped); a broken file is
+        logged, never fatal."""
+        problem = self.overrides.load(labels)
+        if problem:
+            log.warning("control: %s", problem)
+        held = self._overrides_text()
+        if held and self._control_on(cfg):
+            log.info("control: values set over MQTT in force: %s (%s)", held, self.overrides.path)
+        elif held:
+            log.info("control: mqtt.%s: the values set over MQTT in %s are not applied (%s)",
+                     "enabled is false" if not cfg.mqtt.enabled else "control is false",
+                     self.overrides.path, held)  # fmt: skip
+
+    def _overrides_text(self) -> str:
+        o = self.overrides
+        parts = [f"{label} threshold {o.thresholds[label]:g}" for label in sorted(o.thresholds)]
+        parts += [f"{label} {'enabled' if o.enabled[label] else 'disabled'}" for label in sorted(o.enabled)]
+        return ", ".join(parts)
+
+    def _watched(self) -> list[str]:
+        """The labels that have events, states, entities, echoes and scores (all of the bundle's)."""
+        return list(self.bundle.labels)
+
+    def _set_names(self) -> None:
+        """Per-bundle lookups: display names, the watched labels' indices and topic levels."""
+        names = getattr(self.bundle, "display_names", None) or {}
+        self._names = [names.get(label) or pretty_name(label) for label in self.pipeline.labels]
+        index = {label: i for i, label in enumerate(self.pipeline.labels)}
+        self._watched_idx = np.array([index[label] for label in self._watched()], dtype=np.intp)
+        self._levels = {label_topic_level(label): label for label in self._watched()}
+
+    def _config_values(self) -> dict[str, tuple[float, bool]]:
+        """label -> (threshold, enabled) in force, for the `<base>/config/<label>/...` echoes."""
+        det, labels = self.pipeline.detection, self.bundle.labels
+        thresholds, enabled = det.thresholds(self.bundle.thresholds, labels), det.enabled_labels(labels)
+        return {label: (thresholds[label], label in enabled) for label in self._watched()}
+
+    def _in_force(self) -> dict[tuple[str, str], tuple[object, str]]:
+        """(label, key) -> (value in force, where it comes from) for every watched label."""
+        out: dict[tuple[str, str], tuple[object, str]] = {}
+        control = self._control_on(self.cfg)
+        for label, (threshold, on) in self._config_values().items():
+            for key, value in (("threshold", threshold), ("enabled", on)):
+                origin = self.overrides.origin(label, key, self.cfg.detection)  # type: ignore[arg-type]
+                if origin == "mqtt" and not control:
+                    origin = "config"  # (not reached: values set over MQTT apply only with control)
+                out[(label, key)] = (value, origin)
+        return out
+
+    def _handle_commands(self) -> None:
+        """Apply what arrived on `<base>/set/<label>/...` since the last iteration.
+
+        Each command is parsed on its own (a bad one is logged, rate-limited, and ignored); all
+        the valid ones of a batch are then saved once and applied once, through the SIGHUP path
+        (`Pipeline.apply_detection_config`: a class that got disabled ends its open event), with
+        one log line per value that changed and the echoes of the new values."""
+        items = self.publisher.take_commands(COMMANDS_PER_ITERATION)
+        if not items or not self._control_on(self.cfg):
+            return
+        try:
+            self._apply_commands(items)
+        except Exception as exc:  # a bug here must not stop the audio: log it, keep running
+            self._control_log.log(logging.ERROR, "control: cannot apply the commands (%s: %s)",
+                                  type(exc).__name__, " ".join(str(exc).split())[:300])  # fmt: skip
+
+    def _apply_commands(self, items: list[tuple[str, bytes, bool]]) -> None:
+        before = self._in_force()
+        changed = False
+        for topic, payload, retained in items:
+            if retained:
+                self._control_log.log(logging.WARNING, "control: ignored the retained command on %.200s: "
+                                      "commands act when they are sent, a retained one is not replayed", topic)  # fmt: skip
+                continue
+            try:
+                cmd = parse_command(self.cfg.mqtt.base, topic, payload, self._levels)
+            except CommandError as exc:
+                self._control_log.log(logging.WARNING, "control: ignored: %s", " ".join(str(exc).split()))
+                continue
+            changed |= self.overrides.set(replace(cmd, label=self._levels[cmd.label]))
+        if not changed:
+            return
+        try:
+            self.overrides.save()
+        except OSError as exc:
+            self._control_log.log(logging.ERROR, "control: cannot save %s (%s): the new values apply "
+                                  "until the service stops", self.overrides.path, exc.strerror or exc)  # fmt: skip
+        self._emit(self.pipeline.apply_detection_config(self._detection(self.cfg)))
+        after = self._in_force()
+        for (label, key), (value, origin) in after.items():
+            if before[(label, key)] != (value, origin):
+                self._control_log.log(logging.INFO, "control: %s", self._change_text(label, key, value, origin))
+        if any(before[(label, "enabled")][0] != after[(label, "enabled")][0] for label in self._watched()):
+            self.publisher.update_labels(self.bundle.labels, self.pipeline.detection.enabled_labels(self.bundle.labels),
+                                         getattr(self.bundle, "display_names", None))  # fmt: skip
+        self.publisher.set_config(self._config_values())
+
+    def _change_text(self, label: str, key: str, value: object, origin: str) -> str:
+        """`siren threshold 0.35 (set over MQTT; config 0.5)`, `siren threshold 0.5 (back to the
+        config value)`, `dog_bark disabled (set over MQTT; config: enabled)`."""
+        labels = self.bundle.labels
+        if key == "threshold":
+            shown = f"threshold {float(value):g}"  # type: ignore[arg-type]
+            configured = self.cfg.detection.classes.get(label)
+            base = self.cfg.detection.thresholds(self.bundle.thresholds, labels)[label]
+            in_file = configured is not None and configured.threshold is not None
+            base_text = f"{'config' if in_file else 'model default'} {base:g}"
+        else:
+            shown = "enabled" if value else "disabled"
+            base_on = label in self.cfg.detection.enabled_labels(labels)
+            base_text = f"config: {'enabled' if base_on else 'disabled'}"
+        if origin == "mqtt":
+            return f"{label} {shown} (set over MQTT; {base_text})"
+        where = {"config": "the config value", "model": "the model's default"}.get(origin, "the default")
+        return f"{label} {shown} (back to {where})"
 
     # -- reload --------------------------------------------------------------------------------
 
@@ -545,7 +763,7 @@ class Daemon:
                 check_state_dir(new)
                 new.mqtt.check_tls_files()
             fast_toggled = fast_start_on(bundle, new.detection) != (self.start_runner is not None)
-            start_runner = (start_runner_for(bundle, new.detection, new.model.threads)
+            start_runner = (start_runner_for(bundle, self._detection(new), new.model.threads)
                             if model_changed or hop_changed or fast_toggled
                             else self.start_runner)  # fmt: skip
             if fast_toggled:
@@ -556,17 +774,20 @@ class Daemon:
             self.notifier.ready(self._status_line())
             return
         old_cfg = self.cfg  # (the audio branch below sets self.cfg early)
+        self._reload_overrides(new, bundle, model_changed)
+        detection = self._detection(new)  # the values set over MQTT, over the new file
         if model_changed:
             self._emit(self.pipeline.detector.close(self.pipeline.offset_s))
             self.bundle, self.runner, self.start_runner = bundle, runner, start_runner
-            self.pipeline = Pipeline(bundle, runner, new.detection, start_runner=start_runner)
+            self.pipeline = Pipeline(bundle, runner, detection, start_runner=start_runner)
+            self._set_names()
             log.info("reload: model %s loaded, pipeline rebuilt", bundle.name)
         else:
             self.runner = self.pipeline.runner = runner
             self.start_runner = start_runner
             if start_runner is not self.pipeline.start_runner:
                 self.pipeline.set_start_runner(start_runner)
-            self._emit(self.pipeline.apply_detection_config(new.detection))
+            self._emit(self.pipeline.apply_detection_config(detection))
         if new.audio != self.cfg.audio and self.source_spec == "mic":
             log.info("reload: audio settings changed, reopening the input")
             self.source.stop()
@@ -583,13 +804,34 @@ class Daemon:
         if publisher_key != self._publisher_key:
             self._switch_publisher(old_cfg, new, publisher_key)
         else:
-            self.publisher.update_labels(self.bundle.labels, new.enabled_labels(self.bundle.labels))
+            self.publisher.update_labels(self.bundle.labels, detection.enabled_labels(self.bundle.labels),
+                                         getattr(self.bundle, "display_names", None))  # fmt: skip
+            self.publisher.set_config(self._config_values())
         if restart_needed:
             log.warning("reload: configuration applied, except %s: needs a restart to take effect",
                         ", ".join(restart_needed))  # fmt: skip
         else:
             log.info("reload: configuration applied")
         self.notifier.ready(self._status_line())
+
+    def _reload_overrides(self, new: Config, bundle: ModelBundle, model_changed: bool) -> None:
+        """SIGHUP: the values set over MQTT follow a new state_dir (copied there unless it has its
+        own overrides.json) and are re-read for a new model (its labels only)."""
+        moved = Overrides.in_state_dir(new.storage.state_dir)
+        if moved.path.resolve() != self.overrides.path.resolve():
+            held = self.overrides.thresholds or self.overrides.enabled
+            if held and not moved.path.exists():
+                moved.thresholds, moved.enabled = dict(self.overrides.thresholds), dict(self.overrides.enabled)
+                try:
+                    moved.save()
+                    log.info("reload: the values set over MQTT moved to %s", moved.path)
+                except OSError as exc:
+                    log.error("reload: cannot write %s (%s): the values set over MQTT stay in %s",
+                              moved.path, exc.strerror or exc, self.overrides.path)  # fmt: skip
+            self.overrides = moved
+            self._load_overrides(new, bundle.labels)
+        elif model_changed:
+            self._load_overrides(new, bundle.labels)
 
     def _needs_restart(self, old: Config, new: Config) -> list[str]:
         """Changed keys that a reload does not apply (named in the reload's log line)."""
@@ -629,6 +871,7 @@ class Daemon:
         old_dir, new_dir = Path(old_cfg.storage.state_dir), Path(new.storage.state_dir)
         if old_dir.resolve() != new_dir.resolve():
             self._move_spool(old_dir, new_dir, publisher, new)
+        publisher.set_config(self._config_values())
         self.publisher, self._publisher_key = publisher, key
         self.node = new.mqtt.node_id
         if new.mqtt.enabled:

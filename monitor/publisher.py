@@ -7,8 +7,18 @@ start, goes away, or refuses us never blocks or crashes the daemon.
 
 Topics (the MQTT contract in DESIGN.md): `<base>/status` online/offline (retained, QoS 1,
 offline is also the last will), `<base>/detection` (QoS 1), `<base>/state/<label>` ON/OFF
-(retained, QoS 1), `<base>/level` (QoS 0), `<base>/stats` (retained, QoS 0) and the Home
+(retained, QoS 1), `<base>/level` and `<base>/scores` (QoS 0), `<base>/stats` (retained, QoS 0),
+the values in force `<base>/config/<label>/threshold|enabled` (retained, QoS 1) and the Home
 Assistant discovery configs (retained, QoS 1; see monitor/discovery.py).
+
+Control (`mqtt.control`, the default): at every connect the publisher subscribes (QoS 1) to
+`<base>/set/+/threshold` and `<base>/set/+/enabled` and puts what arrives, as (topic, payload),
+on a bounded queue; paho's thread does nothing else with it. The daemon drains the queue in its
+own loop (`take_commands`), parses and applies the commands (monitor.control) and hands the
+values in force back (`set_config`), which are published retained and re-sent at every connect.
+A full queue drops the newest commands and counts them (`commands_dropped`, one WARNING line).
+A retained command replayed by the broker at subscribe time is not applied (commands act when
+they are sent; a stale retained one would undo later changes at every reconnect).
 
 Delivery of detections to the broker is at-least-once and survives outages and restarts:
 - `publish_detection` writes the message to the spool (SQLite, fsynced; in memory while the disk
@@ -50,9 +60,11 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import math
+import queue
 import socket
 import ssl
 import threading
@@ -67,13 +79,14 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from monitor import discovery
+from monitor.control import MAX_PAYLOAD_BYTES
 from monitor.errors import ConfigError
 from monitor.spool import Spool, SpoolError, SpoolRow
 
 if TYPE_CHECKING:
     from monitor.config import MqttConfig, StorageConfig
 
-__all__ = ["Publisher", "default_client_id", "machine_tag", "sw_version"]
+__all__ = ["Publisher", "default_client_id", "machine_tag", "sw_version", "threshold_text"]
 
 # CONNACK reason codes (paho maps the MQTT 3.1.1 return codes 4 and 5 to these).
 _BAD_CREDENTIALS = 134  # "Bad user name or password"
@@ -88,6 +101,10 @@ QUICK_LOSS_SECONDS = 10.0
 FLAP_WINDOW_SECONDS = 30.0
 # A connection that stays up this long ends a flapping episode (its warning may come again).
 STABLE_SECONDS = 60.0
+# Commands received and not yet taken by the daemon (a flood beyond this is dropped and counted).
+COMMAND_QUEUE = 256
+# A command topic longer than this cannot be valid (base + label + key): kept only this long.
+MAX_COMMAND_TOPIC = 4096
 
 _MACHINE_ID_FILES = (Path("/etc/machine-id"), Path("/var/lib/dbus/machine-id"))
 
@@ -144,6 +161,11 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
+def threshold_text(value: float) -> str:
+    """A threshold as sent on `<base>/config/<label>/threshold`: `0.35`, `0.5`, `1`, `0`."""
+    return f"{round(float(value), 6) + 0.0:g}"  # (+ 0.0: -0.0 is sent as 0)
+
+
 def _dumps(payload: Any) -> str:
     return json.dumps(_plain(payload), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
@@ -155,7 +177,8 @@ class Publisher:
     `enabled` lists the labels whose HA entities should exist (None = all); disabled ones get
     an empty retained discovery payload so HA removes them. `window` is the most detections
     unacknowledged at once, `flush_rate` the most sent per second after a first `window`
-    (None or 0: no rate limit, only the window).
+    (None or 0: no rate limit, only the window). `control` (default `cfg.control`) subscribes to
+    the `<base>/set/...` commands; `display_names` (label -> name) name the HA entities.
     """
 
     def __init__(
@@ -169,6 +192,8 @@ class Publisher:
         enabled: Iterable[str] | None = None,
         window: int = 20,
         flush_rate: float | None = 100.0,
+        control: bool | None = None,
+        display_names: dict[str, str] | None = None,
     ) -> None:
         self.cfg = cfg
         self.log = logger or logging.getLogger("soundmon.mqtt")
@@ -181,6 +206,15 @@ class Publisher:
         self._labels = list(labels)
         self._enabled: set[str] | None = None if enabled is None else set(enabled)
         self._removed: set[str] = set()
+        self.control = bool(cfg.control if control is None else control)
+        self.display_names = dict(display_names) if display_names else None
+        # Commands from paho's thread to the daemon's: (topic, payload, retained), bounded.
+        self._commands: queue.Queue[tuple[str, bytes, bool]] = queue.Queue(maxsize=COMMAND_QUEUE)
+        self._commands_dropped = 0
+        # The values in force per label, as sent on <base>/config/<label>/...: label -> (threshold
+        # text, ON/OFF); labels removed since the last connect get an empty retained payload.
+        self._config: dict[str, tuple[str, str]] = {}
+        self._config_removed: set[str] = set()
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # any change the sender or stop() waits for
@@ -262,7 +296,13 @@ class Publisher:
             client.message_callback_add(
                 f"{cfg.discovery_prefix}/status", self._guard(self._on_ha_status)
             )
+        if self.control:
+            for topic in self._command_filters():
+                client.message_callback_add(topic, self._guard(self._on_command))
         return client
+
+    def _command_filters(self) -> list[str]:
+        return [f"{self.base}/set/+/threshold", f"{self.base}/set/+/enabled"]
 
     def _tls_context(self) -> ssl.SSLContext:
         """The TLS context paho's `tls_set` would build (PROTOCOL_TLS_CLIENT, CERT_REQUIRED, the CA
@@ -484,7 +524,11 @@ class Publisher:
                 if self.cfg.discovery:
                     self._subscribe(f"{self.cfg.discovery_prefix}/status")
                     self._send_discovery(client)
+                if self.control:
+                    for topic in self._command_filters():
+                        self._subscribe(topic, "commands are not received")
                 self._send_states(client)
+                self._send_config(list(self._config) + sorted(self._config_removed))
                 if self._stats is not None:
                     self._publish(f"{self.base}/stats", self._stats, qos=0, retain=True)
                 self._publish(f"{self.base}/status", "online", qos=1, retain=True)
@@ -703,7 +747,7 @@ class Publisher:
                 )
             return None
 
-    def _subscribe(self, topic: str) -> None:
+    def _subscribe(self, topic: str, consequence: str = "Home Assistant restarts go unnoticed") -> None:
         """client.subscribe that cannot raise (an invalid filter is logged once)."""
         client = self._client
         assert client is not None
@@ -712,19 +756,57 @@ class Publisher:
         except (ValueError, TypeError) as exc:
             if self._first(f"subscribe:{exc}:{topic[:200]}"):
                 self.log.error(
-                    "MQTT: cannot subscribe to %.200s (%s); Home Assistant restarts go unnoticed",
-                    topic,
-                    exc,
+                    "MQTT: cannot subscribe to %.200s (%s); %s", topic, exc, consequence
                 )
+
+    def _on_command(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        """A message on `<base>/set/+/...`: queued for the daemon, bounded in size and number.
+
+        Runs in paho's thread: nothing here parses or applies the command. A payload longer than
+        any valid command is cut to one byte more than that (still refused as too long; the
+        queue never holds a large payload), and so is an overlong topic."""
+        raw_topic = msg._topic if isinstance(msg._topic, bytes) else str(msg._topic).encode()
+        topic = raw_topic[:MAX_COMMAND_TOPIC].decode("utf-8", "replace")
+        payload = bytes(msg.payload[: MAX_PAYLOAD_BYTES + 1])
+        try:
+            self._commands.put_nowait((topic, payload, bool(msg.retain)))
+        except queue.Full:
+            with self._lock:
+                self._commands_dropped += 1
+                first = self._commands_dropped == 1
+            if first:
+                self.log.warning(
+                    "MQTT: more than %d commands on %s/set/... are waiting: dropping the newest "
+                    "(counted as commands_dropped in the stats; said only once)",
+                    COMMAND_QUEUE,
+                    self.base,
+                )
+
+    def _send_config(self, labels: Iterable[str]) -> None:
+        """Retained QoS 1 `<base>/config/<label>/threshold|enabled` for `labels` (call with
+        `_pub_lock` held and connected); a removed label's topics get an empty payload."""
+        for label in labels:
+            level = discovery.label_topic_level(label)
+            values = self._config.get(label)
+            threshold, on = values if values is not None else ("", "")
+            self._publish(f"{self.base}/config/{level}/threshold", threshold, 1, True, "the values in force")
+            self._publish(f"{self.base}/config/{level}/enabled", on, 1, True, "the values in force")
+        self._config_removed.clear()
 
     def _send_discovery(self, client: mqtt.Client) -> None:
         if not self.cfg.discovery:
             return
         for topic, payload in discovery.discovery_messages(
-            self.cfg, self._labels, self._enabled, self.model_name, self.sw_version, self._removed
+            self.cfg, self._labels, self._enabled, self.model_name, self.sw_version, self._removed,
+            **self._discovery_extra(),
         ):
             payload_text = _dumps(payload) if payload is not None else b""
             self._publish(topic, payload_text, 1, True, "the discovery configs")
+
+    def _discovery_extra(self) -> dict[str, Any]:
+        """Keyword arguments of `discovery_messages` that only newer versions of it take."""
+        params = inspect.signature(discovery.discovery_messages).parameters
+        return {"display_names": self.display_names} if "display_names" in params else {}
 
     def _send_states(self, client: mqtt.Client) -> None:
         for label, on in self._states.items():
@@ -895,6 +977,52 @@ class Publisher:
             return
         self._publish(f"{self.base}/level", _dumps(payload), qos=0)
 
+    def publish_scores(self, payload: dict[str, Any]) -> None:
+        """QoS 0 JSON on `<base>/scores` (the newest window's top labels); dropped while disconnected."""
+        if self._client is None or not self._connected:
+            return
+        self._publish(f"{self.base}/scores", _dumps(payload), qos=0)
+
+    def take_commands(self, limit: int = COMMAND_QUEUE) -> list[tuple[str, bytes, bool]]:
+        """Up to `limit` commands received since the last call, oldest first: (topic, payload
+        (at most one byte longer than a valid command), retained). Never blocks."""
+        out: list[tuple[str, bytes, bool]] = []
+        while len(out) < limit:
+            try:
+                out.append(self._commands.get_nowait())
+            except queue.Empty:
+                break
+        return out
+
+    @property
+    def commands_waiting(self) -> int:
+        """Commands received and not yet taken by `take_commands`."""
+        return self._commands.qsize()
+
+    @property
+    def commands_dropped(self) -> int:
+        """Commands dropped because the daemon had not taken the earlier ones yet; all time."""
+        return self._commands_dropped
+
+    def set_config(self, values: dict[str, tuple[float, bool]]) -> None:
+        """The values in force, label -> (threshold, enabled): retained QoS 1 on
+        `<base>/config/<label>/threshold` (e.g. `0.35`) and `.../enabled` (`ON`/`OFF`).
+
+        Published now for the labels whose values changed (when connected) and re-sent at every
+        connect; labels no longer in `values` get empty retained payloads (the broker forgets them).
+        """
+        if self._client is None:
+            return
+        new = {label: (threshold_text(thr), "ON" if on else "OFF") for label, (thr, on) in values.items()}
+        with self._pub_lock:
+            changed = [label for label, v in new.items() if self._config.get(label) != v]
+            removed = set(self._config) - set(new)
+            self._config = new
+            self._config_removed |= removed
+            self._config_removed -= set(new)
+            if self._connected:
+                self._send_config(changed + sorted(self._config_removed))
+
     def publish_stats(self, payload: dict[str, Any]) -> None:
         """Retained QoS 0 health JSON on `<base>/stats`; the last one is re-sent on reconnect.
 
@@ -912,8 +1040,14 @@ class Publisher:
             if self._connected:
                 self._publish(f"{self.base}/stats", text, qos=0, retain=True)
 
-    def update_labels(self, labels: Iterable[str], enabled: Iterable[str]) -> None:
-        """New label set / enabled set (after SIGHUP or a model change): re-send discovery.
+    def update_labels(
+        self,
+        labels: Iterable[str],
+        enabled: Iterable[str],
+        display_names: dict[str, str] | None = None,
+    ) -> None:
+        """New label set / enabled set (after SIGHUP, a model change or a command over MQTT):
+        re-send discovery. `display_names` are the (new) bundle's names for people.
 
         Labels that disappeared or were disabled get an empty retained config (HA removes them).
         """
@@ -921,6 +1055,7 @@ class Publisher:
             return
         labels = list(labels)
         with self._pub_lock:
+            self.display_names = dict(display_names) if display_names else None
             self._removed |= set(self._labels) - set(labels)
             self._removed -= set(labels)
             self._labels = labels

@@ -18,13 +18,15 @@ import soundfile as sf
 
 from tests.broker import Subscriber
 from tests.daemon_helpers import LABELS, DaemonProcess, all_thresholds, run_to_end, write_config
-from tests.paths import DEMO
+from tests.paths import DEMO, need_shipped_model
 
 DETECTION_FIELDS = {"id", "type", "label", "score", "peak_score", "time", "stream_offset_s", "node", "model"}
+START_FIELDS = DETECTION_FIELDS | {"opened_by"}
 END_FIELDS = DETECTION_FIELDS | {"end_time", "duration_s", "end_offset_s"}
 STATS_FIELDS = {
     "uptime_s", "windows", "inference_ms_p50", "inference_ms_p95", "dropped_samples", "spool_depth",
-    "spool_dropped", "model", "audio", "mqtt", "status",
+    "spool_dropped", "spool_memory", "undelivered_lost", "commands_dropped", "model", "audio", "mqtt",
+    "status",
 }  # fmt: skip
 
 
@@ -47,7 +49,8 @@ def test_file_run_publishes_every_topic_of_the_contract(broker, tiny_bundle, tmp
         assert set(starts) == set(ends) and {p["label"] for p in starts.values()} == set(LABELS)
         for eid, start in starts.items():
             end = ends[eid]
-            assert set(start) == DETECTION_FIELDS and set(end) >= END_FIELDS
+            assert set(start) == START_FIELDS and set(end) >= END_FIELDS and "opened_by" not in end
+            assert start["opened_by"] == "model"  # the tiny bundle has no start model
             assert start["node"] == "testnode" and start["model"] == "tiny"
             assert start["time"] == end["time"] and iso(end["end_time"]) >= iso(start["time"])
             assert 0 <= start["stream_offset_s"] <= 33.1
@@ -62,6 +65,7 @@ def test_file_run_publishes_every_topic_of_the_contract(broker, tiny_bundle, tmp
         assert {m.qos for m in sub.get(f"{base}/level")} == {0}
         stats = sub.get(f"{base}/stats")[-1].json()
         assert set(stats) >= STATS_FIELDS and stats["windows"] == 66 and stats["model"] == "tiny"
+        assert stats["spool_memory"] == stats["undelivered_lost"] == stats["commands_dropped"] == 0
         configs = {m.topic: m.json() for m in sub.get() if m.topic.startswith("homeassistant/") and m.text}
         siren = configs["homeassistant/binary_sensor/testnode/siren/config"]
         assert siren["device_class"] == "sound" and siren["state_topic"] == f"{base}/state/siren"
@@ -71,6 +75,51 @@ def test_file_run_publishes_every_topic_of_the_contract(broker, tiny_bundle, tmp
         late.wait_for("soundmon/testnode/status", lambda m: m.text == "offline" and m.retain, timeout=5)
         late.wait_for("soundmon/testnode/state/siren", lambda m: m.text == "OFF" and m.retain, timeout=5)
         late.wait_for("soundmon/testnode/stats", lambda m: m.retain, timeout=5)
+
+
+def test_a_start_says_which_model_opened_it_and_never_scores_below_that_models_threshold(broker, tmp_path):
+    """The shipped bundle has a start model (fast start at 0.7 by default): a START opened by it
+    carries the start model's score that crossed 0.7, one opened by the main model its smoothed
+    score that crossed the class threshold. Never a score below the threshold that opened it."""
+    from monitor.bundle import load_bundle
+    from monitor.config import DetectionConfig
+
+    model = need_shipped_model()
+    bundle = load_bundle(model)
+    thresholds = DetectionConfig().thresholds(bundle.thresholds, bundle.labels)
+    fast = DetectionConfig().fast_start_threshold
+    cfg = write_config(tmp_path / "c.yaml", broker)
+    with Subscriber(broker, "soundmon/testnode/detection") as sub:
+        d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--model", str(model))
+        assert d.proc.returncode == 0, d.text()
+        sub.wait_quiet(0.5)
+        starts = [m.json() for m in sub.get() if m.json()["type"] == "start"]
+    assert len(starts) >= 4 and all(set(p) == START_FIELDS for p in starts)
+    assert {p["opened_by"] for p in starts} == {"model", "start_model"}, starts
+    for p in starts:
+        opened_at = fast if p["opened_by"] == "start_model" else thresholds[p["label"]]
+        assert p["score"] >= opened_at - 1e-4, p
+        assert p["peak_score"] >= p["score"]
+
+
+def test_mqtt_flush_rate_and_max_inflight_reach_the_publisher(broker, tiny_bundle, tmp_path):
+    from monitor.config import load_config
+    from monitor.daemon import Daemon
+    from monitor.runner import open_model
+
+    cfg = load_config(write_config(tmp_path / "c.yaml", broker, mqtt={"flush_rate": 7.5, "max_inflight": 3}))
+    bundle, runner = open_model(tiny_bundle, 1)
+    daemon = Daemon(cfg, bundle, runner, source=str(DEMO))
+    try:
+        assert (daemon.publisher.flush_rate, daemon.publisher.window) == (7.5, 3)
+    finally:
+        daemon.publisher.stop(timeout=0.5)
+    cfg.mqtt.flush_rate = 0  # 0 = no cap
+    daemon = Daemon(cfg, bundle, runner, source=str(DEMO))
+    try:
+        assert daemon.publisher.flush_rate is None
+    finally:
+        daemon.publisher.stop(timeout=0.5)
 
 
 def test_print_shows_each_detection_and_mqtt_can_be_off(tiny_bundle, tmp_path):
