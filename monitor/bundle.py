@@ -42,6 +42,13 @@ class ModelBundle:
     stream_meta: dict[str, Any] = field(default_factory=dict)  # the rest of its section (macs_per_hop)
     start_model: str | None = None  # optional start model: another bundle, path relative to this JSON
     start_model_path: Path | None = None  # that bundle's path (no suffix), resolved
+    # label -> name for people (Home Assistant entity names), e.g. "smoke_detector_smoke_alarm" ->
+    # "Smoke detector, smoke alarm"; None for a bundle without them (its labels are the names)
+    display_names: dict[str, str] | None = None
+
+    def display_name(self, label: str) -> str:
+        """The name people see for `label`: its display name, else the label itself."""
+        return (self.display_names or {}).get(label, label)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The bundle JSON (training writes it with this; `meta` carries training data and metrics)."""
@@ -63,6 +70,8 @@ class ModelBundle:
                              **self.stream_meta}  # fmt: skip
         if self.start_model is not None:
             out["start_model"] = self.start_model
+        if self.display_names is not None:
+            out["display_names"] = dict(self.display_names)
         out.update({k: v for k, v in self.meta.items() if k not in out})
         return out
 
@@ -144,11 +153,13 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
     known = {
         "format", "format_version", "name", "labels", "frontend", "window_seconds", "window_frames",
         "placement", "normalisation", "output_activation", "thresholds", "stream", "start_model",
+        "display_names",
     }  # fmt: skip
     start_model = data.get("start_model")
     if start_model is not None and (not isinstance(start_model, str) or not start_model):
         raise BundleError(f"model bundle {json_path}: 'start_model' must be a bundle path (relative to the JSON)")
     stream_path, stream_hop = _stream_section(data, json_path, window_frames)
+    display_names = _display_names(data, json_path, labels)
     return ModelBundle(
         name=str(data.get("name") or json_path.stem),
         tflite_path=tflite_path,
@@ -167,7 +178,22 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
         stream_meta={k: v for k, v in (data.get("stream") or {}).items() if k not in ("tflite", "hop_frames")},
         start_model=start_model,
         start_model_path=None if start_model is None else json_path.parent / start_model,
+        display_names=display_names,
     )
+
+
+def _display_names(data: dict, json_path: Path, labels: list[str]) -> dict[str, str] | None:
+    """The optional "display_names": {label: name} section (names for people, e.g. Home Assistant
+    entity names). Every key must be a label; a label without a name shows as itself."""
+    names = data.get("display_names")
+    if names is None:
+        return None
+    if not isinstance(names, dict) or not all(isinstance(v, str) and v.strip() for v in names.values()):
+        raise BundleError(f"model bundle {json_path}: 'display_names' must map labels to non-empty names")
+    unknown = sorted(set(names) - set(labels))
+    if unknown:
+        raise BundleError(f"model bundle {json_path}: display_names for labels it does not have: {unknown[:5]}")
+    return {label: names[label] for label in labels if label in names}
 
 
 def _stream_section(data: dict, json_path: Path, window_frames: int) -> tuple[Path | None, int | None]:

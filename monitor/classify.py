@@ -122,20 +122,25 @@ def _collect(new_events, events: dict[str, dict]) -> None:
             entry["score"] = round(ev.peak_score, 4)
 
 
-def format_table(result: ClipResult, top: int = 3) -> str:
-    """A readable block for one file: best labels with scores, then events."""
+def format_table(result: ClipResult, top: int | None = None) -> str:
+    """A readable block for one file: best labels with scores, then events. `top` labels are
+    shown (default 3, or 5 for a bundle with more than 10 labels, e.g. AudioSet's 521: the JSON
+    keeps every score); the label column is as wide as the longest label shown."""
     lines = [f"{result.file}  ({result.duration_s:.1f} s, {result.windows} windows)"]
     if result.error is not None:
         lines.append(f"  only the first {result.decoded_s or 0.0:.1f} s could be decoded")
+    if top is None:
+        top = 3 if len(result.scores) <= 10 else 5
     ranked = sorted(result.scores.items(), key=lambda kv: -kv[1])[:top]
+    width = max([18] + [len(label) for label, _ in ranked] + [len(ev["label"]) for ev in result.events])
     for label, score in ranked:
         bar = "#" * int(round(score * 20))
-        lines.append(f"  {label:<18} {score:5.2f}  {bar}")
+        lines.append(f"  {label:<{width}} {score:5.2f}  {bar}")
     if result.events:
         lines.append("  events:")
         for ev in result.events:
             end = f"{ev['end_s']:7.2f}" if ev.get("end_s") is not None else "      ?"
-            lines.append(f"    {ev['start_s']:7.2f} - {end} s  {ev['label']:<18} peak {ev['score']:.2f}")
+            lines.append(f"    {ev['start_s']:7.2f} - {end} s  {ev['label']:<{width}} peak {ev['score']:.2f}")
     else:
         lines.append("  events: none above threshold")
     return "\n".join(lines)

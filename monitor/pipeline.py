@@ -156,7 +156,7 @@ class Pipeline:
         p = bundle.frontend
         self._sr = p.sample_rate
         self._hop_length = p.hop_length
-        self._n_fft = p.n_fft
+        self._frame_span = p.frame_span  # samples one frame covers (400 for YAMNet's front-end, not n_fft)
         self.frontend = StreamingLogMel(p)
         self.window_frames = bundle.window_frames
         # One extra column carries each frame's mean-square energy, so the level of a window
@@ -192,7 +192,7 @@ class Pipeline:
         return (self.stats.samples + self._gap_samples) / self._sr
 
     def _frame_end_offset(self, total_frames: int) -> float:
-        end_sample = (total_frames - 1) * self._hop_length + self._n_fft
+        end_sample = (total_frames - 1) * self._hop_length + self._frame_span
         return (end_sample + self._gap_samples - self._primed_samples) / self._sr
 
     def _prime(self) -> None:

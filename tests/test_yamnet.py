@@ -297,3 +297,34 @@ def test_a_frontend_the_daemon_cannot_honour_is_refused_with_one_line(tmp_path, 
     with pytest.raises(BundleError) as err:
         load_bundle(base)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+# -- forms of the network for quantisation (training/audioset_bundle.py) ----------------------------
+
+
+def test_kernel_scales_recover_the_exports_int8_codes(bundled):
+    """read_weights keeps each kernel's int8 scale per output channel (28 kernels; conv1 and the
+    depthwise kernels of layers 2 and 3 are float in the export): kernel / scale are integers."""
+    w = bundled.weights
+    assert len(w.kernel_scales) == 28
+    assert [i for i, s in enumerate(w.kernel_scales) if s is None] == [0, 1, 3]
+    pointwise_scale = w.kernel_scales[-2]  # layer14 pointwise, (1, 1, 1024, 1024) in Keras layout
+    codes = w.pointwise[-1][0] / pointwise_scale[None, None, None, :]
+    np.testing.assert_allclose(codes, np.round(codes), atol=1e-3)
+    assert np.abs(np.round(codes)).max() <= 127
+
+
+def test_capped_relu6_form_with_floored_logits_is_yamnet(bundled):
+    """capped_weights + relu6 computes min(relu(x), cap) per layer: with caps above every
+    activation of these clips it is the rebuild; the logit floor changes only scores below
+    sigmoid(-8) = 3.4e-4. With caps at the 99.9th percentile (the int8 candidate's) it is close."""
+    from training.yamnet import LOGIT_FLOOR, activation_caps, build_yamnet, capped_weights
+
+    high = [2.0 * c for c in activation_caps(bundled.model, bundled.ours, 1.0)]
+    capped = build_yamnet(capped_weights(bundled.weights, high), logit_floor=LOGIT_FLOOR, relu6=True)
+    scores = capped.predict(bundled.ours, verbose=0)
+    assert np.max(np.abs(scores - bundled.rebuilt)) < 3.5e-4
+    tight = activation_caps(bundled.model, bundled.ours, 0.999)
+    assert all(t < h / 2 for t, h in zip(tight, high, strict=True))
+    scores = build_yamnet(capped_weights(bundled.weights, tight), relu6=True).predict(bundled.ours, verbose=0)
+    assert top1(scores, bundled.rebuilt) >= 0.8 * len(scores)

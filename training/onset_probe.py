@@ -54,7 +54,7 @@ def first_window_rates(model: Path, dataset: Path, fold: int | None = None, seed
     p = bundle.frontend
     audio = [load_audio(c.path, p.sample_rate) for c in clips]
     labels = np.array([bundle.labels.index(c.label) for c in clips])
-    n = (bundle.window_frames - 1) * p.hop_length + p.n_fft  # samples of one window
+    n = (bundle.window_frames - 1) * p.hop_length + p.frame_span  # samples of one window
     frontend = LogMelFrontend(p)
 
     def scores(start: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:

@@ -41,11 +41,15 @@ from monitor.frontend import YAMNET_FRONTEND, FrontendParams, LogMelFrontend  # 
 __all__ = [
     "ACTIVATION_QUANT",
     "EXPORT_SAMPLES",
+    "LOGIT_FLOOR",
     "PATCH_FRAMES",
     "PATCH_HOP_FRAMES",
     "STRIDES",
     "YamnetWeights",
+    "activation_caps",
     "build_yamnet",
+    "capped_weights",
+    "conv_layer_names",
     "emulated_export_patch",
     "export_interpreter",
     "export_outputs",
@@ -68,6 +72,8 @@ EXPORT_SAMPLES = 15600  # the export's input: 0.975 s at 16 kHz = 96 frames of 4
 PATCH_FRAMES = 96  # 0.96 s of frames
 PATCH_HOP_FRAMES = 48  # YAMNet's usual patch hop, 0.48 s
 N_CLASSES = 521
+# Lowest logit an int8 export keeps: sigmoid(-8) = 3.4e-4, under the output's 1/256 step.
+LOGIT_FLOOR = -8.0
 EMBEDDING = 1024
 # Strides of layer1 (full conv) and the depthwise convolutions of layers 2..14 (MobileNet v1 as
 # YAMNet configures it); checked against the tensor shapes of the export in read_weights.
@@ -84,6 +90,10 @@ class YamnetWeights:
     dense: tuple[np.ndarray, np.ndarray] | None = None
     mel_matrix: np.ndarray | None = None  # the export's own mel matrix (64, 257), dequantised
     window: np.ndarray | None = None  # the export's analysis window (400,)
+    # The export's int8 scale of each kernel per output channel (a per-tensor scale repeated), in
+    # graph order: conv1, layer2 depthwise, layer2 pointwise, ..., layer14 pointwise, dense (28);
+    # None for a kernel stored in float. With them the kernels' int8 codes are recovered exactly.
+    kernel_scales: list[np.ndarray | None] = field(default_factory=list)
 
     @property
     def n_params(self) -> int:
@@ -156,6 +166,22 @@ def read_weights(path: str | Path) -> YamnetWeights:
             index = int(op["inputs"][0])
         return _dequantised(tensors[index], interp.get_tensor(index))
 
+    def channel_scales(index: int, axis: int, channels: int) -> np.ndarray | None:
+        """The int8 kernel's scale per output channel (on `axis`), None if not symmetric int8."""
+        index = int(index)
+        op = producers.get(index)
+        if op is not None and op["op_name"] == "DEQUANTIZE":
+            index = int(op["inputs"][0])
+        t = tensors[index]
+        q = t["quantization_parameters"]
+        if t["dtype"] != np.int8 or len(q["scales"]) == 0 or np.any(q["zero_points"] != 0):
+            return None
+        if len(q["scales"]) == 1:
+            return np.full(channels, q["scales"][0], np.float32)
+        if q["quantized_dimension"] != axis or len(q["scales"]) != channels:
+            return None
+        return q["scales"].astype(np.float32)
+
     convs = [op for op in ops if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D")]
     fcs = [op for op in ops if op["op_name"] == "FULLY_CONNECTED"]
     if len(convs) != 27 or len(fcs) != 4:
@@ -170,6 +196,10 @@ def read_weights(path: str | Path) -> YamnetWeights:
             weights.pointwise.append((kernel.transpose(1, 2, 3, 0), bias))
     dense = fcs[-1]  # (521, 1024) -> (1024, 521)
     weights.dense = (value(dense["inputs"][1]).T.copy(), value(dense["inputs"][2]))
+    for op in [*convs, dense]:  # TFLite layouts: output channels on axis 0, depthwise on axis 3
+        axis = 3 if op["op_name"] == "DEPTHWISE_CONV_2D" else 0
+        shape = tensors[int(op["outputs"][0])]["shape"]
+        weights.kernel_scales.append(channel_scales(op["inputs"][1], axis, int(shape[-1])))
     mel = fcs[2]  # the front-end's third matrix product: magnitude (96, 257) x mel (64, 257)^T
     weights.mel_matrix = value(mel["inputs"][1])
     muls = [op for op in ops if op["op_name"] == "MUL"]
@@ -253,7 +283,13 @@ def _fake_quant_rows(x, mode: str, axis=-1):
     return x + tf.stop_gradient(y - x)
 
 
-def build_yamnet(weights: YamnetWeights, with_embedding: bool = False, emulate: str | None = None):
+def build_yamnet(
+    weights: YamnetWeights,
+    with_embedding: bool = False,
+    emulate: str | None = None,
+    logit_floor: float | None = None,
+    relu6: bool = False,
+):
     """Float Keras YAMNet: input (batch, 96, 64) log-mel patches -> (batch, 521) sigmoid scores
     (and the (batch, 1024) embedding as a second output with `with_embedding`).
 
@@ -261,6 +297,12 @@ def build_yamnet(weights: YamnetWeights, with_embedding: bool = False, emulate: 
     of each pointwise convolution and of the dense layer to int8 as that path's hybrid ops do: a
     diagnostic that says how much of the float rebuild's difference from the export is that
     rounding. None (the default) is the float network, the one to use.
+
+    `logit_floor` (e.g. LOGIT_FLOOR) clamps the logits from below before the sigmoid, as a ReLU
+    fused into the dense layer: the same scores wherever they exceed sigmoid(floor) (3.4e-4 at
+    -8, below an int8 output's step of 1/256), and the form to quantise to full-integer int8.
+    `relu6` uses ReLU6 for every convolution: for weights from `capped_weights`, which rescale each
+    layer so that 6 is its activation cap (the network then computes min(relu(x), cap) per layer).
     """
     import tensorflow as tf
 
@@ -276,24 +318,80 @@ def build_yamnet(weights: YamnetWeights, with_embedding: bool = False, emulate: 
 
     inputs = tf.keras.Input(shape=(PATCH_FRAMES, YAMNET_FRONTEND.n_mels), name="logmel")
     x = layers.Reshape((PATCH_FRAMES, YAMNET_FRONTEND.n_mels, 1))(inputs)
-    conv1 = layers.Conv2D(32, 3, strides=STRIDES[0], padding="same", activation="relu", name="layer1_conv")
+    act = "relu6" if relu6 else "relu"
+    conv1 = layers.Conv2D(32, 3, strides=STRIDES[0], padding="same", activation=act, name="layer1_conv")
     x = conv1(x)
     conv1.set_weights(list(weights.conv1))
     for i, ((dw_k, dw_b), (pw_k, pw_b), stride) in enumerate(
         zip(weights.depthwise, weights.pointwise, STRIDES[1:], strict=True), start=2
     ):
-        dw = layers.DepthwiseConv2D(3, strides=stride, padding="same", activation="relu", name=f"layer{i}_depthwise")
+        dw = layers.DepthwiseConv2D(3, strides=stride, padding="same", activation=act, name=f"layer{i}_depthwise")
         x = dw(x)
         dw.set_weights([dw_k, dw_b])
-        pw = layers.Conv2D(pw_k.shape[-1], 1, activation="relu", name=f"layer{i}_pointwise")
+        pw = layers.Conv2D(pw_k.shape[-1], 1, activation=act, name=f"layer{i}_pointwise")
         x = pw(maybe_quant(x, f"layer{i}_int8_input", conv_axis))
         pw.set_weights([pw_k, pw_b])
     embedding = layers.GlobalAveragePooling2D(name="embedding")(x)
-    dense = layers.Dense(N_CLASSES, activation="sigmoid", name="scores")
-    scores = dense(maybe_quant(embedding, "dense_int8_input"))
-    dense.set_weights(list(weights.dense))
+    if logit_floor is None:
+        dense = layers.Dense(N_CLASSES, activation="sigmoid", name="scores")
+        scores = dense(maybe_quant(embedding, "dense_int8_input"))
+        dense.set_weights(list(weights.dense))
+    else:
+        # sigmoid(max(logit, floor)) as relu(logit - floor) + floor: the ReLU fuses into the dense
+        # layer, so an int8 export quantises the logits over [floor, max] instead of their whole
+        # range (YAMNet's reach -94: one int8 scale of 2.9 left no step between scores 0.1 and 0.9).
+        dense = layers.Dense(N_CLASSES, activation="relu", name="logits_above_floor")
+        shifted = dense(maybe_quant(embedding, "dense_int8_input"))
+        dense.set_weights([weights.dense[0], weights.dense[1] - np.float32(logit_floor)])
+        logits = layers.Rescaling(1.0, offset=float(logit_floor), name="logits")(shifted)
+        scores = layers.Activation("sigmoid", name="scores")(logits)
     outputs = [scores, embedding] if with_embedding else scores
     return tf.keras.Model(inputs, outputs, name="yamnet")
+
+
+def conv_layer_names() -> list[str]:
+    """The 27 convolutions in order (layer1_conv, layer2_depthwise, layer2_pointwise, ...)."""
+    names = ["layer1_conv"]
+    for i in range(2, 15):
+        names += [f"layer{i}_depthwise", f"layer{i}_pointwise"]
+    return names
+
+
+def activation_caps(model, patches: np.ndarray, quantile: float = 0.9999, batch_size: int = 32) -> list[float]:
+    """Per convolution of a float `build_yamnet` model, the `quantile` of its (ReLU) outputs over
+    `patches`: the caps `capped_weights` builds in. A full-integer int8 export quantises each
+    activation with one scale from the calibration data's min and max; YAMNet's activations have
+    rare outliers 5-10x above their usual range (layer1: 15 where a patch's max is ~4), so one
+    scale per tensor fitted to the max leaves the usual values a few steps, and the error grows
+    layer by layer until the last layers' outputs are noise (top-1 agreement ~10 %)."""
+    import tensorflow as tf
+
+    names = conv_layer_names()
+    probe = tf.keras.Model(model.input, [model.get_layer(n).output for n in names])
+    values: list[list[np.ndarray]] = [[] for _ in names]
+    for start in range(0, len(patches), batch_size):
+        outs = probe(patches[start : start + batch_size], training=False)
+        for k, out in enumerate(outs):
+            values[k].append(np.asarray(out).reshape(-1))
+    return [float(np.quantile(np.concatenate(v), quantile)) for v in values]
+
+
+def capped_weights(weights: YamnetWeights, caps: list[float]) -> YamnetWeights:
+    """Weights for `build_yamnet(..., relu6=True)` that compute YAMNet with each convolution's
+    output capped at caps[k]: every layer's output is scaled by 6 / cap (its kernel by
+    cap_in / cap_out, its bias by 6 / cap_out; the network input's 'cap' is 6, and the dense
+    layer takes the last cap back), so ReLU6 = min(relu(x), cap) in YAMNet's units. ReLU6 fuses
+    into the int8 convolutions, and each activation's int8 range is then its cap."""
+    if len(caps) != 27:
+        raise ValueError(f"need 27 caps (one per convolution), got {len(caps)}")
+    pairs = [weights.conv1] + [p for pair in zip(weights.depthwise, weights.pointwise, strict=True) for p in pair]
+    out, cap_in = [], 6.0
+    for (kernel, bias), cap in zip(pairs, caps, strict=True):
+        out.append(((kernel * np.float32(cap_in / cap)).astype(np.float32), (bias * np.float32(6.0 / cap)).astype(np.float32)))
+        cap_in = cap
+    dense = ((weights.dense[0] * np.float32(cap_in / 6.0)).astype(np.float32), weights.dense[1])
+    return YamnetWeights(conv1=out[0], depthwise=out[1::2], pointwise=out[2::2], dense=dense,
+                         mel_matrix=weights.mel_matrix, window=weights.window)  # fmt: skip
 
 
 def logmel_patches(
