@@ -182,7 +182,9 @@ class Daemon:
         self.flags = _Flags()
         self.notifier = notifier or Notifier()
         self.node = cfg.mqtt.node_id
+        # one budget for refused commands, one for changes: a flood of either cannot hide the other
         self._control_log = LogLimiter()
+        self._change_log = LogLimiter()
         # Values set over MQTT, applied over config.yaml before the pipeline is built.
         self.overrides = Overrides.in_state_dir(cfg.storage.state_dir)
         self._load_overrides(cfg, bundle.labels)
@@ -710,7 +712,7 @@ class Daemon:
         after = self._in_force()
         for (label, key), (value, origin) in after.items():
             if before[(label, key)] != (value, origin):
-                self._control_log.log(logging.INFO, "control: %s", self._change_text(label, key, value, origin))
+                self._change_log.log(logging.INFO, "control: %s", self._change_text(label, key, value, origin))
         if any(before[(label, "enabled")][0] != after[(label, "enabled")][0] for label in self._watched()):
             self.publisher.update_labels(self.bundle.labels, self.pipeline.detection.enabled_labels(self.bundle.labels),
                                          getattr(self.bundle, "display_names", None))  # fmt: skip
