@@ -20,7 +20,8 @@ HA then runs with `--skip-pip`: it never installs anything at run time.
 The instance (`HomeAssistant`) is bound to 127.0.0.1 on a free port with a minimal
 configuration.yaml (no `default_config`: no discovery protocols, no cloud, no updater), MQTT
 configured by a pre-written config entry in `.storage/core.config_entries`, onboarded through
-its REST API (`/api/onboarding/users`, then `/auth/token`) for an access token. Its Python
+its REST API (`/api/onboarding/users`, then `/auth/token`) for an access token; services
+(a number's `set_value`, a switch's `turn_off`, ...) are called through the same REST API. Its Python
 process also loads a network guard (`sitecustomize.py` on its PYTHONPATH): a connection,
 datagram or name lookup towards anything but the loopback range is refused and written to
 `net_guard.log`, which the tests read.
@@ -491,6 +492,11 @@ class HomeAssistant:
     def states(self) -> dict[str, dict[str, Any]]:
         """`/api/states` as entity_id -> state object."""
         return {s["entity_id"]: s for s in self.request("GET", "/api/states")}
+
+    def call(self, domain: str, service: str, **data: Any) -> Any:
+        """Call a service through the REST API (`POST /api/services/<domain>/<service>`), as a
+        dashboard does: e.g. `call("number", "set_value", entity_id=..., value=0.35)`."""
+        return self.request("POST", f"/api/services/{domain}/{service}", data)
 
     def config_entries(self) -> list[dict[str, Any]]:
         return self.request("GET", "/api/config/config_entries/entry")

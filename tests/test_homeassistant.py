@@ -1,17 +1,27 @@
-"""A real Home Assistant core (2024.3.3) as the client of soundmon's MQTT discovery.
+"""A real Home Assistant core (2024.3.3) as the client of soundmon's MQTT discovery and control.
 
 The real daemon (`python -m monitor run`, the shipped model, the demo recording at real-time
 pace) and a real Home Assistant share one Mosquitto; everything is checked through HA's own
-APIs: its REST API (`/api/states`), its websocket API (the entity registry, and every
-`state_changed` event recorded while the daemon runs). See tests/homeassistant.py for how HA
-is installed (a cached venv, built here if missing; the tests skip with the reason when it
-cannot be built, e.g. without access to PyPI), configured, onboarded and kept off the network.
+APIs: its REST API (`/api/states`, and service calls as a dashboard makes them: a number's
+`set_value`, a switch's `turn_off`), its websocket API (the entity registry, and every
+`state_changed` event recorded while the daemon runs). Plain MQTT subscribers only watch
+(what HA sends on `<base>/set/...`, the daemon's detections and scores). See
+tests/homeassistant.py for how HA is installed (a cached venv, built here if missing; the tests
+skip with the reason when it cannot be built, e.g. without access to PyPI), configured,
+onboarded and kept off the network.
+
+One HA instance serves the module's tests, in order: every entity and the demo run; no stale
+ON after a SIGKILL; tuning the running daemon from HA (threshold, switch, Top sound); and
+without `mqtt.control` the controls gone from HA.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import ipaddress
+import json
+import statistics
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +34,7 @@ import soundfile as sf
 from tests import homeassistant as hass
 from tests.broker import Broker, Subscriber
 from tests.daemon_helpers import LABELS, DaemonProcess, write_config
-from tests.paths import DEMO, need_shipped_model
+from tests.paths import DEMO, SHIPPED_MODEL, need_shipped_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a first run builds the HA venv
 
@@ -32,11 +42,34 @@ NODE = "testnode"
 BASE = f"soundmon/{NODE}"
 STATS_KEYS = ("uptime", "dropped_samples", "spool_depth", "inference_ms_p95", "input_state")
 BINARY = {label: f"binary_sensor.soundmon_{NODE}_{label}" for label in LABELS}
-SENSORS = {key: f"sensor.soundmon_{NODE}_{key}" for key in ("level", *STATS_KEYS)}
-ALL = set(BINARY.values()) | set(SENSORS.values())
+SENSORS = {key: f"sensor.soundmon_{NODE}_{key}" for key in ("level", *STATS_KEYS)}  # diagnostics
+NUMBERS = {label: f"number.soundmon_{NODE}_{label}_threshold" for label in LABELS}
+SWITCHES = {label: f"switch.soundmon_{NODE}_{label}_detection" for label in LABELS}
+TOP = {key: f"sensor.soundmon_{NODE}_{key}" for key in ("top_sound", "top_score")}
+CONTROLS = set(NUMBERS.values()) | set(SWITCHES.values())
+ALL = set(BINARY.values()) | set(SENSORS.values()) | CONTROLS | set(TOP.values())
 # what the shipped model hears in demo/street_demo.flac (`make demo`): siren ~0-2 s,
 # dog bark ~12-13 s, gun shot ~24 s
 DEMO_EVENTS = ("siren", "dog_bark", "gun_shot")
+
+
+def pretty(label: str) -> str:
+    return label.replace("_", " ").capitalize()
+
+
+def default_thresholds() -> dict[str, float]:
+    return json.loads(SHIPPED_MODEL.with_suffix(".json").read_text())["thresholds"]
+
+
+def demo_parts() -> dict[str, tuple[float, float]]:
+    """label -> (first start, last end) in the demo recording, from its label file."""
+    parts: dict[str, tuple[float, float]] = {}
+    with open(DEMO.with_name("street_demo_labels.csv")) as f:
+        for row in csv.DictReader(f):
+            start, end = float(row["start"]), float(row["end"])
+            old = parts.get(row["class"], (start, end))
+            parts[row["class"]] = (min(old[0], start), max(old[1], end))
+    return parts
 
 
 def wait_until(fn: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -145,11 +178,31 @@ def test_home_assistant_discovers_every_entity_and_shows_the_demo_run(ha, ha_bro
                 return states if ready else {}
 
             states = wait_until(settled, 120, "every soundmon entity in HA with a known state")
+            thresholds = default_thresholds()
             for label, entity in BINARY.items():
                 s = states[entity]
                 assert s["state"] in ("on", "off"), (entity, s)
                 assert s["attributes"]["device_class"] == "sound"
-                assert s["attributes"]["friendly_name"] == f"soundmon {NODE} {label.replace('_', ' ').capitalize()}"
+                assert s["attributes"]["friendly_name"] == f"soundmon {NODE} {pretty(label)}"
+                # the controls show the values in force (the daemon's echoes): the model's defaults
+                n = states[NUMBERS[label]]
+                assert float(n["state"]) == thresholds[label], (label, n)
+                assert n["attributes"]["friendly_name"] == f"soundmon {NODE} {pretty(label)} threshold"
+                assert (n["attributes"]["min"], n["attributes"]["max"]) == (0, 1)
+                assert (n["attributes"]["step"], n["attributes"]["mode"]) == (0.01, "slider")
+                w = states[SWITCHES[label]]
+                assert w["state"] == "on", (label, w)
+                assert w["attributes"]["friendly_name"] == f"soundmon {NODE} {pretty(label)} detection"
+            # what the model hears: a label's name (or none), its top list as label -> score
+            top = states[TOP["top_sound"]]
+            assert top["attributes"]["friendly_name"] == f"soundmon {NODE} Top sound"
+            heard = {k: v for k, v in top["attributes"].items() if k in LABELS}
+            assert top["state"] in {pretty(x) for x in LABELS} | {"none"}, top
+            assert len(heard) <= 5 and all(0 <= v <= 1 for v in heard.values()), top
+            assert (top["state"] == "none") == (not heard), top
+            assert top["state"] == "none" or pretty(next(iter(heard))) == top["state"], top  # best first
+            score = states[TOP["top_score"]]
+            assert 0 <= float(score["state"]) <= 1 and score["attributes"]["state_class"] == "measurement"
             level = states[SENSORS["level"]]
             assert level["attributes"]["unit_of_measurement"] == "dBFS"
             assert level["attributes"]["friendly_name"] == f"soundmon {NODE} Sound level"
@@ -168,7 +221,8 @@ def test_home_assistant_discovers_every_entity_and_shows_the_demo_run(ha, ha_bro
             assert len({r["device_id"] for r in ours.values()}) == 1
             for entity, r in ours.items():
                 assert r["unique_id"] == entity.split(".", 1)[1]
-                assert r["entity_category"] == ("diagnostic" if entity in SENSORS.values() else None)
+                category = "diagnostic" if entity in SENSORS.values() else "config" if entity in CONTROLS else None
+                assert r["entity_category"] == category, r
             assert d.wait(120) == 0, d.text()  # the end of the recording: a clean exit
         finally:
             d.kill()
@@ -194,6 +248,7 @@ def test_home_assistant_discovers_every_entity_and_shows_the_demo_run(ha, ha_bro
     # the level followed the recording (several distinct values), and the stats were updated
     assert len({e["state"] for e in seen if e["entity_id"] == SENSORS["level"]}) > 5
     assert len({e["state"] for e in seen if e["entity_id"] == SENSORS["uptime"]}) > 5
+    assert len({e["state"] for e in seen if e["entity_id"] == TOP["top_score"]}) > 5
     assert_ha_clean(ha)
 
 
@@ -235,3 +290,172 @@ def test_home_assistant_shows_nothing_on_after_a_sigkill_and_a_restart(ha, ha_br
     flashed = {e: after for e in BINARY.values() if "on" in (after := transitions(seen, e, since=restarted))}
     glitch = [(round(e["t"] - restarted, 3), e["state"]) for e in seen if e["entity_id"] == siren and e["t"] >= restarted]
     assert not flashed, f"after the restart HA showed a stale ON again: {flashed}; siren: {glitch}"
+
+
+def _state(ha: hass.HomeAssistant, entity: str) -> str | None:
+    return ha.states().get(entity, {}).get("state")
+
+
+def test_home_assistant_tunes_the_running_daemon_and_shows_its_top_sound(ha, ha_broker, tmp_path):
+    """One demo run, driven from HA's REST API as a dashboard would:
+
+    - the dog bark's threshold slider to 1.0 (before the dog barks): HA sends the command, the
+      daemon's echo moves the slider, the daemon logs it, and no dog bark is detected although
+      the model scores it above the default threshold; an empty command (HA's mqtt.publish, as
+      a script would send it) puts the configured value back;
+    - the siren's switch off while the siren plays: the open event ends, the binary sensor is
+      unavailable (not listening) and never on again while the siren goes on; switched on
+      again after the siren, it is available and off;
+    - the Top sound sensor names the siren, the dog bark and the gun shot, each during its part.
+    """
+    cfg = write_config(tmp_path / "c.yaml", ha_broker)
+    parts = demo_parts()
+    default = default_thresholds()["dog_bark"]
+    offset = time.time() - time.monotonic()  # Message.time (monotonic) -> wall time
+    watched = [f"{BASE}/detection", f"{BASE}/scores", f"{BASE}/set/#"]
+    with recording(ha, tmp_path / "events.jsonl") as events, Subscriber(ha_broker, watched) as sub:
+        started = time.time()
+        d = DaemonProcess("--source", str(DEMO), "--pace", "realtime", "--config", str(cfg))
+
+        def top_sound() -> str | None:
+            return _state(ha, TOP["top_sound"])
+
+        def latest_scores() -> dict[str, Any]:
+            got = sub.get(f"{BASE}/scores")
+            return got[-1].json() if got else {}
+
+        try:
+            # the daemon is online (so subscribed to its commands) and HA shows its values
+            wait_until(lambda: _state(ha, NUMBERS["dog_bark"]) not in (None, "unknown", "unavailable")
+                       and _state(ha, SWITCHES["siren"]) == "on", 60, "the controls available in HA")  # fmt: skip
+            assert float(_state(ha, NUMBERS["dog_bark"])) == default
+
+            # -- the dog bark's threshold to 1.0 from HA
+            ha.call("number", "set_value", entity_id=NUMBERS["dog_bark"], value=1.0)
+            cmd = sub.wait_for(f"{BASE}/set/dog_bark/threshold", timeout=10)
+            assert (cmd.text, cmd.retain) == ("1", False)  # what HA sends for 1.0, not retained
+            wait_until(lambda: float(_state(ha, NUMBERS["dog_bark"])) == 1.0, 10, "the echo 1 in HA's slider")
+            raised = time.time()  # (in force: the echo says so)
+            d.wait_log("control: dog_bark threshold 1 ", 10)
+
+            # -- the siren: on in HA and the Top sound, then switched off while it still plays
+            wait_until(lambda: _state(ha, BINARY["siren"]) == "on", 60, "the siren on in HA")
+            wait_until(lambda: top_sound() == "Siren", 30, "Top sound: Siren")
+            switched_off = time.time()
+            ha.call("switch", "turn_off", entity_id=SWITCHES["siren"])
+            cmd = sub.wait_for(f"{BASE}/set/siren/enabled", timeout=10)
+            assert (cmd.text, cmd.retain) == ("OFF", False)
+            wait_until(lambda: _state(ha, SWITCHES["siren"]) == "off", 10, "the siren switch off (echo)")
+            d.wait_log("control: siren disabled", 10)
+            wait_until(lambda: _state(ha, BINARY["siren"]) == "unavailable", 10,
+                       "the siren's binary sensor unavailable while its detection is off")  # fmt: skip
+
+            # -- the dog bark (heard, not detected); the siren back on once it has faded
+            wait_until(lambda: top_sound() == "Dog bark", 40, "Top sound: Dog bark")
+
+            def siren_faded() -> bool:
+                latest = latest_scores()
+                siren = [t["score"] for t in latest.get("top", []) if t["label"] == "siren"]
+                return latest.get("stream_offset_s", 0) > parts["siren"][1] and (not siren or siren[0] < 0.2)
+
+            wait_until(siren_faded, 30, "the siren's score down after its part")
+            switched_on = time.time()
+            ha.call("switch", "turn_on", entity_id=SWITCHES["siren"])
+            wait_until(lambda: _state(ha, SWITCHES["siren"]) == "on", 10, "the siren switch on (echo)")
+            wait_until(lambda: _state(ha, BINARY["siren"]) == "off", 10, "the siren's binary sensor back, off")
+
+            # -- the gun shots; then the dog bark's threshold back to the configured value
+            wait_until(lambda: top_sound() == "Gun shot", 40, "Top sound: Gun shot")
+            ha.call("mqtt", "publish", topic=f"{BASE}/set/dog_bark/threshold", payload="")
+            wait_until(lambda: float(_state(ha, NUMBERS["dog_bark"])) == default, 10,
+                       "the dog bark's threshold back to the model's default in HA")  # fmt: skip
+            d.wait_log("control: dog_bark threshold 0.5 (back to", 10)
+            assert d.wait(120) == 0, d.text()
+        finally:
+            d.kill()
+        wait_until(lambda: all(s["state"] == "unavailable" for e, s in ha.states().items() if e in ALL),
+                   30, "every soundmon entity unavailable after the daemon's exit")  # fmt: skip
+        messages = sub.get()
+    seen = events()
+    assert_ha_clean(ha)
+    detections = [m.json() for m in messages if m.topic == f"{BASE}/detection"]
+    scores = [(m.time + offset, m.json()) for m in messages if m.topic == f"{BASE}/scores"]
+    # demo time of a wall time: the scores say which audio the daemon had at which moment
+    t0 = statistics.median(t - p["stream_offset_s"] for t, p in scores)
+
+    def demo_time(t: float) -> float:
+        return t - t0
+
+    def score_of(p: dict[str, Any], label: str) -> float:
+        return next((x["score"] for x in p["top"] if x["label"] == label), 0.0)
+
+    # The dog bark's slider went 0.5 -> 1 -> 0.5, raised before the dog barked, which the model
+    # scored above the default threshold (checked last: no detection at 1.0)
+    number = [s for s in transitions(seen, NUMBERS["dog_bark"], since=started) if s not in ("unavailable", "unknown")]
+    assert [float(x) for x in number] == [default, 1.0, default], number
+    assert demo_time(raised) < parts["dog_bark"][0], "the threshold was raised after the dog barked"
+    dog = [score_of(p, "dog_bark") for _, p in scores if parts["dog_bark"][0] <= p["stream_offset_s"]]
+    assert max(dog) > default, f"the model did not score the dog bark above {default}: {max(dog)}"
+
+    # The siren: one event, ended by the switch while the siren still played (and was still
+    # scored above its threshold), and never on in HA again while switched off.
+    sirens = [p for p in detections if p["label"] == "siren"]
+    assert [p["type"] for p in sirens] == ["start", "end"], sirens
+    ended = sirens[1]["stream_offset_s"] + sirens[1]["duration_s"]
+    assert ended < parts["siren"][1] - 1.0, f"the siren event ended at {ended:.1f} s, not at the switch"
+    assert demo_time(switched_off) < parts["siren"][1] - 1.0
+    later = [score_of(p, "siren") for t, p in scores if switched_off < t and p["stream_offset_s"] < parts["siren"][1]]
+    assert later and max(later) > default_thresholds()["siren"], later  # still heard, not detected
+    after_off = transitions(seen, BINARY["siren"], since=switched_off)
+    assert "on" not in after_off, after_off
+    back = [x for x in transitions(seen, BINARY["siren"], since=switched_on) if x != "unavailable"]
+    assert back[:1] == ["off"] and "on" not in back, transitions(seen, BINARY["siren"], since=switched_off)
+    switch = [s for s in transitions(seen, SWITCHES["siren"], since=started) if s not in ("unavailable", "unknown")]
+    assert switch == ["on", "off", "on"], switch
+    # the rest of the run is untouched: the gun shots are detected
+    assert any(p["label"] == "gun_shot" and p["type"] == "start" for p in detections), detections
+
+    # The Top sound named each sound during its part (a 4 s window: up to ~4.5 s after its end),
+    # with its top list as attributes, best first.
+    tops = [e for e in seen if e["entity_id"] == TOP["top_sound"] and e["t"] >= started]
+    for label, name in (("siren", "Siren"), ("dog_bark", "Dog bark"), ("gun_shot", "Gun shot")):
+        start, end = parts[label]
+        during = [e for e in tops if e["state"] == name and start <= demo_time(e["t"]) <= end + 4.5]
+        assert during, (name, (start, end), [(round(demo_time(e["t"]), 1), e["state"]) for e in tops])
+        assert next(k for k in during[0]["attributes"] if k in LABELS) == label, during[0]
+    top_scores = [float(e["state"]) for e in seen if e["entity_id"] == TOP["top_score"] and e["t"] >= started
+                  and e["state"] not in ("unknown", "unavailable")]  # fmt: skip
+    assert top_scores and all(0 <= x <= 1 for x in top_scores) and max(top_scores) > 0.5
+
+    # At threshold 1.0 ("never": an int8 score tops out at 255/256) the dog bark is not detected
+    # -- by the main model nor by the fast start (the start model's own threshold must not
+    # bypass a class threshold raised above it) -- and never on in HA.
+    dogs = [{k: p.get(k) for k in ("type", "score", "opened_by", "stream_offset_s")}
+            for p in detections if p["label"] == "dog_bark"]  # fmt: skip
+    assert not dogs, f"dog bark detected at threshold 1.0: {dogs}"
+    assert "on" not in transitions(seen, BINARY["dog_bark"], since=started), transitions(seen, BINARY["dog_bark"])
+
+
+def test_home_assistant_without_control_has_no_numbers_or_switches(ha, ha_broker, tmp_path):
+    """`mqtt.control: false`: the numbers and switches leave HA (entities and registry), a class
+    disabled in config.yaml has no entity (nothing could switch it on), the others stay available."""
+    cfg = write_config(tmp_path / "c.yaml", ha_broker, mqtt={"control": False},
+                       detection={"classes": {"car_horn": {"enabled": False}}})  # fmt: skip
+    silence = tmp_path / "silence.flac"
+    sf.write(silence, np.zeros(16000 * 8, dtype=np.float32), 16000)
+    d = DaemonProcess("--source", str(silence), "--pace", "realtime", "--config", str(cfg))
+    kept = [e for label, e in BINARY.items() if label != "car_horn"]
+    try:
+        def settled() -> dict[str, Any]:
+            states = ha.states()
+            gone = not (CONTROLS | {BINARY["car_horn"]}) & set(states)
+            return states if gone and all(states.get(e, {}).get("state") == "off" for e in kept) else {}
+
+        wait_until(settled, 60, "the controls and the disabled class gone, the other sounds off")
+        (registry,) = ha.ws({"type": "config/entity_registry/list"})
+        ours = {r["entity_id"] for r in registry if r["platform"] == "mqtt"}
+        assert ours == ALL - CONTROLS - {BINARY["car_horn"]}, ours ^ (ALL - CONTROLS)
+        assert d.wait(60) == 0, d.text()
+    finally:
+        d.kill()
+    assert_ha_clean(ha)
