@@ -246,3 +246,55 @@ def test_weight_only_int8_stores_int8_kernels_and_computes_in_float(tmp_path):
     want = model.predict(patches, verbose=0)
     np.testing.assert_allclose(tflite_scores(exact, patches), want, atol=1e-5)
     assert np.max(np.abs(tflite_scores(plain, patches) - want)) < 0.05
+
+
+# -- thresholds and the card -----------------------------------------------------------------------
+
+
+def test_smoothed_peak_is_the_detectors_smoothing():
+    """smoothed_clip_max: the highest mean of the last 3 window scores (fewer at a clip's start),
+    what monitor.detector compares with a threshold: a one-window spike of 0.9 is 0.9 at the clip's
+    first window, 0.3 later on."""
+    from training.audioset_bundle import smoothed_clip_max
+
+    scores = np.array([[0.9, 0.0], [0.0, 0.0], [0.0, 0.9], [0.3, 0.0], [0.3, 0.0], [0.3, 0.0]], np.float32)
+    owner = np.array([0, 0, 0, 1, 1, 1])
+    peak = smoothed_clip_max(scores, owner, 2)
+    np.testing.assert_allclose(peak, [[0.9, 0.3], [0.3, 0.0]], atol=1e-6)
+
+
+def test_calibrated_thresholds_are_the_best_f1_within_bounds():
+    from training.audioset_bundle import MIN_THRESHOLD, Clip, calibrate_thresholds
+
+    names = ["Siren", "Dog", "Bark", "Speech"]
+    labels = label_slugs(names)
+    clips = [Clip(REPO, "urbansound8k", c, 2) for c in ["siren"] * 4 + ["dog_bark"] * 4 + ["drilling"] * 4]
+    peak = np.zeros((12, 4), np.float32)
+    peak[:4, 0] = [0.30, 0.32, 0.4, 0.5]  # sirens: 0.3 keeps all four, drilling never reaches it
+    peak[8:, 0] = 0.1
+    peak[4:8, 1] = [0.9, 0.8, 0.1, 0.1]  # "Dog" finds half the barks: F1 0.67 < 0.7, no threshold
+    peak[4:8, 2] = 0.05  # "Bark" best below the floor: clamped to the floor
+    found = calibrate_thresholds(peak, clips, names, labels)
+    assert found["siren"]["threshold"] == 0.3 and found["siren"]["f1"] == 1.0
+    assert "dog" not in found and "speech" not in found
+    assert "bark" not in found or found["bark"]["threshold"] >= MIN_THRESHOLD
+
+
+def test_the_card_is_written_from_the_bundle_json(tmp_path):
+    """`python -m training.audioset_bundle --out X --card-only` rewrites the card from the JSON
+    (what the build measured: precision table, per-class table, thresholds, cost)."""
+    import shutil
+
+    from training.audioset_bundle import main
+
+    need_audioset()
+    for suffix in (".tflite", ".json"):
+        shutil.copy(AUDIOSET.with_suffix(suffix), (tmp_path / "audioset").with_suffix(suffix))
+    assert main(["--out", str(tmp_path / "audioset"), "--card-only"]) == 0
+    card = (tmp_path / "audioset.md").read_text()
+    for heading in ("## Provenance and licences", "## Precision and agreement", "## Which classes are reliable",
+                    "## Thresholds", "## Cost"):  # fmt: skip
+        assert heading in card
+    assert "Apache License 2.0" in card and "CC BY-SA 4.0" in card and "CC BY 4.0" in card
+    assert "469be6a3421cbc52cf97e9f2f966cba984198e8e7af9854d68b3e3ebb1e04194" in card
+    assert card == AUDIOSET.with_suffix(".md").read_text()  # the shipped card is this one

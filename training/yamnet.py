@@ -24,6 +24,11 @@ matrices are exactly ours rounded to int8; `emulated_export_patch` adds the inpu
 front-end and gives the export's patch. The float path here (our patch, float network) is
 YAMNet's float recipe; on labelled UrbanSound8K clips it scores as well as the export. Figures:
 tests/test_yamnet.py.
+
+For quantising the rebuild (training/audioset_bundle.py): `YamnetWeights.kernel_scales` keeps the
+export's int8 scale of each kernel, so YAMNet's own int8 codes can be stored again exactly;
+`build_yamnet(logit_floor=..., relu6=True)` with `capped_weights(weights, activation_caps(...))`
+is the form a full-integer int8 export needs (logits and activations in bounded ranges).
 """
 
 from __future__ import annotations
