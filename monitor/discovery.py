@@ -130,7 +130,7 @@ def entity_name(label: str, display_names: Mapping[str, str] | None = None) -> s
 
 def control_enabled(cfg: MqttConfig) -> bool:
     """`mqtt.control`: the daemon takes commands from `<base>/set/...` (default true)."""
-    return bool(getattr(cfg, "control", True))
+    return bool(cfg.control)
 
 
 def device_block(node_id: str, model_name: str, sw_version: str) -> dict[str, Any]:
@@ -394,12 +394,14 @@ def discovery_messages(
     removed: Iterable[str] = (),
     *,
     display_names: Mapping[str, str] | None = None,
+    control: bool | None = None,
 ) -> list[tuple[str, dict[str, Any] | None]]:
     """Every discovery message to send now; None = an empty retained payload (HA removes the entity).
 
     `labels` are the watched labels, `enabled` those whose detection is on (None = all),
     `removed` labels the previous model had but the current one does not (their entities are
-    removed), `display_names` the bundle's names for people (label -> name; None: from the label).
+    removed), `display_names` the bundle's names for people (label -> name; None: from the label),
+    `control` whether the publisher takes commands (None: `mqtt.control`, see `control_enabled`).
 
     With `mqtt.control` on (`control_enabled`): for every watched label a binary sensor,
     unavailable while the class is disabled, a threshold number and a detection switch -- a
@@ -410,7 +412,7 @@ def discovery_messages(
     """
     labels = list(labels)
     on = set(labels) if enabled is None else set(enabled)
-    control = control_enabled(cfg)
+    control = control_enabled(cfg) if control is None else bool(control)
     names = display_names or {}
     out: list[tuple[str, dict[str, Any] | None]] = []
     for label in labels:

@@ -28,7 +28,6 @@ NODE_SENSORS = 1 + len(STATS_KEYS) + len(TOP_KEYS)  # level, stats, top
 
 
 def with_control(cfg: MqttConfig, on: bool) -> MqttConfig:
-    """`cfg` with `mqtt.control` set (model_copy sets it whether or not the key exists yet)."""
     return cfg.model_copy(update={"control": on})
 
 
@@ -203,6 +202,11 @@ def test_without_control_no_number_or_switch_and_disabled_classes_have_no_entity
     # the node's sensors are there whatever the control setting
     sensors = by_component(msgs, "sensor")
     assert set(sensors) == {"level"} | STATS_KEYS | TOP_KEYS and None not in sensors.values()
+    # a publisher that does not subscribe to commands says so whatever the config says
+    assert discovery.discovery_messages(CFG, LABELS, {"siren", "dog_bark"}, "urban10", "1.2.3", control=False) == msgs
+    assert discovery.discovery_messages(cfg, LABELS, None, "urban10", "1.2.3", control=True) == (
+        discovery.discovery_messages(CFG, LABELS, None, "urban10", "1.2.3")
+    )
 
 
 def test_removed_labels_lose_all_their_entities() -> None:
