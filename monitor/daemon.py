@@ -213,6 +213,8 @@ class Daemon:
         self._held: list[np.ndarray] = []
         self._held_samples = 0
         self._publish_s = 0.0
+        self._scores_s = 0.0  # building and publishing <base>/scores (bench report)
+        self._scores_n = 0
 
     # -- construction --------------------------------------------------------------------------
 
@@ -415,6 +417,8 @@ class Daemon:
             "inference_s": st.inference_s,
             "detector_s": st.detector_s,
             "publish_s": self._publish_s,
+            "scores_s": self._scores_s,
+            "scores_messages": self._scores_n,
             "inference_ms_p50": float(np.percentile(inf, 50)),
             "inference_ms_p95": float(np.percentile(inf, 95)),
             "spool_depth": self.publisher.spool_depth,
@@ -466,7 +470,10 @@ class Daemon:
             since = res.end_offset_s - self._last_scores_offset
             if not 0.0 <= since < interval - 1e-6:  # (negative: a new pipeline restarted the offsets)
                 self._last_scores_offset = res.end_offset_s
+                t0 = time.perf_counter()
                 self.publisher.publish_scores(self.scores_payload(res))
+                self._scores_s += time.perf_counter() - t0
+                self._scores_n += 1
 
     def scores_payload(self, res: WindowResult) -> dict[str, Any]:
         """`<base>/scores`: the newest window's top watched labels, for tuning thresholds by eye.
@@ -662,13 +669,9 @@ class Daemon:
     def _in_force(self) -> dict[tuple[str, str], tuple[object, str]]:
         """(label, key) -> (value in force, where it comes from) for every watched label."""
         out: dict[tuple[str, str], tuple[object, str]] = {}
-        control = self._control_on(self.cfg)
         for label, (threshold, on) in self._config_values().items():
             for key, value in (("threshold", threshold), ("enabled", on)):
-                origin = self.overrides.origin(label, key, self.cfg.detection)  # type: ignore[arg-type]
-                if origin == "mqtt" and not control:
-                    origin = "config"  # (not reached: values set over MQTT apply only with control)
-                out[(label, key)] = (value, origin)
+                out[(label, key)] = (value, self.overrides.origin(label, key, self.cfg.detection))  # type: ignore[arg-type]
         return out
 
     def _handle_commands(self) -> None:

@@ -60,7 +60,6 @@ from __future__ import annotations
 import collections
 import contextlib
 import hashlib
-import inspect
 import json
 import logging
 import math
@@ -798,15 +797,10 @@ class Publisher:
             return
         for topic, payload in discovery.discovery_messages(
             self.cfg, self._labels, self._enabled, self.model_name, self.sw_version, self._removed,
-            **self._discovery_extra(),
+            display_names=self.display_names,
         ):
             payload_text = _dumps(payload) if payload is not None else b""
             self._publish(topic, payload_text, 1, True, "the discovery configs")
-
-    def _discovery_extra(self) -> dict[str, Any]:
-        """Keyword arguments of `discovery_messages` that only newer versions of it take."""
-        params = inspect.signature(discovery.discovery_messages).parameters
-        return {"display_names": self.display_names} if "display_names" in params else {}
 
     def _send_states(self, client: mqtt.Client) -> None:
         for label, on in self._states.items():

@@ -102,3 +102,29 @@ def test_sighup_with_an_unusable_state_dir_keeps_the_running_config(broker, tiny
     finally:
         d.kill()
     assert d.text().count("MQTT: connected") == 1
+
+
+def test_sighup_keeps_the_values_set_over_mqtt_over_a_new_file_and_a_new_state_dir(broker, tiny_bundle, tmp_path):
+    """A threshold set over MQTT stays in force through a SIGHUP that changes the file and the
+    state dir: overrides.json moves with the state dir, and the echo is unchanged."""
+    a, b = tmp_path / "state_a", tmp_path / "state_b"
+    cfg = write_config(tmp_path / "c.yaml", broker, state_dir=a, detection=all_thresholds(1.0))
+    with Subscriber(broker, f"{BASE}/#") as sub:
+        d = start(cfg, tiny_bundle)
+        try:
+            sub.wait_for(f"{BASE}/config/siren/threshold", lambda m: m.text == "1", timeout=20)
+            sub.client.publish(f"{BASE}/set/siren/threshold", "0", qos=1).wait_for_publish(5)
+            sub.wait_for(f"{BASE}/detection", lambda m: m.json()["label"] == "siren", timeout=10)
+            write_config(cfg, broker, state_dir=b, detection=all_thresholds(0.9))
+            d.signal(signal.SIGHUP)
+            d.wait_log("reload: configuration applied")
+            assert f"values set over MQTT moved to {b / 'overrides.json'}" in d.text()
+            # the new publisher's connect: siren still at the MQTT value, the rest at the new file's
+            sub.wait_for(f"{BASE}/config/dog_bark/threshold", lambda m: m.text == "0.9", timeout=10)
+            assert sub.get(f"{BASE}/config/siren/threshold")[-1].text == "0"
+            d.signal(signal.SIGTERM)
+            assert d.wait(10) == 0
+        finally:
+            d.kill()
+    assert (b / "overrides.json").read_text() == (a / "overrides.json").read_text()
+    assert '"siren": 0.0' in (b / "overrides.json").read_text()
