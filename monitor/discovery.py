@@ -395,13 +395,16 @@ def discovery_messages(
     *,
     display_names: Mapping[str, str] | None = None,
     control: bool | None = None,
+    scores: bool = True,
 ) -> list[tuple[str, dict[str, Any] | None]]:
     """Every discovery message to send now; None = an empty retained payload (HA removes the entity).
 
     `labels` are the watched labels, `enabled` those whose detection is on (None = all),
     `removed` labels the previous model had but the current one does not (their entities are
     removed), `display_names` the bundle's names for people (label -> name; None: from the label),
-    `control` whether the publisher takes commands (None: `mqtt.control`, see `control_enabled`).
+    `control` whether the publisher takes commands (None: `mqtt.control`, see `control_enabled`),
+    `scores` whether `<base>/scores` is published (`detection.scores_interval` > 0): without it
+    the Top sensors are removed rather than left unknown forever.
 
     With `mqtt.control` on (`control_enabled`): for every watched label a binary sensor,
     unavailable while the class is disabled, a threshold number and a detection switch -- a
@@ -425,7 +428,7 @@ def discovery_messages(
         out.append((binary_sensor_config(cfg, label, model_name, sw_version)[0], None))
     out.append(level_sensor_config(cfg, model_name, sw_version))
     out.extend(stats_sensor_configs(cfg, model_name, sw_version))
-    out.extend(top_sensor_configs(cfg, model_name, sw_version))
+    out.extend((t, p if scores else None) for t, p in top_sensor_configs(cfg, model_name, sw_version))
     for make in (threshold_number_config, detection_switch_config):
         for label in labels:
             topic, payload = make(cfg, label, model_name, sw_version, name=entity_name(label, names))

@@ -261,6 +261,10 @@ def test_top_sound_and_top_score_read_the_scores_topic() -> None:
     assert (score["state_class"], score["suggested_display_precision"]) == ("measurement", 2)
     assert "unit_of_measurement" not in score
     assert set(configs) <= {t for t, _ in messages().items()}
+    # scores off (detection.scores_interval 0): removed, not unknown forever
+    off = dict(discovery.discovery_messages(CFG, LABELS, None, "urban10", "1.2.3", scores=False))
+    assert [off[t] for t in configs] == [None, None]
+    assert sum(p is None for p in off.values()) == 2
 
 
 SCORES = {"time": "2026-12-04T10:00:00+00:00", "stream_offset_s": 3.5, "dbfs": -23.4, "top": [
