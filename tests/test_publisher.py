@@ -285,7 +285,7 @@ def test_level_qos0_and_stats_retained(broker: Broker, make_pub: Callable[..., P
 
 
 def test_discovery_configs(broker: Broker, make_pub: Callable[..., Publisher]) -> None:
-    cfg = broker.mqtt_config(node_id="ha1")
+    cfg = broker.mqtt_config(node_id="ha1", control=False)  # (with control: the next test)
     pub = make_pub(cfg, enabled={"dog_bark", "siren"})  # car_horn disabled
     wait_until(lambda: pub.connected)
     settled(broker, "homeassistant/sensor/ha1/level/config")  # the last config sent on connect
@@ -322,11 +322,35 @@ def test_discovery_configs(broker: Broker, make_pub: Callable[..., Publisher]) -
         assert "homeassistant/binary_sensor/ha1/car_horn/config" not in sub.topics_seen()
 
 
+def test_discovery_with_control_keeps_a_disabled_class_switchable_from_home_assistant(
+    broker: Broker, make_pub: Callable[..., Publisher]
+) -> None:
+    """mqtt.control (the default): every label keeps its binary sensor, available only while its
+    class is enabled (the retained echo), plus a threshold number and a detection switch that
+    command <base>/set/<label>/... and show the echoes <base>/config/<label>/..."""
+    pub = make_pub(broker.mqtt_config(node_id="ha3"), enabled={"dog_bark", "siren"}, start=False)
+    pub.set_config({"dog_bark": (0.5, True), "siren": (0.35, True), "car_horn": (0.5, False)})
+    pub.start()
+    wait_until(lambda: pub.connected)
+    settled(broker, "soundmon/ha3/status", lambda m: m.text == "online")
+    with Subscriber(broker, ["homeassistant/#", "soundmon/ha3/config/#"]) as sub:
+        car_horn = sub.wait_for("homeassistant/binary_sensor/ha3/car_horn/config").json()
+        assert {"topic": "soundmon/ha3/config/car_horn/enabled", "payload_available": "ON",
+                "payload_not_available": "OFF"} in car_horn["availability"]  # fmt: skip
+        assert sub.wait_for("soundmon/ha3/config/car_horn/enabled").text == "OFF"
+        number = sub.wait_for("homeassistant/number/ha3/siren_threshold/config").json()
+        assert number["command_topic"] == "soundmon/ha3/set/siren/threshold"
+        assert number["state_topic"] == "soundmon/ha3/config/siren/threshold"
+        assert sub.wait_for(number["state_topic"]).text == "0.35"
+        switch = sub.wait_for("homeassistant/switch/ha3/car_horn_detection/config").json()
+        assert switch["command_topic"] == "soundmon/ha3/set/car_horn/enabled"
+
+
 def test_disabled_label_config_is_removed(
     broker: Broker, make_pub: Callable[..., Publisher]
 ) -> None:
     with Subscriber(broker, "homeassistant/binary_sensor/ha0/#") as sub:
-        pub = make_pub(broker.mqtt_config(node_id="ha0"), enabled={"siren"})
+        pub = make_pub(broker.mqtt_config(node_id="ha0", control=False), enabled={"siren"})
         wait_until(lambda: pub.connected)
         removed = sub.wait_for("homeassistant/binary_sensor/ha0/car_horn/config")
         assert removed.payload == b"" and removed.qos == 1
@@ -360,14 +384,16 @@ def test_discovery_resent_on_ha_birth_and_after_label_update(
             sub.wait_for("homeassistant/sensor/ha2/level/config")
             # the states follow the birth message too
             assert states.wait_for("soundmon/ha2/state/siren").text == "ON"
-        # SIGHUP: siren disabled, a new model without car_horn but with gun_shot
+        # SIGHUP: siren disabled, a new model without car_horn but with gun_shot, with names
         sub.clear()
-        pub.update_labels(["dog_bark", "siren", "gun_shot"], enabled={"dog_bark", "gun_shot"})
+        pub.update_labels(["dog_bark", "siren", "gun_shot"], enabled={"dog_bark", "gun_shot"},
+                          display_names={"gun_shot": "Gunshot, gunfire"})  # fmt: skip
         assert (
             sub.wait_for("homeassistant/binary_sensor/ha2/gun_shot/config").json()["name"]
-            == "Gun shot"
+            == "Gunshot, gunfire"
         )
-        assert sub.wait_for("homeassistant/binary_sensor/ha2/siren/config").payload == b""
+        # with mqtt.control (the default) a disabled class keeps its entity (switchable from HA)
+        assert sub.wait_for("homeassistant/binary_sensor/ha2/siren/config").payload != b""
         assert sub.wait_for("homeassistant/binary_sensor/ha2/car_horn/config").payload == b""
         assert sub.wait_for("homeassistant/binary_sensor/ha2/dog_bark/config").payload != b""
 
@@ -598,12 +624,12 @@ def test_disabled_mqtt_is_a_no_op(tmp_path: Path) -> None:
 
 
 def test_discovery_payloads_are_pure_and_json() -> None:
-    cfg = MqttConfig(node_id="pi-kitchen", base_topic="house/sound")
+    cfg = MqttConfig(node_id="pi-kitchen", base_topic="house/sound", control=False)
     msgs = discovery.discovery_messages(
         cfg, ["dog_bark", "Street Music"], {"dog_bark"}, "urban10", "1.2.3"
     )
     topics = [t for t, _ in msgs]
-    assert topics == [
+    assert topics[:8] == [
         "homeassistant/binary_sensor/pi-kitchen/dog_bark/config",
         "homeassistant/binary_sensor/pi-kitchen/street_music/config",
         "homeassistant/sensor/pi-kitchen/level/config",
