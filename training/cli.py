@@ -152,6 +152,27 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--experiments", help="markdown file whose text goes into the model card's 'What was tried'"
     )
+    t = p.add_argument_group("transfer learning (--backbone)")
+    t.add_argument("--backbone", choices=["yamnet"],
+                   help="train a head on this pretrained network's embedding instead of a CNN from scratch: "
+                   "yamnet (AudioSet; 0.975 s windows of the yamnet front-end); the bundle is the whole network")  # fmt: skip
+    t.add_argument("--backbone-weights", metavar="PATH",
+                   help="YAMNet's TF Hub TFLite export (default: $SOUNDMON_YAMNET or ../shared/models/yamnet.tflite)")  # fmt: skip
+    t.add_argument("--fine-tune-layers", type=int, default=0, metavar="N",
+                   help="also fine-tune the backbone's top N layers (of 14) with the head, end to end (default 0: head only)")  # fmt: skip
+    t.add_argument(
+        "--fine-tune-epochs", type=int, default=4, help="epochs of that fine-tuning (default 4)"
+    )
+    t.add_argument("--aug-copies", type=int, default=4,
+                   help="augmented windows per clip cached for head training (default 4; 0 with --no-augment)")  # fmt: skip
+    t.add_argument(
+        "--head-hidden",
+        type=int,
+        default=256,
+        help="hidden units of the head (0: linear; default 256)",
+    )
+    t.add_argument("--clip-score", choices=["auto", "mean", "max"], default="auto",
+                   help="a clip's score over its windows (default auto: the better by CV, else mean)")  # fmt: skip
     return p
 
 
@@ -186,6 +207,8 @@ def _train(args, argv) -> int:
     from training.datasets import DatasetError
 
     dataset = _read(args)
+    if args.backbone:
+        return _train_transfer(args, dataset, argv)
     if args.arch == "mlp":
         return _train_mlp_only(args, dataset)
     from training.models import ARCHS
@@ -239,6 +262,55 @@ def _train(args, argv) -> int:
         jobs=max(1, args.jobs if args.jobs is not None else (os.cpu_count() or 1)) if cv else 1,
     )
     run_training(job)
+    return 0
+
+
+def _train_transfer(args, dataset, argv) -> int:
+    """`--backbone yamnet`: a head on a pretrained embedding (training/transfer.py)."""
+    from training.datasets import DatasetError
+
+    if args.init_from or args.arch != DEFAULT_ARCH or args.window_seconds != 4.0:
+        raise DatasetError(
+            "--backbone takes neither --init-from, --arch nor --window-seconds (its window is the backbone's)"
+        )
+    from training.run import command_line
+    from training.train import set_threads
+    from training.transfer import (
+        TransferConfig,
+        TransferJob,
+        default_backbone_weights,
+        run_transfer,
+    )
+
+    set_threads(args.threads or os.cpu_count())
+    weights = args.backbone_weights or default_backbone_weights()
+    augment = _augment(args).with_(time_masks=0, freq_masks=0)
+    cfg = TransferConfig(
+        backbone=args.backbone,
+        weights_path=str(weights or ""),
+        head_hidden=args.head_hidden,
+        epochs=args.epochs or 60,
+        batch_size=args.batch_size if args.batch_size != 32 else 64,
+        lr=args.lr or 1e-3,
+        seed=args.seed,
+        augment=augment,
+        aug_copies=args.aug_copies if augment.enabled else 0,
+        fine_tune_layers=args.fine_tune_layers,
+        fine_tune_epochs=args.fine_tune_epochs,
+        clip_score=args.clip_score,
+    )
+    cv = None
+    if args.cv:
+        cv = dataset.folds if args.cv == "all" else _folds(args.cv)
+    job = TransferJob(dataset=dataset, out=Path(args.out), cfg=cfg, cv_folds=cv, cache_dir=args.cache,
+                      workers=args.workers, report_dir=Path(args.report_dir) if args.report_dir else None,
+                      progress=not args.no_progress, command=command_line(argv, "soundmon train"))  # fmt: skip
+    if args.experiments:
+        try:
+            job.experiments = Path(args.experiments).read_text()
+        except OSError as exc:
+            raise DatasetError(f"--experiments: {exc}") from None
+    run_transfer(job)
     return 0
 
 

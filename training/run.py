@@ -82,6 +82,16 @@ def load_float_model(base: str | Path):
     arch = (bundle.meta.get("model") or {}).get("arch")
     if not wpath.is_file() or not arch:
         return None, bundle
+    if (bundle.meta.get("model") or {}).get("backbone"):  # `soundmon train --backbone`: training/transfer.py
+        from training.transfer import full_model_from_meta
+
+        try:
+            model = full_model_from_meta(len(bundle.labels), bundle.meta)
+        except BundleError as exc:
+            log(f"note: no float model for {base}: {exc}")
+            return None, bundle
+        model.load_weights(wpath)
+        return model, bundle
     model = build_cnn(len(bundle.labels), bundle.window_frames, bundle.frontend.n_mels, arch,
                       (bundle.meta.get("training") or {}).get("dropout", 0.3))  # fmt: skip
     model.load_weights(wpath)
