@@ -291,3 +291,17 @@ def test_scores_show_the_top_labels_of_the_newest_window(broker: Broker, tmp_pat
         assert d.proc.returncode == 0, d.text()
         sub.wait_for(f"{BASE}/status", lambda m: m.text == "offline")
     assert not sub.get(f"{BASE}/scores")
+
+
+def test_a_broken_overrides_file_is_logged_and_the_daemon_runs_on_the_configured_values(broker, tiny_bundle, tmp_path):
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "overrides.json").write_text('{"thresholds": {"siren": 0.0')  # cut short by a crash
+    cfg = write_config(tmp_path / "c.yaml", broker, state_dir=state, detection=all_thresholds(1.0))
+    with Subscriber(broker, f"{BASE}/#") as sub:
+        d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--model", str(tiny_bundle))
+        assert d.proc.returncode == 0, d.text()
+        echo(sub, "siren", "threshold", "1")
+    line = next(x for x in d.log if "overrides.json" in x)
+    assert line.startswith("WARNING") and "unreadable" in line and "starting without values set over MQTT" in line
+    assert starts(sub) == []

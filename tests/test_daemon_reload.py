@@ -128,3 +128,34 @@ def test_sighup_keeps_the_values_set_over_mqtt_over_a_new_file_and_a_new_state_d
             d.kill()
     assert (b / "overrides.json").read_text() == (a / "overrides.json").read_text()
     assert '"siren": 0.0' in (b / "overrides.json").read_text()
+
+
+def test_sighup_to_a_model_without_a_label_drops_its_value_set_over_mqtt(broker, tiny_bundle, tmp_path):
+    """A model change: values set over MQTT for labels the new model has stay in force, the
+    others no longer apply and their echoes are cleared (empty retained payloads)."""
+    import json
+    import shutil
+
+    other = tmp_path / "other"  # the tiny model with "siren" renamed "alarm"
+    shutil.copy(tiny_bundle.with_suffix(".tflite"), other.with_suffix(".tflite"))
+    other.with_suffix(".json").write_text(tiny_bundle.with_suffix(".json").read_text().replace('"siren"', '"alarm"'))
+    state = tmp_path / "state"
+    state.mkdir()
+    (state / "overrides.json").write_text(json.dumps({"thresholds": {"siren": 0.25, "dog_bark": 0.75}}))
+    cfg = write_config(tmp_path / "c.yaml", broker, state_dir=state, model={"path": str(tiny_bundle)})
+    with Subscriber(broker, f"{BASE}/config/#") as sub:
+        d = DaemonProcess("--source", str(DEMO), "--pace", "realtime", "--config", str(cfg))
+        try:
+            sub.wait_for(f"{BASE}/config/siren/threshold", lambda m: m.text == "0.25", timeout=20)
+            write_config(cfg, broker, state_dir=state, model={"path": str(other)})
+            d.signal(signal.SIGHUP)
+            d.wait_log("reload: configuration applied")
+            sub.wait_for(f"{BASE}/config/siren/threshold", lambda m: m.payload == b"", timeout=10)
+            sub.wait_for(f"{BASE}/config/alarm/threshold", timeout=10)
+            assert sub.get(f"{BASE}/config/dog_bark/threshold")[-1].text == "0.75"
+            d.signal(signal.SIGTERM)
+            assert d.wait(10) == 0
+        finally:
+            d.kill()
+    assert "in force: dog_bark threshold 0.75, siren threshold 0.25 (" in d.text()  # at start
+    assert f"in force: dog_bark threshold 0.75 ({state / 'overrides.json'})" in d.text()  # after the reload
