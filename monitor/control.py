@@ -5,8 +5,8 @@ and payloads over, the daemon applies the result through the same path as a SIGH
 
 Precedence, strongest first: a value set over MQTT, `config.yaml` (`detection.classes`), the
 bundle's default. `Overrides.apply` therefore writes the MQTT values over the configured
-`detection.classes` and leaves everything else alone; an empty threshold payload removes the
-override, so the configured value (or the bundle's default) is in force again.
+`detection.classes` and leaves everything else alone; an empty payload (threshold or enabled)
+removes the override, so the configured value (or the bundle's default) is in force again.
 
 Everything a publisher sends is untrusted: payloads are bounded, decoded strictly and checked
 (a threshold is a finite number in [0, 1]; enabled is `ON` or `OFF`); labels must be labels of
@@ -51,7 +51,8 @@ class CommandError(ValueError):
 
 @dataclass(frozen=True)
 class Command:
-    """One parsed command: `value` is a threshold, a bool for `enabled`, or None = configured value."""
+    """One parsed command: `value` is a threshold, a bool for `enabled`, or None = configured value
+    (an empty payload, for either key)."""
 
     label: str
     key: Key
@@ -95,10 +96,12 @@ def _threshold(topic: str, text: str) -> float | None:
     return value
 
 
-def _switch(topic: str, text: str) -> bool:
+def _switch(topic: str, text: str) -> bool | None:
+    if not text:
+        return None  # back to the configured value
     upper = text.upper()
     if upper not in ("ON", "OFF"):
-        raise CommandError(f"{topic}: {_short(text)} is not ON or OFF")
+        raise CommandError(f"{topic}: {_short(text)} is not ON or OFF (or nothing)")
     return upper == "ON"
 
 
@@ -152,6 +155,8 @@ class Overrides:
             old = self.thresholds.get(cmd.label)
             self.thresholds[cmd.label] = float(cmd.value)
             return old != float(cmd.value)
+        if cmd.value is None:
+            return self.enabled.pop(cmd.label, None) is not None
         old_on = self.enabled.get(cmd.label)
         self.enabled[cmd.label] = bool(cmd.value)
         return old_on != bool(cmd.value)

@@ -20,6 +20,7 @@ def test_threshold_and_enabled_commands() -> None:
     assert parse_command(BASE, f"{BASE}/set/siren/threshold", b"", LABELS) == Command("siren", "threshold", None)
     assert parse_command(BASE, f"{BASE}/set/dog_bark/enabled", b"OFF", LABELS) == Command("dog_bark", "enabled", False)
     assert parse_command(BASE, f"{BASE}/set/dog_bark/enabled", b"on", LABELS) == Command("dog_bark", "enabled", True)
+    assert parse_command(BASE, f"{BASE}/set/dog_bark/enabled", b"", LABELS) == Command("dog_bark", "enabled", None)
 
 
 @pytest.mark.parametrize(
@@ -69,6 +70,13 @@ def test_mqtt_value_beats_config_beats_bundle_default() -> None:
     assert overrides.set(Command("siren", "threshold", None)) is True
     assert overrides.apply(detection).thresholds(bundle, LABELS)["siren"] == 0.6
     assert overrides.set(Command("siren", "threshold", None)) is False  # nothing to change
+    # so does an empty enabled payload
+    detection = DetectionConfig(classes={"dog_bark": ClassConfig(enabled=False)})
+    assert overrides.set(Command("dog_bark", "enabled", True)) is True
+    assert overrides.apply(detection).enabled_labels(LABELS) == set(LABELS)
+    assert overrides.set(Command("dog_bark", "enabled", None)) is True
+    assert overrides.apply(detection).enabled_labels(LABELS) == {"siren", "gun_shot"}
+    assert overrides.origin("dog_bark", "enabled", detection) == "config"
 
 
 def test_values_persist_and_a_broken_file_is_no_reason_not_to_run(tmp_path: Path) -> None:

@@ -4,7 +4,7 @@ must be pinned).
 
 The contract these tests use, as a user or Home Assistant would:
 - `<base>/set/<label>/threshold` <- a number in [0, 1]; an empty payload = back to the configured value
-- `<base>/set/<label>/enabled`   <- `ON` / `OFF`
+- `<base>/set/<label>/enabled`   <- `ON` / `OFF`; an empty payload = back to the configured value
 - `<base>/config/<label>/threshold|enabled` -> the value in force (retained, QoS 1), at every
   connect and after every change
 - `<base>/scores` -> the newest window's top labels every `detection.scores_interval` s of audio
@@ -149,6 +149,11 @@ def test_an_empty_threshold_returns_to_the_configured_value_and_sighup_keeps_the
             send(sub, f"{BASE}/set/siren/threshold", "")
             echo(sub, "siren", "threshold", "0.9")
             d.wait_log("control: siren threshold 0.9 (back to the config value)")
+            send(sub, f"{BASE}/set/dog_bark/enabled", "OFF")  # and the same for enabled
+            echo(sub, "dog_bark", "enabled", "OFF")
+            send(sub, f"{BASE}/set/dog_bark/enabled", "")
+            echo(sub, "dog_bark", "enabled", "ON")
+            d.wait_log("control: dog_bark enabled (back to the default)")
             d.signal(signal.SIGTERM)
             assert d.wait(10) == 0
         finally:
@@ -166,7 +171,7 @@ BAD_COMMANDS: list[tuple[str, bytes]] = [
     (f"{BASE}/set/siren/threshold", b"0x1p-2"),
     (f"{BASE}/set/siren/threshold", b"\xff\xfe\x00"),  # not UTF-8
     (f"{BASE}/set/siren/enabled", b"true"),
-    (f"{BASE}/set/siren/enabled", b""),
+    (f"{BASE}/set/siren/enabled", b"1"),
     (f"{BASE}/set/cat/threshold", b"0.3"),  # not a label of the model
     (f"{BASE}/set/%2e%2e/threshold", b"0.3"),
     (f"{BASE}/set/..%2f..%2fetc/threshold", b"0.3"),
