@@ -120,3 +120,14 @@ def test_values_in_force_are_retained_echoes_sent_before_online_and_after_each_c
 def test_threshold_text() -> None:
     assert [threshold_text(x) for x in (0.35, 0.5, 1.0, 0.0, -0.0, 0.123456789)] == [
         "0.35", "0.5", "1", "0", "0", "0.123457"]  # fmt: skip
+
+
+def test_commands_are_subscribed_again_after_the_broker_comes_back(broker: Broker, make_pub) -> None:
+    pub = make_pub(broker)
+    with Subscriber(broker, f"{BASE}/status") as sub:
+        sub.wait_for(f"{BASE}/status", lambda m: m.text == "online")
+    broker.restart()  # a clean session: the broker forgot our subscriptions
+    with Subscriber(broker, f"{BASE}/status") as sub:
+        sub.wait_for(f"{BASE}/status", lambda m: m.text == "online", timeout=10)
+        sub.client.publish(f"{BASE}/set/car_horn/enabled", "OFF", qos=1).wait_for_publish(5)
+        assert wait_commands(pub, 1) == [(f"{BASE}/set/car_horn/enabled", b"OFF", False)]
