@@ -138,7 +138,7 @@ class NullPublisher:
     def publish_level(self, payload: dict) -> None: ...
     def publish_scores(self, payload: dict) -> None: ...
     def publish_stats(self, payload: dict) -> None: ...
-    def update_labels(self, labels, enabled, display_names=None) -> None: ...
+    def update_labels(self, labels, enabled, display_names=None, scores=None) -> None: ...
     def set_config(self, values: dict) -> None: ...
     def take_commands(self, limit: int = 0) -> list:
         return []
@@ -226,7 +226,8 @@ class Daemon:
         return Publisher(cfg.mqtt, cfg.storage, self.bundle.labels, self.bundle.name, logger=log,
                          enabled=self._detection(cfg).enabled_labels(self.bundle.labels),
                          window=cfg.mqtt.max_inflight, flush_rate=cfg.mqtt.flush_rate,
-                         display_names=getattr(self.bundle, "display_names", None))  # fmt: skip
+                         display_names=getattr(self.bundle, "display_names", None),
+                         scores=cfg.detection.scores_interval > 0)  # fmt: skip
 
     @staticmethod
     def _publisher_settings(cfg: Config) -> tuple:
@@ -810,7 +811,8 @@ class Daemon:
             self._switch_publisher(old_cfg, new, publisher_key)
         else:
             self.publisher.update_labels(self.bundle.labels, detection.enabled_labels(self.bundle.labels),
-                                         getattr(self.bundle, "display_names", None))  # fmt: skip
+                                         getattr(self.bundle, "display_names", None),
+                                         scores=new.detection.scores_interval > 0)  # fmt: skip
             self.publisher.set_config(self._config_values())
         if restart_needed:
             log.warning("reload: configuration applied, except %s: needs a restart to take effect",

@@ -177,7 +177,8 @@ class Publisher:
     an empty retained discovery payload so HA removes them. `window` is the most detections
     unacknowledged at once, `flush_rate` the most sent per second after a first `window`
     (None or 0: no rate limit, only the window). `control` (default `cfg.control`) subscribes to
-    the `<base>/set/...` commands; `display_names` (label -> name) name the HA entities.
+    the `<base>/set/...` commands; `display_names` (label -> name) name the HA entities; `scores`
+    says whether `<base>/scores` is published (HA's Top sensors are announced only then).
     """
 
     def __init__(
@@ -193,6 +194,7 @@ class Publisher:
         flush_rate: float | None = 100.0,
         control: bool | None = None,
         display_names: dict[str, str] | None = None,
+        scores: bool = True,
     ) -> None:
         self.cfg = cfg
         self.log = logger or logging.getLogger("soundmon.mqtt")
@@ -207,6 +209,7 @@ class Publisher:
         self._removed: set[str] = set()
         self.control = bool(cfg.control if control is None else control)
         self.display_names = dict(display_names) if display_names else None
+        self.scores = bool(scores)
         # Commands from paho's thread to the daemon's: (topic, payload, retained), bounded.
         self._commands: queue.Queue[tuple[str, bytes, bool]] = queue.Queue(maxsize=COMMAND_QUEUE)
         self._commands_dropped = 0
@@ -797,7 +800,7 @@ class Publisher:
             return
         for topic, payload in discovery.discovery_messages(
             self.cfg, self._labels, self._enabled, self.model_name, self.sw_version, self._removed,
-            display_names=self.display_names,
+            display_names=self.display_names, control=self.control, scores=self.scores,
         ):
             payload_text = _dumps(payload) if payload is not None else b""
             self._publish(topic, payload_text, 1, True, "the discovery configs")
@@ -1039,9 +1042,11 @@ class Publisher:
         labels: Iterable[str],
         enabled: Iterable[str],
         display_names: dict[str, str] | None = None,
+        scores: bool | None = None,
     ) -> None:
         """New label set / enabled set (after SIGHUP, a model change or a command over MQTT):
-        re-send discovery. `display_names` are the (new) bundle's names for people.
+        re-send discovery. `display_names` are the (new) bundle's names for people, `scores`
+        whether `<base>/scores` is published now (None: unchanged).
 
         Labels that disappeared or were disabled get an empty retained config (HA removes them).
         """
@@ -1050,6 +1055,8 @@ class Publisher:
         labels = list(labels)
         with self._pub_lock:
             self.display_names = dict(display_names) if display_names else None
+            if scores is not None:
+                self.scores = bool(scores)
             self._removed |= set(self._labels) - set(labels)
             self._removed -= set(labels)
             self._labels = labels

@@ -267,7 +267,8 @@ def iso(text: str) -> datetime:
 def test_scores_show_the_top_labels_of_the_newest_window(broker: Broker, tmp_path):
     """`<base>/scores` once per second of audio (QoS 0, not retained): the 5 top labels by the
     smoothed score the threshold is compared with, each with its display name and the window's
-    own (raw) score; the demo's siren leads while it sounds. scores_interval 0: none."""
+    own (raw) score; the demo's siren leads while it sounds. scores_interval 0: none, and Home
+    Assistant's Top sensors, which read them, are not announced."""
     model = need_shipped_model()
     cfg = write_config(tmp_path / "c.yaml", broker)
     with Subscriber(broker, f"{BASE}/scores") as sub:
@@ -276,6 +277,8 @@ def test_scores_show_the_top_labels_of_the_newest_window(broker: Broker, tmp_pat
         sub.wait_quiet(0.5)
         msgs = sub.get()
     assert len(msgs) >= 25 and {(m.qos, m.retain) for m in msgs} == {(0, False)}
+    with Subscriber(broker, "homeassistant/sensor/testnode/top_sound/config") as ha:
+        assert ha.wait_for("homeassistant/sensor/testnode/top_sound/config").json()["state_topic"] == f"{BASE}/scores"
     payloads = [m.json() for m in msgs]
     for p in payloads:
         assert set(p) == {"time", "stream_offset_s", "dbfs", "top"}
@@ -291,11 +294,12 @@ def test_scores_show_the_top_labels_of_the_newest_window(broker: Broker, tmp_pat
     assert siren and all(x["label"] == "siren" and x["name"] == "Siren" for x in siren)
 
     cfg = write_config(tmp_path / "c.yaml", broker, detection={"scores_interval": 0})
-    with Subscriber(broker, f"{BASE}/#") as sub:
+    with Subscriber(broker, [f"{BASE}/#", "homeassistant/#"]) as sub:
         d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--model", str(model))
         assert d.proc.returncode == 0, d.text()
         sub.wait_for(f"{BASE}/status", lambda m: m.text == "offline")
     assert not sub.get(f"{BASE}/scores")
+    assert sub.get("homeassistant/sensor/testnode/top_sound/config")[-1].payload == b""  # removed
 
 
 def test_a_broken_overrides_file_is_logged_and_the_daemon_runs_on_the_configured_values(broker, tiny_bundle, tmp_path):
