@@ -166,3 +166,27 @@ def test_missing_backbone_weights_is_one_line(tmp_path):
     assert r.returncode != 0
     last = [line for line in r.stderr.splitlines() if line.startswith("soundmon train:")]
     assert last and "yamnet.tflite" in last[0], r.stderr[-1000:]
+
+
+def test_fine_tune_unfreezes_exactly_the_top_layers():
+    need_yamnet()
+    from training.transfer import _set_trainable, build_backbone, build_full_model, build_head
+
+    full = build_full_model(build_backbone(YAMNET), build_head(3, 0, 0.3))
+    _set_trainable(full, 2)
+    trainable = sorted(layer.name for layer in full.layers if layer.trainable and layer.weights)
+    assert trainable == ["head", "layer13_depthwise", "layer13_pointwise", "layer14_depthwise", "layer14_pointwise"]
+    _set_trainable(full, 0)
+    assert [layer.name for layer in full.layers if layer.trainable and layer.weights] == ["head"]
+
+
+def test_clip_scores_mean_and_max_over_a_clips_windows():
+    from training.transfer import clip_scores
+
+    w = np.array([[0.9, 0.1], [0.2, 0.8], [0.4, 0.6], [0.7, 0.3]], np.float32)
+    owner = np.array([5, 5, 5, 9])
+    out = clip_scores(w[:3], owner[:3], np.array([5]))
+    np.testing.assert_allclose(out["mean"], [[0.5, 0.5]], atol=1e-6)
+    np.testing.assert_allclose(out["max"], [[0.9, 0.8]], atol=1e-6)
+    both = clip_scores(w, owner, np.array([9, 5]))  # rows in the order of the clips asked for
+    np.testing.assert_allclose(both["mean"][0], [0.7, 0.3], atol=1e-6)

@@ -168,8 +168,8 @@ def _train_parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--head-hidden",
         type=int,
-        default=256,
-        help="hidden units of the head (0: linear; default 256)",
+        default=0,
+        help="hidden units of the head (default 0: a linear softmax head)",
     )
     t.add_argument("--clip-score", choices=["auto", "mean", "max"], default="auto",
                    help="a clip's score over its windows (default auto: the better by CV, else mean)")  # fmt: skip
