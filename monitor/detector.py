@@ -27,7 +27,9 @@ Rules (per label; labels are independent, so overlapping sounds can all be activ
    a *start model*, a second classifier that hears only the newest second, so it is sure of a
    sound one or two hops before the 4 s model's smoothed score gets there. An event then also
    starts when the label is the start model's top label with a score >= `fast_start_threshold`
-   (same conditions otherwise: enabled, no open event, not in cooldown). Its start event says
+   (same conditions otherwise: enabled, no open event, not in cooldown) and that score also
+   reaches the class's own threshold (a threshold of 1.0 set from Home Assistant silences the
+   class for both models). Its start event says
    so (`opened_by="start_model"`) and carries the score that crossed: the start model's
    (never one below the threshold that opened the event; `peak_score` starts there too). It
    ends by rules 3-5 on the main model's scores.
@@ -289,7 +291,7 @@ class Detector:
             # The score test first: it is cheaper and usually false (both tests are pure).
             if s >= self.thresholds[label] - EPS and self._may_start(label, offset_s):
                 starts.append(self._start(label, offset_s))
-            elif label == fast_label and self._may_start(label, offset_s):
+            elif label == fast_label and fast_score >= self.thresholds[label] - EPS and self._may_start(label, offset_s):
                 starts.append(self._start(label, offset_s, fast_start_score=fast_score))
         return ends + starts
 
@@ -299,7 +301,7 @@ class Detector:
         else moves: no window score is added, no event ends. Returns the start, if any."""
         offset_s = self._advance(offset_s)
         label, score = self._fast_label(start_scores)
-        if label is None or label in self._open or not self._may_start(label, offset_s):
+        if label is None or label in self._open or score < self.thresholds[label] - EPS or not self._may_start(label, offset_s):
             return []
         return [self._start(label, offset_s, fast_start_score=score)]
 

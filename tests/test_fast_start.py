@@ -24,7 +24,7 @@ from monitor.runner import fast_start_on, open_model, open_start_model, start_ru
 from monitor.stream_runner import StreamingRunner
 from tests.daemon_helpers import DaemonProcess, run_to_end, write_config
 from tests.paths import DEMO, need_shipped_model
-from tests.test_detector import feed, make, row
+from tests.test_detector import LABELS, feed, make, row
 from training.attach_start import attach_start
 from training.datasets import load_audio
 
@@ -358,3 +358,12 @@ def test_sighup_asking_fast_start_of_a_bundle_without_one_keeps_the_running_conf
         assert d.wait(10) == 0
     finally:
         d.kill()
+
+
+def test_a_class_threshold_above_the_start_models_score_keeps_the_class_quiet():
+    """A threshold of 1.0 (set from Home Assistant, say) silences the class for the start model too."""
+    det = make(fast_start_threshold=0.7, thresholds={**{label: 0.5 for label in LABELS}, "siren": 1.0})
+    assert det.update(0.5, row(siren=0.3), start_scores=row(siren=0.95)) == []
+    assert det.fast_start(0.75, row(siren=0.99)) == []
+    (start,) = det.fast_start(1.25, row(dog_bark=0.8))  # other classes keep their fast start
+    assert (start.label, start.opened_by) == ("dog_bark", "start_model")
