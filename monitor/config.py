@@ -196,6 +196,15 @@ class DetectionConfig(_Section):
         return {x for x in labels if self.classes.get(x, ClassConfig()).enabled}
 
 
+def _prefix_problem(prefix: str) -> str | None:
+    """Why `prefix` cannot start soundmon's topics (`base_topic`, `discovery_prefix`), or None:
+    the MQTT rule of `monitor.topics`, and no leading or trailing '/' (an empty topic level)."""
+    why = topics.topic_problem(prefix)
+    if why is None and (prefix.startswith("/") or prefix.endswith("/")):
+        why = "begins or ends with '/'"
+    return why
+
+
 class MqttConfig(_Section):
     enabled: bool = True
     host: str = "localhost"
@@ -244,8 +253,7 @@ class MqttConfig(_Section):
     @field_validator("base_topic")
     @classmethod
     def _base_topic_chars(cls, v: str | None) -> str | None:
-        if v is not None and (not v or topics.topic_problem(v) or v.startswith("/") or v.endswith("/")):
-            why = topics.topic_problem(v) if v else "is empty"
+        if v is not None and (why := _prefix_problem(v)) is not None:
             raise PydanticCustomError(
                 _OWN_ERROR,
                 "{got} is not allowed{why}; allowed: a non-empty MQTT topic (no '#', '+', control "
@@ -257,8 +265,7 @@ class MqttConfig(_Section):
     @field_validator("discovery_prefix")
     @classmethod
     def _discovery_prefix_chars(cls, v: str) -> str:
-        why = topics.topic_problem(v)
-        if why or v.startswith("/") or v.endswith("/"):
+        if (why := _prefix_problem(v)) is not None:
             raise PydanticCustomError(
                 _OWN_ERROR,
                 "{got} is not allowed{why}; allowed: an MQTT topic prefix, usually 'homeassistant' "

@@ -144,6 +144,12 @@ def device_block(node_id: str, model_name: str, sw_version: str) -> dict[str, An
     }
 
 
+def _entity_ids(component: str, object_id: str) -> dict[str, str]:
+    """The ids of one entity: `unique_id`, and its entity id as both `object_id` (HA before
+    2025.10) and `default_entity_id` (its replacement), as the module docstring says."""
+    return {"unique_id": object_id, "object_id": object_id, "default_entity_id": f"{component}.{object_id}"}
+
+
 def _common(cfg: MqttConfig, model_name: str, sw_version: str) -> dict[str, Any]:
     return {
         "availability_topic": f"{cfg.base}/status",
@@ -193,9 +199,7 @@ def binary_sensor_config(
         common.update(_available_while_enabled(cfg, label))
     payload = {
         "name": name or pretty_name(label),
-        "unique_id": object_id,
-        "object_id": object_id,
-        "default_entity_id": f"binary_sensor.{object_id}",
+        **_entity_ids("binary_sensor", object_id),
         "device_class": "sound",
         "state_topic": state_topic(cfg.base, label),
         "payload_on": "ON",
@@ -218,9 +222,7 @@ def threshold_number_config(
     object_id = slug(f"soundmon_{cfg.node_id}_{label}_threshold")
     payload = {
         "name": f"{name or pretty_name(label)} threshold",
-        "unique_id": object_id,
-        "object_id": object_id,
-        "default_entity_id": f"number.{object_id}",
+        **_entity_ids("number", object_id),
         "command_topic": set_topic(cfg.base, label, "threshold"),
         "state_topic": config_topic(cfg.base, label, "threshold"),
         "min": 0,
@@ -245,9 +247,7 @@ def detection_switch_config(
     object_id = slug(f"soundmon_{cfg.node_id}_{label}_detection")
     payload = {
         "name": f"{name or pretty_name(label)} detection",
-        "unique_id": object_id,
-        "object_id": object_id,
-        "default_entity_id": f"switch.{object_id}",
+        **_entity_ids("switch", object_id),
         "command_topic": set_topic(cfg.base, label, "enabled"),
         "state_topic": config_topic(cfg.base, label, "enabled"),
         "payload_on": "ON",
@@ -293,9 +293,7 @@ def top_sensor_configs(
     ):  # fmt: skip
         object_id = slug(f"soundmon_{cfg.node_id}_{key}")
         payload = {
-            "unique_id": object_id,
-            "object_id": object_id,
-            "default_entity_id": f"sensor.{object_id}",
+            **_entity_ids("sensor", object_id),
             "state_topic": scores,
             **extra,
             **_common(cfg, model_name, sw_version),
@@ -311,9 +309,7 @@ def level_sensor_config(
     object_id = slug(f"soundmon_{cfg.node_id}_level")
     payload = {
         "name": "Sound level",
-        "unique_id": object_id,
-        "object_id": object_id,
-        "default_entity_id": f"sensor.{object_id}",
+        **_entity_ids("sensor", object_id),
         "state_topic": f"{cfg.base}/level",
         "value_template": "{{ value_json.dbfs }}",
         "unit_of_measurement": "dBFS",
@@ -372,9 +368,7 @@ def stats_sensor_configs(
         object_id = slug(f"soundmon_{cfg.node_id}_{key}")
         payload = {
             "name": name,
-            "unique_id": object_id,
-            "object_id": object_id,
-            "default_entity_id": f"sensor.{object_id}",
+            **_entity_ids("sensor", object_id),
             "state_topic": f"{cfg.base}/stats",
             "value_template": f"{{{{ value_json.{field} }}}}",
             "entity_category": "diagnostic",
