@@ -301,6 +301,8 @@ socket.getaddrinfo = getaddrinfo
 
 
 def free_port() -> int:
+    # tests.broker.free_port's twin: this file also runs as a script inside HA's own venv (the
+    # event recorder), where the tests package cannot be imported, so it stays standard library.
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
