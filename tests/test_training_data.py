@@ -119,6 +119,89 @@ def test_folders_grouped_by_recording(tmp_path):
     assert ds2.folds == [1, 2] and len(ds2.clips) == 4
 
 
+def _folds_per_recording(ds, source_of) -> dict[str, set[int]]:
+    out: dict[str, set[int]] = {}
+    for c in ds.clips:
+        out.setdefault(source_of(c.path.stem), set()).add(c.fold)
+    return out
+
+
+def test_folders_keep_the_takes_of_an_esc50_recording_in_one_fold(tmp_path):
+    """ESC-10 clips as a folder per class without fold folders (issue #20): the takes A/B/C of one
+    Freesound recording (`1-100032-A-0`, `1-100032-B-0`) must share a fold. Grouped by the name
+    minus a trailing counter, 22 of these 121 recordings landed in more than one fold."""
+    import csv
+
+    esc = _need_shared("ESC-50")
+    root = tmp_path / "esc10"
+    with (esc / "meta" / "esc50.csv").open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            src = esc / "audio" / row["filename"]
+            if row["esc10"] == "True" and src.is_file():
+                (root / row["category"]).mkdir(parents=True, exist_ok=True)
+                (root / row["category"] / row["filename"]).symlink_to(src)
+    ds = read_folders(root)
+    per_recording = _folds_per_recording(ds, lambda stem: stem.split("-")[1])
+    takes = sum(1 for c in ds.clips if c.path.stem.split("-")[2] != "A")
+    assert takes > 0 and len(per_recording) < len(ds.clips), "no recording with several takes here"
+    split = sorted(k for k, v in per_recording.items() if len(v) > 1)
+    assert split == [], f"{len(split)} of {len(per_recording)} recordings in more than one fold"
+    assert len(ds.folds) == 5
+
+
+def test_folders_keep_an_urbansound8k_recording_together_across_classes(tmp_path):
+    """UrbanSound8K names (`{fsID}-{classID}-{occurrence}-{slice}`) group by fsID over every
+    class folder, as the official folds do: one street recording holds a siren and a horn."""
+    root = tmp_path / "us8k_as_folders"
+    for clip in sorted(CLIPS.glob("fold*/*.flac")):
+        fs_id, class_id, occ, slc = clip.stem.split("-")
+        label = URBAN10_LABELS[int(class_id)]
+        (root / label).mkdir(parents=True, exist_ok=True)
+        (root / label / clip.name).symlink_to(clip)
+    # The siren clip 157867-8-0-18 again, named as another slice of its recording under car_horn.
+    (root / "car_horn" / "157867-1-0-3.flac").symlink_to(CLIPS / "fold1" / "157867-8-0-18.flac")
+    ds = read_folders(root)
+    assert len(ds.clips) == 21
+    same = [c for c in ds.clips if c.path.stem.startswith("157867-")]
+    assert {c.group for c in same} == {"fs157867"} and len({c.fold for c in same}) == 1
+    assert len({c.group for c in ds.clips}) == 20
+    # A date-like name of one's own is not read as an UrbanSound8K name.
+    (root / "siren" / "2024-05-01-3.flac").symlink_to(CLIPS / "fold2" / "102871-8-0-4.flac")
+    assert {c.group for c in read_folders(root).clips if c.path.stem == "2024-05-01-3"} == {"siren/2024"}
+
+
+def test_groups_csv_names_the_recording_of_each_file(tmp_path):
+    """`groups.csv` (file,group) at the root groups files whose names follow no rule; a listed file
+    that is not there is one clear error, not a silently split recording."""
+    root = tmp_path / "mine"
+    clips = bundled_clips_by_class()
+    names = {}
+    for label, paths in clips.items():
+        (root / label).mkdir(parents=True)
+        for i, clip in enumerate(paths):
+            name = f"{label}/take{'xy'[i]}.flac"  # no counter: every file its own group by name
+            (root / name).symlink_to(clip)
+            names.setdefault(label, []).append(name)
+    assert len({c.group for c in read_folders(root).clips}) == 20
+    rows = ["file,group"] + [f"{n},{label}_morning" for label, ns in names.items() for n in ns]
+    (root / "groups.csv").write_text("\n".join(rows) + "\n")
+    ds = read_folders(root)
+    assert len({c.group for c in ds.clips}) == 10
+    for label in names:
+        assert len({c.fold for c in ds.clips if c.label == label}) == 1
+    (root / "groups.csv").write_text("file,group\nsiren/nope.flac,a\n")
+    with pytest.raises(DatasetError, match=r"groups.csv: siren/nope.flac is not a file"):
+        read_folders(root)
+
+
+def bundled_clips_by_class() -> dict[str, list[Path]]:
+    """The 20 test clips by class name (2 each), from their UrbanSound8K names."""
+    out: dict[str, list[Path]] = {}
+    for clip in sorted(CLIPS.glob("fold*/*.flac")):
+        out.setdefault(URBAN10_LABELS[int(clip.stem.split("-")[1])], []).append(clip)
+    return out
+
+
 def test_load_audio_resamples_and_downmixes(tmp_path):
     rate = 44100
     stereo = np.stack([np.ones(rate), -np.ones(rate) * 0.5], axis=1).astype(np.float32) * 0.2

@@ -2,8 +2,9 @@
 
 Every reader returns a `Dataset`: the clips that exist on disk (path, label, fold, group), the
 label list, and the files the metadata lists but that are missing (counted and reported, never
-fatal). `group` is the source recording (Freesound ID for the two public sets, the recording
-stem for folders), so splits never put clips of one recording on both sides.
+fatal). `group` is the source recording (Freesound ID for the two public sets and for files
+named as they name them; for other folders `groups.csv`, a sub-folder or the stem without a
+clip counter), so splits never put clips of one recording on both sides.
 """
 
 from __future__ import annotations
@@ -27,7 +28,9 @@ __all__ = [
     "Clip",
     "Dataset",
     "DatasetError",
+    "GROUPS_FILE",
     "detect_format",
+    "group_of_stem",
     "load_audio",
     "parse_classes",
     "parse_renames",
@@ -227,6 +230,14 @@ def read_esc50(root, classes=None, renames=None, folds=None) -> Dataset:
 
 _FOLD_DIR = re.compile(r"^fold[_-]?(\d+)$", re.IGNORECASE)
 _CLIP_SUFFIX = re.compile(r"([_\-.](part|clip|slice|seg|cut)?[_\-.]?\d+)+$", re.IGNORECASE)
+# The two public sets' file names carry their Freesound source recording (the official folds
+# group by it): ESC-50 `{fold}-{freesoundID}-{take}-{class}` (takes A, B, C... are cut from one
+# recording) and UrbanSound8K `{fsID}-{classID}-{occurrenceID}-{sliceID}`.
+# Kept as narrow as the sets name them (fold 1-5, one take letter, class 0-49; classID 0-9), so
+# a date-like name of one's own (`2024-05-01-3`) is not taken for one.
+_ESC50_NAME = re.compile(r"^[1-5]-(\d+)-[A-Z]-\d{1,2}$")
+_US8K_NAME = re.compile(r"^(\d+)-\d-\d+-\d+$")
+GROUPS_FILE = "groups.csv"  # optional `file,group` rows at the root: the user names the recording
 
 
 def _fold_of_group(group: str, n_folds: int) -> int:
@@ -234,12 +245,48 @@ def _fold_of_group(group: str, n_folds: int) -> int:
     return 1 + int.from_bytes(digest[:4], "big") % n_folds
 
 
+def group_of_stem(class_name: str, stem: str) -> str:
+    """The source recording of a loose file `<class>/<stem>.<ext>`, from its name.
+
+    ESC-50 and UrbanSound8K names give the Freesound recording (`fs<ID>`, the same group in
+    every class folder, as the official folds have it); any other name is the stem minus a
+    trailing clip counter (`rec7_3` -> `<class>/rec7`), so clips cut from one recording and
+    numbered stay together. A name that is all counter keeps its full stem.
+    """
+    m = _ESC50_NAME.match(stem) or _US8K_NAME.match(stem)
+    if m:
+        return f"fs{m.group(1)}"
+    return f"{class_name}/{_CLIP_SUFFIX.sub('', stem) or stem}"
+
+
+def _read_groups_file(root: Path) -> dict[Path, str]:
+    """`root/groups.csv` (columns `file,group`; file relative to root) as {resolved path: group}.
+
+    For recordings whose names follow no rule above: the user names each file's recording. A
+    listed file that is not there is an error (a typo would silently split a recording)."""
+    path = root / GROUPS_FILE
+    if not path.is_file():
+        return {}
+    out: dict[Path, str] = {}
+    for row in _read_csv(path, ["file", "group"]):
+        rel, group = (row.get("file") or "").strip(), (row.get("group") or "").strip()
+        if not rel or not group:
+            raise DatasetError(f"{path}: every row needs a file and a group (got {rel!r}, {group!r})")
+        file = root / rel
+        if not file.is_file():
+            raise DatasetError(f"{path}: {rel} is not a file under {root}")
+        out[file.absolute()] = f"user:{group}"
+    return out
+
+
 def read_folders(root, classes=None, renames=None, folds=None, n_folds: int = 5) -> Dataset:
     """`root/<class>/[foldN/]<files>`; without fold folders, folds are assigned per source recording.
 
-    Files in `root/<class>/<recording>/` are grouped by that sub-folder; loose files by their
-    stem minus a trailing clip counter (`rec7_3.wav` -> `rec7`). Groups map to folds by a hash,
-    so the split is stable and never separates clips of one recording.
+    A clip's recording (its group) is, first match wins: the row of `root/groups.csv`
+    (`file,group`) that lists it; its sub-folder `root/<class>/<recording>/`; the Freesound ID
+    in an ESC-50 or UrbanSound8K file name; else its stem minus a trailing clip counter
+    (`rec7_3.wav` -> `rec7`). Groups map to folds by a hash, so the split is stable and never
+    separates clips of one recording.
     """
     root = Path(root)
     if not root.is_dir():
@@ -247,6 +294,7 @@ def read_folders(root, classes=None, renames=None, folds=None, n_folds: int = 5)
     class_dirs = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
     if not class_dirs:
         raise DatasetError(f"{root}: no class folders (expected <root>/<class>/<audio files>)")
+    named = _read_groups_file(root)
     rows = []
     for cdir in class_dirs:
         for p in sorted(cdir.rglob("*")):
@@ -258,10 +306,12 @@ def read_folders(root, classes=None, renames=None, folds=None, n_folds: int = 5)
             if sub and _FOLD_DIR.match(sub[0]):
                 fold = int(_FOLD_DIR.match(sub[0]).group(1))
                 sub = sub[1:]
-            if sub:
+            if p.absolute() in named:
+                group = named[p.absolute()]
+            elif sub:
                 group = f"{cdir.name}/{'/'.join(sub)}"
             else:
-                group = f"{cdir.name}/{_CLIP_SUFFIX.sub('', p.stem) or p.stem}"
+                group = group_of_stem(cdir.name, p.stem)
             rows.append([p, cdir.name, fold, group])
     if not rows:
         raise DatasetError(
