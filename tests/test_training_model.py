@@ -102,6 +102,36 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert err[-1].startswith("soundmon evaluate:") and "none_cv not found" in err[-1]
 
 
+def test_init_from_finds_a_shipped_bundle_by_name_from_any_directory(tmp_path, monkeypatch, capsys):
+    """The README's `--init-from models/urban10` outside the repository (issue #20): the shipped
+    bundle is found by name where the daemon finds it (the `soundmon_models` package data); a name
+    that is neither a bundle nor shipped, and a bundle without float weights (as a wheel installs
+    them), are one line each that names --init-from, before any audio is decoded."""
+    import shutil
+
+    from monitor.config import shipped_models_dir
+    from tests.paths import need_shipped_model
+    from training.cli import train_main
+    from training.run import find_init_bundle
+
+    need_shipped_model()
+    monkeypatch.chdir(tmp_path)  # nothing called models/ here
+    assert find_init_bundle("models/urban10") == shipped_models_dir() / "urban10"
+    assert find_init_bundle("urban10.json") == shipped_models_dir() / "urban10"
+    assert train_main(["--dataset", str(CLIPS), "--init-from", "models/urbn10", "--out", "m"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("soundmon train: --init-from models/urbn10: no bundle")
+    assert "urban10" in err[0].split("shipped:")[1]
+    wheel = tmp_path / "site-packages" / "soundmon_models"  # a bundle as installed: no .weights.h5
+    wheel.mkdir(parents=True)
+    for suffix in (".json", ".tflite"):
+        shutil.copy(shipped_models_dir() / f"urban10{suffix}", wheel)
+    assert train_main(["--dataset", str(CLIPS), "--init-from", str(wheel / "urban10"), "--out", "m"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--init-from" in err[0] and "urban10.weights.h5 not found" in err[0]
+    assert not (tmp_path / "m.tflite").exists()
+
+
 def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path, capsys):
     from training.cli import evaluate_main, train_main
 

@@ -217,6 +217,10 @@ def _train(args, argv) -> int:
 
     if args.arch not in ARCHS:
         raise DatasetError(f"--arch {args.arch!r}: choose one of {sorted(ARCHS) + ['mlp']}")
+    if args.init_from:
+        from training.run import find_init_bundle
+
+        args.init_from = str(find_init_bundle(args.init_from))
     set_threads(args.threads or os.cpu_count())
     fine = bool(args.init_from)
     epochs = args.epochs

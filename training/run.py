@@ -22,6 +22,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 
 from monitor.bundle import bundle_paths, load_bundle  # noqa: E402
+from monitor.config import shipped_models_dir  # noqa: E402
 from monitor.errors import BundleError  # noqa: E402
 from monitor.frontend import FrontendParams  # noqa: E402
 from monitor.windows import hop_frames_for  # noqa: E402
@@ -44,7 +45,7 @@ from training.stream_export import state_quant_mismatch, stream_part  # noqa: E4
 from training.streaming import evaluate_recordings  # noqa: E402
 from training.train import TrainConfig, predict_float, train_cnn, train_mlp  # noqa: E402
 
-__all__ = ["TrainJob", "evaluate_bundle", "fold_start", "load_float_model", "run_training", "weights_path_for"]
+__all__ = ["TrainJob", "evaluate_bundle", "find_init_bundle", "fold_start", "load_float_model", "run_training", "weights_path_for"]
 
 
 STREAM_HOP_SECONDS = 0.5  # the daemon's default hop: the streaming model steps by it
@@ -96,6 +97,38 @@ def load_float_model(base: str | Path):
                       (bundle.meta.get("training") or {}).get("dropout", 0.3))  # fmt: skip
     model.load_weights(wpath)
     return model, bundle
+
+
+def find_init_bundle(spec: str) -> Path:
+    """The bundle `--init-from SPEC` names, with its float weights, or one line saying what is missing.
+
+    SPEC is a bundle path (`models/home`, with or without a suffix) or the name of a shipped
+    bundle (`urban10`, `models/urban10`): a path that is not there is looked up by its name among
+    the shipped bundles, where the daemon finds them (`monitor.config.shipped_models_dir`, the
+    `soundmon_models` package data), so the README's command works from any directory. Checked
+    before any audio is decoded, so a wrong name costs nothing."""
+    given = bundle_paths(spec)[1].with_suffix("")
+    base = given
+    if not given.with_suffix(".json").is_file():
+        shipped = shipped_models_dir() / given.name
+        if not shipped.with_suffix(".json").is_file():
+            names = sorted(p.stem for p in shipped_models_dir().glob("*.json") if (p.with_suffix(".tflite")).is_file())
+            raise BundleError(f"--init-from {spec}: no bundle {given}.json here and no shipped bundle named "
+                              f"{given.name!r} (shipped: {', '.join(names)})")  # fmt: skip
+        base = shipped
+    weights = weights_path_for(base)
+    if not weights.is_file():
+        raise BundleError(f"--init-from {spec}: {weights} not found: --init-from needs the bundle's float weights, "
+                          "which installed packages do not carry (a source checkout's models/ has urban10's; "
+                          "or train with --backbone yamnet)")  # fmt: skip
+    try:
+        backbone = (load_bundle(base).meta.get("model") or {}).get("backbone")
+    except BundleError as exc:
+        raise BundleError(f"--init-from {spec}: {exc}") from None
+    if backbone:
+        raise BundleError(f"--init-from {spec}: a --backbone {backbone} bundle has no CNN body to reuse; "
+                          f"train with --backbone {backbone} instead")  # fmt: skip
+    return base
 
 
 def save_float_weights(model, path: Path) -> None:
