@@ -45,6 +45,9 @@ class ModelBundle:
     # label -> name for people (Home Assistant entity names), e.g. "smoke_detector_smoke_alarm" ->
     # "Smoke detector, smoke alarm"; None for a bundle without them (its labels are the names)
     display_names: dict[str, str] | None = None
+    # The labels watched when the config does not list them (`detection.watch`): a bundle with
+    # hundreds of labels (AudioSet's 521) names a sensible few; None = every label is watched
+    watch: list[str] | None = None
 
     def display_name(self, label: str) -> str:
         """The name people see for `label`: its display name, else the label itself."""
@@ -65,6 +68,8 @@ class ModelBundle:
             "output_activation": self.output_activation,
             "thresholds": self.thresholds,
         }
+        if self.watch is not None:
+            out["watch"] = list(self.watch)
         if self.stream_tflite_path is not None:
             out["stream"] = {"tflite": self.stream_tflite_path.name, "hop_frames": self.stream_hop_frames,
                              **self.stream_meta}  # fmt: skip
@@ -153,13 +158,14 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
     known = {
         "format", "format_version", "name", "labels", "frontend", "window_seconds", "window_frames",
         "placement", "normalisation", "output_activation", "thresholds", "stream", "start_model",
-        "display_names",
+        "display_names", "watch",
     }  # fmt: skip
     start_model = data.get("start_model")
     if start_model is not None and (not isinstance(start_model, str) or not start_model):
         raise BundleError(f"model bundle {json_path}: 'start_model' must be a bundle path (relative to the JSON)")
     stream_path, stream_hop = _stream_section(data, json_path, window_frames)
     display_names = _display_names(data, json_path, labels)
+    watch = _watch(data, json_path, labels)
     return ModelBundle(
         name=str(data.get("name") or json_path.stem),
         tflite_path=tflite_path,
@@ -179,7 +185,25 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
         start_model=start_model,
         start_model_path=None if start_model is None else json_path.parent / start_model,
         display_names=display_names,
+        watch=watch,
     )
+
+
+def _watch(data: dict, json_path: Path, labels: list[str]) -> list[str] | None:
+    """The optional "watch": [label, ...] section: the labels watched when the config does not
+    say (`detection.watch`). Non-empty, distinct labels of the bundle; None = every label."""
+    watch = data.get("watch")
+    if watch is None:
+        return None
+    if not isinstance(watch, list) or not watch or not all(isinstance(x, str) and x for x in watch):
+        raise BundleError(f"model bundle {json_path}: 'watch' must be a non-empty list of labels")
+    known = set(labels)
+    unknown = [x for x in watch if x not in known]
+    if unknown:
+        raise BundleError(f"model bundle {json_path}: 'watch' names labels it does not have: {unknown[:5]}")
+    if len(set(watch)) != len(watch):
+        raise BundleError(f"model bundle {json_path}: 'watch' names a label twice")
+    return list(watch)
 
 
 def _display_names(data: dict, json_path: Path, labels: list[str]) -> dict[str, str] | None:

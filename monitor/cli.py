@@ -80,7 +80,7 @@ def _open_model(cfg, override: Path | None):
     check_model_path(cfg)
     bundle, runner = open_model(cfg.model.resolved_path(), num_threads=cfg.model.threads,
                                 hop_seconds=cfg.detection.hop_seconds)  # fmt: skip
-    cfg.check_against_labels(bundle.labels)
+    cfg.check_against_labels(bundle.labels, default_watch=bundle.watch)
     return bundle, runner
 
 

@@ -18,6 +18,7 @@ import re
 import socket
 import tempfile
 import types
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
@@ -168,7 +169,37 @@ class DetectionConfig(_Section):
         description="seconds of audio between <base>/scores messages (the top labels of the newest "
         "window); 0 = off",
     )
+    watch: list[str] | Literal["all"] | None = Field(
+        default=None,
+        description="the labels that have events, states and Home Assistant entities; None = the "
+        "model's default list, or every label of a model without one; 'all' = every label",
+    )
     classes: dict[str, ClassConfig] = Field(default_factory=dict)
+
+    @field_validator("watch", mode="before")
+    @classmethod
+    def _watch_list(cls, v: Any) -> Any:
+        # `watch: dog` (one label, not a list) and `watch: []` are easy slips with a clear fix.
+        if isinstance(v, str) and v != "all":
+            raise PydanticCustomError(
+                _OWN_ERROR,
+                "{got} is not allowed; allowed: a list of labels (one label is a list too: "
+                "[{label}]), 'all', or null for the model's default list",
+                {"got": _show(v), "label": v},
+            )
+        if isinstance(v, list) and not v:
+            raise PydanticCustomError(
+                _OWN_ERROR,
+                "an empty list watches nothing; allowed: a list of labels, 'all', or null for "
+                "the model's default list",
+            )
+        return v
+
+    @field_validator("watch")
+    @classmethod
+    def _watch_once(cls, v: list[str] | str | None) -> list[str] | str | None:
+        # A label listed twice is harmless (it is watched once); keep the first.
+        return list(dict.fromkeys(v)) if isinstance(v, list) else v
 
     @field_validator("classes", mode="before")
     @classmethod
@@ -194,6 +225,16 @@ class DetectionConfig(_Section):
     def enabled_labels(self, labels: list[str]) -> set[str]:
         """Labels that may fire: all of them unless classes.<label>.enabled is false."""
         return {x for x in labels if self.classes.get(x, ClassConfig()).enabled}
+
+    def watched_labels(self, labels: list[str], default: list[str] | None = None) -> list[str]:
+        """The watched labels, in the model's order: `watch` (checked against the model by
+        `Config.check_against_labels`), else the model's default list `default` (a bundle's
+        "watch"), else every label. Only these have events, states, HA entities and echoes."""
+        chosen = default if self.watch is None else None if self.watch == "all" else self.watch
+        if chosen is None:
+            return list(labels)
+        keep = set(chosen)
+        return [x for x in labels if x in keep]
 
 
 def _prefix_problem(prefix: str) -> str | None:
@@ -464,15 +505,39 @@ class Config(_Section):
             return {k: ({} if v is None else v) for k, v in data.items()}
         return data
 
-    def check_against_labels(self, labels: list[str], source: str = "config") -> None:
-        """Class names under detection.classes must be labels of the model (a typo would
-        otherwise silently leave the real class at its default)."""
-        unknown = [name for name in self.detection.classes if name not in labels]
+    def check_against_labels(
+        self, labels: list[str], source: str = "config", default_watch: list[str] | None = None
+    ) -> None:
+        """Labels named in detection.watch and detection.classes must be labels of the model,
+        and a class configured under detection.classes must be watched: a typo, or a class left
+        out of the watch list, would otherwise silently leave the setting without effect.
+        `default_watch` is the model's default list (its bundle's "watch"; None = every label)."""
+        known = set(labels)
+        watch = self.detection.watch
+        if isinstance(watch, list):
+            unknown = [name for name in watch if name not in known]
+            if unknown:
+                name = unknown[0]
+                raise ConfigError(
+                    f"{source}: detection.watch: the model has no class {name!r}"
+                    f"{_did_you_mean(name, labels)}; allowed: {_allowed_labels(labels)}"
+                )
+        unknown = [name for name in self.detection.classes if name not in known]
         if unknown:
             name = unknown[0]
             raise ConfigError(
                 f"{source}: detection.classes.{name}: the model has no class {name!r}"
-                f"{_did_you_mean(name, labels)}; allowed: {', '.join(labels)}"
+                f"{_did_you_mean(name, labels)}; allowed: {_allowed_labels(labels)}"
+            )
+        watched = set(self.detection.watched_labels(labels, default_watch))
+        unwatched = [name for name in self.detection.classes if name not in watched]
+        if unwatched:
+            name = unwatched[0]
+            where = "detection.watch" if watch is not None else "the model's default list (detection.watch: null)"
+            raise ConfigError(
+                f"{source}: detection.classes.{name}: {name!r} is not watched, so this has no "
+                f"effect; add it to detection.watch or remove detection.classes.{name} (watched "
+                f"by {where}: {_shown_labels(self.detection.watched_labels(labels, default_watch))})"
             )
 
     def thresholds(self, bundle_defaults: dict[str, float], labels: list[str]) -> dict[str, float]:
@@ -550,8 +615,45 @@ def _show(value: Any) -> str:
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    """` (did you mean 'x'?)` for the likeliest choice, or "".
+
+    Labels are slugs, often of long names (AudioSet's `smoke_detector_smoke_alarm`), so first the
+    shortest choice in which each word typed starts a word (`smoke_alarm`, `gunshot`, `scream` ->
+    `screaming`); then a close spelling (difflib: `doorbel`, `knocking` -> `knock`); then the
+    shortest choice with a word that each word typed starts with (`glass_breaking` -> `glass`
+    would need both: none); then a looser spelling."""
+    typed = [w for w in re.split(r"[^a-z0-9]+", word.lower()) if w]
+
+    def shortest_where(fits: Callable[[str, str], bool]) -> list[str]:
+        holding = [c for c in choices if typed and all(any(fits(w, t) for t in c.split("_")) for w in typed)]
+        return sorted(holding, key=len)[:1]
+
+    close = (
+        shortest_where(lambda w, t: t.startswith(w))
+        or difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
+        or shortest_where(lambda w, t: len(t) >= 3 and w.startswith(t))
+        or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    )
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+_LISTED_LABELS = 30  # a model with more labels is not listed in full in an error line
+
+
+def _allowed_labels(labels: list[str]) -> str:
+    """The labels a key may name, for an error line: all of them for a small model; for a large
+    one (AudioSet's 521) where to see them, since the line would be thousands of characters."""
+    if len(labels) <= _LISTED_LABELS:
+        return ", ".join(labels)
+    return (f"one of the model's {len(labels)} labels (its JSON's \"labels\"; `soundmon classify "
+            "--model <bundle> <recording>` shows the best ones for a recording)")
+
+
+def _shown_labels(labels: list[str]) -> str:
+    """A list of labels for an error line, shortened after `_LISTED_LABELS`."""
+    if len(labels) <= _LISTED_LABELS:
+        return ", ".join(labels)
+    return ", ".join(labels[:_LISTED_LABELS]) + f", ... ({len(labels)} labels)"
 
 
 def _fmt(x: float) -> str:
@@ -606,6 +708,8 @@ def _describe_type(ann: Any, metadata: list[Any], name: str = "") -> str:
         return ", ".join(parts[:-1]) + (" or " if len(parts) > 1 else "") + parts[-1]
     if origin is Literal:
         return "one of " + ", ".join(str(a) for a in get_args(ann))
+    if origin is list:
+        return "a list of labels"
     if origin is dict:
         value = get_args(ann)[1]
         keys = ", ".join(value.model_fields) if isinstance(value, type) and issubclass(value, BaseModel) else "..."

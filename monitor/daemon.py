@@ -223,10 +223,11 @@ class Daemon:
             return NullPublisher()
         from monitor.publisher import Publisher
 
-        return Publisher(cfg.mqtt, cfg.storage, self.bundle.labels, self.bundle.name, logger=log,
-                         enabled=self._detection(cfg).enabled_labels(self.bundle.labels),
+        watched = self._watched()
+        return Publisher(cfg.mqtt, cfg.storage, watched, self.bundle.name, logger=log,
+                         enabled=self._detection(cfg).enabled_labels(watched),
                          window=cfg.mqtt.max_inflight, flush_rate=cfg.mqtt.flush_rate,
-                         display_names=getattr(self.bundle, "display_names", None),
+                         display_names=self.bundle.display_names,
                          scores=cfg.detection.scores_interval > 0)  # fmt: skip
 
     @staticmethod
@@ -318,8 +319,8 @@ class Daemon:
         self.source = self._open_source()
         self.source.start()
         log.info(
-            "starting: model %s (%d labels, %s), source %s, hop %.2f s%s, mqtt %s",
-            self.bundle.name, len(self.bundle.labels), getattr(self.runner, "runtime", "?"),
+            "starting: model %s (%s, %s), source %s, hop %.2f s%s, mqtt %s",
+            self.bundle.name, self._watch_text(), getattr(self.runner, "runtime", "?"),
             self.source_spec, self.cfg.detection.hop_seconds,
             "" if self.start_runner is None else f", fast start {self.cfg.detection.fast_start_threshold:g}",
             f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.cfg.mqtt.base}" if self.cfg.mqtt.enabled else "off",
@@ -650,12 +651,26 @@ class Daemon:
         return ", ".join(parts)
 
     def _watched(self) -> list[str]:
-        """The labels that have events, states, entities, echoes and scores (all of the bundle's)."""
-        return list(self.bundle.labels)
+        """The labels that have events, states, entities, echoes, scores and commands, in the
+        bundle's order: `detection.watch`, else the bundle's default list, else all its labels
+        (set by `_set_names`). The detector disables the others (`monitor.pipeline`)."""
+        return self._watch
 
-    def _set_names(self) -> None:
-        """Per-bundle lookups: display names, the watched labels' indices and topic levels."""
-        names = getattr(self.bundle, "display_names", None) or {}
+    def _watch_text(self) -> str:
+        """`watching 11 of 521 labels (smoke_detector_smoke_alarm, ...)` for the log, or
+        `10 labels` when every label is watched (the shipped urban10 model)."""
+        watched, labels = self._watched(), self.bundle.labels
+        if len(watched) == len(labels):
+            return f"{len(labels)} labels"
+        shown = ", ".join(watched[:20]) + (", ..." if len(watched) > 20 else "")
+        return f"watching {len(watched)} of {len(labels)} labels: {shown}"
+
+    def _set_names(self, cfg: Config | None = None) -> None:
+        """Per-bundle and per-config lookups: the watched labels (of `cfg`, default the running
+        config: a reload passes the new one before it is in force), display names, the watched
+        labels' indices and topic levels."""
+        self._watch = (cfg or self.cfg).detection.watched_labels(self.bundle.labels, self.bundle.watch)
+        names = self.bundle.display_names or {}
         self._names = [names.get(label) or pretty_name(label) for label in self.pipeline.labels]
         index = {label: i for i, label in enumerate(self.pipeline.labels)}
         self._watched_idx = np.array([index[label] for label in self._watched()], dtype=np.intp)
@@ -718,8 +733,8 @@ class Daemon:
             if before[(label, key)] != (value, origin):
                 self._change_log.log(logging.INFO, "control: %s", self._change_text(label, key, value, origin))
         if any(before[(label, "enabled")][0] != after[(label, "enabled")][0] for label in self._watched()):
-            self.publisher.update_labels(self.bundle.labels, self.pipeline.detection.enabled_labels(self.bundle.labels),
-                                         getattr(self.bundle, "display_names", None))  # fmt: skip
+            self.publisher.update_labels(self._watched(), self.pipeline.detection.enabled_labels(self._watched()),
+                                         self.bundle.display_names)  # fmt: skip
         self.publisher.set_config(self._config_values())
 
     def _change_text(self, label: str, key: str, value: object, origin: str) -> str:
@@ -762,7 +777,7 @@ class Daemon:
             bundle, runner = (open_model(model_path, new.model.threads, new.detection.hop_seconds)
                               if model_changed or hop_changed
                               else (self.bundle, self.runner))  # fmt: skip
-            new.check_against_labels(bundle.labels)
+            new.check_against_labels(bundle.labels, default_watch=bundle.watch)
             new.mqtt.check_label_topics(bundle.labels, source=f"model {model_path}")
             publisher_key = self._publisher_settings(new)  # reads the password: ConfigError if it cannot
             if publisher_key != self._publisher_key:
@@ -786,14 +801,18 @@ class Daemon:
             self._emit(self.pipeline.detector.close(self.pipeline.offset_s))
             self.bundle, self.runner, self.start_runner = bundle, runner, start_runner
             self.pipeline = Pipeline(bundle, runner, detection, start_runner=start_runner)
-            self._set_names()
             log.info("reload: model %s loaded, pipeline rebuilt", bundle.name)
         else:
             self.runner = self.pipeline.runner = runner
             self.start_runner = start_runner
             if start_runner is not self.pipeline.start_runner:
                 self.pipeline.set_start_runner(start_runner)
+            # (a label no longer watched is disabled here: its open event ends, END published)
             self._emit(self.pipeline.apply_detection_config(detection))
+        watched_before = self._watched()
+        self._set_names(new)
+        if model_changed or self._watched() != watched_before:
+            log.info("reload: %s", self._watch_text())
         if new.audio != self.cfg.audio and self.source_spec == "mic":
             log.info("reload: audio settings changed, reopening the input")
             self.source.stop()
@@ -810,8 +829,8 @@ class Daemon:
         if publisher_key != self._publisher_key:
             self._switch_publisher(old_cfg, new, publisher_key)
         else:
-            self.publisher.update_labels(self.bundle.labels, detection.enabled_labels(self.bundle.labels),
-                                         getattr(self.bundle, "display_names", None),
+            self.publisher.update_labels(self._watched(), detection.enabled_labels(self._watched()),
+                                         self.bundle.display_names,
                                          scores=new.detection.scores_interval > 0)  # fmt: skip
             self.publisher.set_config(self._config_values())
         if restart_needed:

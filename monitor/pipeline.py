@@ -114,9 +114,11 @@ class PipelineStats:
 
 
 def _detector_settings(cfg: DetectionConfig, labels: list[str], bundle: ModelBundle) -> dict:
+    """The detector's settings from `detection.*`: a label that is not watched (`detection.watch`,
+    else the bundle's default list) is disabled, so it never has an event."""
     return {
         "thresholds": cfg.thresholds(bundle.thresholds, labels),
-        "enabled": cfg.enabled_labels(labels),
+        "enabled": cfg.enabled_labels(labels) & set(cfg.watched_labels(labels, bundle.watch)),
         "smoothing_windows": cfg.smoothing_windows,
         "release_ratio": cfg.release_ratio,
         "hold_seconds": cfg.hold_seconds,

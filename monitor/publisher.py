@@ -241,6 +241,8 @@ class Publisher:
         self._states: dict[str, bool] = {
             x: False for x in self._labels if self._enabled is None or x in self._enabled
         }
+        # labels no longer watched: their retained state is cleared (an empty retained payload)
+        self._states_removed: set[str] = set()
         self._stats: str | None = None
         self._stats_data: dict[str, Any] | None = None
         self._published = 0
@@ -806,6 +808,12 @@ class Publisher:
             self._publish(topic, payload_text, 1, True, "the discovery configs")
 
     def _send_states(self, client: mqtt.Client) -> None:
+        """Every watched label's retained state; the states of labels no longer watched are
+        cleared (empty retained payload: the broker forgets them, as the contract has only
+        watched labels with states)."""
+        for label in sorted(self._states_removed):
+            self._publish(discovery.state_topic(self.base, label), "", 1, True, "the label states")
+        self._states_removed.clear()
         for label, on in self._states.items():
             topic = discovery.state_topic(self.base, label)
             self._publish(topic, "ON" if on else "OFF", 1, True, "the label states")
@@ -1048,7 +1056,8 @@ class Publisher:
         re-send discovery. `display_names` are the (new) bundle's names for people, `scores`
         whether `<base>/scores` is published now (None: unchanged).
 
-        Labels that disappeared or were disabled get an empty retained config (HA removes them).
+        Labels that disappeared or were disabled get an empty retained config (HA removes them);
+        the retained state of one that disappeared (another model, a shorter watch list) is cleared.
         """
         if self._client is None:
             return
@@ -1057,8 +1066,13 @@ class Publisher:
             self.display_names = dict(display_names) if display_names else None
             if scores is not None:
                 self.scores = bool(scores)
-            self._removed |= set(self._labels) - set(labels)
+            gone = set(self._labels) - set(labels)
+            self._removed |= gone
             self._removed -= set(labels)
+            for label in gone:
+                if self._states.pop(label, None) is not None:
+                    self._states_removed.add(label)
+            self._states_removed -= set(labels)
             self._labels = labels
             self._enabled = set(enabled)
             for label in labels:

@@ -24,7 +24,8 @@ the same ~4 MB), whose figures are measured alongside.
 
 Labels are slugs of the AudioSet display names (`slugify`); the JSON keeps the names under
 `display_names`. Output activation: sigmoid (multi-label). Default thresholds: see
-`DEFAULT_THRESHOLD`.
+`DEFAULT_THRESHOLD`. Default watch list (the labels the daemon watches unless `detection.watch`
+says otherwise): `HOME_WATCH`.
 """
 
 from __future__ import annotations
@@ -53,9 +54,11 @@ from monitor.frontend import YAMNET_FRONTEND  # noqa: E402
 __all__ = [
     "DEFAULT_THRESHOLD",
     "ESC10_AS_AUDIOSET",
+    "HOME_WATCH",
     "HOP_SECONDS",
     "US8K_AS_AUDIOSET",
     "WINDOW_SECONDS",
+    "home_watch",
     "label_slugs",
     "main",
     "read_class_map",
@@ -114,6 +117,39 @@ ESC10_AS_AUDIOSET = {
     "sea_waves": ["Waves, surf", "Ocean"],
     "sneezing": ["Sneeze"],
 }
+
+# The bundle's default watch list ("watch"; the daemon's detection.watch: null): what a home wants
+# to hear about, one label per sound, and why (the card's "Watched by default"). One label per
+# sound because parents and children fire together (`dog`, `bark`, `animal`, ...): each watched
+# label is three Home Assistant entities and its own events. Where our data measured several
+# labels of one sound, the one with the best calibration F1 and fewest false alarms is chosen.
+# AudioSet has no carbon-monoxide alarm class.
+HOME_WATCH: dict[str, str] = {
+    "screaming": "someone in distress, or an intruder surprised",
+    "baby_cry_infant_cry": "a baby crying, for a parent in another room (the baby child of `crying_sobbing`)",
+    "dog": "the dog barking while nobody is home, or at someone at the door (the best calibration F1 of the dog "
+    "labels: `bark` misses more, `domestic_animals_pets` fires on other sounds)",
+    "car_alarm": "a car alarm outside (yours, in the drive or street)",
+    "doorbell": "a visitor or a delivery, out of earshot or for a hard-of-hearing household (the parent of "
+    "`ding_dong`)",
+    "knock": "a visitor who knocks instead of ringing",
+    "siren": "emergency vehicles or a civil-defence siren nearby (the parent of the police, ambulance and fire "
+    "engine sirens, and the best calibration F1 of them)",
+    "smoke_detector_smoke_alarm": "a smoke alarm sounding while nobody is home: the main safety reason to listen "
+    "(many CO alarms beep alike; AudioSet has no class for them)",
+    "fire_alarm": "a building's fire alarm (bells and sounders, not only the beeping detector)",
+    "gunshot_gunfire": "gunshots, or bangs like them, nearby",
+    "shatter": "a window or glass breaking: a break-in or an accident (the breaking child of `glass`, not the "
+    "clink of glasses)",
+}  # fmt: skip
+
+
+def home_watch(labels: list[str]) -> list[str]:
+    """HOME_WATCH in the bundle's label order (the JSON's "watch"); every one must be a label."""
+    missing = sorted(set(HOME_WATCH) - set(labels))
+    if missing:
+        raise SystemExit(f"HOME_WATCH names labels the class map does not have: {missing}")
+    return [label for label in labels if label in HOME_WATCH]
 
 
 # -- labels --------------------------------------------------------------------------------------
@@ -610,6 +646,7 @@ def write_audioset_bundle(
         output_activation="sigmoid",
         meta=meta,
         display_names=dict(zip(labels, names, strict=True)),
+        watch=home_watch(labels),
     )
     json_path.write_text(json.dumps(bundle.to_json_dict(), indent=1) + "\n")
     return load_bundle(base)
@@ -765,6 +802,35 @@ def _fmt_agree(a: dict) -> str:
             f"median per-window max {a['median_window_max_diff']:.3f}, max {a['max_abs_diff']:.2f}")  # fmt: skip
 
 
+def _watch_section(bundle: ModelBundle, meta: dict) -> list[str]:
+    """The card's "Watched by default": the bundle's "watch" list, why each label is there and
+    what our data says about it (a calibrated threshold, or not measured here)."""
+    if not bundle.watch:
+        return []
+    calibrated = meta["threshold_calibration"]["calibrated"]
+    lines = [
+        "## Watched by default",
+        "",
+        f"The JSON's `watch` list, {len(bundle.watch)} labels for a home (`detection.watch: null`): safety alarms, "
+        "break-ins and visitors, people and pets in distress, danger outside. One label per sound (parent and child "
+        "classes fire together, and each watched label is three Home Assistant entities). AudioSet has no "
+        "carbon-monoxide alarm class. 'Not measured here': none of our labelled data holds the sound, so its "
+        f"threshold is the default {DEFAULT_THRESHOLD} and its reliability is AudioSet's own (YAMNet README: mAP "
+        "0.306 over 521 classes, varying widely by class): check it with your own recordings "
+        "(`soundmon classify --model models/audioset my.wav`).",
+        "",
+        "| label | name | why | threshold | on our data |",
+        "|---|---|---|---|---|",
+    ]
+    for label in bundle.watch:
+        c = calibrated.get(label)
+        measured = (f"calibrated: F1 {c['f1']:.2f}, {c['hits']} of {c['positives']} clips found, {c['false_alarms']} "
+                    f"false alarm(s) in {c['negatives']}" if c else "not measured here")  # fmt: skip
+        lines.append(f"| `{label}` | {bundle.display_name(label)} | {HOME_WATCH.get(label, '')} | "
+                     f"{bundle.thresholds.get(label, DEFAULT_THRESHOLD):.2f} | {measured} |")  # fmt: skip
+    return [*lines, ""]
+
+
 def write_card(path: Path, bundle: ModelBundle, meta: dict) -> None:
     ev = meta["evaluation"]
     cand = ev["candidates"]
@@ -805,8 +871,11 @@ def write_card(path: Path, bundle: ModelBundle, meta: dict) -> None:
         f"- Output activation sigmoid (multi-label: several classes can be on at once). Default threshold "
         f"{DEFAULT_THRESHOLD} for every class, on the detector's smoothed score (mean of the last "
         "`detection.smoothing_windows` windows, default 3 = about 1.5 s): see 'Thresholds' below.",
-        "- With 521 labels, watch only the labels you need (the config's list of watched labels).",
+        "- With 521 labels, watch only the labels you need: `detection.watch` in the config lists them; without "
+        f"it the daemon watches the {len(bundle.watch or bundle.labels)} labels below. Only watched labels have "
+        "events, retained states and Home Assistant entities; `soundmon classify` shows the best of all 521.",
         "",
+        *_watch_section(bundle, meta),
         "## Precision and agreement",
         "",
         f"Shipped: **{shipped}** ({PRECISION_TEXT[shipped]}), "
