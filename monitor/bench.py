@@ -158,7 +158,9 @@ def naive_ms_per_hop(model: Path, threads: int, seconds: float, recordings: Path
     src = sorted(recordings.glob("*.flac"))[0] if recordings else DEMO
     audio, _ = sf.read(src, dtype="float32")
     audio = np.tile(audio, int(np.ceil((seconds + 4) * 16000 / len(audio))))
-    win = int(bundle.window_seconds * p.sample_rate)
+    # librosa's frames span n_fft samples; a front-end with a shorter frame_length (YAMNet's 400
+    # of 512) gets the extra samples so the window has the bundle's number of frames.
+    win = (bundle.window_frames - 1) * p.hop_length + p.n_fft
     hop = int(0.5 * p.sample_rate)
     librosa.feature.melspectrogram(y=audio[:win], sr=p.sample_rate)  # numba compile outside the timing
     starts = range(0, int(seconds * p.sample_rate), hop)
@@ -167,9 +169,13 @@ def naive_ms_per_hop(model: Path, threads: int, seconds: float, recordings: Path
         mel = librosa.feature.melspectrogram(
             y=audio[s : s + win], sr=p.sample_rate, n_fft=p.n_fft, win_length=p.win_length,
             hop_length=p.hop_length, center=False, n_mels=p.n_mels, fmin=p.fmin, fmax=p.fmax,
+            power=p.power, htk=p.mel_scale == "htk",
         )  # fmt: skip
-        db = librosa.power_to_db(mel, ref=p.ref, amin=p.amin, top_db=None).T
-        runner.predict(db)
+        if p.log_scale == "ln":
+            logmel = np.log(mel + p.log_offset).T
+        else:
+            logmel = librosa.power_to_db(mel, ref=p.ref, amin=p.amin, top_db=None).T
+        runner.predict(logmel)
     return 1000.0 * (time.process_time() - t0) / len(starts)
 
 

@@ -2,8 +2,10 @@
 
 Each file is streamed by `FileSource` (fast pace) through `Pipeline`, exactly as `soundmon run
 --source FILE` would, so a result here is what the daemon would have published. The clip-level
-score of a label is the mean of its window scores (gated near-silent windows excluded); events
-are the detector's start/end pairs.
+score of a label is the mean of its window scores (gated near-silent windows excluded), or their
+max when the bundle's `placement.clip_score` says `max` (training chose that rule by its
+cross-validation, so classify scores a clip as the bundle was measured); events are the
+detector's start/end pairs.
 """
 
 from __future__ import annotations
@@ -18,12 +20,12 @@ import numpy as np
 
 from monitor.bundle import ModelBundle
 from monitor.config import Config
-from monitor.errors import AudioFileError
+from monitor.errors import AudioFileError, BundleError
 from monitor.file_source import FileSource
 from monitor.pipeline import Pipeline, WindowResult
 from monitor.runner import start_runner_for
 
-__all__ = ["ClipResult", "classify_file", "format_table", "run_classify"]
+__all__ = ["ClipResult", "classify_file", "clip_score_rule", "format_table", "run_classify"]
 
 
 @dataclass
@@ -75,6 +77,7 @@ def classify_file(
     source = FileSource(path, bundle.frontend.sample_rate, pace="fast", block_seconds=1.0)
     pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=warm_start, start_runner=start_runner)
     score_sum = np.zeros(len(bundle.labels), dtype=np.float64)
+    score_max = np.zeros(len(bundle.labels), dtype=np.float64)
     scored = 0
     events: dict[str, dict] = {}
 
@@ -83,6 +86,7 @@ def classify_file(
         for res in results:
             if isinstance(res, WindowResult) and res.scores is not None:  # not a StartCheck
                 score_sum[:] += res.scores
+                np.maximum(score_max, res.scores, out=score_max)
                 scored += 1
             _collect(res.events, events)
 
@@ -96,7 +100,8 @@ def classify_file(
     consume(padded)
     _collect(closing, events)
     labels = bundle.labels
-    mean = score_sum / scored if scored else score_sum
+    rule = clip_score_rule(bundle)
+    mean = score_max if rule == "max" else (score_sum / scored if scored else score_sum)
     best = int(np.argmax(mean)) if scored else -1
     return ClipResult(
         file=str(path),
@@ -109,6 +114,17 @@ def classify_file(
         error=str(error) if error is not None else None,
         decoded_s=source.decoded_s if error is not None else None,
     )
+
+
+def clip_score_rule(bundle: ModelBundle) -> str:
+    """How a clip's score comes from its window scores: the bundle's `placement.clip_score`,
+    "mean" (the default, and what every CNN bundle says) or "max" (`soundmon train --backbone
+    --clip-score`, or its `auto` choice when the max scored better in cross-validation)."""
+    rule = bundle.placement.get("clip_score") or "mean"
+    if rule not in ("mean", "max"):
+        raise BundleError(f"model bundle {bundle.name}: placement.clip_score is {rule!r}; this soundmon "
+                          "scores a clip by the 'mean' or the 'max' of its windows")  # fmt: skip
+    return rule
 
 
 def _collect(new_events, events: dict[str, dict]) -> None:
@@ -155,6 +171,7 @@ def run_classify(
     A file that fails part-way is reported twice: its partial result on `out` (marked) and a
     warning line on `err`. Returns 0 when every file was classified whole, 1 otherwise."""
     failed = 0
+    clip_score_rule(bundle)  # a rule this soundmon does not know: one line before any file
     start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
     for path in paths:
         try:

@@ -144,3 +144,17 @@ def test_labelled_onsets_go_back_to_where_the_sound_began(tmp_path):
         ("dog_bark", 2.0, 22.0, 8.0),  # slice 3 at 8 s: the bark began at 8 - 2 x 3 s
         ("siren", 30.0, 34.0, 30.0),  # slice 0: the row's start is the onset
     ]
+
+
+def test_naive_comparison_runs_a_bundle_whose_frames_are_shorter_than_the_fft():
+    """YAMNet's front-end frames 400 samples into a 512-point FFT: librosa's frames span n_fft, so
+    the naive pipeline gets the extra samples and builds the bundle's 96 frames (it failed with 95)."""
+    pytest.importorskip("librosa", reason="the naive comparison needs librosa (train extra)")
+    from monitor.bench import naive_ms_per_hop
+    from tests.paths import REPO
+
+    model = REPO / "models" / "urban10_yamnet"
+    if not model.with_suffix(".tflite").is_file():
+        pytest.skip("needs the shipped bundle models/urban10_yamnet")
+    ms = naive_ms_per_hop(model, 1, 2.0, None)
+    assert ms is not None and ms > 0

@@ -15,7 +15,7 @@ from monitor.config import Config
 from monitor.frontend import LogMelFrontend
 from monitor.runner import open_model
 from monitor.windows import file_windows
-from tests.paths import bundled_clips
+from tests.paths import DEMO, bundled_clips
 
 
 def soundmon(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -54,6 +54,43 @@ def test_clip_scores_equal_the_training_evaluation_rule(tiny_bundle):
         expected = np.mean([runner.predict(w) for w in windows], axis=0)
         got = classify_file(clip, bundle, runner, cfg)
         assert np.allclose([got.scores[k] for k in bundle.labels], expected, atol=1e-6)
+
+
+def test_a_bundle_that_says_max_is_scored_by_the_max_over_windows(tiny_bundle, tmp_path):
+    """`placement.clip_score: max` (what `train --backbone --clip-score auto` writes when the max
+    won its CV): classify, and evaluate's clip scores, take the max of the window scores; a rule
+    this soundmon does not know is one line, exit 2, before any file."""
+    import shutil
+
+    from monitor.classify import classify_file
+    from training.datasets import Clip
+    from training.evaluate import predict_int8
+    from training.features import compute_features
+
+    base = tmp_path / "maxrule"
+    for suffix in (".tflite", ".json"):
+        shutil.copy(tiny_bundle.with_suffix(suffix), base.with_suffix(suffix))
+    meta = json.loads(base.with_suffix(".json").read_text())
+    meta["placement"]["clip_score"] = "max"
+    base.with_suffix(".json").write_text(json.dumps(meta))
+    bundle, runner = open_model(base)
+    cfg = Config()
+    cfg.detection.min_level_dbfs = -200.0  # no gating, as in evaluation
+    audio, _ = sf.read(DEMO, dtype="float32")  # 33 s of street sounds: 59 windows
+    windows = file_windows(audio, LogMelFrontend(bundle.frontend), bundle.window_seconds, 0.5)
+    per_window = np.array([runner.predict(w) for w in windows])
+    assert not np.allclose(per_window.max(0), per_window.mean(0), atol=1e-2)
+    got = classify_file(DEMO, bundle, runner, cfg)
+    assert np.allclose([got.scores[k] for k in bundle.labels], per_window.max(0), atol=1e-6)
+    assert got.label == bundle.labels[int(per_window.max(0).argmax())]
+    demo = Clip(DEMO, bundle.labels[0], 1, "demo")
+    feats = compute_features([demo], bundle.frontend, bundle.window_seconds, tmp_path / "cache", 1, False)
+    assert np.allclose(predict_int8(bundle, feats, progress=False)[0], per_window.max(0), atol=1e-5)
+    meta["placement"]["clip_score"] = "median"
+    base.with_suffix(".json").write_text(json.dumps(meta))
+    out = soundmon("classify", "--model", str(base), str(DEMO))
+    assert out.returncode == 2 and out.stderr.count("\n") == 1
+    assert "placement.clip_score is 'median'" in out.stderr
 
 
 def test_any_rate_and_channel_count(tiny_bundle, tmp_path):

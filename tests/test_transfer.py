@@ -42,7 +42,7 @@ def tiny(tmp_path_factory):
     cache = out.parent / "cache"
     r = _soundmon("train", "--dataset", str(CLIPS), "--backbone", "yamnet", "--backbone-weights", str(YAMNET),
                   "--cv", "--epochs", "5", "--aug-copies", "1", "--no-progress", "--cache", str(cache),
-                  "--out", str(out))  # fmt: skip
+                  "--batch-size", "32", "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     return out, r.stderr
 
@@ -81,6 +81,32 @@ def test_tiny_bundle_evaluates_int8_and_float(tiny, tmp_path):
     assert res["int8"]["n_clips"] == 20 and "float" in res
     # Trained on these clips: int8 and float agree on most of them.
     assert res["int8_float_agreement"] >= 0.8
+
+
+def test_batch_size_is_honoured_with_a_backbone(tiny):
+    """`--batch-size 32` with `--backbone` was silently 64 (32 was taken for "not given"); now the
+    value given is the value used, and the default (64) applies only when none is given."""
+    out, _ = tiny
+    assert json.loads(out.with_suffix(".json").read_text())["training"]["batch_size"] == 32
+    assert "batch 32" in out.with_suffix(".md").read_text()
+
+
+def test_evaluate_cv_says_what_the_model_is(tiny, tmp_path):
+    """`soundmon evaluate --cv` on a --backbone bundle: the table names YAMNet and its head, not a
+    CNN, and the clip rule the bundle's card used."""
+    out, _ = tiny
+    r = subprocess.run([sys.executable, "-m", "training.cli", "evaluate", "--model", str(out), "--dataset",
+                        str(CLIPS), "--cv", "--no-progress", "--cache", str(out.parent / "cache"), "--out",
+                        str(tmp_path)], cwd=REPO, capture_output=True, text=True, timeout=600)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    rule = load_bundle(out).placement["clip_score"]
+    assert "CNN" not in r.stdout
+    assert f"YAMNet + linear head, int8 through the daemon's runner; a clip's score is the {rule}" in r.stdout
+    assert "| held-out fold | clips | YAMNet + linear head int8 | YAMNet + linear head int8 macro |" in r.stdout
+    res = json.loads((tmp_path / "cv_metrics.json").read_text())
+    card = json.loads(out.parent.joinpath("tiny_metrics.json").read_text())["cv"]
+    for fold, mine in zip(card["per_fold"], res["per_fold"], strict=True):  # the card's figures again
+        assert mine["int8"]["accuracy"] == pytest.approx(fold[rule]["int8"]["accuracy"], abs=0.11)  # one clip of 10: training gates near-silent windows
 
 
 def test_training_windows_are_the_daemons(tmp_path):

@@ -105,7 +105,8 @@ def _train_parser() -> argparse.ArgumentParser:
         default=None,
         help="training epochs (default: 60; with --init-from enough for ~600 steps, at least 30)",
     )
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="clips (or, with --backbone, windows) per optimiser step (default 32; 64 with --backbone)")  # fmt: skip
     p.add_argument(
         "--window-seconds",
         type=_window_seconds,
@@ -207,8 +208,11 @@ def _train(args, argv) -> int:
     from training.datasets import DatasetError
 
     dataset = _read(args)
+    if args.batch_size is not None and args.batch_size < 1:
+        raise DatasetError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.backbone:
         return _train_transfer(args, dataset, argv)
+    args.batch_size = args.batch_size or 32
     if args.arch == "mlp":
         return _train_mlp_only(args, dataset)
     from training.models import ARCHS
@@ -294,7 +298,7 @@ def _train_transfer(args, dataset, argv) -> int:
         weights_path=str(weights or ""),
         head_hidden=args.head_hidden,
         epochs=args.epochs or 60,
-        batch_size=args.batch_size if args.batch_size != 32 else 64,
+        batch_size=args.batch_size or 64,  # the head trains on windows, ~12 per ESC clip
         lr=args.lr or 1e-3,
         seed=args.seed,
         augment=augment,

@@ -14,13 +14,29 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.bundle import ModelBundle, load_bundle
+from monitor.bundle import ModelBundle, bundle_paths, load_bundle
+from monitor.classify import clip_score_rule
 from training.datasets import Dataset, DatasetError
 from training.evaluate import metrics, per_class_table, plot_confusion, predict_int8, write_metrics
 from training.features import compute_features
 from training.run import check_labels, cv_dir_for
 
-__all__ = ["evaluate_cv", "fold_bundles", "format_cv_table"]
+__all__ = ["evaluate_cv", "fold_bundles", "format_cv_table", "model_kind"]
+
+
+def model_kind(bundle: ModelBundle) -> str:
+    """What the network is, for a table header: `YAMNet + linear head`, `CNN cnn_spn_s23t1`, or the
+    bundle's name when its metadata does not say (a bundle made outside `soundmon train`)."""
+    model = bundle.meta.get("model") or {}
+    backbone = model.get("backbone")
+    if backbone:
+        hidden = (bundle.meta.get("training") or {}).get("head_hidden")
+        head = "linear head" if hidden == 0 else f"{hidden}-unit head" if hidden else "head"
+        return f"{'YAMNet' if backbone == 'yamnet' else backbone} + {head}"
+    arch = model.get("arch")
+    if arch == "mlp":
+        return "MFCC-MLP"
+    return f"CNN {arch}" if arch else bundle.name
 
 
 def fold_bundles(model_path: str | Path) -> dict[int, ModelBundle]:
@@ -60,6 +76,10 @@ def evaluate_cv(
         )
     first = bundles[folds[0]]
     check_labels(dataset, first, model_path)
+    # The clip rule the model card's figures use: the final bundle's (`--backbone` training picks
+    # mean or max by this very CV and writes it there; the fold bundles keep the default).
+    main = bundle_paths(model_path)[1]
+    rule = clip_score_rule(load_bundle(model_path) if main.is_file() else first)
     feats = compute_features(
         dataset.clips, first.frontend, first.window_seconds, cache_dir, workers, progress
     )
@@ -68,7 +88,7 @@ def evaluate_cv(
     per_fold, ys, scores = [], [], []
     for k in folds:
         te = np.where(clip_folds == k)[0]
-        sq = predict_int8(bundles[k], [feats[i] for i in te], hop_seconds, progress=progress)
+        sq = predict_int8(bundles[k], [feats[i] for i in te], hop_seconds, progress=progress, clip_score=rule)
         per_fold.append({"fold": k, "n_clips": len(te), "int8": metrics(y[te], sq, first.labels)})
         ys.append(y[te])
         scores.append(sq)
@@ -77,6 +97,8 @@ def evaluate_cv(
         "model": str(model_path),
         "dataset": str(dataset.root),
         "folds": folds,
+        "model_kind": model_kind(first),
+        "clip_score": rule,
         "per_fold": per_fold,
         "int8_accuracy_mean": float(np.mean([e["int8"]["accuracy"] for e in per_fold])),
         "int8_macro_mean": float(np.mean([e["int8"]["macro_accuracy"] for e in per_fold])),
@@ -92,9 +114,14 @@ def evaluate_cv(
 
 
 def format_cv_table(result: dict) -> str:
-    """The model card's cross-validation tables, int8 columns: per fold, mean, pooled; per class."""
+    """The model card's cross-validation tables, int8 columns: per fold, mean, pooled; per class.
+    The columns name the network the fold bundles are (`model_kind`) and the clip rule."""
+    kind = result.get("model_kind", "CNN")
+    rule = result.get("clip_score", "mean")
     lines = [
-        "| held-out fold | clips | CNN int8 | CNN int8 macro |",
+        f"{kind}, int8 through the daemon's runner; a clip's score is the {rule} of its window scores.",
+        "",
+        f"| held-out fold | clips | {kind} int8 | {kind} int8 macro |",
         "|---:|---:|---:|---:|",
     ]
     for e in result["per_fold"]:
@@ -109,4 +136,4 @@ def format_cv_table(result: dict) -> str:
         f"| all held-out clips pooled | {p['n_clips']} | {100 * p['accuracy']:.1f} | "
         f"{100 * p['macro_accuracy']:.1f} |"
     )
-    return "\n".join(lines) + "\n\n" + per_class_table({"CNN int8": p}, p["labels"])
+    return "\n".join(lines) + "\n\n" + per_class_table({f"{kind} int8": p}, p["labels"])

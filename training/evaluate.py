@@ -2,7 +2,8 @@
 
 Int8 scores always go through `monitor.runner.ModelRunner` (the daemon's runner) on the windows
 of `monitor.windows.file_windows` (cached, identical); a clip's score is the mean of its window
-scores, as `soundmon classify` computes it.
+scores, or their max for a bundle whose `placement.clip_score` says so, as `soundmon classify`
+computes it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from tqdm import tqdm
 
 from monitor.bundle import ModelBundle
+from monitor.classify import clip_score_rule
 from monitor.runner import ModelRunner
 from training.features import ClipFeatures, clip_windows
 
@@ -37,13 +39,18 @@ def predict_int8(
     hop_seconds: float = 0.5,
     progress: bool = True,
     threads: int = 1,
+    clip_score: str | None = None,
 ) -> np.ndarray:
-    """Clip scores (n_clips, n_labels) of the int8 model via ModelRunner, mean over windows."""
+    """Clip scores (n_clips, n_labels) of the int8 model via ModelRunner: the mean over a clip's
+    windows, or their max, as `clip_score` says (default: the bundle's `placement.clip_score`,
+    the rule `soundmon classify` applies, so the figures are what classify gives)."""
+    rule = clip_score or clip_score_rule(bundle)
+    reduce = np.max if rule == "max" else np.mean
     runner = ModelRunner(bundle, num_threads=threads)
     out = np.zeros((len(feats), len(bundle.labels)), dtype=np.float32)
     for i, f in enumerate(tqdm(feats, desc="int8 eval", unit="clip", disable=not progress)):
         wins = clip_windows(f, bundle.frontend, bundle.window_seconds, hop_seconds)
-        out[i] = np.mean([runner.predict(w) for w in wins], axis=0)
+        out[i] = reduce([runner.predict(w) for w in wins], axis=0)
     return out
 
 
