@@ -619,19 +619,29 @@ def _did_you_mean(word: str, choices: list[str]) -> str:
 
     Labels are slugs, often of long names (AudioSet's `smoke_detector_smoke_alarm`), so first the
     shortest choice in which each word typed starts a word (`smoke_alarm`, `gunshot`, `scream` ->
-    `screaming`); then a close spelling (difflib: `doorbel`, `knocking` -> `knock`); then the
-    shortest choice with a word that each word typed starts with (`glass_breaking` -> `glass`
-    would need both: none); then a looser spelling."""
+    `screaming`); then a close spelling (difflib: `doorbel`, `sirens`); then the shortest choice
+    with a word that each word typed starts with (`knocking` -> `knock`); then the choice with
+    the most words typed, the last one first (`glass_shatter` -> `shatter`: English names end on
+    the thing); then a looser spelling."""
     typed = [w for w in re.split(r"[^a-z0-9]+", word.lower()) if w]
 
     def shortest_where(fits: Callable[[str, str], bool]) -> list[str]:
         holding = [c for c in choices if typed and all(any(fits(w, t) for t in c.split("_")) for w in typed)]
         return sorted(holding, key=len)[:1]
 
+    def most_words() -> list[str]:
+        def rank(choice: str) -> tuple[int, int, int]:
+            hits = [i for i, w in enumerate(typed) if any(t.startswith(w) for t in choice.split("_"))]
+            return (-len(hits), -max(hits, default=-1), len(choice))
+
+        best = min(choices, key=rank, default=None)
+        return [best] if best is not None and rank(best)[0] < 0 else []
+
     close = (
         shortest_where(lambda w, t: t.startswith(w))
         or difflib.get_close_matches(word, choices, n=1, cutoff=0.75)
         or shortest_where(lambda w, t: len(t) >= 3 and w.startswith(t))
+        or most_words()
         or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
     )
     return f" (did you mean {close[0]!r}?)" if close else ""
