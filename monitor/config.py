@@ -3,7 +3,8 @@
 Every key has a default, so an empty file is a valid configuration. Unknown keys, wrong types,
 out-of-range values and duplicate YAML keys are `ConfigError`s (exit status 2) whose message is
 one line naming the key path and what is allowed there. Checks that need the model run later:
-`Config.check_against_labels` (class names) and `check_model_path` (the bundle files exist).
+`Config.check_against_labels` (the labels named by `detection.watch` and `detection.classes`,
+with a suggestion for a typo) and `check_model_path` (the bundle files exist).
 
 Environment: `SOUNDMON_STATE_DIR` replaces the `storage.state_dir` default ("./state") when the
 file does not set the key (the systemd unit points it at /var/lib/soundmon); `SOUNDMON_MODEL`

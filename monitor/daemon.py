@@ -15,6 +15,11 @@ values in `<state_dir>/overrides.json` and applies them through the same path as
 detection settings in force are always `Overrides.apply(config.detection)`: a value set over
 MQTT wins over config.yaml, which wins over the bundle's defaults; SIGHUP re-applies them over
 the new file. The values in force are echoed, retained, on `<base>/config/<label>/...`.
+
+Watched labels (`detection.watch`, else the bundle's default list, else all of the bundle's):
+only they have events (the pipeline disables the others), retained states, Home Assistant
+entities, echoes, places in `<base>/scores` and commands. A reload with another list ends the
+open events of the labels dropped and has the publisher remove their entities and states.
 """
 
 from __future__ import annotations
@@ -657,8 +662,8 @@ class Daemon:
         return self._watch
 
     def _watch_text(self) -> str:
-        """`watching 11 of 521 labels (smoke_detector_smoke_alarm, ...)` for the log, or
-        `10 labels` when every label is watched (the shipped urban10 model)."""
+        """`watching 11 of 521 labels: screaming, baby_cry_infant_cry, ...` for the log (at most
+        20 named), or `10 labels` when every label is watched (the shipped urban10 model)."""
         watched, labels = self._watched(), self.bundle.labels
         if len(watched) == len(labels):
             return f"{len(labels)} labels"

@@ -11,8 +11,9 @@ skip with the reason when it cannot be built, e.g. without access to PyPI), conf
 onboarded and kept off the network.
 
 One HA instance serves the module's tests, in order: every entity and the demo run; no stale
-ON after a SIGKILL; tuning the running daemon from HA (threshold, switch, Top sound); and
-without `mqtt.control` the controls gone from HA.
+ON after a SIGKILL; tuning the running daemon from HA (threshold, switch, Top sound);
+without `mqtt.control` the controls gone from HA; and with the 521-label audioset model only the
+watched labels' entities.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ import soundfile as sf
 from tests import homeassistant as hass
 from tests.broker import Broker, Subscriber
 from tests.daemon_helpers import LABELS, DaemonProcess, write_config
-from tests.paths import DEMO, SHIPPED_MODEL, need_shipped_model
+from tests.paths import DEMO, REPO, SHIPPED_MODEL, need_shipped_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]  # a first run builds the HA venv
 
@@ -455,6 +456,43 @@ def test_home_assistant_without_control_has_no_numbers_or_switches(ha, ha_broker
         (registry,) = ha.ws({"type": "config/entity_registry/list"})
         ours = {r["entity_id"] for r in registry if r["platform"] == "mqtt"}
         assert ours == ALL - CONTROLS - {BINARY["car_horn"]}, ours ^ (ALL - CONTROLS)
+        assert d.wait(60) == 0, d.text()
+    finally:
+        d.kill()
+    assert_ha_clean(ha)
+
+
+def test_home_assistant_shows_only_the_watched_labels_of_the_audioset_model(ha, ha_broker, tmp_path):
+    """`--model models/audioset` (521 labels) with no `detection.watch`: HA gets the bundle's
+    default list, 11 sounds, each a binary sensor with its threshold number and detection switch,
+    plus the node's 8 sensors -- 41 entities, not ~1,570 -- named by the AudioSet display names.
+    (Its own node id: the entities of the urban10 runs above stay apart.)"""
+    audioset = REPO / "models" / "audioset"
+    if not audioset.with_suffix(".tflite").is_file():
+        pytest.skip("models/audioset not built in this checkout")
+    watched = json.loads(audioset.with_suffix(".json").read_text())["watch"]
+    names = json.loads(audioset.with_suffix(".json").read_text())["display_names"]
+    node = "attic"
+    cfg = write_config(tmp_path / "c.yaml", ha_broker, mqtt={"node_id": node})
+    silence = tmp_path / "silence.flac"
+    sf.write(silence, np.zeros(16000 * 8, dtype=np.float32), 16000)
+    want = {f"{kind}.soundmon_{node}_{label}{suffix}" for label in watched
+            for kind, suffix in (("binary_sensor", ""), ("number", "_threshold"), ("switch", "_detection"))}
+    want |= {f"sensor.soundmon_{node}_{key}" for key in ("level", *STATS_KEYS, "top_sound", "top_score")}
+    d = DaemonProcess("--source", str(silence), "--pace", "realtime", "--config", str(cfg), "--model", str(audioset))
+    try:
+        def settled() -> dict[str, Any]:
+            ours = {e: s for e, s in ha.states().items() if e.split(".", 1)[1].startswith(f"soundmon_{node}_")}
+            ready = set(ours) >= want and all(ours[f"binary_sensor.soundmon_{node}_{x}"]["state"] == "off"
+                                              for x in watched)
+            return ours if ready else {}
+
+        ours = wait_until(settled, 90, "the watched audioset labels in HA, all off")
+        assert set(ours) == want and len(want) == 41
+        smoke = ours[f"binary_sensor.soundmon_{node}_smoke_detector_smoke_alarm"]["attributes"]
+        assert smoke["friendly_name"] == f"soundmon {node} {names['smoke_detector_smoke_alarm']}"
+        (registry,) = ha.ws({"type": "config/entity_registry/list"})
+        assert {r["entity_id"] for r in registry if f"soundmon_{node}_" in r["entity_id"]} == want
         assert d.wait(60) == 0, d.text()
     finally:
         d.kill()
