@@ -52,6 +52,8 @@ def build_tiny_bundle(out_dir: Path, epochs: int = 6, seed: int = 0, arch: str =
         meta={
             "model": {"arch": arch, "macs_per_window": count_macs(model)},
             "training": {"dataset": str(CLIPS), "clips": len(ds.clips), "dropout": cfg.dropout},
+            # what `soundmon train` records: the data the body learnt from (its licence follows a reuse)
+            "data": {"name": ds.name, "format": ds.format, "folds": ds.folds},
         },
     )
     from training.run import save_float_weights

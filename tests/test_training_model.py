@@ -236,6 +236,18 @@ def test_init_from_fine_tunes_on_folder_per_class_esc50(tiny_bundle, tmp_path): 
     assert (bundle.norm_mean, bundle.norm_std) == (src_b.norm_mean, src_b.norm_std)
     runner = ModelRunner(bundle)
     assert runner.predict(np.full((397, 64), -60.0, dtype=np.float32)).shape == (3,)
+    # The card says what was done (issue #20): the reused body, its data and the licence it carries
+    # (the tiny body learnt from UrbanSound8K clips: CC BY-NC), the freeze actually used, and limits
+    # about this set's folds, not UrbanSound8K's.
+    card = out.with_suffix(".md").read_text()
+    limits = card.split("## Limits")[1]
+    assert f"Started from the convolutional body of `{tiny_bundle}` (tiny, trained on UrbanSound8K folds [1, 2])" in card
+    assert "The body stayed frozen for all 4 epochs" in card
+    assert "inherits the non-commercial condition" in card.split("## How it was trained")[0]
+    assert "Your own recordings" in card
+    assert "clips of 3 classes" in limits and "Freesound IDs that the official metadata" not in limits
+    assert f"assigned per source recording ({len({c.group for c in ds.clips})} recordings among {len(ds.clips)} clips)" in limits
+    assert "A small set" in limits
 
 
 def test_streaming_check_on_full_recordings(tiny_bundle, tmp_path, capsys):  # noqa: F811

@@ -88,7 +88,10 @@ def test_batch_size_is_honoured_with_a_backbone(tiny):
     value given is the value used, and the default (64) applies only when none is given."""
     out, _ = tiny
     assert json.loads(out.with_suffix(".json").read_text())["training"]["batch_size"] == 32
-    assert "batch 32" in out.with_suffix(".md").read_text()
+    card = out.with_suffix(".md").read_text()
+    assert "batch 32" in card
+    # Limits about this data (UrbanSound8K's official folds, 20 clips), the backbone's licence
+    assert "A small set (20 clips)" in card.split("## Limits")[1] and "Apache License 2.0" in card
 
 
 def test_evaluate_cv_says_what_the_model_is(tiny, tmp_path):

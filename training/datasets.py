@@ -70,6 +70,10 @@ class Dataset:
     labels: list[str]
     clips: list[Clip]
     missing: list[str] = field(default_factory=list)  # files listed in the metadata but absent
+    # How the folds were made: "official" (the set's own folds, which keep a source recording in
+    # one fold), "fold folders" (the user's foldN/ folders, as given) or "by recording" (assigned
+    # per source recording by `read_folders`); the model card says which.
+    split: str = "official"
 
     @property
     def folds(self) -> list[int]:
@@ -87,6 +91,11 @@ class Dataset:
     def select_folds(self, folds) -> list[Clip]:
         folds = set(int(f) for f in folds)
         return [c for c in self.clips if c.fold in folds]
+
+    def split_info(self) -> dict:
+        """How the folds were made and how many source recordings the clips come from (for the
+        report and the model card's limits)."""
+        return {"rule": self.split, "recordings": len({c.group for c in self.clips})}
 
     def summary(self) -> str:
         per_fold = Counter(c.fold for c in self.clips)
@@ -326,7 +335,9 @@ def read_folders(root, classes=None, renames=None, folds=None, n_folds: int = 5)
         for r in rows:
             r[2] = _fold_of_group(r[3], k)
     rows_t = [(p, lab, int(f), g) for p, lab, f, g in rows]
-    return _finish(root.name, root, "folders", rows_t, classes, renames, folds)
+    ds = _finish(root.name, root, "folders", rows_t, classes, renames, folds)
+    ds.split = "fold folders" if explicit else "by recording"
+    return ds
 
 
 def detect_format(root) -> str:

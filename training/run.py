@@ -26,7 +26,7 @@ from monitor.config import shipped_models_dir  # noqa: E402
 from monitor.errors import BundleError  # noqa: E402
 from monitor.frontend import FrontendParams  # noqa: E402
 from monitor.windows import hop_frames_for  # noqa: E402
-from training.card import write_card  # noqa: E402
+from training.card import reused_body, write_card  # noqa: E402
 from training.datasets import Dataset, DatasetError  # noqa: E402
 from training.evaluate import (  # noqa: E402
     measure_latency,
@@ -443,8 +443,10 @@ def run_training(job: TrainJob) -> dict:
             },
             "clips_per_class": {lab: int(np.sum(y == i)) for i, lab in enumerate(labels)},
             "missing": len(ds.missing),
+            "split": ds.split_info(),
         },
         "init_from": job.init_from,
+        "init_body": reused_body(job.init_from, init_bundle) if init_bundle is not None else None,
         "experiments": job.experiments,
     }
     histories: dict[str, dict] = {}

@@ -731,7 +731,7 @@ def run_transfer(job: TransferJob) -> dict:
                  "folds": ds.folds,
                  "clips_per_fold": {str(k): v for k, v in sorted(Counter(int(f) for f in folds).items())},
                  "clips_per_class": {lab: int(np.sum(y == i)) for i, lab in enumerate(labels)},
-                 "missing": len(ds.missing)},
+                 "missing": len(ds.missing), "split": ds.split_info()},
     }  # fmt: skip
     report_dir = job.report_dir or job.out.parent
     report_dir.mkdir(parents=True, exist_ok=True)
@@ -789,7 +789,8 @@ def run_transfer(job: TransferJob) -> dict:
                 "int8_pooled": metrics(yy, np.concatenate(pooled[m][2]), labels),
             }
         if cfg.clip_score == "auto":
-            # Ties go to the mean: it is what soundmon classify computes.
+            # Ties go to the mean (the default rule of every other bundle); classify and evaluate
+            # follow whichever the bundle's placement.clip_score names.
             clip_score = (
                 "max"
                 if summary["max"]["int8_pooled"]["accuracy"]
@@ -870,7 +871,7 @@ def _pct(x) -> str:
 
 
 def write_transfer_card(path: Path, r: dict) -> None:
-    from training.card import LICENCES
+    from training.card import LICENCES, limits_lines
 
     t, d, m = r["training"], r["data"], r["model"]
     lat, cost = r["latency"], r["cost"]
@@ -951,10 +952,7 @@ def write_transfer_card(path: Path, r: dict) -> None:
             ]
     if r.get("experiments"):
         lines += ["## Measurements", "", r["experiments"], ""]
-    lines += [
-        "## Limits", "",
-        "- Trained on short labelled clips; anything else is forced into one of the labels (softmax): use "
-        "thresholds and the detector's smoothing.",
+    lines += limits_lines(r)[:-1] + [
         f"- About {cost['macs_per_audio_second'] / 1e6:.0f} M multiply-accumulates per audio second: far more "
         "than the shipped from-scratch CNN's 8.4 M (about 2 % of a Pi 4 core, estimated).",
         "",
