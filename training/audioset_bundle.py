@@ -802,6 +802,15 @@ def _fmt_agree(a: dict) -> str:
             f"median per-window max {a['median_window_max_diff']:.3f}, max {a['max_abs_diff']:.2f}")  # fmt: skip
 
 
+# Cost findings measured outside the build (2026-12-04: `soundmon bench` rounds beside the other bundles,
+# RSS per import and per interpreter option, runs/rss/), written into the card's 'Cost' after the build's own figures.
+COST_NOTES = [
+    '- `soundmon bench --model models/audioset` with its defaults (30.3 min of street recordings, MQTT to a private mosquitto; 2-core AMD EPYC, 2026-12-04, two rounds alternating with `urban10` and `urban10_yamnet`, table in `models/urban10_yamnet.md`): **153-180x real time, peak RSS 102.5 MB** (both runs), inference p50 1.85-2.15 ms per window, 20.0-23.6 s of CPU per audio hour. Both budgets are missed (>= 300x, <= 100 MB); `urban10` (432-468x, 71 MB) and `urban10_yamnet` (332-346x, 76 MB) meet them in the same rounds.',
+    "- Where the memory goes (RSS from `/proc`, one process per variant; `runs/rss/`): Python 10.9 MB; numpy +15.3; ai_edge_litert +9.2 (its library's pages); the daemon's own imports about +20 (13-14 of them `monitor.config`: pydantic and its models, yaml); so 55-58 MB before any model. This bundle's interpreter then adds **43.5 MB**: at `allocate_tensors` 28.8 MB of anonymous memory, two float32 copies of its 3.7 M weights (XNNPACK dequantises every static int8 weight behind a DEQUANTIZE op into a buffer it keeps for the delegate's lifetime, then packs a second copy for its kernels), 3.9 MB of the mapped `.tflite` and XNNPACK's code pages; at the first invoke 2.6 MB of activations and 5 MB more code. The full-int8 `urban10_yamnet` (int8 weights packed once) adds 17.2 MB. The publisher and broker connection add about 5.5 MB (97 MB steady in a 10 min run without MQTT). The file being classified is read block by block: RSS is flat from the first window on (96.4 MB median, peak 97.2 MB), so neither bench's audio nor a leak is part of it.",
+    "- Runtime options measured for this bundle (`ai_edge_litert` 2.3.0 `Interpreter`): without the default delegate (`experimental_op_resolver_type=BUILTIN_WITHOUT_DEFAULT_DELEGATES`) the interpreter adds 29.1 MB instead of 43.5 (TFLite keeps one float32 copy, the DEQUANTIZE outputs) with the same scores (max difference 2e-6 on a test window), but a window takes 6.0 ms instead of 1.8-2.0 ms: about 70x real time (estimated from the parts), so it trades one missed budget for a worse miss of the other. No effect (78.2-78.5 MB against 78.3 MB for the default): `experimental_default_delegate_latest_features`, `num_threads=2`, `experimental_disable_delegate_clustering`, `experimental_disable_delegate_node_fusion`, `model_content` instead of `model_path`, the BUILTIN resolver, `malloc_trim(0)` after loading. LiteRT's `CompiledModel` API with an XNNPACK weight-cache file moves the packed copy from anonymous memory (-14 MB) into the mapped cache file (+19 MB), so RSS does not fall. So no runtime option in `monitor/runner.py` fixes it without losing speed. What would: a full-int8 export of this bundle with the cross-layer equalisation that `urban10_yamnet` uses (int8 weights packed once, int8 arithmetic: about 26 MB less and faster, if its agreement with the export holds up; the plain full-int8 export kept only 70 % top-1), or a lighter daemon start (the configuration module's 13 MB).",
+]
+
+
 def _watch_section(bundle: ModelBundle, meta: dict) -> list[str]:
     """The card's "Watched by default": the bundle's "watch" list, why each label is there and
     what our data says about it (a calibrated threshold, or not measured here)."""
@@ -990,6 +999,7 @@ def write_card(path: Path, bundle: ModelBundle, meta: dict) -> None:
             "float32, ~15 MB, and XNNPACK's packed copy: above the 100 MB budget set for the default urban10 model, "
             "and slower than its 300x; a Raspberry Pi 4 is roughly 10x slower than this machine)."
         )
+    lines += COST_NOTES
     lines += [
         "",
         "## Limits",
