@@ -174,6 +174,9 @@ def _train_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--clip-score", choices=["auto", "mean", "max"], default="auto",
                    help="a clip's score over its windows (default auto: the better by CV, else mean)")  # fmt: skip
+    from training.distill_cli import add_distill_args
+
+    add_distill_args(p)
     return p
 
 
@@ -253,6 +256,10 @@ def _train(args, argv) -> int:
             experiments = Path(args.experiments).read_text()
         except OSError as exc:
             raise DatasetError(f"--experiments: {exc}") from None
+    if args.teacher:  # distillation from a teacher bundle: training/distill.py
+        from training.distill import train_distill
+
+        return train_distill(args, dataset, cfg, cv, command_line(argv, "soundmon train"))
     job = TrainJob(
         dataset=dataset,
         out=Path(args.out),
