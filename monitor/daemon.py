@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from monitor import topics
 from monitor.bundle import ModelBundle
 from monitor.clips import ClipRecorder
 from monitor.config import Config, DetectionConfig, check_state_dir, load_config
@@ -54,6 +55,8 @@ __all__ = ["Daemon", "run_daemon"]
 log = logging.getLogger("soundmon")
 VERSION = "0.1.0"
 SCORES_TOP = 5  # labels in a <base>/scores message
+ANNOUNCED_FILENAME = "announced.json"  # in the state dir: the labels this node was published for
+MAX_LABEL_CHARS = 200  # a label read back from announced.json longer than this is ignored
 COMMANDS_PER_ITERATION = 256  # commands taken from the publisher per loop iteration
 
 
@@ -144,6 +147,7 @@ class NullPublisher:
     def publish_scores(self, payload: dict) -> None: ...
     def publish_stats(self, payload: dict) -> None: ...
     def update_labels(self, labels, enabled, display_names=None, scores=None) -> None: ...
+    def forget_labels(self, labels) -> None: ...
     def set_config(self, values: dict) -> None: ...
     def take_commands(self, limit: int = 0) -> list:
         return []
@@ -330,6 +334,7 @@ class Daemon:
             "" if self.start_runner is None else f", fast start {self.cfg.detection.fast_start_threshold:g}",
             f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.cfg.mqtt.base}" if self.cfg.mqtt.enabled else "off",
         )  # fmt: skip
+        self._announce(self.cfg, forget=True)
         self.publisher.start()
         failed: BaseException | None = None
         try:
@@ -681,6 +686,57 @@ class Daemon:
         self._watched_idx = np.array([index[label] for label in self._watched()], dtype=np.intp)
         self._levels = {label_topic_level(label): label for label in self._watched()}
 
+    def _announce(self, cfg: Config, forget: bool) -> None:
+        """Keep `<state_dir>/announced.json`: the watched labels this node's entities, states and
+        echoes are published for (with the node id, base topic and discovery prefix they live
+        under). At start (`forget`), the labels it names that are not watched now (a shorter
+        `detection.watch` or another model since the last run) go to the publisher, which removes
+        their entities, states and echoes at connect: a reload does that by itself, but a restart
+        could not know them. Problems are logged, never fatal."""
+        if not cfg.mqtt.enabled:
+            return
+        path = Path(cfg.storage.state_dir) / ANNOUNCED_FILENAME
+        where = {"node_id": cfg.mqtt.node_id, "base": cfg.mqtt.base, "discovery_prefix": cfg.mqtt.discovery_prefix}
+        watched = self._watched()
+        if forget:
+            gone = self._announced_before(path, where, set(watched))
+            if gone:
+                shown = ", ".join(gone[:20]) + (", ..." if len(gone) > 20 else "")
+                log.info("mqtt: removing the entities, states and echoes of %d label(s) no longer watched "
+                         "since the last run: %s", len(gone), shown)  # fmt: skip
+                self.publisher.forget_labels(gone)
+        text = json.dumps({**where, "labels": watched}, indent=1) + "\n"
+        try:
+            if path.is_file() and path.read_text(encoding="utf-8") == text:
+                return
+            tmp = path.with_name(f".{ANNOUNCED_FILENAME}.tmp")
+            tmp.write_text(text, encoding="utf-8")
+            os.replace(tmp, path)
+        except (OSError, UnicodeDecodeError) as exc:
+            log.warning("mqtt: cannot write %s (%s): labels dropped from the watch list while the "
+                        "daemon is stopped will keep their Home Assistant entities", path,
+                        getattr(exc, "strerror", None) or exc)  # fmt: skip
+
+    @staticmethod
+    def _announced_before(path: Path, where: dict[str, str], watched: set[str]) -> list[str]:
+        """The labels `path` says were published under `where` and are not in `watched`; [] when
+        the file is missing, unreadable, malformed or about another node or topic."""
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return []
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            log.warning("mqtt: ignoring %s (%s)", path, getattr(exc, "strerror", None) or exc)
+            return []
+        if not isinstance(data, dict) or any(data.get(k) != v for k, v in where.items()):
+            return []
+        labels = data.get("labels")
+        if not isinstance(labels, list):
+            return []
+        # read back from disk: only names that make a valid topic level are used
+        return [x for x in dict.fromkeys(labels) if isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS
+                and x not in watched and topics.level_problem(label_topic_level(x)) is None]  # fmt: skip
+
     def _config_values(self) -> dict[str, tuple[float, bool]]:
         """label -> (threshold, enabled) in force, for the `<base>/config/<label>/...` echoes."""
         det, labels = self.pipeline.detection, self.bundle.labels
@@ -838,6 +894,7 @@ class Daemon:
                                          self.bundle.display_names,
                                          scores=new.detection.scores_interval > 0)  # fmt: skip
             self.publisher.set_config(self._config_values())
+        self._announce(new, forget=False)
         if restart_needed:
             log.warning("reload: configuration applied, except %s: needs a restart to take effect",
                         ", ".join(restart_needed))  # fmt: skip

@@ -1045,6 +1045,23 @@ class Publisher:
             if self._connected:
                 self._publish(f"{self.base}/stats", text, qos=0, retain=True)
 
+    def forget_labels(self, labels: Iterable[str]) -> None:
+        """Labels an earlier run announced that this one does not watch (another model, or a
+        shorter `detection.watch`, since the last run; the daemon keeps the list in the state
+        directory): at the next connect their entities are removed from Home Assistant and their
+        retained states and echoes cleared, as `update_labels` does for a change while running."""
+        if self._client is None:
+            return
+        with self._pub_lock:
+            gone = set(labels) - set(self._labels)
+            self._removed |= gone
+            self._states_removed |= gone
+            self._config_removed |= gone
+            if self._connected:
+                self._send_discovery(self._client)
+                self._send_states(self._client)
+                self._send_config(sorted(self._config_removed))
+
     def update_labels(
         self,
         labels: Iterable[str],

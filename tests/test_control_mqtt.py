@@ -230,7 +230,7 @@ def test_garbage_and_a_flood_of_commands_change_nothing_and_cannot_fill_the_jour
     assert "Traceback" not in d.text()
     after = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
     new = {p for p in after if p not in before}
-    own = {"overrides.json", "spool.sqlite3", "spool.sqlite3-wal", "spool.sqlite3-shm"}
+    own = {"overrides.json", "announced.json", "spool.sqlite3", "spool.sqlite3-wal", "spool.sqlite3-shm"}
     assert new <= {Path("state")} | {Path("state") / name for name in own}, new
     assert json.loads((state / "overrides.json").read_text()) == {"enabled": {}, "thresholds": {"siren": 0.25}}
 

@@ -17,6 +17,7 @@ import json
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import yaml
@@ -26,7 +27,7 @@ from monitor.config import Config, parse_config
 from monitor.errors import BundleError, ConfigError
 from tests.broker import Subscriber
 from tests.daemon_helpers import LABELS, DaemonProcess, run_to_end, write_config
-from tests.paths import DEMO, REPO
+from tests.paths import DEMO, REPO, need_shipped_model
 
 AUDIOSET = REPO / "models" / "audioset"
 BASE = "soundmon/testnode"
@@ -288,6 +289,52 @@ def test_sighup_with_another_watch_list_ends_removes_and_adds(broker, tmp_path):
     assert not sub.get(f"{BASE}/config/speech/threshold")
     labels = {m.json()["label"] for m in sub.get(f"{BASE}/detection")}
     assert labels <= {"siren", "dog"}  # gun shots (27 s on) come after the reload: not watched
+
+
+def retained(broker) -> dict[str, bytes]:
+    """What a client connecting now gets: every retained message on the broker, by topic."""
+    with Subscriber(broker, "#") as sub:
+        sub.wait_for(f"{BASE}/status")  # retained messages follow the subscription's ack
+        sub.wait_quiet(0.5)
+        return {m.topic: m.payload for m in sub.get() if m.retain}
+
+
+def run_demo(cfg: Path, model: Path) -> DaemonProcess:
+    d = run_to_end("--source", str(DEMO), "--pace", "fast", "--model", str(model), "--config", str(cfg))
+    assert d.proc.returncode == 0, d.text()
+    return d
+
+
+def test_a_restart_with_a_shorter_list_removes_what_the_last_run_published(broker, tmp_path):
+    """Watch [dog, doorbell], stop, watch [dog], start: the daemon remembers what it published
+    (`<state_dir>/announced.json`), so doorbell's entities, retained state and echoes are gone
+    from the broker after the second start, as after a reload."""
+    audioset()
+    cfg = write_config(tmp_path / "c.yaml", broker, detection={"watch": ["dog", "doorbell"]})
+    run_demo(cfg, AUDIOSET)
+    assert any("/doorbell" in t for t in retained(broker))
+    write_config(cfg, broker, detection={"watch": ["dog"]})
+    d = run_demo(cfg, AUDIOSET)
+    assert "no longer watched since the last run: doorbell" in d.text()
+    left = retained(broker)
+    assert not [t for t in left if "doorbell" in t], left
+    assert left["homeassistant/binary_sensor/testnode/dog/config"] and left[f"{BASE}/state/dog"] == b"OFF"
+    announced = json.loads((tmp_path / "state" / "announced.json").read_text())
+    assert announced == {"node_id": "testnode", "base": BASE, "discovery_prefix": "homeassistant", "labels": ["dog"]}
+
+
+def test_switching_models_across_a_restart_removes_the_old_models_entities(broker, tmp_path):
+    """urban10 (10 labels) then, after a restart, audioset with its default list: what a client
+    sees on the broker is the 11 watched labels only, not urban10's as well."""
+    audioset()
+    urban10 = need_shipped_model()
+    cfg = write_config(tmp_path / "c.yaml", broker)
+    run_demo(cfg, urban10)
+    run_demo(cfg, AUDIOSET)
+    left = retained(broker)
+    sensors = {t.split("/")[3] for t in left if t.startswith("homeassistant/binary_sensor/")}
+    states = {t.split("/")[-1] for t in left if t.startswith(f"{BASE}/state/")}
+    assert sensors == states == set(HOME)
 
 
 def test_sighup_with_a_typo_in_the_watch_list_keeps_the_running_one(broker, tmp_path):
