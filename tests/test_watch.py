@@ -361,3 +361,16 @@ def test_the_shipped_config_example_watch_list_is_valid_for_audioset():
     assert len(example) == 1
     watch = yaml.safe_load(example[0].replace("# ", "", 1).strip())["watch"]
     config(watch=watch).check_against_labels(bundle.labels, default_watch=bundle.watch)
+
+
+def test_the_readme_example_is_valid_for_audioset():
+    """README "Choosing what to watch": its YAML passes the checks the daemon runs at start."""
+    bundle = audioset()
+    readme = (REPO / "README.md").read_text()
+    section = readme.split("**Choosing what to watch.**", 1)[1]
+    block = section.split("```yaml\n", 1)[1].split("```", 1)[0]
+    cfg = parse_config(yaml.safe_load(block))
+    cfg.check_against_labels(bundle.labels, default_watch=bundle.watch)
+    assert cfg.model.path == AUDIOSET.relative_to(REPO)
+    assert set(cfg.detection.watched_labels(bundle.labels, bundle.watch)) == set(cfg.detection.watch)
+    assert set(cfg.detection.classes) <= set(cfg.detection.watch)
