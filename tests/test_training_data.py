@@ -170,6 +170,23 @@ def test_folders_keep_an_urbansound8k_recording_together_across_classes(tmp_path
     assert {c.group for c in read_folders(root).clips if c.path.stem == "2024-05-01-3"} == {"siren/2024"}
 
 
+def test_fold_folders_that_split_a_recording_are_reported(tmp_path):
+    """With the user's own foldN/ folders the folds are kept as given, but a recording the name
+    rules recognise in two fold folders is counted and named in the summary (the figures of such
+    a split are optimistic), and the card says how many."""
+    root = tmp_path / "folded"
+    for fold in (1, 2):
+        (root / "siren" / f"fold{fold}").mkdir(parents=True)
+        (root / "dog_bark" / f"fold{fold}").mkdir(parents=True)
+        (root / "dog_bark" / f"fold{fold}" / f"rec{fold}.flac").symlink_to(CLIPS / "fold1/180256-3-0-0.flac")
+    (root / "siren" / "fold1" / "157867-8-0-18.flac").symlink_to(CLIPS / "fold1/157867-8-0-18.flac")
+    # another slice of recording 157867, filed under fold 2
+    (root / "siren" / "fold2" / "157867-8-0-25.flac").symlink_to(CLIPS / "fold2/102871-8-0-4.flac")
+    ds = read_folders(root)
+    assert ds.split_info() == {"rule": "fold folders", "recordings": 3, "recordings_in_several_folds": 1}
+    assert "warning: 1 source recording(s) have clips in more than one fold folder" in ds.summary()
+
+
 def test_groups_csv_names_the_recording_of_each_file(tmp_path):
     """`groups.csv` (file,group) at the root groups files whose names follow no rule; a listed file
     that is not there is one clear error, not a silently split recording."""

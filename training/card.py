@@ -86,8 +86,11 @@ def _split_line(d: dict) -> str:
         return ("Held-out folds are ESC-50's official folds, which keep every take of a Freesound recording in one "
                 "fold: no source recording is on both sides of a split.")  # fmt: skip
     if split.get("rule") == "fold folders":
-        return ("The folds are the dataset's foldN/ folders as given: soundmon cannot check that the clips of one "
-                "recording stay in one of them; where they do not, the held-out figures are optimistic.")  # fmt: skip
+        n = split.get("recordings_in_several_folds")
+        found = ("" if n is None else f" By groups.csv, sub-folders and the file-name rules, {n} of its "
+                 f"{split.get('recordings')} source recordings have clips in more than one fold.")  # fmt: skip
+        return ("The folds are the dataset's foldN/ folders as given; where they split the clips of one recording, "
+                f"the held-out figures are optimistic.{found}")  # fmt: skip
     if split.get("rule") == "by recording":
         return (f"The folds were assigned per source recording ({split.get('recordings')} recordings among "
                 f"{d.get('n_clips')} clips), each recording told by groups.csv, its sub-folder, the Freesound ID of "

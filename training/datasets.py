@@ -95,7 +95,11 @@ class Dataset:
     def split_info(self) -> dict:
         """How the folds were made and how many source recordings the clips come from (for the
         report and the model card's limits)."""
-        return {"rule": self.split, "recordings": len({c.group for c in self.clips})}
+        folds_of: dict[str, set[int]] = {}
+        for c in self.clips:
+            folds_of.setdefault(c.group, set()).add(c.fold)
+        split = sum(1 for f in folds_of.values() if len(f) > 1)
+        return {"rule": self.split, "recordings": len(folds_of), "recordings_in_several_folds": split}
 
     def summary(self) -> str:
         per_fold = Counter(c.fold for c in self.clips)
@@ -103,6 +107,11 @@ class Dataset:
         text = f"{self.name} ({self.format}): {len(self.clips)} clips, {len(self.labels)} classes; folds {folds}"
         if self.missing:
             text += f"; {len(self.missing)} listed file(s) missing (skipped)"
+        if self.split == "fold folders":
+            n = self.split_info()["recordings_in_several_folds"]
+            if n:
+                text += (f"; warning: {n} source recording(s) have clips in more than one fold folder, "
+                         "so held-out figures are optimistic")  # fmt: skip
         return text
 
 
