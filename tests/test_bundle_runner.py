@@ -106,3 +106,72 @@ def test_classify_does_not_import_tensorflow_or_librosa(tiny_bundle, tmp_path):
                          capture_output=True, text=True, timeout=120)  # fmt: skip
     assert out.returncode == 0, out.stderr
     assert "HEAVY []" in out.stdout
+
+
+def _original_scores(path: Path, windows: np.ndarray, runner: ModelRunner) -> np.ndarray:
+    """Scores of the bundle's own .tflite through a plain interpreter, quantised as the runner does."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path), num_threads=1)
+    interp.allocate_tensors()
+    inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    rows = []
+    for w in windows:
+        interp.set_tensor(inp["index"], (w * runner._a + runner._b).astype(np.float32).reshape(inp["shape"]))
+        interp.invoke()
+        rows.append(interp.get_tensor(out["index"]).reshape(-1).copy())
+    return np.stack(rows)
+
+
+def test_a_weight_only_int8_bundle_runs_with_its_weights_folded_and_the_same_scores(tmp_path, monkeypatch):
+    """models/audioset (precision weight_int8) runs from a float32-weight copy of its model: one
+    float copy of the weights in memory instead of two (monitor.runner.fold_weight_dequantize),
+    scores bit for bit those of the bundle's own file, no temporary file left behind."""
+    pytest.importorskip("ai_edge_litert")
+    path = Path(__file__).resolve().parents[1] / "models" / "audioset"
+    if not path.with_suffix(".tflite").is_file():
+        pytest.skip("needs models/audioset")
+    from monitor.runner import _on_disk
+
+    if not _on_disk(str(tmp_path)):
+        pytest.skip("the temporary directory is on a RAM file system here")
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    bundle = load_bundle(path)
+    runner = ModelRunner(bundle)
+    assert runner.folded_weights and runner.released_bytes > 10 * 2**20
+    assert list(tmp_path.iterdir()) == []
+    rng = np.random.default_rng(0)
+    windows = rng.normal(-3.0, 2.0, (6, bundle.window_frames, bundle.frontend.n_mels)).astype(np.float32)
+    ours = np.stack([runner.predict(w) for w in windows])
+    assert np.array_equal(ours, _original_scores(bundle.tflite_path, windows, runner))
+    # No disk directory for the copy (only RAM file systems): the bundle's own model, same scores.
+    monkeypatch.setattr("monitor.runner._on_disk", lambda directory: False)
+    plain = ModelRunner(bundle)
+    assert not plain.folded_weights
+    assert np.array_equal(np.stack([plain.predict(w) for w in windows]), ours)
+
+
+def test_fold_leaves_other_models_alone(tiny_bundle):
+    """A full-int8 bundle has no DEQUANTIZE of constant weights: nothing is folded or written."""
+    import io
+
+    from monitor.runner import fold_weight_dequantize
+
+    out = io.BytesIO()
+    assert fold_weight_dequantize(tiny_bundle.with_suffix(".tflite").read_bytes(), out) == 0
+    assert out.getvalue() == b""
+    bundle, runner = open_model(tiny_bundle)
+    assert not runner.folded_weights
+
+
+def test_releasing_the_model_files_pages_keeps_the_model_working(tiny_bundle):
+    """The runner drops its resident pages of the mapped model file after loading (the weights are
+    packed by then); the kernel reads any page needed later again from the file."""
+    from monitor.runner import release_mapped_file
+
+    bundle, runner = open_model(tiny_bundle)
+    window = np.full((bundle.window_frames, bundle.frontend.n_mels), -40.0, dtype=np.float32)
+    before = runner.predict(window)
+    assert release_mapped_file(bundle.tflite_path) >= 0
+    assert np.array_equal(runner.predict(window), before)
+    assert release_mapped_file(bundle.tflite_path.parent / "not-mapped.tflite") == 0
