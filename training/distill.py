@@ -41,7 +41,7 @@ import multiprocessing as mp
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -570,7 +570,7 @@ class _Task:
         keras.utils.set_random_seed(cfg.seed)
         d = Path(self.cache)
         logmel = np.load(d / "logmel.npy", mmap_mode="r")
-        labels = np.load(d / "labels.npy")
+        labels = np.load(d / "labels.npy")[:, : len(self.labels)]  # without background: its column dropped
         owner = np.load(d / "owner.npy")
         teacher = np.load(self.teacher_file)
         train_src = np.where(self.source_folds != (self.fold if self.fold is not None else -1))[0]
@@ -678,23 +678,27 @@ def run_distill(dataset: Dataset, cfg, dcfg: DistillConfig, out: Path, cv_folds:
     if t_labels != list(dataset.labels):
         raise DatasetError(f"teacher {dcfg.teacher} labels {t_labels} differ from the dataset's {dataset.labels}")
     labels = t_labels + ([BACKGROUND] if dcfg.background else [])
-    bg = labels.index(BACKGROUND) if dcfg.background else None
+    # The copies always carry a background column (extra audio that is none of our classes is
+    # labelled background there); without a background output the task drops that column, which
+    # leaves such audio the teacher's target only: one cache serves both.
+    cached_labels = t_labels + [BACKGROUND]
+    bg = cached_labels.index(BACKGROUND)
     log(dataset.summary())
-    sources = [Source(load_audio(c.path, SAMPLE_RATE), labels.index(c.label), int(c.fold)) for c in dataset.clips]
+    sources = [Source(load_audio(c.path, SAMPLE_RATE), cached_labels.index(c.label), int(c.fold)) for c in dataset.clips]
     n_data = len(sources)
     if dcfg.esc50:
-        extra = esc10_sources(dcfg.esc50, labels, bg)
+        extra = esc10_sources(dcfg.esc50, cached_labels, bg)
         log(f"distill: {len(extra)} ESC-10 clips ({sum(s.label == bg for s in extra)} background)")
         sources += extra
     if dcfg.recordings:
-        extra = recording_sources(dcfg.recordings, dataset.folds, labels, bg)
+        extra = recording_sources(dcfg.recordings, dataset.folds, cached_labels, bg)
         log(f"distill: {len(extra)} stretches of the seen recordings ({sum(s.label == bg for s in extra)} background)")
         sources += extra
     teachers = {"final": dcfg.teacher}
     for k in cv_folds or []:
         teachers[f"fold{k}"] = teacher_fold_path(dcfg.teacher, dcfg.teacher_folds, k)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    copies = build_copies(sources, len(labels), dcfg, dict(teachers), params, cache, cfg.seed,
+    copies = build_copies(sources, len(cached_labels), replace(dcfg, background=True), dict(teachers), params, cache, cfg.seed,
                           cfg.window_seconds, workers=max(1, os.cpu_count() or 1))  # fmt: skip
     # the folder and teacher files the tasks read
     d = Path(copies.logmel.filename).parent  # type: ignore[attr-defined]
