@@ -32,7 +32,6 @@ import signal
 import socket
 import time
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +45,15 @@ from monitor.control import CommandError, Overrides, parse_command
 from monitor.detector import DetectionEvent
 from monitor.discovery import label_topic_level, pretty_name
 from monitor.errors import ConfigError, SoundmonError
-from monitor.pipeline import SILENCE_DBFS, Pipeline, StartCheck, WindowResult, level_dbfs
+from monitor.payloads import (
+    config_values,
+    detection_payload,
+    event_line,
+    level_payload,
+    scores_payload,
+    stats_payload,
+)
+from monitor.pipeline import SILENCE_DBFS, Pipeline, StartCheck, WindowResult
 from monitor.runner import fast_start_on, open_model, start_runner_for
 from monitor.sdnotify import Notifier
 
@@ -54,7 +61,6 @@ __all__ = ["Daemon", "run_daemon"]
 
 log = logging.getLogger("soundmon")
 VERSION = "0.1.0"
-SCORES_TOP = 5  # labels in a <base>/scores message
 ANNOUNCED_FILENAME = "announced.json"  # in the state dir: the labels this node was published for
 MAX_LABEL_CHARS = 200  # a label read back from announced.json longer than this is ignored
 COMMANDS_PER_ITERATION = 256  # commands taken from the publisher per loop iteration
@@ -83,11 +89,6 @@ class LogLimiter:
             msg += f" ({self.suppressed} more control line(s) suppressed before this one)"
             self.suppressed = 0
         log.log(level, msg, *args)
-
-
-def iso_utc(ts: float) -> str:
-    """ISO 8601 UTC with milliseconds and a Z, e.g. 2026-11-21T16:25:00.123Z."""
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class RepeatedFileSource:
@@ -488,55 +489,20 @@ class Daemon:
                 self._scores_n += 1
 
     def scores_payload(self, res: WindowResult) -> dict[str, Any]:
-        """`<base>/scores`: the newest window's top watched labels, for tuning thresholds by eye.
-
-        `{"time": ISO UTC of the window's end, "stream_offset_s", "dbfs": the window's level,
-        "top": [{"label", "name", "score", "raw"}, ...]}`, at most 5 entries sorted by `score`
-        (the smoothed score the threshold is compared with); `raw` is this window's own score
-        (0 for a window the level gate skipped); `name` the bundle's display name.
-        """
-        smoothed = self.pipeline.detector.smoothed
-        raw = res.scores
-        idx = self._watched_idx
-        order = idx[np.argsort(-smoothed[idx], kind="stable")[:SCORES_TOP]]
-        top = [{
-            "label": self.pipeline.labels[i],
-            "name": self._names[i],
-            "score": round(float(smoothed[i]), 4),
-            "raw": round(float(raw[i]), 4) if raw is not None else 0.0,
-        } for i in order.tolist()]  # fmt: skip
-        return {
-            "time": iso_utc(self._wall(res.end_offset_s)),
-            "stream_offset_s": round(res.end_offset_s, 3),
-            "dbfs": round(res.level_dbfs, 1),
-            "top": top,
-        }
+        """`<base>/scores` for window `res` (`monitor.payloads.scores_payload`)."""
+        return scores_payload(self.pipeline.labels, self._names, self._watched_idx,
+                              self.pipeline.detector.smoothed, res.scores, res.end_offset_s,
+                              res.level_dbfs, self._stream_start())  # fmt: skip
 
     # -- events --------------------------------------------------------------------------------
 
-    def _wall(self, offset_s: float) -> float:
-        return (self._stream_start_wall or time.time()) + offset_s
+    def _stream_start(self) -> float:
+        """The wall-clock time of stream offset 0 (now, before any audio has arrived)."""
+        return self._stream_start_wall or time.time()
 
     def detection_payload(self, ev: DetectionEvent) -> dict[str, Any]:
-        payload: dict[str, Any] = {
-            "id": ev.id,
-            "type": ev.type,
-            "label": ev.label,
-            "score": round(float(ev.score), 4),
-            "peak_score": round(float(ev.peak_score), 4),
-            "time": iso_utc(self._wall(ev.start_offset_s)),
-            "stream_offset_s": round(ev.start_offset_s, 3),
-            "node": self.node,
-            "model": self.bundle.name,
-        }
-        if ev.type == "start":
-            payload["opened_by"] = ev.opened_by  # "model", or "start_model" (fast start: its score)
-        if ev.type == "end":
-            end = ev.end_offset_s if ev.end_offset_s is not None else ev.start_offset_s
-            payload["end_time"] = iso_utc(self._wall(end))
-            payload["duration_s"] = round(max(0.0, end - ev.start_offset_s), 3)
-            payload["end_offset_s"] = round(end, 3)
-        return payload
+        """`<base>/detection` for `ev` (`monitor.payloads.detection_payload`)."""
+        return detection_payload(ev, self._stream_start(), self.node, self.bundle.name)
 
     def _emit(self, events: list[DetectionEvent]) -> None:
         for ev in events:
@@ -559,7 +525,7 @@ class Daemon:
             else:
                 log.info("ended %s after %.1f s (peak %.2f) [%s]", ev.label, payload["duration_s"], ev.peak_score, ev.id[:8])
             if self.print_events:
-                print(_event_line(payload), flush=True)
+                print(event_line(payload), flush=True)
 
     # -- periodic messages ---------------------------------------------------------------------
 
@@ -574,8 +540,7 @@ class Daemon:
             self._last_level = now
             mean = self._level_sum / self._level_n
             self._level_sum, self._level_n = 0.0, 0
-            dbfs = round(level_dbfs(mean), 1)
-            self.publisher.publish_level({"time": iso_utc(time.time()), "dbfs": dbfs})
+            self.publisher.publish_level(level_payload(time.time(), mean))
         if now - self._last_stats >= self.cfg.mqtt.stats_interval:
             self._last_stats = now
             self._publish_stats()
@@ -585,37 +550,14 @@ class Daemon:
                 self.notifier.status(status)
 
     def stats_payload(self) -> dict[str, Any]:
-        st = self.pipeline.stats
-        p50, p95 = st.inference_percentiles()
-        source_stats = dict(getattr(self.source, "stats", {}) or {})
-        audio_state = getattr(self.source, "health", "ok")
-        return {
-            "time": iso_utc(time.time()),
-            "uptime_s": round(time.monotonic() - self._start_monotonic, 1),
-            "status": "ok" if audio_state == "ok" and self.publisher.state in ("connected", "disabled") else "degraded",
-            "audio": audio_state,
-            "mqtt": self.publisher.state,
-            "audio_seconds": round(self.pipeline.offset_s, 1),
-            "windows": st.windows,
-            "gated_windows": st.gated_windows,
-            "inference_ms_p50": round(p50, 3),
-            "inference_ms_p95": round(p95, 3),
-            "frontend_ms_per_hop": round(1000 * st.frontend_s / max(st.windows, 1), 3),
-            "dropped_samples": int(source_stats.get("dropped_samples", 0)),
-            "overflows": int(source_stats.get("overflows", 0)),
-            "nonfinite_samples": st.nonfinite_samples,
-            "device_reopens": int(source_stats.get("reopen_count", 0)),
-            "events": self._events_started,
-            "active": sorted(self.pipeline.detector.active),
-            "spool_depth": self.publisher.spool_depth,
-            "spool_dropped": self.publisher.spool_dropped,
-            "spool_memory": self.publisher.spool_memory,
-            "undelivered_lost": self.publisher.undelivered_lost,
-            "commands_dropped": self.publisher.commands_dropped,
-            "model": self.bundle.name,
-            "version": VERSION,
-            "host": socket.gethostname(),
-        }
+        """`<base>/stats` now (`monitor.payloads.stats_payload`)."""
+        return stats_payload(
+            now=time.time(), uptime_s=time.monotonic() - self._start_monotonic, stats=self.pipeline.stats,
+            audio_seconds=self.pipeline.offset_s, audio_state=getattr(self.source, "health", "ok"),
+            source_stats=dict(getattr(self.source, "stats", {}) or {}), publisher=self.publisher,
+            events=self._events_started, active=self.pipeline.detector.active, model=self.bundle.name,
+            version=VERSION, host=socket.gethostname(),
+        )  # fmt: skip
 
     def _publish_stats(self) -> None:
         self.publisher.publish_stats(self.stats_payload())
@@ -739,9 +681,7 @@ class Daemon:
 
     def _config_values(self) -> dict[str, tuple[float, bool]]:
         """label -> (threshold, enabled) in force, for the `<base>/config/<label>/...` echoes."""
-        det, labels = self.pipeline.detection, self.bundle.labels
-        thresholds, enabled = det.thresholds(self.bundle.thresholds, labels), det.enabled_labels(labels)
-        return {label: (thresholds[label], label in enabled) for label in self._watched()}
+        return config_values(self.pipeline.detection, self.bundle.thresholds, self.bundle.labels, self._watched())
 
     def _in_force(self) -> dict[tuple[str, str], tuple[object, str]]:
         """(label, key) -> (value in force, where it comes from) for every watched label."""
@@ -997,15 +937,6 @@ class Daemon:
         if moved or left:
             log.info("reload: moved %d undelivered detection(s) from %s to %s%s", moved, old_dir, new_dir,
                      f"; {left} left behind" if left else "")  # fmt: skip
-
-
-def _event_line(payload: dict[str, Any]) -> str:
-    if payload["type"] == "start":
-        text = f"{payload['stream_offset_s']:8.2f} s  START {payload['label']:<18} score {payload['score']:.2f}"
-    else:
-        text = (f"{payload['end_offset_s']:8.2f} s  END   {payload['label']:<18} peak  {payload['peak_score']:.2f}"
-                f"  ({payload['duration_s']:.1f} s)")  # fmt: skip
-    return f"{text}  [{payload['id']}]"
 
 
 def run_daemon(cfg: Config, bundle: ModelBundle, runner, source: str = "mic", pace: str = "realtime",

@@ -37,14 +37,14 @@ def by_component(msgs: list[tuple[str, dict | None]], component: str) -> dict[st
 
 
 def daemon_stats_fields() -> set[str]:
-    """The keys of the dict `Daemon.stats_payload` returns (read from the source, no daemon)."""
-    tree = ast.parse((REPO / "monitor" / "daemon.py").read_text())
+    """The keys of the dict `monitor.payloads.stats_payload` returns (read from the source, no daemon)."""
+    tree = ast.parse((REPO / "monitor" / "payloads.py").read_text())
     for node in ast.walk(tree):
         if isinstance(node, ast.FunctionDef) and node.name == "stats_payload":
             for sub in ast.walk(node):
                 if isinstance(sub, ast.Return) and isinstance(sub.value, ast.Dict):
                     return {k.value for k in sub.value.keys if isinstance(k, ast.Constant)}
-    raise AssertionError("Daemon.stats_payload returns no dict literal")
+    raise AssertionError("payloads.stats_payload returns no dict literal")
 
 
 def messages() -> dict[str, dict | None]:
