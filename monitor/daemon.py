@@ -56,6 +56,7 @@ from monitor.payloads import (
 from monitor.pipeline import SILENCE_DBFS, Pipeline, StartCheck, WindowResult
 from monitor.runner import fast_start_on, open_model, start_runner_for
 from monitor.sdnotify import Notifier
+from monitor.source import Source
 
 __all__ = ["Daemon", "run_daemon"]
 
@@ -92,7 +93,8 @@ class LogLimiter:
 
 
 class RepeatedFileSource:
-    """A file source played `times` times back to back as one continuous stream (soak runs)."""
+    """A file source played `times` times back to back as one continuous stream (soak runs);
+    a `monitor.source.Source`."""
 
     def __init__(self, make_source, times: int) -> None:
         self._make = make_source
@@ -119,6 +121,7 @@ class RepeatedFileSource:
         return self._src.stats
 
     gap_count = 0
+    last_gap_samples = 0
 
     def read(self, timeout: float) -> np.ndarray:
         block = self._src.read(timeout)
@@ -206,7 +209,7 @@ class Daemon:
         self.publisher.set_config(self._config_values())
         self._publisher_key = self._publisher_settings(cfg)
         self._last_scores_offset = -math.inf
-        self.source = None
+        self.source: Source | None = None
         self.clips: ClipRecorder | None = None
         self._stream_start_wall: float | None = None
         self._start_monotonic = time.monotonic()
@@ -252,7 +255,7 @@ class Daemon:
         return (cfg.mqtt.model_dump(exclude={"stats_interval"}), cfg.mqtt.password(),
                 Path(cfg.storage.state_dir).resolve(), cfg.storage.spool_max_messages)  # fmt: skip
 
-    def _open_source(self):
+    def _open_source(self) -> Source:
         rate = self.bundle.frontend.sample_rate
         if self.source_spec == "mic":
             from monitor.mic_source import MicSource
@@ -357,7 +360,7 @@ class Daemon:
                         self.notifier.ready(self._status_line())
                         log.info("audio flowing; ready")
                 self._periodic()
-                if getattr(self.source, "finished", False):
+                if self.source.finished:
                     self._feed_pending()
                     log.info("end of %s after %.1f s of audio", self.source_spec, self.pipeline.offset_s)
                     padded, closing = self.pipeline.finish()
@@ -460,11 +463,11 @@ class Daemon:
             self._on_window(res)
 
     def _handle_gap(self) -> None:
-        gaps = getattr(self.source, "gap_count", 0)
+        gaps = self.source.gap_count
         if gaps != self._gap_seen:
             self._gap_seen = gaps
             self._feed_pending()
-            missing = int(getattr(self.source, "last_gap_samples", 0))
+            missing = int(self.source.last_gap_samples)
             self._emit(self.pipeline.gap(missing))
 
     def _on_window(self, res: WindowResult | StartCheck) -> None:
@@ -553,11 +556,15 @@ class Daemon:
         """`<base>/stats` now (`monitor.payloads.stats_payload`)."""
         return stats_payload(
             now=time.time(), uptime_s=time.monotonic() - self._start_monotonic, stats=self.pipeline.stats,
-            audio_seconds=self.pipeline.offset_s, audio_state=getattr(self.source, "health", "ok"),
-            source_stats=dict(getattr(self.source, "stats", {}) or {}), publisher=self.publisher,
+            audio_seconds=self.pipeline.offset_s, audio_state=self._audio_health(),
+            source_stats=self.source.stats if self.source is not None else {}, publisher=self.publisher,
             events=self._events_started, active=self.pipeline.detector.active, model=self.bundle.name,
             version=VERSION, host=socket.gethostname(),
         )  # fmt: skip
+
+    def _audio_health(self) -> str:
+        """The source's health (`ok` before the source is open)."""
+        return self.source.health if self.source is not None else "ok"
 
     def _publish_stats(self) -> None:
         self.publisher.publish_stats(self.stats_payload())
@@ -566,7 +573,7 @@ class Daemon:
         st = self.pipeline.stats
         p50, _ = st.inference_percentiles()
         return (
-            f"audio {getattr(self.source, 'health', 'ok')}, mqtt {self.publisher.state}, "
+            f"audio {self._audio_health()}, mqtt {self.publisher.state}, "
             f"{st.windows} windows, {self._events_started} events, inference p50 {p50:.2f} ms, "
             f"spool {self.publisher.spool_depth}"
         )
@@ -820,7 +827,7 @@ class Daemon:
             self.cfg = new
             self.source = self._open_source()
             self.source.start()
-            self._gap_seen = getattr(self.source, "gap_count", 0)
+            self._gap_seen = self.source.gap_count
             self.pipeline.gap(0)
         if new.logging.level != old_cfg.logging.level:
             logging.getLogger().setLevel(new.logging.level)

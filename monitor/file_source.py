@@ -151,6 +151,12 @@ class FileSource:
 
     @property
     def gap_count(self) -> int:
+        """A file has no gaps (`monitor.source.Source`)."""
+        return 0
+
+    @property
+    def last_gap_samples(self) -> int:
+        """A file has no gaps (`monitor.source.Source`)."""
         return 0
 
     @property

@@ -186,6 +186,11 @@ class MicSource:
         return self._process(ring, got.data, got.dropped_total)
 
     @property
+    def finished(self) -> bool:
+        """A microphone never finishes (`monitor.source.Source`); `stop` ends it."""
+        return False
+
+    @property
     def health(self) -> str:
         """"ok" | "stalled" | "silent" | "error" | "reopening" | "stopped"."""
         return self._state
