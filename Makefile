@@ -7,13 +7,14 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libportaudio2 mosquitto pulseaudio pulseaudio-utils libasound2-plugins systemd flac
 EXTRAS ?= train,dev
 
-.PHONY: help venv system-deps test test-fast demo lint bench soak clean ha-venv
+.PHONY: help venv system-deps test test-fast demo lint bench soak clean ha-venv docs
 
 help:
 	@echo "make demo   - run the daemon on the bundled street recording with the shipped model"
 	@echo "make test   - install what is missing (apt packages as root, .venv) and run the tests"
 	@echo "make venv   - create/update .venv with the runtime, train and dev extras"
 	@echo "make lint   - ruff"
+	@echo "make docs   - regenerate config.yaml's comments and docs/configuration.md from monitor/config.py"
 	@echo "make bench  - speed and memory figures against the budgets (README, Performance)"
 	@echo "make ha-venv - the Home Assistant venv the HA tests use (.cache/ha-venv; they build it if missing)"
 
@@ -51,6 +52,11 @@ test: system-deps venv
 
 lint: venv
 	$(BIN)/ruff check monitor training tests
+
+# config.yaml's comments and docs/configuration.md are written from the descriptions in
+# monitor/config.py (tests/test_config_docs.py fails when they are stale).
+docs: venv
+	$(BIN)/python -m tools.config_docs --write
 
 demo: venv
 	$(BIN)/soundmon run --source demo/street_demo.flac --pace realtime --print --config demo/demo.yaml

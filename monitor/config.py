@@ -9,11 +9,18 @@ with a suggestion for a typo) and `check_model_path` (the bundle files exist).
 Environment: `SOUNDMON_STATE_DIR` replaces the `storage.state_dir` default ("./state") when the
 file does not set the key (the systemd unit points it at /var/lib/soundmon); `SOUNDMON_MODEL`
 replaces the shipped model when `model.path` is null.
+
+The user documentation of every key is here: each `Field`'s `description` (what it does, units,
+what null means: `_null_meaning` quotes that clause in error messages) and each section's
+docstring (first line: its heading). `make docs` (`python -m tools.config_docs --write`) writes
+config.yaml's comments and docs/configuration.md from them; tests/test_config_docs.py fails when
+those files are stale.
 """
 
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import re
 import socket
@@ -59,6 +66,8 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
+
+log = logging.getLogger("soundmon.config")
 
 MODELS_PACKAGE = "soundmon_models"  # the repository's models/, installed as package data
 DEFAULT_MODEL_NAME = "urban10"
@@ -113,69 +122,265 @@ class _Section(BaseModel):
 
 
 class AudioConfig(_Section):
-    """Where audio comes from. `device`: None = system default, an int = PortAudio index, a str = name substring."""
+    """Where the sound comes from.
+
+    A microphone that fails (a stream error, no callbacks for `stall_seconds`, or only digital
+    zeros for `silence_seconds`) shows in `<base>/stats` as `"audio": "stalled"`, `"silent"` or
+    `"error"`; soundmon reopens the device with a back-off (up to `reopen_backoff_max`) and
+    carries on without a restart, logging one line per change of state. A reload (SIGHUP) that
+    changes a key here reopens the device.
+    """
 
     device: int | str | None = Field(
-        default=None, description="None = the system default; an int = PortAudio index; a str = part of the name"
+        default=None,
+        description="Input device: null = the system default input; an integer = a PortAudio "
+        "device index; a string = part of the device name. `soundmon devices` lists the devices "
+        "and their rates.",
     )
-    sample_rate: int | None = Field(default=None, gt=0, description="None = the device's default rate")
-    channels: int = Field(default=1, ge=1, le=32)
+    sample_rate: int | None = Field(
+        default=None,
+        gt=0,
+        description="Capture rate, Hz. null = the device's default rate. Audio at any rate is "
+        "resampled (soxr) to the model's rate (16 kHz for every shipped model), so set it only "
+        "when the device's default is odd.",
+    )
+    channels: int = Field(
+        default=1,
+        ge=1,
+        le=32,
+        description="Channels to open on the device; they are averaged to the one mono signal "
+        "detection works on.",
+    )
     # 0.05 s: a start found between windows waits for the block that completes it (up to 0.06 s
     # with 0.1 s blocks); the wake-ups cost nothing measurable (`soundmon bench`, 2026-12-02).
-    block_seconds: float = Field(default=0.05, gt=0.0, le=1.0)
-    ring_seconds: float = Field(default=10.0, ge=1.0, le=300.0)
-    stall_seconds: float = Field(default=3.0, gt=0.0, description="no callbacks this long = device stalled")
-    silence_seconds: float = Field(default=10.0, gt=0.0, description="only digital zeros this long = degraded")
-    reopen_backoff_max: float = Field(default=30.0, gt=0.0)
+    block_seconds: float = Field(
+        default=0.05,
+        gt=0.0,
+        le=1.0,
+        description="Seconds of audio per PortAudio callback block. Smaller = lower latency and "
+        "more wake-ups: a fast start found half a hop after a window waits for the block that "
+        "completes it (up to 0.06 s with 0.1 s blocks), and 0.05 s blocks cost nothing "
+        "`soundmon bench` could measure.",
+    )
+    ring_seconds: float = Field(
+        default=10.0,
+        ge=1.0,
+        le=300.0,
+        description="Seconds of audio the capture ring holds. If processing falls further "
+        "behind than this, the oldest audio is overwritten and counted as dropped (the audio "
+        "callback never blocks).",
+    )
+    stall_seconds: float = Field(
+        default=3.0,
+        gt=0.0,
+        description="Seconds without any audio callback before the device counts as stalled "
+        '(`"audio": "stalled"` in `<base>/stats`) and is reopened.',
+    )
+    silence_seconds: float = Field(
+        default=10.0,
+        gt=0.0,
+        description="Seconds of nothing but digital zeros (a muted or unplugged microphone) "
+        'before the input is reported as silent (`"audio": "silent"` in `<base>/stats`); the '
+        "audio is still analysed.",
+    )
+    reopen_backoff_max: float = Field(
+        default=30.0,
+        gt=0.0,
+        description="Longest wait, in seconds, between attempts to reopen a lost device (the "
+        "wait doubles from 1 s up to this).",
+    )
 
 
 class ModelConfig(_Section):
-    path: Path | None = Field(default=None, description="bundle path without suffix; None = shipped model")
-    threads: int = Field(default=1, ge=1, le=64)
+    """The classifier.
+
+    A model bundle is `<name>.tflite` (the int8 model) plus `<name>.json` (its labels, audio
+    front-end, window length and tuned thresholds); `soundmon train` writes them. Shipped:
+    `models/urban10` (10 street sounds, 4 s windows, the default), `models/urban10_yamnet` (the
+    same sounds on YAMNet's embedding) and `models/audioset` (AudioSet's 521 sounds). A reload
+    (SIGHUP) that changes a key here loads the model again.
+    """
+
+    path: Path | None = Field(
+        default=None,
+        description="Model bundle: the path of `<name>.tflite` + `<name>.json`, with or without "
+        "the suffix; a relative path is relative to the working directory. null = the shipped "
+        "model (`models/urban10`), or `$SOUNDMON_MODEL` when that is set.",
+    )
+    threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Interpreter threads. 1 leaves the Pi's other cores free; inference takes a "
+        "few milliseconds.",
+    )
 
     def resolved_path(self) -> Path:
         return self.path if self.path is not None else default_model_path()
 
 
 class ClassConfig(_Section):
-    enabled: bool = True
-    threshold: float | None = Field(default=None, ge=0.0, le=1.0, description="None = the bundle's default")
+    """The settings of one label, under `detection.classes.<label>`.
+
+    Threshold precedence: `detection.classes.<label>.threshold` > the bundle's tuned default for
+    the label > `detection.default_threshold`. A label written with nothing after its colon
+    (`siren:`) is the same as not listing it. Both keys can also be set over MQTT
+    (`mqtt.control`): a value set that way wins over the file until an empty payload returns
+    the label to it.
+    """
+
+    enabled: bool = Field(
+        default=True,
+        description="false = the label never fires; disabling it on reload ends its open event.",
+    )
+    threshold: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Start threshold for this label. null = the bundle's default; that is its "
+        "tuned value for the label (usually best), else `detection.default_threshold`. 0 = "
+        "always on; 1.0 = only a perfect score (in practice never with an int8 model).",
+    )
 
 
 class DetectionConfig(_Section):
-    window_seconds: float | None = Field(default=None, gt=0, description="None = the model's window (4.0 s)")
-    hop_seconds: float = Field(default=0.5, ge=0.01, le=10.0)
-    smoothing_windows: int = Field(default=3, ge=1, le=100, description="mean of the last N window scores")
-    default_threshold: float = Field(default=0.5, ge=0.0, le=1.0)
-    release_ratio: float = Field(default=0.8, gt=0.0, le=1.0, description="event ends below threshold*ratio")
-    hold_seconds: float = Field(default=1.0, ge=0.0, le=600.0)
-    cooldown_seconds: float = Field(default=2.0, ge=0.0, le=3600.0)
-    min_level_dbfs: float = Field(default=-70.0, ge=-200.0, le=0.0)
+    """From scores to events.
+
+    Every `hop_seconds` the model scores the newest window of audio (the window's length is the
+    model's own: 4 s for `models/urban10`, 0.975 s for `models/audioset` and
+    `models/urban10_yamnet`). Per label, the scores of the last `smoothing_windows` windows are
+    averaged; an event starts when the smoothed score reaches the label's threshold, stays on
+    while it is at least threshold x `release_ratio`, and ends once it has stayed below that
+    for `hold_seconds` (the end is reported at the last window above it). After an end, the
+    label waits `cooldown_seconds` before it can start again. Labels are independent:
+    overlapping sounds give overlapping events. A reload (SIGHUP) applies these keys from the
+    next window on, without a gap in the audio.
+    """
+
+    window_seconds: float | None = Field(
+        default=None,
+        gt=0,
+        description="Deprecated, has no effect: every window is the model's own length, fixed "
+        "by its bundle (the bundle JSON's `window_seconds`). Still accepted so that older files "
+        "load; a value other than null logs a warning. Leave it out.",
+    )
+    hop_seconds: float = Field(
+        default=0.5,
+        ge=0.01,
+        le=10.0,
+        description="Seconds between the starts of consecutive (overlapping) windows: one "
+        "inference per hop. Smaller = faster reaction and more CPU. At 0.5 s a bundle with a "
+        "streaming model (`models/urban10` has one; `soundmon train`'s default body makes one) "
+        "computes only what each hop adds; any other hop runs the whole window every hop (for "
+        "`models/urban10` about 8x its work per second of audio at 0.5 s, 15x at 0.25 s).",
+    )
+    smoothing_windows: int = Field(
+        default=3,
+        ge=1,
+        le=100,
+        description="Number of windows whose scores are averaged before the threshold test (1 "
+        "= no smoothing). Suppresses one-window spikes; delays a start by up to N-1 hops.",
+    )
+    default_threshold: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="Start threshold for a label that has none under `detection.classes` and "
+        "none in the model bundle.",
+    )
+    release_ratio: float = Field(
+        default=0.8,
+        gt=0.0,
+        le=1.0,
+        description="Hysteresis: an open event stays on while its smoothed score is at least "
+        "threshold x release_ratio. 1.0 = no hysteresis.",
+    )
+    hold_seconds: float = Field(
+        default=1.0,
+        ge=0.0,
+        le=600.0,
+        description="Seconds a dip below the release level must last (counted from the last "
+        "window above it) before the event ends, so a wavering siren is one event, not many. "
+        "The end is reported at the last window above the release level (the hold is not "
+        "counted in the duration).",
+    )
+    cooldown_seconds: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=3600.0,
+        description="Seconds after an event of a label ends before that label can start again.",
+    )
+    min_level_dbfs: float = Field(
+        default=-70.0,
+        ge=-200.0,
+        le=0.0,
+        description="Level gate, dBFS: windows quieter than this skip inference and count as "
+        "all-zero scores (saves CPU in silence; lets events end). -200 = never skip.",
+    )
     fast_start_threshold: float | None = Field(
         default=0.7,
         gt=0.0,
         le=1.0,
-        description="also start an event when the bundle's start model (newest 1 s) gives a label "
-        "this top score; None = off. The default applies to a bundle that names a start model "
-        "(the shipped one does) and is off for one that does not",
+        description="Fast start: also start an event as soon as the bundle's start model (a "
+        "second classifier that hears only the newest second; the bundle JSON names it in "
+        "`start_model`) gives a label this top score and that score reaches the label's own "
+        "threshold, so an alert comes a hop or two sooner after a sound begins, with more false "
+        "ones. The event then ends by the usual rules on the main model's smoothed score. null "
+        "= off: fewer, later events; 0.8-0.9 is in between. The default 0.7 applies to a bundle "
+        "with a start model (`models/urban10` has one) and is quietly off for one without; a "
+        "value written in the file for a bundle without a start model is an error (so the "
+        "shipped config.yaml leaves it unset). The start model is asked at each window and half "
+        "a hop after it (about one more main-model hop of inference). README \"Faster or fewer "
+        "alerts\" has the measured trade-off.",
     )
     warm_start: bool = Field(
         default=True,
-        description="first window one hop after the stream starts, silence ahead of the audio",
+        description="The first window comes one hop into a stream (and after the device comes "
+        "back), with silence ahead of the audio so far, so a sound already playing at start is "
+        "reported within a hop, not after a full window. From the first full window on the "
+        "windows are the same either way. `soundmon classify` never warm-starts (its clip score "
+        "is the training evaluation's rule).",
     )
-    level_interval: float = Field(default=5.0, ge=0.0, description="seconds between level messages; 0 = off")
+    level_interval: float = Field(
+        default=5.0,
+        ge=0.0,
+        description="Seconds between `<base>/level` messages (the input level in dBFS); 0 = off.",
+    )
     scores_interval: float = Field(
         default=1.0,
         ge=0.0,
-        description="seconds of audio between <base>/scores messages (the top labels of the newest "
-        "window); 0 = off",
+        description="Seconds of audio between `<base>/scores` messages; 0 = off. Each is JSON "
+        "with the newest window's time, stream offset, level and its 5 top watched labels: "
+        '`{"time", "stream_offset_s", "dbfs", "top": [{"label", "name", "score", "raw"}, ...]}`, '
+        "`score` being the smoothed score the threshold is compared with, `raw` the window's "
+        "own. For tuning thresholds by watching what the model hears (Home Assistant's \"Top "
+        "sound\" sensor).",
     )
     watch: list[str] | Literal["all"] | None = Field(
         default=None,
-        description="the labels that have events, states and Home Assistant entities; None = the "
-        "model's default list, or every label of a model without one; 'all' = every label",
+        examples=[["smoke_detector_smoke_alarm", "fire_alarm", "shatter", "dog", "doorbell", "knock"]],
+        description="The watched labels: only these have events, retained "
+        "`<base>/state/<label>` topics, Home Assistant entities (3 each with `mqtt.control`), "
+        "`<base>/config/<label>/...` echoes, `<base>/set/<label>/...` commands and places in "
+        "`<base>/scores`; the model still scores every label. A list of the model's labels, "
+        "`all`, or null. null = the model's default list, or every label of a model without one; "
+        "the default list is the bundle JSON's `watch`: all 10 labels of `models/urban10`, 11 "
+        "sounds that matter in a home for `models/audioset` (its model card lists them and says "
+        "why). `all` = every label (`models/audioset`: 521, about 1,570 entities). Names are "
+        "checked against the model, with a suggestion for a typo; an empty list is an error; a "
+        "label configured under `classes` must be watched. On reload, labels that stop being "
+        "watched end their open events and lose their state, echoes and entities; at a restart "
+        "too, for labels dropped while the daemon was stopped (`<state_dir>/announced.json` "
+        "keeps what was published). To find a label, run `soundmon classify --model "
+        "models/audioset some.wav` on a recording of the sound; the example is for "
+        "`models/audioset`.",
     )
-    classes: dict[str, ClassConfig] = Field(default_factory=dict)
+    classes: dict[str, ClassConfig] = Field(
+        default_factory=dict,
+        description="Per-label settings (`detection.classes.<label>`, below), keyed by the "
+        "model's labels: another name is an error, and so is a label that is not watched. "
+        "Nothing is overridden by default.",
+    )
 
     @field_validator("watch", mode="before")
     @classmethod
@@ -248,37 +453,113 @@ def _prefix_problem(prefix: str) -> str | None:
 
 
 class MqttConfig(_Section):
-    enabled: bool = True
-    host: str = "localhost"
-    port: int = Field(default=1883, ge=1, le=65535)
-    node_id: str = Field(default_factory=lambda: _safe_node_id(socket.gethostname()))
-    base_topic: str | None = Field(default=None, description="None = soundmon/<node_id>")
-    client_id: str | None = None
-    username: str | None = None
-    password_file: Path | None = None
-    password_env: str | None = Field(default=None, description="name of an environment variable")
-    tls: bool = False
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
-    tls_insecure: bool = False
-    keepalive: int = Field(default=30, ge=5, le=3600)
-    reconnect_max_seconds: float = Field(default=60.0, gt=0)
-    discovery: bool = True
-    discovery_prefix: str = "homeassistant"
-    stats_interval: float = Field(default=60.0, gt=0)
+    """Publishing over MQTT.
+
+    Topics are under `<base>` = `base_topic`, default `soundmon/<node_id>`; the README's "MQTT
+    contract" lists them and their payloads. A reload (SIGHUP) that changes a key here (other
+    than `stats_interval`) restarts the connection.
+    """
+
+    enabled: bool = Field(default=True, description="false = run without a broker (nothing is published).")
+    host: str = Field(default="localhost", description="Broker host name or address.")
+    port: int = Field(
+        default=1883, ge=1, le=65535, description="Broker TCP port (1883 plain, usually 8883 with TLS)."
+    )
+    node_id: str = Field(
+        default_factory=lambda: _safe_node_id(socket.gethostname()),
+        examples=["kitchen-pi"],
+        description="This node's name, one MQTT topic level: no `/`, `#`, `+`, whitespace or "
+        "control characters. Default: the host name with other characters replaced by `_`.",
+    )
+    base_topic: str | None = Field(
+        default=None,
+        description="Topic prefix for everything this node publishes: no `#` or `+`, no control "
+        "characters, not beginning with `$` (brokers drop messages there), no leading or "
+        "trailing `/`. null = `soundmon/<node_id>`.",
+    )
+    client_id: str | None = Field(
+        default=None,
+        description="MQTT client id. null = `soundmon-<node_id>-<tag>`; the tag is 8 hex "
+        "digits of a hash of the machine id (`/etc/machine-id`), so two Pis both named "
+        "`raspberrypi` do not throw each other off the broker. Broker ACLs keyed on the client "
+        "id (`%c`) need this id.",
+    )
+    username: str | None = Field(default=None, description="Broker user name; null = connect anonymously.")
+    password_file: Path | None = Field(
+        default=None,
+        description="File whose content (stripped) is the password; `$NAME` and `${NAME}` in "
+        "the path are replaced by environment variables (`${CREDENTIALS_DIRECTORY}/mqtt-password` "
+        "reads a systemd credential). At most one of `password_file` and `password_env`; never "
+        "write the password itself in the configuration.",
+    )
+    password_env: str | None = Field(
+        default=None,
+        description="Name of an environment variable holding the password (at most one of "
+        "`password_file` and `password_env`).",
+    )
+    tls: bool = Field(default=False, description="true = connect with TLS.")
+    ca_file: Path | None = Field(
+        default=None, description="PEM CA bundle to verify the broker; null = the system's trusted CAs."
+    )
+    cert_file: Path | None = Field(
+        default=None, description="Client certificate (PEM) for brokers that require one; null = none."
+    )
+    key_file: Path | None = Field(
+        default=None,
+        description="Key (PEM) of the client certificate; null = none, or the key is in `cert_file`.",
+    )
+    tls_insecure: bool = Field(
+        default=False,
+        description="true = do not verify the broker's host name against its certificate "
+        "(testing only).",
+    )
+    keepalive: int = Field(default=30, ge=5, le=3600, description="Seconds between keep-alive pings.")
+    reconnect_max_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="Longest wait, in seconds, between reconnect attempts (the back-off grows up "
+        "to this).",
+    )
+    discovery: bool = Field(
+        default=True,
+        description="true = publish Home Assistant discovery configs: per watched label a "
+        "binary sensor (and, with `control`, a threshold number and a detection switch); per "
+        "node \"Top sound\" and \"Top score\" sensors (with `detection.scores_interval`), a "
+        "level sensor and health sensors.",
+    )
+    discovery_prefix: str = Field(
+        default="homeassistant",
+        description="Topic prefix Home Assistant listens on for discovery (the same rules as "
+        "`base_topic`).",
+    )
+    stats_interval: float = Field(
+        default=60.0, gt=0, description="Seconds between `<base>/stats` health messages."
+    )
     control: bool = Field(
         default=True,
-        description="accept <base>/set/<label>/threshold|enabled commands (and announce their Home "
-        "Assistant number/switch entities); false = not subscribed, config.yaml alone decides",
+        description="Tuning over MQTT (Home Assistant's number and switch entities use it). true "
+        "= subscribe to `<base>/set/<label>/threshold` (a number 0..1, or an empty payload: back "
+        "to the file's value) and `<base>/set/<label>/enabled` (`ON` or `OFF`, or an empty "
+        "payload: back to the file's value), and publish the values in force, retained, on "
+        "`<base>/config/<label>/threshold|enabled` at every connect and after every change. "
+        "Values set this way win over `detection.classes` (which wins over the bundle's "
+        "defaults), are kept in `<state_dir>/overrides.json` across restarts and are re-applied "
+        "over the file at SIGHUP. Anyone who may publish to the broker can change them: "
+        "restrict `<base>/set/#` with the broker's ACL if that matters. false = the commands are "
+        "not subscribed (nor announced to Home Assistant) and `overrides.json` is not applied: "
+        "the file alone decides.",
     )
     flush_rate: float = Field(
         default=100.0,
         ge=0,
-        description="detections per second after the first max_inflight when a backlog is sent "
-        "(spool after an outage); 0 = no cap",
+        description="Detections per second after the first `max_inflight` when a backlog of "
+        "spooled detections is sent (after an outage); 0 = no cap. A broker acknowledges what "
+        "it then drops from a slow subscriber's queue, so pacing is what keeps a backlog from "
+        "being lost there.",
     )
-    max_inflight: int = Field(default=20, ge=1, le=65535, description="detections unacknowledged at once")
+    max_inflight: int = Field(
+        default=20, ge=1, le=65535, description="Detections sent and not yet acknowledged at once."
+    )
 
     @field_validator("node_id")
     @classmethod
@@ -470,19 +751,56 @@ class MqttConfig(_Section):
 
 
 class StorageConfig(_Section):
+    """State on disk.
+
+    The clip keys take effect at the next start: a reload (SIGHUP) names them in its log line
+    instead of applying them.
+    """
+
     state_dir: Path = Field(
         default_factory=default_state_dir,
-        description="./state unless $SOUNDMON_STATE_DIR is set; the file's value wins",
+        examples=["/var/lib/soundmon"],
+        description="Directory for the detection spool (`spool.sqlite3`), the clips (`clips/`), "
+        "the values set over MQTT (`overrides.json`) and the labels published "
+        "(`announced.json`). Default: ./state, relative to the working directory, or "
+        "`$SOUNDMON_STATE_DIR` when that is set (the systemd unit sets it to the service's "
+        "state directory, /var/lib/soundmon); a value in the file wins over both.",
     )
-    spool_max_messages: int = Field(default=10000, ge=10, le=10_000_000)
-    clips_enabled: bool = False
-    clip_pre_seconds: float = Field(default=2.0, ge=0.0, le=30.0)
-    clip_post_seconds: float = Field(default=1.0, ge=0.0, le=30.0)
-    clips_max_mb: float = Field(default=200.0, gt=0.0)
+    spool_max_messages: int = Field(
+        default=10000,
+        ge=10,
+        le=10_000_000,
+        description="Detections kept on disk while the broker is unreachable; the oldest are "
+        "dropped first (and counted).",
+    )
+    clips_enabled: bool = Field(
+        default=False,
+        description="true = save the audio around each detection as a FLAC clip in "
+        "`<state_dir>/clips`.",
+    )
+    clip_pre_seconds: float = Field(
+        default=2.0,
+        ge=0.0,
+        le=30.0,
+        description="Seconds of audio kept before the window in which the event started (the "
+        "clip always holds that window too).",
+    )
+    clip_post_seconds: float = Field(
+        default=1.0, ge=0.0, le=30.0, description="Seconds of audio kept after the event's end."
+    )
+    clips_max_mb: float = Field(
+        default=200.0,
+        gt=0.0,
+        description="Disk budget for clips, MB; the oldest clips are deleted beyond it.",
+    )
 
 
 class LoggingConfig(_Section):
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    """Log output (stderr: the journal under systemd)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="Log level: DEBUG, INFO, WARNING or ERROR (any case)."
+    )
 
     @field_validator("level", mode="before")
     @classmethod
@@ -741,11 +1059,11 @@ def _describe_type(ann: Any, metadata: list[Any], name: str = "") -> str:
 
 
 def _null_meaning(field: FieldInfo | None) -> str:
-    """' (null = the bundle's default)' from a description that says 'None = ...'."""
+    """' (null = the bundle's default)' from a description that says 'null = ...' (up to the
+    end of that clause: a ';' or the end of the sentence), without its Markdown backticks."""
     desc = (field.description or "") if field is not None else ""
-    if "None = " in desc:
-        return f" (null = {desc.split('None = ', 1)[1].split(';')[0].strip()})"
-    return ""
+    m = re.search(r"\bnull = (.+?)(?:;|\.\s|\.?$)", desc)
+    return f" (null = {m.group(1).replace('`', '').strip()})" if m else ""
 
 
 def _resolve(loc: tuple[Any, ...]) -> tuple[list[str], Any, FieldInfo | None, str]:
@@ -825,7 +1143,7 @@ def parse_config(data: Any, source: str = "config") -> Config:
             f"({', '.join(Config.model_fields)}), got {kind}"
         )
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as exc:
         # One problem per key path (a union reports one error per member type).
         problems: dict[str, str] = {}
@@ -835,6 +1153,12 @@ def parse_config(data: Any, source: str = "config") -> Config:
         messages = list(problems.values())
         more = f" (and {len(messages) - 1} more problem(s))" if len(messages) > 1 else ""
         raise ConfigError(_one_line(f"{source}: {messages[0]}{more}")) from None
+    if cfg.detection.window_seconds is not None:
+        # Never read: every window is the bundle's. Accepted (older files load), but said once
+        # per load (start and SIGHUP) so nobody believes a window length they set is in effect.
+        log.warning("%s: detection.window_seconds is deprecated and has no effect (every window is the "
+                    "model's own length, its bundle's window_seconds); remove the key", source)  # fmt: skip
+    return cfg
 
 
 def load_config(path: str | Path | None) -> Config:
