@@ -54,7 +54,7 @@ from monitor.payloads import (
     stats_payload,
 )
 from monitor.pipeline import SILENCE_DBFS, Pipeline, StartCheck, WindowResult
-from monitor.runner import fast_start_on, open_model, start_runner_for
+from monitor.runner import Runners, build_runners
 from monitor.sdnotify import Notifier
 from monitor.source import Source
 
@@ -202,7 +202,10 @@ class Daemon:
         self.overrides = Overrides.in_state_dir(cfg.storage.state_dir)
         self._load_overrides(cfg, bundle.labels)
         detection = self._detection(cfg)
-        self.start_runner = start_runner_for(bundle, detection, cfg.model.threads)
+        # the CLI opened the model (and checked it against the config); the start model is added here
+        opened = Runners(self._model_path(cfg), cfg.model.threads, cfg.detection.hop_seconds, bundle, runner)
+        self.runners = build_runners(opened.path, cfg.model.threads, detection, reuse=opened)
+        self.start_runner = self.runners.start_runner
         self.pipeline = Pipeline(bundle, runner, detection, start_runner=self.start_runner)
         self._set_names()
         self.publisher = publisher if publisher is not None else self._make_publisher(cfg)
@@ -242,6 +245,10 @@ class Daemon:
                          window=cfg.mqtt.max_inflight, flush_rate=cfg.mqtt.flush_rate,
                          display_names=self.bundle.display_names,
                          scores=cfg.detection.scores_interval > 0)  # fmt: skip
+
+    def _model_path(self, cfg: Config) -> Path:
+        """The model `cfg` runs: `--model`, else `model.path`, else the shipped model."""
+        return Path(self.model_override or cfg.model.resolved_path())
 
     @staticmethod
     def _publisher_settings(cfg: Config) -> tuple:
@@ -777,25 +784,19 @@ class Daemon:
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
-            model_path = self.model_override or new.model.resolved_path()
-            model_changed = (model_path != (self.model_override or self.cfg.model.resolved_path())
-                             or new.model.threads != self.cfg.model.threads)  # fmt: skip
-            # a new hop may switch between the streaming and the window runner
-            hop_changed = new.detection.hop_seconds != self.cfg.detection.hop_seconds
-            bundle, runner = (open_model(model_path, new.model.threads, new.detection.hop_seconds)
-                              if model_changed or hop_changed
-                              else (self.bundle, self.runner))  # fmt: skip
+            model_path = self._model_path(new)
+            model_changed = (model_path, new.model.threads) != (self.runners.path, self.runners.threads)
+            # reopened for another model, threads or hop (a new hop may switch between the
+            # streaming and the window runner); the start model also when fast start turns on or off
+            runners = build_runners(model_path, new.model.threads, self._detection(new), reuse=self.runners)
+            bundle, runner, start_runner = runners.bundle, runners.runner, runners.start_runner
             new.check_against_labels(bundle.labels, default_watch=bundle.watch)
             new.mqtt.check_label_topics(bundle.labels, source=f"model {model_path}")
             publisher_key = self._publisher_settings(new)  # reads the password: ConfigError if it cannot
             if publisher_key != self._publisher_key:
                 check_state_dir(new)
                 new.mqtt.check_tls_files()
-            fast_toggled = fast_start_on(bundle, new.detection) != (self.start_runner is not None)
-            start_runner = (start_runner_for(bundle, self._detection(new), new.model.threads)
-                            if model_changed or hop_changed or fast_toggled
-                            else self.start_runner)  # fmt: skip
-            if fast_toggled:
+            if (start_runner is None) != (self.start_runner is None):
                 log.info("reload: fast start %s", "off" if start_runner is None
                          else f"on at {new.detection.fast_start_threshold:g}")  # fmt: skip
         except SoundmonError as exc:
@@ -803,6 +804,7 @@ class Daemon:
             self.notifier.ready(self._status_line())
             return
         old_cfg = self.cfg  # (the audio branch below sets self.cfg early)
+        self.runners = runners
         self._reload_overrides(new, bundle, model_changed)
         detection = self._detection(new)  # the values set over MQTT, over the new file
         if model_changed:

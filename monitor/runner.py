@@ -11,6 +11,7 @@ import ctypes
 import os
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -22,6 +23,8 @@ from monitor.windows import hop_frames_for, start_check_frames
 
 __all__ = [
     "ModelRunner",
+    "Runners",
+    "build_runners",
     "fast_start_on",
     "load_interpreter_class",
     "open_model",
@@ -407,3 +410,46 @@ def start_runner_for(bundle: ModelBundle, detection: Any, num_threads: int = 1) 
     if not fast_start_on(bundle, detection):
         return None
     return open_start_model(bundle, num_threads, start_check_seconds(bundle, detection.hop_seconds))
+
+
+@dataclass(frozen=True)
+class Runners:
+    """The model runners of one configuration and what they were built for (`build_runners`).
+
+    `path` and `threads` are the model's path and `model.threads`, `hop_seconds` the hop the
+    main runner steps by; `runner` is a `ModelRunner` or, at its streaming hop, a
+    `monitor.stream_runner.StreamingRunner`; `start_runner` the start model's runner while fast
+    start is on, else None."""
+
+    path: Path
+    threads: int
+    hop_seconds: float
+    bundle: ModelBundle
+    runner: Any
+    start_runner: Any = None
+
+
+def build_runners(path: str | Path, num_threads: int, detection: Any, reuse: Runners | None = None) -> Runners:
+    """The bundle at `path`, its runner at `detection.hop_seconds` (`open_model`) and, when fast
+    start is on (`fast_start_on`), its start model's runner (`start_runner_for`): what the daemon
+    runs, at start-up and after a SIGHUP.
+
+    Parameters: `path`, the bundle; `num_threads`, `model.threads`; `detection`, the detection
+    settings in force (its hop and fast start threshold are read); `reuse`, runners already open
+    (at start-up the CLI's main runner, with no start runner; at a SIGHUP the running ones). Its
+    bundle and main runner are kept when they were built for the same path, threads and hop, and
+    then its start runner too while fast start stays on (or off); what changed is opened anew.
+    Returns the `Runners`; BundleError (one line) when a model cannot be opened.
+    """
+    path = Path(path)
+    same = reuse is not None and (reuse.path, reuse.threads, reuse.hop_seconds) == (
+        path, num_threads, detection.hop_seconds)  # fmt: skip
+    if same:
+        bundle, runner = reuse.bundle, reuse.runner
+    else:
+        bundle, runner = open_model(path, num_threads, detection.hop_seconds)
+    if same and fast_start_on(bundle, detection) == (reuse.start_runner is not None):
+        start_runner = reuse.start_runner
+    else:
+        start_runner = start_runner_for(bundle, detection, num_threads)
+    return Runners(path, num_threads, detection.hop_seconds, bundle, runner, start_runner)
