@@ -12,6 +12,7 @@ EXTRAS ?= train,dev
 help:
 	@echo "make demo   - run the daemon on the bundled street recording with the shipped model"
 	@echo "make test   - install what is missing (apt packages as root, .venv) and run the tests"
+	@echo "make test-fast - the unit tests only (under a minute, no TensorFlow, no broker)"
 	@echo "make venv   - create/update .venv with the runtime, train and dev extras"
 	@echo "make lint   - ruff"
 	@echo "make docs   - regenerate config.yaml's comments and docs/configuration.md from monitor/config.py"
@@ -49,6 +50,11 @@ ha-venv: venv
 
 test: system-deps venv
 	$(BIN)/python -m pytest -q
+
+# The unit tests: no broker, PulseAudio, Home Assistant, daemon process, training or TensorFlow
+# (tests/conftest.py says which tests are `integration`): under a minute, TensorFlow never imported.
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not integration"
 
 lint: venv
 	$(BIN)/ruff check monitor training tests

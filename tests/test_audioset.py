@@ -194,6 +194,7 @@ def test_classify_the_demo_recording():
     assert all(found.values()), found
 
 
+@pytest.mark.integration  # runs the daemon (soundmon run)
 def test_run_the_demo_recording_without_mqtt(tmp_path):
     """`soundmon run --source demo/street_demo.flac --model models/audioset --pace fast --print`
     with MQTT off: exits 0 and prints the demo's sounds as events."""
@@ -211,6 +212,7 @@ def test_run_the_demo_recording_without_mqtt(tmp_path):
 # -- conversion ------------------------------------------------------------------------------------
 
 
+@pytest.mark.integration  # builds a Keras model (TensorFlow)
 def test_weight_only_int8_stores_int8_kernels_and_computes_in_float(tmp_path):
     """training.audioset_bundle.weight_only_int8 on a small real network: kernels become int8 (file
     ~4x smaller), the arithmetic stays float; with the kernels' own scales (weights that are int8

@@ -53,6 +53,7 @@ def test_bench_runs_a_streaming_bundle_one_hop_at_a_time(tiny_stream_bundle, tmp
     assert "streaming model: 65 hops stepped" in out.stdout
 
 
+@pytest.mark.integration  # runs the daemon as a child (soundmon bench)
 @pytest.mark.parametrize("flag, threshold", [([], 0.7), (["--fast-start", "0.8"], 0.8), (["--fast-start", "off"], None)])
 def test_bench_runs_fast_start_as_the_daemon_does_and_counts_the_start_models_work(flag, threshold, tmp_path):
     """With the shipped bundle the daemon's default is fast start at 0.7: the start model runs at

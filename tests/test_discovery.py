@@ -295,6 +295,7 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.integration  # Home Assistant's template engine
 def test_top_templates_render_in_home_assistants_template_engine(tmp_path) -> None:
     """Home Assistant's own template engine (its venv's, no HA instance) on scores payloads."""
     venv = hass.venv_dir()

@@ -302,6 +302,7 @@ def test_fast_start_answers_the_demo_recording_sooner():
     assert any(after[label] < before[label] for label in before)
 
 
+@pytest.mark.integration  # runs the daemon
 @pytest.mark.parametrize("detection, shown", [({}, "fast start 0.7"), ({"fast_start_threshold": 0.8}, "fast start 0.8")])
 def test_run_with_fast_start_logs_it_and_detects(detection, shown, tmp_path):
     """The shipped bundle runs fast start by default (0.7), or at the threshold the config sets."""
@@ -329,6 +330,7 @@ def test_fast_start_with_a_bundle_without_start_model_is_one_line(tiny_bundle, t
     assert len(errors) == 1 and "fast_start_threshold is set but the bundle names no start model" in errors[0]
 
 
+@pytest.mark.integration  # runs the daemon
 def test_sighup_turns_fast_start_on(tmp_path):
     cfg = write_config(tmp_path / "c.yaml", detection={"fast_start_threshold": None})
     d = DaemonProcess("--source", str(DEMO), "--pace", "realtime", "--config", str(cfg),

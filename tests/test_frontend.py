@@ -131,6 +131,7 @@ def test_yamnet_variant_frames_like_yamnet():
     assert np.allclose(LogMelFrontend(p)(np.zeros(15600, np.float32)), np.log(0.001))  # silence floor
 
 
+@pytest.mark.integration  # TensorFlow
 def test_htk_filterbank_equals_tf_signal():
     tf = pytest.importorskip("tensorflow", reason="tensorflow is in the 'train' extra")
     p = YAMNET_FRONTEND
@@ -138,6 +139,7 @@ def test_htk_filterbank_equals_tf_signal():
     np.testing.assert_allclose(mel_filterbank(p), ref.T, atol=1e-5)
 
 
+@pytest.mark.integration  # TensorFlow
 def test_yamnet_variant_equals_yamnets_float_frontend_on_real_audio():
     """Our numpy patch equals YAMNet's tf.signal recipe within 1e-3 (measured: 6e-5 over 40 clips)."""
     audio = real_audio(10.0)[:160000]

@@ -442,6 +442,7 @@ class _SilentServer:
             c.close()
 
 
+@pytest.mark.integration  # a TCP server and 5 s of the connection watchdog
 def test_a_port_that_accepts_tcp_but_never_answers_is_reported(
     make_pub: Callable[..., Publisher], caplog: pytest.LogCaptureFixture
 ) -> None:

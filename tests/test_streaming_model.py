@@ -29,6 +29,7 @@ def windows_of(logmel: np.ndarray, frames: int = 397) -> list[np.ndarray]:
     return [logmel[i : i + frames] for i in range(0, len(logmel) - frames + 1, HOP)]
 
 
+@pytest.mark.integration  # builds Keras models (TensorFlow)
 @pytest.mark.parametrize("arch", ["tiny_s", "tiny_sn", "cnn_s", "cnn_sp", "cnn_spn", "cnn_spn_s23t1"])
 def test_streaming_model_equals_the_window_model_in_float(arch):
     """Random weights, real audio: primed on the first window, then one hop at a time."""
@@ -53,6 +54,7 @@ def test_streaming_model_equals_the_window_model_in_float(arch):
     assert np.abs(np.array(got) - expected).max() < 1e-5
 
 
+@pytest.mark.integration  # builds Keras models (TensorFlow)
 @pytest.mark.parametrize(("arch", "blind_frames"), [("cnn_s", 36), ("cnn_sp", 12), ("cnn_spn", 0)])
 def test_how_many_of_a_windows_newest_frames_never_reach_the_output(arch, blind_frames):
     """Unpadded strided layers drop their leftover rows at the newest end unless aligned to it
@@ -72,6 +74,7 @@ def test_how_many_of_a_windows_newest_frames_never_reach_the_output(arch, blind_
     assert reaches(blind_frames)
 
 
+@pytest.mark.integration  # builds Keras models (TensorFlow)
 @pytest.mark.parametrize("arch", ["tiny", "cnn_spp", "cnn_spf", "cnn_spo"])
 def test_a_body_that_pads_along_time_cannot_stream(arch):
     """Padding at either end of the window (both, newest only, oldest only) is refused."""
@@ -82,6 +85,7 @@ def test_a_body_that_pads_along_time_cannot_stream(arch):
         plan_stream(build_cnn(10, arch=arch), 397, HOP)
 
 
+@pytest.mark.integration  # builds Keras models (TensorFlow)
 def test_one_sided_padding_keeps_as_many_rows_as_padding_both_ends():
     from training.models import build_cnn
 
@@ -212,6 +216,7 @@ def test_a_model_card_claims_a_streaming_model_only_when_the_bundle_has_one():
     assert "steps by 0.25 s" in stream_lines({"name": "s", "stream": start, "frontend": {"hop_length": 160}})[0]
 
 
+@pytest.mark.integration  # imports training.run (TensorFlow)
 def test_a_start_models_streaming_export_steps_a_quarter_second():
     from training.run import stream_hop_seconds
 
