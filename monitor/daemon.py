@@ -54,6 +54,7 @@ from monitor.payloads import (
     stats_payload,
 )
 from monitor.pipeline import SILENCE_DBFS, Pipeline, StartCheck, WindowResult
+from monitor.publisher import Publisher, sw_version
 from monitor.runner import Runners, build_runners
 from monitor.sdnotify import Notifier
 from monitor.source import Source
@@ -61,7 +62,6 @@ from monitor.source import Source
 __all__ = ["Daemon", "run_daemon"]
 
 log = logging.getLogger("soundmon")
-VERSION = "0.1.0"
 ANNOUNCED_FILENAME = "announced.json"  # in the state dir: the labels this node was published for
 MAX_LABEL_CHARS = 200  # a label read back from announced.json longer than this is ignored
 COMMANDS_PER_ITERATION = 256  # commands taken from the publisher per loop iteration
@@ -130,32 +130,6 @@ class RepeatedFileSource:
             self._src = self._make()
             self._src.start()
         return block
-
-
-class NullPublisher:
-    """Stand-in when `mqtt.enabled` is false: detections are only logged/printed."""
-
-    connected = False
-    spool_depth = 0
-    spool_dropped = 0
-    spool_memory = 0
-    undelivered_lost = 0
-    commands_dropped = 0
-    published = 0
-    state = "disabled"
-
-    def start(self) -> None: ...
-    def publish_detection(self, payload: dict) -> None: ...
-    def set_state(self, label: str, on: bool) -> None: ...
-    def publish_level(self, payload: dict) -> None: ...
-    def publish_scores(self, payload: dict) -> None: ...
-    def publish_stats(self, payload: dict) -> None: ...
-    def update_labels(self, labels, enabled, display_names=None, scores=None) -> None: ...
-    def forget_labels(self, labels) -> None: ...
-    def set_config(self, values: dict) -> None: ...
-    def take_commands(self, limit: int = 0) -> list:
-        return []
-    def stop(self, timeout: float = 3.0) -> None: ...
 
 
 @dataclass
@@ -234,11 +208,9 @@ class Daemon:
 
     # -- construction --------------------------------------------------------------------------
 
-    def _make_publisher(self, cfg: Config):
-        if not cfg.mqtt.enabled:
-            return NullPublisher()
-        from monitor.publisher import Publisher
-
+    def _make_publisher(self, cfg: Config) -> Publisher:
+        """The publisher for `cfg`; with `mqtt.enabled: false` one whose methods do nothing
+        (state `disabled`): detections are then only logged (and printed with --print)."""
         watched = self._watched()
         return Publisher(cfg.mqtt, cfg.storage, watched, self.bundle.name, logger=log,
                          enabled=self._detection(cfg).enabled_labels(watched),
@@ -566,7 +538,7 @@ class Daemon:
             audio_seconds=self.pipeline.offset_s, audio_state=self._audio_health(),
             source_stats=self.source.stats if self.source is not None else {}, publisher=self.publisher,
             events=self._events_started, active=self.pipeline.detector.active, model=self.bundle.name,
-            version=VERSION, host=socket.gethostname(),
+            version=sw_version(), host=socket.gethostname(),
         )  # fmt: skip
 
     def _audio_health(self) -> str:
@@ -919,13 +891,13 @@ class Daemon:
         publisher.start()
 
     @staticmethod
-    def _move_spool(old_dir: Path, new_dir: Path, publisher, new: Config) -> None:
+    def _move_spool(old_dir: Path, new_dir: Path, publisher: Publisher, new: Config) -> None:
         """Move undelivered detections from `old_dir`'s spool into the new publisher's spool."""
         from monitor.spool import SPOOL_FILENAME, Spool, SpoolError
 
         if not (old_dir / SPOOL_FILENAME).is_file():
             return
-        target = getattr(publisher, "spool", None)
+        target = publisher.spool  # None when MQTT is off
         moved = 0
         try:
             with Spool(old_dir, max_messages=new.storage.spool_max_messages, logger=log) as old:

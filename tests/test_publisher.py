@@ -623,6 +623,24 @@ def test_disabled_mqtt_is_a_no_op(tmp_path: Path) -> None:
     assert not (tmp_path / "s").exists()
 
 
+def test_disabled_mqtt_answers_everything_the_daemon_asks(tmp_path: Path) -> None:
+    """With `mqtt.enabled: false` the daemon runs this publisher (no stand-in class): every call
+    it makes is a no-op and the counters its stats message reads are zero."""
+    pub = Publisher(MqttConfig(enabled=False), StorageConfig(state_dir=tmp_path / "s"), LABELS, "m")
+    pub.set_config({"siren": (0.5, True)})
+    pub.start()
+    pub.publish_level({"time": "t", "dbfs": -40.0})
+    pub.publish_scores({"top": []})
+    pub.update_labels(LABELS[:1], LABELS[:1], None, scores=False)
+    pub.forget_labels(["gone"])
+    assert pub.take_commands(256) == [] and not pub.connected and pub.spool is None
+    counters = (pub.spool_depth, pub.spool_dropped, pub.spool_memory, pub.undelivered_lost,
+                pub.commands_dropped, pub.published)  # fmt: skip
+    assert counters == (0, 0, 0, 0, 0, 0)
+    pub.stop(timeout=1.0)
+    assert pub.state == "disabled" and not (tmp_path / "s").exists()
+
+
 def test_discovery_payloads_are_pure_and_json() -> None:
     cfg = MqttConfig(node_id="pi-kitchen", base_topic="house/sound", control=False)
     msgs = discovery.discovery_messages(
