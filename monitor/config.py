@@ -989,8 +989,11 @@ def _fmt(x: float) -> str:
     return f"{x:g}"
 
 
-def _range_text(metadata: list[Any]) -> str:
-    """' from 1 to 65535', ' greater than 0', ... from a field's annotated-types constraints."""
+def field_bounds(metadata: list[Any]) -> tuple[Any, bool, Any, bool]:
+    """(low, low is open, high, high is open) from a field's annotated-types constraints (None = no bound).
+
+    Shared with tools/config_docs.py, which writes the same ranges into the reference page.
+    """
     lo = hi = None
     lo_open = hi_open = False
     for m in metadata:
@@ -1002,6 +1005,12 @@ def _range_text(metadata: list[Any]) -> str:
             hi = m.le
         elif isinstance(m, annotated_types.Lt):
             hi, hi_open = m.lt, True
+    return lo, lo_open, hi, hi_open
+
+
+def _range_text(metadata: list[Any]) -> str:
+    """' from 1 to 65535', ' greater than 0', ... from a field's annotated-types constraints."""
+    lo, lo_open, hi, hi_open = field_bounds(metadata)
     if lo is not None and hi is not None:
         if not lo_open and not hi_open:
             return f" from {_fmt(lo)} to {_fmt(hi)}"

@@ -29,13 +29,12 @@ import types
 from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin
 
-import annotated_types
 import yaml
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from monitor.config import ClassConfig, Config
+from monitor.config import ClassConfig, Config, field_bounds
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG_YAML = REPO / "config.yaml"
@@ -153,19 +152,6 @@ def shipped_labels() -> list[str]:
     return list(json.loads(SHIPPED_BUNDLE_JSON.read_text())["labels"])
 
 
-def _bounds(metadata: list[Any]) -> tuple[Any, bool, Any, bool]:
-    lo = hi = None
-    lo_open = hi_open = False
-    for m in metadata:
-        if isinstance(m, annotated_types.Ge):
-            lo = m.ge
-        elif isinstance(m, annotated_types.Gt):
-            lo, lo_open = m.gt, True
-        elif isinstance(m, annotated_types.Le):
-            hi = m.le
-        elif isinstance(m, annotated_types.Lt):
-            hi, hi_open = m.lt, True
-    return lo, lo_open, hi, hi_open
 
 
 def _num(x: Any) -> str:
@@ -177,7 +163,7 @@ def _num(x: Any) -> str:
 
 def _range(metadata: list[Any]) -> str:
     """', 1 to 65535', ' > 0', ', > 0 and ≤ 1', ' ≥ 0' or ''."""
-    lo, lo_open, hi, hi_open = _bounds(metadata)
+    lo, lo_open, hi, hi_open = field_bounds(metadata)
     if lo is not None and hi is not None:
         if not lo_open and not hi_open:
             return f", {_num(lo)} to {_num(hi)}"
