@@ -57,7 +57,7 @@ test-fast: venv
 	$(BIN)/python -m pytest -q -m "not integration"
 
 lint: venv
-	$(BIN)/ruff check monitor training tests
+	$(BIN)/ruff check monitor training tests tools
 
 # config.yaml's comments and docs/configuration.md are written from the descriptions in
 # monitor/config.py (tests/test_config_docs.py fails when they are stale).
