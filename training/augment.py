@@ -254,14 +254,20 @@ class Augmenter:
         return xs[..., None], ys
 
     def _mask(self, xs: np.ndarray) -> None:
-        cfg, rng = self.cfg, self.rng
-        _, T, F = xs.shape
-        for x in xs:
-            for _ in range(cfg.time_masks):
-                w = int(rng.integers(0, cfg.time_mask_frames + 1))
-                t0 = int(rng.integers(0, max(1, T - w)))
-                x[t0 : t0 + w] = 0.0
-            for _ in range(cfg.freq_masks):
-                w = int(rng.integers(0, cfg.freq_mask_bands + 1))
-                f0 = int(rng.integers(0, max(1, F - w)))
-                x[:, f0 : f0 + w] = 0.0
+        spec_masks(xs, self.cfg, self.rng)
+
+
+def spec_masks(xs: np.ndarray, cfg, rng: np.random.Generator) -> None:
+    """SpecAugment masks on normalised log-mel windows (time x mel), in place: masked cells get
+    0, the normalised mean. `cfg` gives time_masks, time_mask_frames, freq_masks, freq_mask_bands
+    (an AugmentConfig or a DistillConfig)."""
+    _, T, F = xs.shape
+    for x in xs:
+        for _ in range(cfg.time_masks):
+            w = int(rng.integers(0, cfg.time_mask_frames + 1))
+            t0 = int(rng.integers(0, max(1, T - w)))
+            x[t0 : t0 + w] = 0.0
+        for _ in range(cfg.freq_masks):
+            w = int(rng.integers(0, cfg.freq_mask_bands + 1))
+            f0 = int(rng.integers(0, max(1, F - w)))
+            x[:, f0 : f0 + w] = 0.0

@@ -54,6 +54,7 @@ from monitor.errors import BundleError  # noqa: E402
 from monitor.frontend import YAMNET_FRONTEND, FrontendParams, LogMelFrontend  # noqa: E402
 from monitor.runner import ModelRunner  # noqa: E402
 from monitor.windows import hop_frames_for  # noqa: E402
+from training.augment import spec_masks  # noqa: E402
 from training.datasets import Dataset, DatasetError, load_audio, read_esc50  # noqa: E402
 from training.distill_cli import add_distill_args  # noqa: E402
 from training.evaluate import metrics, predict_int8  # noqa: E402
@@ -487,16 +488,7 @@ def distill_loss_np(y: np.ndarray, t: np.ndarray, p: np.ndarray, alpha: float, t
 
 def _mask(xs: np.ndarray, cfg: DistillConfig, rng: np.random.Generator) -> None:
     """SpecAugment masks (to the normalised mean, 0), in place: student-only augmentation."""
-    _, T, F = xs.shape
-    for x in xs:
-        for _ in range(cfg.time_masks):
-            w = int(rng.integers(0, cfg.time_mask_frames + 1))
-            t0 = int(rng.integers(0, max(1, T - w)))
-            x[t0 : t0 + w] = 0.0
-        for _ in range(cfg.freq_masks):
-            w = int(rng.integers(0, cfg.freq_mask_bands + 1))
-            f0 = int(rng.integers(0, max(1, F - w)))
-            x[:, f0 : f0 + w] = 0.0
+    spec_masks(xs, cfg, rng)
 
 
 def copy_norm(logmel: np.ndarray, rows: np.ndarray, floor: float, n: int = 600, seed: int = 0) -> tuple[float, float]:
