@@ -369,3 +369,70 @@ def test_a_class_threshold_above_the_start_models_score_keeps_the_class_quiet():
     assert det.fast_start(0.75, row(siren=0.99)) == []
     (start,) = det.fast_start(1.25, row(dog_bark=0.8))  # other classes keep their fast start
     assert (start.label, start.opened_by) == ("dog_bark", "start_model")
+
+
+# -- a start check adds events only ---------------------------------------------------------------
+
+
+def test_a_start_check_adds_events_only_clip_scores_and_windows_stay_the_main_models():
+    """`soundmon classify` with fast start: the same windows and clip scores as without it (a start
+    check is not a window), and the events the start model opened on top."""
+    bundle, runner = open_model(need_shipped_model(), 1, 0.5)
+    plain = classify_file(DEMO, bundle, runner, _fast(None))
+    cfg = _fast(0.7)
+    fast = classify_file(DEMO, bundle, runner, cfg, start_runner=start_runner_for(bundle, cfg.detection))
+    assert (fast.windows, fast.label, fast.scores) == (plain.windows, plain.label, plain.scores)
+    assert fast.events != plain.events
+
+
+class _Kept:
+    """A publisher stand-in that keeps the detection and scores messages the daemon publishes."""
+
+    connected = True
+    spool_depth = 0
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, dict]] = []
+
+    def publish_detection(self, payload: dict) -> None:
+        self.messages.append(("detection", payload))
+
+    def publish_scores(self, payload: dict) -> None:
+        self.messages.append(("scores", payload))
+
+    def set_state(self, label: str, on: bool) -> None:
+        pass
+
+    def set_config(self, values: dict) -> None:
+        pass
+
+
+def _daemon_on_demo(tmp_path: Path, threshold: float | None):
+    """The daemon's own feeding of the demo recording (no source, no broker): what it publishes."""
+    from monitor.daemon import Daemon
+
+    detection = {"fast_start_threshold": threshold, "scores_interval": 0.1}  # less than a check apart
+    cfg = load_config(write_config(tmp_path / f"{threshold}.yaml", None, tmp_path / f"{threshold}", detection=detection))
+    bundle, runner = open_model(need_shipped_model(), 1, 0.5)
+    daemon = Daemon(cfg, bundle, runner, source=str(DEMO), publisher=_Kept())
+    daemon._stream_start_wall = 1000.0  # payload times from offsets alone
+    audio = load_audio(DEMO)
+    for i in range(0, len(audio), 1600):
+        daemon._feed(audio[i : i + 1600])
+    daemon._feed_pending()
+    return daemon
+
+
+def test_the_daemon_publishes_a_start_checks_events_only(tmp_path):
+    """With fast start the daemon publishes each start check's START, if any; its scores
+    messages, its level and its first window are the windows' alone, as without fast start."""
+    plain, fast = _daemon_on_demo(tmp_path, None), _daemon_on_demo(tmp_path, 0.7)
+
+    def scores(d):
+        return [p for kind, p in d.publisher.messages if kind == "scores"]
+
+    assert len(scores(fast)) == 66 and scores(fast) == scores(plain)
+    assert (fast._level_sum, fast._level_n) == (plain._level_sum, plain._level_n)
+    assert fast._first_window["audio_s"] == plain._first_window["audio_s"]
+    opened = [p["opened_by"] for kind, p in fast.publisher.messages if kind == "detection" and p["type"] == "start"]
+    assert "start_model" in opened
