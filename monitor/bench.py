@@ -29,6 +29,7 @@ import numpy as np
 import soundfile as sf
 
 from monitor.config import DetectionConfig, default_model_path
+from monitor.fast_start import effective_fast_start, fast_start_arg, start_macs_per_hop
 
 __all__ = ["bench_main", "first_new_event", "labelled_onsets", "median_interval"]
 
@@ -587,29 +588,6 @@ def _write_soak_outputs(result: dict[str, Any], samples: list[dict[str, float]],
 # -- entry point -------------------------------------------------------------------------------
 
 
-def fast_start_arg(text: str) -> float | str:
-    """`--fast-start`: a threshold in (0, 1], or `off`."""
-    if text == "off":
-        return text
-    value = float(text)
-    if not 0.0 < value <= 1.0:
-        raise argparse.ArgumentTypeError(f"a threshold in (0, 1] or off, got {text}")
-    return value
-
-
-def effective_fast_start(bundle: Any, requested: float | str | None) -> float | None:
-    """The fast-start threshold a run uses: `--fast-start T`, `off`, or (not given) what the daemon
-    does by default with this bundle (`monitor.runner.fast_start_on`)."""
-    from monitor.runner import fast_start_on
-
-    if requested == "off":
-        return None
-    if requested is not None:
-        return float(requested)
-    default = DetectionConfig()
-    return default.fast_start_threshold if fast_start_on(bundle, default) else None
-
-
 def bench_main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="soundmon bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, default=None, help="bundle (default: the shipped model)")
@@ -677,7 +655,7 @@ def bench_main(argv: list[str]) -> int:
                 if broker is not None:
                     broker.terminate()
             fig = figures_from(run, bundle.meta, args.hop, bundle.stream_meta.get("macs_per_hop"),
-                               _start_macs_per_hop(bundle, args.hop) if fast_start is not None else 0)  # fmt: skip
+                               start_macs_per_hop(bundle, args.hop) if fast_start is not None else 0)  # fmt: skip
             if args.naive_seconds > 0:
                 naive = naive_ms_per_hop(model, args.threads, args.naive_seconds, recordings)
                 if naive is not None:
@@ -697,21 +675,6 @@ def bench_main(argv: list[str]) -> int:
 def _macs_per_window(bundle_meta: dict[str, Any]) -> int | None:
     """A bundle's multiply-accumulates per whole window, from its JSON (top level or `model`)."""
     return bundle_meta.get("macs_per_window") or (bundle_meta.get("model") or {}).get("macs_per_window")
-
-
-def _start_macs_per_hop(bundle, hop_seconds: float) -> int:
-    """Multiply-accumulates the bundle's start model adds per hop: one run per check (at each
-    window and half a hop after it), its streaming model's step when that steps by the check
-    interval, else its whole window; 0 when the bundle names none (the run then refuses fast start)."""
-    from monitor.bundle import load_bundle
-    from monitor.runner import start_check_seconds, streams_at
-
-    if bundle.start_model_path is None:
-        return 0
-    start = load_bundle(bundle.start_model_path)
-    check = start_check_seconds(bundle, hop_seconds)
-    streamed = start.stream_meta.get("macs_per_hop") if streams_at(start, check) else None
-    return int(streamed or _macs_per_window(start.meta) or 0) * round(hop_seconds / check)
 
 
 def _cpu_model() -> str:

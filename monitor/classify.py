@@ -21,9 +21,9 @@ import numpy as np
 from monitor.bundle import ModelBundle
 from monitor.config import Config
 from monitor.errors import AudioFileError, BundleError
+from monitor.fast_start import start_runner_for
 from monitor.file_source import FileSource
 from monitor.pipeline import Pipeline, WindowResult
-from monitor.runner import start_runner_for
 
 __all__ = ["ClipResult", "classify_file", "clip_score_rule", "format_table", "run_classify"]
 
@@ -73,7 +73,7 @@ def classify_file(
 
     Without `warm_start` (the clip rule of `soundmon classify`) the first window needs a full
     window of audio; with it, the events are the ones `soundmon run` would publish. `start_runner`:
-    the bundle's start model (`monitor.runner.start_runner_for`) for `detection.fast_start_threshold`."""
+    the bundle's start model (`monitor.fast_start.start_runner_for`) for `detection.fast_start_threshold`."""
     source = FileSource(path, bundle.frontend.sample_rate, pace="fast", block_seconds=1.0)
     pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=warm_start, start_runner=start_runner)
     score_sum = np.zeros(len(bundle.labels), dtype=np.float64)

@@ -55,7 +55,7 @@ from monitor.payloads import (
 )
 from monitor.pipeline import SILENCE_DBFS, Pipeline, StartCheck, WindowResult
 from monitor.publisher import Publisher, sw_version
-from monitor.runner import Runners, build_runners
+from monitor.runners import Runners, build_runners
 from monitor.sdnotify import Notifier
 from monitor.source import Source
 

@@ -16,8 +16,9 @@ import numpy as np
 from monitor.bundle import ModelBundle
 from monitor.config import DetectionConfig
 from monitor.detector import DetectionEvent, Detector
+from monitor.fast_start import check_frames
 from monitor.frontend import FrontendParams, StreamingLogMel, frame_count
-from monitor.windows import WindowRing, hop_frames_for, start_check_frames
+from monitor.windows import WindowRing, hop_frames_for
 
 __all__ = ["Pipeline", "PipelineStats", "StartCheck", "WindowResult", "expected_windows", "level_dbfs"]
 
@@ -131,7 +132,7 @@ class Pipeline:
     """Feed mono float32 blocks at the model's rate; get a `WindowResult` per completed window.
 
     `runner` is anything with `predict(window) -> scores` (normally `monitor.runner.ModelRunner`).
-    `start_runner` (from `monitor.runner.open_start_model`) is the bundle's start model: with
+    `start_runner` (from `monitor.fast_start.start_runner_for`) is the bundle's start model: with
     `detection.fast_start_threshold` set it scores the newest part of each window (its own
     window length) for the detector's fast start, and again half a hop after each window
     (a `StartCheck` among the results), so a sound that has just begun is answered sooner.
@@ -182,7 +183,7 @@ class Pipeline:
         self.detection = detection
         self.ring.set_hop(hop_frames_for(detection.hop_seconds, self.bundle.frontend))
         if self.start_ring is not None:
-            self.start_ring.set_hop(start_check_frames(self.ring.hop_frames))
+            self.start_ring.set_hop(check_frames(self.ring.hop_frames))
             self._align_checks()
         return self.detector.reconfigure(**_detector_settings(detection, self.labels, self.bundle))
 
@@ -227,7 +228,7 @@ class Pipeline:
             self.start_ring = None
             return
         frames = self.start_runner.bundle.window_frames
-        self.start_ring = WindowRing(frames, start_check_frames(self.ring.hop_frames), self.ring.n_mels,
+        self.start_ring = WindowRing(frames, check_frames(self.ring.hop_frames), self.ring.n_mels,
                                      start_at=self.ring.total_frames)  # fmt: skip
 
     def _align_checks(self) -> None:

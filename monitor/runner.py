@@ -11,7 +11,6 @@ import ctypes
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -19,21 +18,14 @@ import numpy as np
 
 from monitor.bundle import ModelBundle, load_bundle
 from monitor.errors import BundleError
-from monitor.windows import hop_frames_for, start_check_frames
 
 __all__ = [
     "ModelRunner",
-    "Runners",
-    "build_runners",
-    "fast_start_on",
     "load_interpreter_class",
     "open_model",
-    "open_start_model",
     "fold_weight_dequantize",
     "quiet_native_stderr",
     "release_mapped_file",
-    "start_check_seconds",
-    "start_runner_for",
     "streams_at",
 ]
 
@@ -366,90 +358,3 @@ def streams_at(bundle: ModelBundle, hop_seconds: float | None) -> bool:
         return False
     hop_samples = hop_seconds * bundle.frontend.sample_rate
     return abs(hop_samples - bundle.stream_hop_frames * bundle.frontend.hop_length) < 1e-6
-
-
-def start_check_seconds(bundle: ModelBundle, hop_seconds: float) -> float:
-    """Seconds between the start model's checks at this hop (`monitor.windows.start_check_frames`)."""
-    p = bundle.frontend
-    return start_check_frames(hop_frames_for(hop_seconds, p)) * p.hop_length / p.sample_rate
-
-
-def open_start_model(bundle: ModelBundle, num_threads: int = 1, hop_seconds: float | None = None) -> Any:
-    """The runner of `bundle`'s start model (the short-window classifier behind
-    `detection.fast_start_threshold`); BundleError when the bundle names none or one that does
-    not fit it (other labels, a longer window)."""
-    if bundle.start_model_path is None:
-        raise BundleError(
-            f"model {bundle.name}: detection.fast_start_threshold is set but the bundle names no start model"
-        )
-    start, runner = open_model(bundle.start_model_path, num_threads, hop_seconds)
-    if start.labels != bundle.labels:
-        raise BundleError(f"start model {start.name}: its labels differ from model {bundle.name}'s")
-    if start.window_frames > bundle.window_frames:
-        raise BundleError(
-            f"start model {start.name}: its window ({start.window_seconds} s) is longer than "
-            f"model {bundle.name}'s ({bundle.window_seconds} s)"
-        )
-    return runner
-
-
-def fast_start_on(bundle: ModelBundle, detection: Any) -> bool:
-    """Fast start runs with this bundle: `detection.fast_start_threshold` is not None, and the
-    bundle names a start model or the config set the threshold itself. The default threshold
-    stays quietly off for a bundle without a start model (one trained without `--window-seconds
-    1`); a threshold the user wrote for such a bundle is refused by `open_start_model`."""
-    if detection.fast_start_threshold is None:
-        return False
-    return bundle.start_model_path is not None or "fast_start_threshold" in detection.model_fields_set
-
-
-def start_runner_for(bundle: ModelBundle, detection: Any, num_threads: int = 1) -> Any:
-    """The start model's runner when fast start is on (`fast_start_on`), else None (nothing is
-    loaded while fast start is off). It steps by the pipeline's check interval (half a hop,
-    `monitor.windows.start_check_frames`), streaming when the start model's streaming hop is that."""
-    if not fast_start_on(bundle, detection):
-        return None
-    return open_start_model(bundle, num_threads, start_check_seconds(bundle, detection.hop_seconds))
-
-
-@dataclass(frozen=True)
-class Runners:
-    """The model runners of one configuration and what they were built for (`build_runners`).
-
-    `path` and `threads` are the model's path and `model.threads`, `hop_seconds` the hop the
-    main runner steps by; `runner` is a `ModelRunner` or, at its streaming hop, a
-    `monitor.stream_runner.StreamingRunner`; `start_runner` the start model's runner while fast
-    start is on, else None."""
-
-    path: Path
-    threads: int
-    hop_seconds: float
-    bundle: ModelBundle
-    runner: Any
-    start_runner: Any = None
-
-
-def build_runners(path: str | Path, num_threads: int, detection: Any, reuse: Runners | None = None) -> Runners:
-    """The bundle at `path`, its runner at `detection.hop_seconds` (`open_model`) and, when fast
-    start is on (`fast_start_on`), its start model's runner (`start_runner_for`): what the daemon
-    runs, at start-up and after a SIGHUP.
-
-    Parameters: `path`, the bundle; `num_threads`, `model.threads`; `detection`, the detection
-    settings in force (its hop and fast start threshold are read); `reuse`, runners already open
-    (at start-up the CLI's main runner, with no start runner; at a SIGHUP the running ones). Its
-    bundle and main runner are kept when they were built for the same path, threads and hop, and
-    then its start runner too while fast start stays on (or off); what changed is opened anew.
-    Returns the `Runners`; BundleError (one line) when a model cannot be opened.
-    """
-    path = Path(path)
-    same = reuse is not None and (reuse.path, reuse.threads, reuse.hop_seconds) == (
-        path, num_threads, detection.hop_seconds)  # fmt: skip
-    if same:
-        bundle, runner = reuse.bundle, reuse.runner
-    else:
-        bundle, runner = open_model(path, num_threads, detection.hop_seconds)
-    if same and fast_start_on(bundle, detection) == (reuse.start_runner is not None):
-        start_runner = reuse.start_runner
-    else:
-        start_runner = start_runner_for(bundle, detection, num_threads)
-    return Runners(path, num_threads, detection.hop_seconds, bundle, runner, start_runner)

@@ -16,18 +16,12 @@ import numpy as np
 
 from monitor.frontend import FrontendParams, LogMelFrontend
 
-__all__ = ["WindowRing", "file_windows", "hop_frames_for", "pad_to_window", "start_check_frames"]
+__all__ = ["WindowRing", "file_windows", "hop_frames_for", "pad_to_window"]
 
 
 def hop_frames_for(hop_seconds: float, params: FrontendParams) -> int:
     """Frames per window hop (0.5 s -> 50 at a 10 ms frame hop); at least one."""
     return max(1, int(round(hop_seconds * params.sample_rate / params.hop_length)))
-
-
-def start_check_frames(hop_frames: int) -> int:
-    """Frames between the start model's checks (fast start): half a hop, so one check falls
-    between two windows, or the hop itself when it is an odd number of frames."""
-    return hop_frames // 2 if hop_frames % 2 == 0 else hop_frames
 
 
 def pad_to_window(audio: np.ndarray, window_seconds: float, sample_rate: int) -> np.ndarray:

@@ -19,8 +19,9 @@ from monitor.bundle import load_bundle
 from monitor.classify import classify_file
 from monitor.config import Config, load_config
 from monitor.errors import BundleError, ConfigError
+from monitor.fast_start import fast_start_on, open_start_model, start_runner_for
 from monitor.pipeline import Pipeline, StartCheck, WindowResult
-from monitor.runner import fast_start_on, open_model, open_start_model, start_runner_for
+from monitor.runner import open_model
 from monitor.stream_runner import StreamingRunner
 from tests.daemon_helpers import DaemonProcess, run_to_end, write_config
 from tests.paths import DEMO, need_shipped_model

@@ -1,11 +1,12 @@
-"""monitor.runner.build_runners: the one place the daemon opens its model runners, at start-up
+"""monitor.runners.build_runners: the one place the daemon opens its model runners, at start-up
 and at a SIGHUP (what is reused, what is opened anew). Runs the shipped urban10 bundle, which
 has a streaming model and a start model."""
 
 from __future__ import annotations
 
 from monitor.config import DetectionConfig
-from monitor.runner import Runners, build_runners, open_model
+from monitor.runner import open_model
+from monitor.runners import Runners, build_runners
 from tests.paths import need_shipped_model
 
 

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from monitor.bundle import bundle_paths, load_bundle
 from monitor.errors import SoundmonError
-from monitor.runner import open_start_model
+from monitor.fast_start import open_start_model
 
 __all__ = ["attach_start", "main"]
 

@@ -30,8 +30,9 @@ import numpy as np
 from monitor.bench import first_new_event
 from monitor.config import Config, load_config
 from monitor.errors import SoundmonError
+from monitor.fast_start import start_runner_for
 from monitor.pipeline import Pipeline
-from monitor.runner import open_model, start_runner_for
+from monitor.runner import open_model
 from training.cv_eval import fold_bundles
 from training.datasets import Dataset, load_audio, read_dataset
 from training.run import check_labels

@@ -38,7 +38,8 @@ from monitor.bench import first_new_event, labelled_onsets
 from monitor.bundle import bundle_paths
 from monitor.classify import classify_file
 from monitor.config import load_config
-from monitor.runner import open_model, start_runner_for
+from monitor.fast_start import start_runner_for
+from monitor.runner import open_model
 from training.segment_metrics import RecordingTally, tally_recording
 from training.streaming import read_occurrences, training_fsids
 
