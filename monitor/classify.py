@@ -23,7 +23,7 @@ from monitor.config import Config
 from monitor.errors import AudioFileError, BundleError
 from monitor.fast_start import start_runner_for
 from monitor.file_source import FileSource
-from monitor.pipeline import Pipeline, WindowResult
+from monitor.pipeline import Pipeline
 
 __all__ = ["ClipResult", "classify_file", "clip_score_rule", "format_table", "run_classify"]
 
@@ -84,7 +84,7 @@ def classify_file(
     def consume(results) -> None:
         nonlocal scored
         for res in results:
-            if isinstance(res, WindowResult) and res.scores is not None:  # not a StartCheck
+            if res.scores is not None:  # a window the level gate let through (a start check has none)
                 score_sum[:] += res.scores
                 np.maximum(score_max, res.scores, out=score_max)
                 scored += 1

@@ -53,7 +53,7 @@ from monitor.payloads import (
     scores_payload,
     stats_payload,
 )
-from monitor.pipeline import SILENCE_DBFS, Pipeline, StartCheck, WindowResult
+from monitor.pipeline import SILENCE_DBFS, Pipeline, WindowResult
 from monitor.publisher import Publisher, sw_version
 from monitor.runners import Runners, build_runners
 from monitor.sdnotify import Notifier
@@ -449,8 +449,8 @@ class Daemon:
             missing = int(self.source.last_gap_samples)
             self._emit(self.pipeline.gap(missing))
 
-    def _on_window(self, res: WindowResult | StartCheck) -> None:
-        if isinstance(res, StartCheck):  # fast start between two windows: only its event, if any
+    def _on_window(self, res: WindowResult) -> None:
+        if res.kind == "start_check":  # fast start between two windows: only its event, if any
             self._emit(res.events)
             return
         if self._first_window is None:

@@ -36,6 +36,7 @@ Rules (per label; labels are independent, so overlapping sounds can all be activ
    The pipeline also checks the start model half a hop after each window
    (`fast_start(offset_s, start_scores)`): the same rule, at that offset, and nothing else moves
    (no window score is added, no event ends), so a sound is answered a quarter hop sooner on average.
+   (Which start model, when it is checked and what it hears: `monitor.fast_start`.)
 5. **End.** The `end` event carries the same `id` as its `start`; `end_offset_s` is the
    offset of the last window still at or above the release level (the hold does not inflate
    `duration_s = end_offset_s - start_offset_s`; 0 means one window), `score` is the

@@ -10,7 +10,7 @@ onset latency of `soundmon bench --latency`).
 
 Everything about it but the event rule lives here: whether it runs (`fast_start_on`), opening and
 checking the start model (`start_runner_for`, `open_start_model`), when it is checked
-(`check_frames`, `check_seconds`), and for `soundmon bench` the threshold of a
+(`check_frames`, `check_seconds`, `StartChecks`), and for `soundmon bench` the threshold of a
 run and what the start model costs (`fast_start_arg`, `effective_fast_start`, `start_macs_per_hop`). The rule
 sits with the detector's other rules: it reads and opens the detector's events and cooldowns.
 """
@@ -20,13 +20,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+import numpy as np
+
 from monitor.bundle import ModelBundle, load_bundle
 from monitor.config import DetectionConfig
 from monitor.errors import BundleError
 from monitor.runner import open_model, streams_at
-from monitor.windows import hop_frames_for
+from monitor.windows import WindowRing, hop_frames_for
 
 __all__ = [
+    "StartChecks",
     "check_frames",
     "check_seconds",
     "effective_fast_start",
@@ -88,6 +91,50 @@ def start_runner_for(bundle: ModelBundle, detection: Any, num_threads: int = 1) 
     if not fast_start_on(bundle, detection):
         return None
     return open_start_model(bundle, num_threads, check_seconds(bundle, detection.hop_seconds))
+
+
+# -- inside the pipeline -----------------------------------------------------------------------
+
+
+class StartChecks:
+    """The start model's frames in the pipeline: a ring of its own (shorter) window that completes
+    every `check_frames` of the main hop, kept in step with the main ring (`align`), so every
+    window end is also a check and one check falls between two windows.
+
+    `runner` is the start model's runner (`start_runner_for`); `hop_frames`, `n_mels` and
+    `start_at` are the main ring's hop, width and frames so far (a ring added mid-stream, by a
+    SIGHUP that turns fast start on, first fills a whole window of new frames)."""
+
+    def __init__(self, runner: Any, hop_frames: int, n_mels: int, start_at: int) -> None:
+        self.runner = runner
+        self.window_frames: int = runner.bundle.window_frames
+        self.ring = WindowRing(self.window_frames, check_frames(hop_frames), n_mels, start_at=start_at)
+
+    @property
+    def frames_until_check(self) -> int:
+        """Frames still needed before the next check (>= 1)."""
+        return self.ring.frames_until_window
+
+    def align(self, main: WindowRing) -> None:
+        """Check in step with the main ring: its next window end falls on the check grid."""
+        self.ring.align(main.total_frames + main.frames_until_window)
+
+    def set_hop(self, hop_frames: int) -> None:
+        """The main hop changed (SIGHUP): check every `check_frames` of the new one."""
+        self.ring.set_hop(check_frames(hop_frames))
+
+    def push(self, frames: np.ndarray) -> dict[int, np.ndarray]:
+        """Add frames; return the start windows they completed, by the frame count they end at."""
+        return dict(self.ring.push(frames))
+
+    def reset(self) -> None:
+        """After a gap in the audio: the next check needs a whole start window of new frames."""
+        self.ring.reset()
+
+    def scores(self, window: np.ndarray) -> np.ndarray:
+        """The start model's scores on a ring window: its newest `window_frames` frames (a main
+        window when the start ring has not filled yet), the energy column left out."""
+        return self.runner.predict(window[-self.window_frames :, :-1])
 
 
 # -- for `soundmon bench` ----------------------------------------------------------------------

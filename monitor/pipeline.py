@@ -10,17 +10,18 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 
 from monitor.bundle import ModelBundle
 from monitor.config import DetectionConfig
 from monitor.detector import DetectionEvent, Detector
-from monitor.fast_start import check_frames
+from monitor.fast_start import StartChecks
 from monitor.frontend import FrontendParams, StreamingLogMel, frame_count
 from monitor.windows import WindowRing, hop_frames_for
 
-__all__ = ["Pipeline", "PipelineStats", "StartCheck", "WindowResult", "expected_windows", "level_dbfs"]
+__all__ = ["Pipeline", "PipelineStats", "WindowResult", "expected_windows", "level_dbfs"]
 
 SILENCE_DBFS = -200.0
 
@@ -70,7 +71,14 @@ def expected_windows(
 
 @dataclass
 class WindowResult:
-    """One analysis window: where it ends in the stream, its level, scores (None = gated) and events."""
+    """One result of the pipeline, in stream order: where it ends in the stream, its level, the
+    main model's scores (None = gated), the start model's (fast start; None = off or gated) and
+    the events it decided.
+
+    `kind` says which: an analysis window ("window"), or with fast start a start-model check
+    between two windows ("start_check": its level is the start model's frames', it has no main
+    scores and is not counted in `PipelineStats.windows`; `index` is that of the next window).
+    Every consumer publishes `events` alike; only a window adds to levels and clip scores."""
 
     index: int
     end_offset_s: float
@@ -78,19 +86,8 @@ class WindowResult:
     scores: np.ndarray | None
     events: list[DetectionEvent]
     inference_ms: float = 0.0
-    start_scores: np.ndarray | None = None  # the start model's, when fast start is on
-
-
-@dataclass
-class StartCheck:
-    """A start-model check between two windows (fast start): where its frames end, the start
-    model's scores (None = gated) and the start it opened, if any. Not a window: no main scores,
-    not counted in `PipelineStats.windows`."""
-
-    end_offset_s: float
-    start_scores: np.ndarray | None
-    events: list[DetectionEvent]
-    inference_ms: float = 0.0
+    start_scores: np.ndarray | None = None
+    kind: Literal["window", "start_check"] = "window"
 
 
 @dataclass
@@ -129,13 +126,14 @@ def _detector_settings(cfg: DetectionConfig, labels: list[str], bundle: ModelBun
 
 
 class Pipeline:
-    """Feed mono float32 blocks at the model's rate; get a `WindowResult` per completed window.
+    """Feed mono float32 blocks at the model's rate; get a `WindowResult` per completed window
+    (and, with fast start, per start check between two windows).
 
     `runner` is anything with `predict(window) -> scores` (normally `monitor.runner.ModelRunner`).
     `start_runner` (from `monitor.fast_start.start_runner_for`) is the bundle's start model: with
     `detection.fast_start_threshold` set it scores the newest part of each window (its own
     window length) for the detector's fast start, and again half a hop after each window
-    (a `StartCheck` among the results), so a sound that has just begun is answered sooner.
+    (a result of kind "start_check"), so a sound that has just begun is answered sooner.
 
     With `warm_start` (the daemon's default, `detection.warm_start`) the first window comes one
     hop into the stream, not one window: the window is filled with digital silence ahead of
@@ -154,7 +152,6 @@ class Pipeline:
     ) -> None:
         self.bundle = bundle
         self.runner = runner
-        self.start_runner = start_runner
         self.labels = list(bundle.labels)
         p = bundle.frontend
         self._sr = p.sample_rate
@@ -165,8 +162,8 @@ class Pipeline:
         # One extra column carries each frame's mean-square energy, so the level of a window
         # travels with its frames through the ring (no second buffer to keep in step).
         self.ring = WindowRing(self.window_frames, hop_frames_for(detection.hop_seconds, p), p.n_mels + 1)
-        self.start_ring: WindowRing | None = None
-        self._set_start_ring()
+        self.start_checks: StartChecks | None = None
+        self._set_start_checks(start_runner)
         self.detection = detection
         self.detector = Detector(self.labels, **_detector_settings(detection, self.labels, bundle))
         self.stats = PipelineStats()
@@ -182,8 +179,8 @@ class Pipeline:
         """Apply new thresholds, classes, smoothing, hold, gate and hop without a gap in audio."""
         self.detection = detection
         self.ring.set_hop(hop_frames_for(detection.hop_seconds, self.bundle.frontend))
-        if self.start_ring is not None:
-            self.start_ring.set_hop(check_frames(self.ring.hop_frames))
+        if self.start_checks is not None:
+            self.start_checks.set_hop(self.ring.hop_frames)
             self._align_checks()
         return self.detector.reconfigure(**_detector_settings(detection, self.labels, self.bundle))
 
@@ -210,36 +207,35 @@ class Pipeline:
         # the push completes none (the start ring's windows of silence are dropped).
         frames = _with_energy(logmel, np.nan)
         self.ring.push(frames)
-        if self.start_ring is not None:
-            self.start_ring.push(frames)
+        if self.start_checks is not None:
+            self.start_checks.push(frames)
         self._primed_samples += n
+
+    @property
+    def start_runner(self):
+        """The start model's runner (fast start), or None."""
+        return None if self.start_checks is None else self.start_checks.runner
 
     def set_start_runner(self, start_runner) -> None:
         """Swap the start model (SIGHUP turning fast start on or off) without a gap in audio;
         checks between windows begin once its window has filled with new frames."""
-        self.start_runner = start_runner
-        self._set_start_ring()
+        self._set_start_checks(start_runner)
         self._align_checks()
 
-    def _set_start_ring(self) -> None:
-        # The start model's frames: its own (shorter) window every half hop, in step with the
-        # main ring, so every window end is also a check and one check falls between two.
-        if self.start_runner is None:
-            self.start_ring = None
-            return
-        frames = self.start_runner.bundle.window_frames
-        self.start_ring = WindowRing(frames, check_frames(self.ring.hop_frames), self.ring.n_mels,
-                                     start_at=self.ring.total_frames)  # fmt: skip
+    def _set_start_checks(self, start_runner) -> None:
+        # a new ring in step with the frames so far: its first check needs a whole start window
+        self.start_checks = None if start_runner is None else StartChecks(
+            start_runner, self.ring.hop_frames, self.ring.n_mels, start_at=self.ring.total_frames)  # fmt: skip
 
     def _align_checks(self) -> None:
-        if self.start_ring is not None:
-            self.start_ring.align(self.ring.total_frames + self.ring.frames_until_window)
+        if self.start_checks is not None:
+            self.start_checks.align(self.ring)
 
     @property
     def _checking(self) -> bool:
         """Fast start is on and has a start model: it scores each window's newest frames and the
         checks between windows."""
-        return self.start_ring is not None and self.detection.fast_start_threshold is not None
+        return self.start_checks is not None and self.detection.fast_start_threshold is not None
 
     def samples_until_window(self) -> int:
         """Samples still needed to complete the next window (or, with fast start, the next start
@@ -247,10 +243,10 @@ class Pipeline:
         result instead of once per block."""
         frames = self.ring.frames_until_window
         if self._checking:
-            frames = min(frames, self.start_ring.frames_until_window)
+            frames = min(frames, self.start_checks.frames_until_check)
         return self.frontend.samples_until(frames)
 
-    def process(self, block: np.ndarray) -> list[WindowResult | StartCheck]:
+    def process(self, block: np.ndarray) -> list[WindowResult]:
         """Consume one block of audio; return the windows it completed (often none) and, with
         fast start, the start checks between them, in stream order."""
         block = np.asarray(block, dtype=np.float32).reshape(-1)
@@ -269,10 +265,10 @@ class Pipeline:
             return []
         frames = _with_energy(logmel, energy)
         windows = dict(self.ring.push(frames))
-        if self.start_ring is None:
+        if self.start_checks is None:
             return [self._score(end, window) for end, window in windows.items()]
-        checks = dict(self.start_ring.push(frames))
-        results: list[WindowResult | StartCheck] = []
+        checks = self.start_checks.push(frames)
+        results: list[WindowResult] = []
         for end in sorted(windows.keys() | checks.keys()):  # in stream order
             if end in windows:
                 results.append(self._score(end, windows[end], checks.get(end)))
@@ -280,19 +276,21 @@ class Pipeline:
                 results.append(self._check(end, checks[end]))
         return results
 
-    def _check(self, total_frames: int, window: np.ndarray) -> StartCheck:
+    def _check(self, total_frames: int, window: np.ndarray) -> WindowResult:
         """A start-model check between windows: the detector's fast start on its newest frames."""
         end_offset = self._frame_end_offset(total_frames)
+        level = _level(window)
         start_scores, inference_ms = None, 0.0
-        if _level(window) >= self.detection.min_level_dbfs:
+        if level >= self.detection.min_level_dbfs:
             t0 = time.perf_counter()
-            start_scores = self.start_runner.predict(window[:, :-1])
+            start_scores = self.start_checks.scores(window)
             inference_ms = (time.perf_counter() - t0) * 1000.0
             self.stats.inference_s += inference_ms / 1000.0
         t1 = time.perf_counter()
         events = self.detector.fast_start(end_offset, start_scores)
         self.stats.detector_s += time.perf_counter() - t1
-        return StartCheck(end_offset, start_scores, events, inference_ms)
+        return WindowResult(self.stats.windows, end_offset, level, None, events, inference_ms, start_scores,
+                            kind="start_check")  # fmt: skip
 
     def _score(self, total_frames: int, window: np.ndarray, start_window: np.ndarray | None = None) -> WindowResult:
         end_offset = self._frame_end_offset(total_frames)
@@ -304,9 +302,9 @@ class Pipeline:
             t0 = time.perf_counter()
             scores = self.runner.predict(window[:, :-1])
             if self._checking:
-                if start_window is None:  # the start ring is not full yet (fast start just turned on)
-                    start_window = window[-self.start_runner.bundle.window_frames :]
-                start_scores = self.start_runner.predict(start_window[:, :-1])
+                # the start ring's window, or the main window's newest frames while that ring
+                # fills (fast start just turned on)
+                start_scores = self.start_checks.scores(window if start_window is None else start_window)
             inference_ms = (time.perf_counter() - t0) * 1000.0
             self.stats.inference_s += inference_ms / 1000.0
             self.stats.recent_inference_ms.append(inference_ms)
@@ -323,17 +321,17 @@ class Pipeline:
         self._gap_samples += int(missing_samples)
         self.frontend.reset()
         self.ring.reset()
-        if self.start_ring is not None:
-            self.start_ring.reset()
+        if self.start_checks is not None:
+            self.start_checks.reset()
         events = self.detector.reset()
         self._prime()
         self._align_checks()
         return events
 
-    def finish(self) -> tuple[list[WindowResult | StartCheck], list[DetectionEvent]]:
+    def finish(self) -> tuple[list[WindowResult], list[DetectionEvent]]:
         """End of stream: pad a stream shorter than one window with silence (placement 'start'),
         then end every open event. Returns (windows from the padding, closing events)."""
-        results: list[WindowResult | StartCheck] = []
+        results: list[WindowResult] = []
         if self.stats.windows == 0 and self.stats.samples > 0:
             if self.warm_start:
                 need = self.frontend.samples_until(self.ring.frames_until_window)

@@ -20,7 +20,7 @@ from monitor.classify import classify_file
 from monitor.config import Config, load_config
 from monitor.errors import BundleError, ConfigError
 from monitor.fast_start import fast_start_on, open_start_model, start_runner_for
-from monitor.pipeline import Pipeline, StartCheck, WindowResult
+from monitor.pipeline import Pipeline
 from monitor.runner import open_model
 from monitor.stream_runner import StreamingRunner
 from tests.daemon_helpers import DaemonProcess, run_to_end, write_config
@@ -230,16 +230,16 @@ def test_the_start_model_is_also_checked_half_a_hop_after_each_window():
     heard, heard_main = _Heard(start), _Heard(runner)
     pipe = Pipeline(bundle, heard_main, cfg.detection, start_runner=heard)
     results = _through(pipe, load_audio(DEMO))
-    windows = [r for r in results if isinstance(r, WindowResult)]
-    checks = [r for r in results if isinstance(r, StartCheck)]
+    windows = [r for r in results if r.kind == "window"]
+    checks = [r for r in results if r.kind == "start_check"]
     assert len(windows) == pipe.stats.windows == 66  # the windows of a run without fast start
     assert len(checks) == 66  # one a quarter second before each window
     offsets = [r.end_offset_s for r in results]
-    assert np.allclose(np.diff(offsets), 0.25) and isinstance(results[0], StartCheck)
+    assert np.allclose(np.diff(offsets), 0.25) and results[0].kind == "start_check"
     # at a window end the start model hears that window's newest second
     start_frames = start.bundle.window_frames
     heard_at = [r for r in results if r.start_scores is not None]  # not level-gated
-    at_windows = [h for h, r in zip(heard.windows, heard_at, strict=True) if isinstance(r, WindowResult)]
+    at_windows = [h for h, r in zip(heard.windows, heard_at, strict=True) if r.kind == "window"]
     assert all(np.array_equal(h, w[-start_frames:]) for h, w in zip(at_windows, heard_main.windows, strict=True))
     # the demo's gun shot is answered at a check, a quarter second before the next window
     (gun,) = [e for c in checks for e in c.events if e.label == "gun_shot"]
@@ -247,7 +247,7 @@ def test_the_start_model_is_also_checked_half_a_hop_after_each_window():
     # after a gap the checks go on in step with the windows
     pipe.gap(8000)
     after = _through(pipe, load_audio(DEMO)[:32000])
-    assert [type(r).__name__ for r in after[:3]] == ["StartCheck", "WindowResult", "StartCheck"]
+    assert [r.kind for r in after[:3]] == ["start_check", "window", "start_check"]
     assert np.allclose(np.diff([r.end_offset_s for r in after]), 0.25)
 
 
@@ -261,26 +261,26 @@ def test_fast_start_turned_on_mid_stream_checks_once_the_start_window_has_filled
     pipe.apply_detection_config(cfg.detection)
     pipe.set_start_runner(start_runner_for(bundle, cfg.detection))
     after = _through(pipe, audio[5 * 16000 : 8 * 16000])
-    assert all(isinstance(r, WindowResult) for r in before)
-    kinds = [type(r).__name__ for r in after]
+    assert all(r.kind == "window" for r in before)
+    kinds = [r.kind for r in after]
     # the first second has no start window of its own: windows only, the start model on their newest second
-    assert kinds[:2] == ["WindowResult", "WindowResult"] and kinds[-2:] == ["StartCheck", "WindowResult"]
+    assert kinds[:2] == ["window", "window"] and kinds[-2:] == ["start_check", "window"]
     assert all(r.start_scores is not None for r in after)
-    assert np.allclose(np.diff([r.end_offset_s for r in after if isinstance(r, StartCheck)]), 0.5)
+    assert np.allclose(np.diff([r.end_offset_s for r in after if r.kind == "start_check"]), 0.5)
     pipe.set_start_runner(None)  # and off again
-    assert all(isinstance(r, WindowResult) for r in _through(pipe, audio[8 * 16000 : 10 * 16000]))
+    assert all(r.kind == "window" for r in _through(pipe, audio[8 * 16000 : 10 * 16000]))
 
 
 def test_no_checks_between_windows_when_fast_start_is_off_or_the_hop_is_odd():
     bundle, runner = open_model(need_shipped_model(), 1, 0.5)
     audio = load_audio(DEMO)[: 5 * 16000]
     off = Pipeline(bundle, runner, _fast(None).detection, start_runner=None)
-    assert all(isinstance(r, WindowResult) for r in _through(off, audio))
+    assert all(r.kind == "window" for r in _through(off, audio))
     cfg = _fast(0.9)
     cfg.detection.hop_seconds = 0.33  # 33 frames: no half-hop frame, the start model runs at windows only
     odd = Pipeline(bundle, runner, cfg.detection, start_runner=start_runner_for(bundle, cfg.detection))
     results = _through(odd, audio)
-    assert all(isinstance(r, WindowResult) for r in results)
+    assert all(r.kind == "window" for r in results)
     assert all(r.start_scores is not None for r in results)
 
 
