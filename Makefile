@@ -16,7 +16,7 @@ help:
 	@echo "make venv   - create/update .venv with the runtime, train and dev extras"
 	@echo "make lint   - ruff"
 	@echo "make docs   - regenerate config.yaml's comments and docs/configuration.md from monitor/config.py"
-	@echo "make bench  - speed and memory figures against the budgets (README, Performance)"
+	@echo "make bench  - speed and memory figures against the budgets (README, Current figures)"
 	@echo "make ha-venv - the Home Assistant venv the HA tests use (.cache/ha-venv; they build it if missing)"
 
 # System packages the tests need (PortAudio, a real broker, PulseAudio for the mic path,
