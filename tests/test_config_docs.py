@@ -104,7 +104,7 @@ def test_every_commented_key_loads_when_uncommented():
     uncommented = [line.replace("# ", "", 1) if line.lstrip().startswith(tuple(f"# {k}:" for k in keys))
                    else line for line in lines]  # fmt: skip
     cfg = parse_config(yaml.safe_load("\n".join(uncommented)))
-    assert cfg.detection.fast_start_threshold == 0.7 and cfg.mqtt.node_id == "kitchen-pi"
+    assert cfg.detection.fast_start_threshold == 0.9 and cfg.mqtt.node_id == "kitchen-pi"
 
 
 def test_window_seconds_is_accepted_but_warns(caplog):

@@ -108,7 +108,7 @@ def test_fast_start_threshold_out_of_range_is_refused(value, tmp_path):
 
 def test_fast_start_is_on_by_default_where_the_bundle_has_a_start_model(tiny_bundle):
     default = Config().detection
-    assert default.fast_start_threshold == 0.7
+    assert default.fast_start_threshold == 0.9
     assert fast_start_on(load_bundle(need_shipped_model()), default)
     # a bundle trained without a start model runs without fast start, quietly...
     assert not fast_start_on(load_bundle(tiny_bundle), default)
@@ -304,9 +304,9 @@ def test_fast_start_answers_the_demo_recording_sooner():
 
 
 @pytest.mark.integration  # runs the daemon
-@pytest.mark.parametrize("detection, shown", [({}, "fast start 0.7"), ({"fast_start_threshold": 0.8}, "fast start 0.8")])
+@pytest.mark.parametrize("detection, shown", [({}, "fast start 0.9"), ({"fast_start_threshold": 0.8}, "fast start 0.8")])
 def test_run_with_fast_start_logs_it_and_detects(detection, shown, tmp_path):
-    """The shipped bundle runs fast start by default (0.7), or at the threshold the config sets."""
+    """The shipped bundle runs fast start by default (0.9), or at the threshold the config sets."""
     cfg = write_config(tmp_path / "c.yaml", detection=detection)
     d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--print",
                    "--model", str(need_shipped_model()))  # fmt: skip
