@@ -48,6 +48,10 @@ class ModelBundle:
     # The labels watched when the config does not list them (`detection.watch`): a bundle with
     # hundreds of labels (AudioSet's 521) names a sensible few; None = every label is watched
     watch: list[str] | None = None
+    # Detection settings this model is calibrated for ("detection": {"hop_seconds": 0.975,
+    # "smoothing_windows": 1}), used where the config leaves them unset (`DetectionConfig.
+    # apply_bundle_defaults`); {} = the config's own defaults
+    detection_defaults: dict[str, float | int] = field(default_factory=dict)
 
     def display_name(self, label: str) -> str:
         """The name people see for `label`: its display name, else the label itself."""
@@ -70,6 +74,8 @@ class ModelBundle:
         }
         if self.watch is not None:
             out["watch"] = list(self.watch)
+        if self.detection_defaults:
+            out["detection"] = dict(self.detection_defaults)
         if self.stream_tflite_path is not None:
             out["stream"] = {"tflite": self.stream_tflite_path.name, "hop_frames": self.stream_hop_frames,
                              **self.stream_meta}  # fmt: skip
@@ -158,7 +164,7 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
     known = {
         "format", "format_version", "name", "labels", "frontend", "window_seconds", "window_frames",
         "placement", "normalisation", "output_activation", "thresholds", "stream", "start_model",
-        "display_names", "watch",
+        "display_names", "watch", "detection",
     }  # fmt: skip
     start_model = data.get("start_model")
     if start_model is not None and (not isinstance(start_model, str) or not start_model):
@@ -166,6 +172,7 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
     stream_path, stream_hop = _stream_section(data, json_path, window_frames)
     display_names = _display_names(data, json_path, labels)
     watch = _watch(data, json_path, labels)
+    detection_defaults = _detection_defaults(data, json_path)
     return ModelBundle(
         name=str(data.get("name") or json_path.stem),
         tflite_path=tflite_path,
@@ -186,7 +193,36 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
         start_model_path=None if start_model is None else json_path.parent / start_model,
         display_names=display_names,
         watch=watch,
+        detection_defaults=detection_defaults,
     )
+
+
+# The detection keys a bundle may set defaults for, with the range each must lie in (the same as
+# `monitor.config.DetectionConfig`'s): the ones a model's calibration depends on.
+BUNDLE_DETECTION_KEYS: dict[str, tuple[type, float, float]] = {
+    "hop_seconds": (float, 0.01, 10.0),
+    "smoothing_windows": (int, 1, 100),
+}
+
+
+def _detection_defaults(data: dict, json_path: Path) -> dict[str, float | int]:
+    """The optional "detection" section: {"hop_seconds": s, "smoothing_windows": n}, the settings
+    the model's thresholds were calibrated with, applied where the config does not set them."""
+    section = data.get("detection")
+    if section is None:
+        return {}
+    if not isinstance(section, dict) or not section:
+        raise BundleError(f"model bundle {json_path}: 'detection' must be a non-empty object")
+    out: dict[str, float | int] = {}
+    for key, value in section.items():
+        if key not in BUNDLE_DETECTION_KEYS:
+            raise BundleError(f"model bundle {json_path}: 'detection' may set only {sorted(BUNDLE_DETECTION_KEYS)}, not '{key}'")
+        kind, low, high = BUNDLE_DETECTION_KEYS[key]
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
+        if not ok or (kind is int and value != int(value)):
+            raise BundleError(f"model bundle {json_path}: 'detection.{key}' must be a {kind.__name__} in [{low:g}, {high:g}]")
+        out[key] = kind(value)
+    return out
 
 
 def _watch(data: dict, json_path: Path, labels: list[str]) -> list[str] | None:

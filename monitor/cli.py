@@ -71,6 +71,7 @@ def _open_model(cfg, override: Path | None):
     Also puts numpy's BLAS on one thread: both commands that open a model stream audio through
     tiny matrix products, where BLAS worker threads only spin (`monitor.blas`)."""
     from monitor.blas import single_threaded_blas
+    from monitor.bundle import load_bundle
     from monitor.config import check_model_path
     from monitor.runner import open_model
 
@@ -78,6 +79,9 @@ def _open_model(cfg, override: Path | None):
     if override is not None:
         cfg.model.path = override
     check_model_path(cfg)
+    # the hop decides which of the bundle's models runs (open_model), so the bundle's own detection
+    # defaults are taken first (its JSON alone: one small file read twice)
+    cfg.detection.apply_bundle_defaults(load_bundle(cfg.model.resolved_path()).detection_defaults)
     bundle, runner = open_model(cfg.model.resolved_path(), num_threads=cfg.model.threads,
                                 hop_seconds=cfg.detection.hop_seconds)  # fmt: skip
     cfg.check_against_labels(bundle.labels, default_watch=bundle.watch)

@@ -272,14 +272,19 @@ class DetectionConfig(_Section):
         "inference per hop. Smaller = faster reaction and more CPU. At 0.5 s a bundle with a "
         "streaming model (`models/urban10` has one; `soundmon train`'s default body makes one) "
         "computes only what each hop adds; any other hop runs the whole window every hop (for "
-        "`models/urban10` about 8x its work per second of audio at 0.5 s, 15x at 0.25 s).",
+        "`models/urban10` about 8x its work per second of audio at 0.5 s, 15x at 0.25 s). Unset, "
+        "a bundle's own default applies when its JSON names one (`models/audioset`: 0.975 s, one "
+        "whole window per hop, so that it runs within the CPU budget; its thresholds are "
+        "calibrated for that hop), else 0.5.",
     )
     smoothing_windows: int = Field(
         default=3,
         ge=1,
         le=100,
         description="Number of windows whose scores are averaged before the threshold test (1 "
-        "= no smoothing). Suppresses one-window spikes; delays a start by up to N-1 hops.",
+        "= no smoothing). Suppresses one-window spikes; delays a start by up to N-1 hops. Unset, "
+        "a bundle's own default applies when its JSON names one (`models/audioset`: 1, with its "
+        "0.975 s hop), else 3.",
     )
     default_threshold: float = Field(
         default=0.5,
@@ -428,6 +433,16 @@ class DetectionConfig(_Section):
             else:
                 out[label] = bundle_defaults.get(label, self.default_threshold)
         return out
+
+    def apply_bundle_defaults(self, defaults: dict[str, float | int]) -> None:
+        """Take a bundle's own detection defaults (its JSON's "detection": the hop and smoothing
+        its thresholds were calibrated with) for every key the config file did not set. Called
+        where the config meets the bundle (the CLI at start, the daemon at a reload), on a config
+        just loaded."""
+        for key, value in defaults.items():
+            if key not in self.model_fields_set:
+                setattr(self, key, value)
+                self.model_fields_set.discard(key)  # still the config's "unset": a later bundle may differ
 
     def enabled_labels(self, labels: list[str]) -> set[str]:
         """Labels that may fire: all of them unless classes.<label>.enabled is false."""

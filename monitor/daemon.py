@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from monitor import topics
-from monitor.bundle import ModelBundle
+from monitor.bundle import ModelBundle, load_bundle
 from monitor.clips import ClipRecorder
 from monitor.config import Config, DetectionConfig, check_state_dir, load_config
 from monitor.control import CommandError, Overrides, parse_command
@@ -757,6 +757,7 @@ class Daemon:
         try:
             new = load_config(self.config_path)
             model_path = self._model_path(new)
+            new.detection.apply_bundle_defaults(load_bundle(model_path).detection_defaults)
             model_changed = (model_path, new.model.threads) != (self.runners.path, self.runners.threads)
             # reopened for another model, threads or hop (a new hop may switch between the
             # streaming and the window runner); the start model also when fast start turns on or off
