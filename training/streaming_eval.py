@@ -11,7 +11,7 @@ occurrences of `labels.csv` (fsID, class, start, end):
   The unlabelled parts are not guaranteed background (the NOTICE says so), so "incorrect"
   events are an upper bound on false alarms.
 - the **decision delay** is counted from each annotated occurrence's start
-  (`monitor.bench.labelled_onsets`: a labels.csv row that begins at a later kept slice is taken
+  (`training.labelled_onsets`: a labels.csv row that begins at a later kept slice is taken
   back to where the sound began, rows of one occurrence counted once), as
   `soundmon bench --latency` counts it; recall and precision stay on the labels.csv rows.
 
@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.bench import first_new_event, labelled_onsets
 from monitor.bundle import bundle_paths
 from monitor.classify import classify_file
 from monitor.config import load_config
 from monitor.runner import open_model, start_runner_for
+from training.labelled_onsets import first_new_event, labelled_onsets
 from training.segment_metrics import RecordingTally, tally_recording
 from training.streaming import read_occurrences, training_fsids
 
