@@ -264,11 +264,12 @@ BENCH_LABELS = {
     "events": "detection events",
 }
 """The table's rows: figure key -> label, printed in the order of the figures."""
+LABEL_WIDTH = 35  # the label column, as wide as tools.latency's longest label: one layout for both
 
 
 def print_table(fig: dict[str, Any], labels: dict[str, str] = BENCH_LABELS) -> None:
     """The figures in `labels` (key -> label) as a table, each budgeted one with its verdict."""
-    width = max(len(v) for v in labels.values())
+    width = max([LABEL_WIDTH, *map(len, labels.values())])
     for key, value in fig.items():
         if key in labels and value is not None:
             shown = f"{value:,.4g}" if isinstance(value, float) else str(value)
