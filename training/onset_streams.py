@@ -84,7 +84,7 @@ def _row(key: str, value, answers: list[tuple[str, float | None]], rights: list[
     """One report row from its onsets' answers and its events' rightness."""
     delays = [d for _, d in answers if d is not None]
     # Delays here are differences of stream offsets (window end - onset), so a nominal 0.8 s
-    # can come out a hair above it; 1e-9 s of slack counts it in. (`bench --latency` measures
+    # can come out a hair above it; 1e-9 s of slack counts it in. (`tools.latency` measures
     # wall-clock times and compares exactly: no reading lands that close to the budget.)
     return {
         key: value,
