@@ -67,8 +67,10 @@ docs: venv
 demo: venv
 	$(BIN)/soundmon run --source demo/street_demo.flac --pace realtime --print --config demo/demo.yaml
 
+# The README's figures loop the street recordings beside the checkout (../shared); without them,
+# the bundled demo recording. Research harnesses: python -m tools.latency, python -m tools.soak.
 bench: venv
-	$(BIN)/soundmon bench
+	$(BIN)/soundmon bench $(if $(wildcard ../shared/data/recordings),--recordings ../shared/data/recordings)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache state runs .cache/ha-venv .cache/ha-venv-build.log .cache/ha-venv.lock

@@ -21,9 +21,9 @@ import numpy as np
 from monitor.bundle import ModelBundle
 from monitor.config import Config
 from monitor.errors import AudioFileError, BundleError
-from monitor.fast_start import start_runner_for
 from monitor.file_source import FileSource
 from monitor.pipeline import Pipeline
+from monitor.runners import Runners, build_runners
 
 __all__ = ["ClipResult", "classify_file", "clip_score_rule", "format_table", "run_classify"]
 
@@ -172,10 +172,13 @@ def run_classify(
     warning line on `err`. Returns 0 when every file was classified whole, 1 otherwise."""
     failed = 0
     clip_score_rule(bundle)  # a rule this soundmon does not know: one line before any file
-    start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
+    # the model the CLI opened, with the start model added as the daemon adds it (`build_runners`)
+    model_path = Path(cfg.model.resolved_path())
+    opened = Runners(model_path, cfg.model.threads, cfg.detection.hop_seconds, bundle, runner)
+    runners = build_runners(model_path, cfg.model.threads, cfg.detection, reuse=opened)
     for path in paths:
         try:
-            result = classify_file(path, bundle, runner, cfg, start_runner=start_runner)
+            result = classify_file(path, runners.bundle, runners.runner, cfg, start_runner=runners.start_runner)
         except AudioFileError as exc:
             print(f"soundmon classify: {exc}", file=err)
             failed += 1

@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also print each detection to stdout")  # fmt: skip
     run.add_argument("--repeat", type=int, default=1, metavar="N",
                      help="with a file source: play it N times back to back as one stream (soak runs)")  # fmt: skip
+    run.add_argument("--report", type=Path, default=None, metavar="PATH",
+                     help="for benchmarks: when the run ends, write its timings (CPU, time per stage, "
+                          "first window result) as JSON to PATH; what `soundmon bench` reads")  # fmt: skip
 
     cls = sub.add_parser("classify", help="classify recordings with the daemon's pipeline")
     cls.add_argument("paths", nargs="+", metavar="PATH", help="audio files (wav, flac, ogg, mp3, ...)")
@@ -114,7 +117,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     # whose label the broker would reject is refused here, before anything connects.
     cfg.mqtt.check_label_topics(bundle.labels, source=f"model {cfg.model.resolved_path()}")
     return run_daemon(cfg, bundle, runner, source=args.source, pace=args.pace, config_path=args.config,
-                      model_override=args.model, print_events=args.print_events, repeat=args.repeat)  # fmt: skip
+                      model_override=args.model, print_events=args.print_events, repeat=args.repeat,
+                      report=args.report)  # fmt: skip
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -55,6 +55,7 @@ from monitor.payloads import (
 )
 from monitor.pipeline import SILENCE_DBFS, Pipeline, WindowResult
 from monitor.publisher import Publisher, sw_version
+from monitor.run_report import RunTimings
 from monitor.runners import Runners, build_runners
 from monitor.sdnotify import Notifier
 from monitor.source import Source
@@ -141,7 +142,11 @@ class _Flags:
 
 
 class Daemon:
-    """One running service: owns the source, the pipeline, the publisher and the notifier."""
+    """One running service: owns the source, the pipeline, the publisher and the notifier.
+
+    `bundle` and `runner` are the model the CLI opened and checked (the start model, when fast
+    start is on, is opened here); `report`, a path for the run's timings at exit
+    (`monitor.run_report`, what `soundmon bench` reads), or None."""
 
     def __init__(
         self,
@@ -156,16 +161,16 @@ class Daemon:
         repeat: int = 1,
         publisher=None,
         notifier: Notifier | None = None,
+        report: Path | None = None,
     ) -> None:
         self.cfg = cfg
-        self.bundle = bundle
-        self.runner = runner
         self.source_spec = source
         self.pace = pace
         self.config_path = config_path
         self.model_override = model_override
         self.print_events = print_events
         self.repeat = repeat
+        self.report_path = report  # `soundmon run --report`: the run's timings at exit (monitor.run_report)
         self.flags = _Flags()
         self.notifier = notifier or Notifier()
         self.node = cfg.mqtt.node_id
@@ -176,11 +181,11 @@ class Daemon:
         self.overrides = Overrides.in_state_dir(cfg.storage.state_dir)
         self._load_overrides(cfg, bundle.labels)
         detection = self._detection(cfg)
-        # the CLI opened the model (and checked it against the config); the start model is added here
+        # the CLI opened the model (and checked it against the config); the start model is added here.
+        # `runners` is the one record of the bundle and runners in force (the pipeline runs them).
         opened = Runners(self._model_path(cfg), cfg.model.threads, cfg.detection.hop_seconds, bundle, runner)
         self.runners = build_runners(opened.path, cfg.model.threads, detection, reuse=opened)
-        self.start_runner = self.runners.start_runner
-        self.pipeline = Pipeline(bundle, runner, detection, start_runner=self.start_runner)
+        self.pipeline = Pipeline(bundle, runner, detection, start_runner=self.runners.start_runner)
         self._set_names()
         self.publisher = publisher if publisher is not None else self._make_publisher(cfg)
         self.publisher.set_config(self._config_values())
@@ -199,12 +204,14 @@ class Daemon:
         self._level_sum = 0.0
         self._level_n = 0
         self._events_started = 0
-        self._first_window: dict[str, float] | None = None
+        self.timings = RunTimings()
         self._held: list[np.ndarray] = []
         self._held_samples = 0
-        self._publish_s = 0.0
-        self._scores_s = 0.0  # building and publishing <base>/scores (bench report)
-        self._scores_n = 0
+
+    @property
+    def bundle(self) -> ModelBundle:
+        """The model bundle in force (`self.runners.bundle`)."""
+        return self.runners.bundle
 
     # -- construction --------------------------------------------------------------------------
 
@@ -312,9 +319,9 @@ class Daemon:
         self.source.start()
         log.info(
             "starting: model %s (%s, %s), source %s, hop %.2f s%s, mqtt %s",
-            self.bundle.name, self._watch_text(), getattr(self.runner, "runtime", "?"),
+            self.bundle.name, self._watch_text(), self.runners.runner.runtime,
             self.source_spec, self.cfg.detection.hop_seconds,
-            "" if self.start_runner is None else f", fast start {self.cfg.detection.fast_start_threshold:g}",
+            "" if self.runners.start_runner is None else f", fast start {self.cfg.detection.fast_start_threshold:g}",
             f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.cfg.mqtt.base}" if self.cfg.mqtt.enabled else "off",
         )  # fmt: skip
         self._announce(self.cfg, forget=True)
@@ -388,39 +395,11 @@ class Daemon:
         if self.clips is not None:
             self.clips.flush_all()
         self._publish_stats()
-        report = os.environ.get("SOUNDMON_BENCH_REPORT")
-        if report:
-            self._write_bench_report(Path(report))
+        if self.report_path is not None:
+            self.timings.write(self.report_path, self.pipeline, self.runners.runner, self._events_started,
+                               self.publisher.spool_depth)  # fmt: skip
         self.publisher.stop(timeout=3.0)
         log.info("stopped: %d windows, %d events", self.pipeline.stats.windows, self._events_started)
-
-    def _write_bench_report(self, path: Path) -> None:
-        """For `soundmon bench`: steady-state CPU and per-stage timings of this very run."""
-        st = self.pipeline.stats
-        inf = np.fromiter(st.recent_inference_ms, dtype=np.float64) if st.recent_inference_ms else np.zeros(1)
-        first = self._first_window or {"monotonic": 0.0, "cpu_s": 0.0, "audio_s": 0.0}
-        path.write_text(json.dumps({
-            "audio_s": self.pipeline.offset_s,
-            "windows": st.windows,
-            "gated_windows": st.gated_windows,
-            "events": self._events_started,
-            "first_window_monotonic": first["monotonic"],
-            "first_window_audio_s": first["audio_s"],
-            "cpu_s_at_first_window": first["cpu_s"],
-            "cpu_s_at_end": time.process_time(),
-            "frontend_s": st.frontend_s,
-            "inference_s": st.inference_s,
-            "detector_s": st.detector_s,
-            "publish_s": self._publish_s,
-            "scores_s": self._scores_s,
-            "scores_messages": self._scores_n,
-            "inference_ms_p50": float(np.percentile(inf, 50)),
-            "inference_ms_p95": float(np.percentile(inf, 95)),
-            "spool_depth": self.publisher.spool_depth,
-            "runner": "streaming" if hasattr(self.runner, "steps") else "window",
-            "stream_steps": getattr(self.runner, "steps", None),
-            "stream_rebuilds": getattr(self.runner, "rebuilds", None),
-        }))
 
     def _feed(self, block: np.ndarray) -> None:
         """Hold audio back until it completes the next window, then run the pipeline once.
@@ -453,9 +432,7 @@ class Daemon:
         if res.kind == "start_check":  # fast start between two windows: only its event, if any
             self._emit(res.events)
             return
-        if self._first_window is None:
-            self._first_window = {"monotonic": time.monotonic(), "cpu_s": time.process_time(),
-                                  "audio_s": res.end_offset_s}  # fmt: skip
+        if self.timings.window_done(res.end_offset_s):
             log.info("first window result %.3f s after start", time.monotonic() - self._start_monotonic)
         self._level_sum += 10 ** (res.level_dbfs / 10.0) if res.level_dbfs > SILENCE_DBFS else 0.0
         self._level_n += 1
@@ -467,8 +444,8 @@ class Daemon:
                 self._last_scores_offset = res.end_offset_s
                 t0 = time.perf_counter()
                 self.publisher.publish_scores(self.scores_payload(res))
-                self._scores_s += time.perf_counter() - t0
-                self._scores_n += 1
+                self.timings.scores_s += time.perf_counter() - t0
+                self.timings.scores_messages += 1
 
     def scores_payload(self, res: WindowResult) -> dict[str, Any]:
         """`<base>/scores` for window `res` (`monitor.payloads.scores_payload`)."""
@@ -501,7 +478,7 @@ class Daemon:
             t0 = time.perf_counter()
             self.publisher.publish_detection(payload)
             self.publisher.set_state(ev.label, ev.type == "start")
-            self._publish_s += time.perf_counter() - t0
+            self.timings.publish_s += time.perf_counter() - t0
             if ev.type == "start":
                 log.info("detected %s (score %.2f) at %.1f s [%s]", ev.label, ev.score, ev.start_offset_s, ev.id[:8])
             else:
@@ -762,14 +739,14 @@ class Daemon:
             # reopened for another model, threads or hop (a new hop may switch between the
             # streaming and the window runner); the start model also when fast start turns on or off
             runners = build_runners(model_path, new.model.threads, self._detection(new), reuse=self.runners)
-            bundle, runner, start_runner = runners.bundle, runners.runner, runners.start_runner
+            bundle, start_runner = runners.bundle, runners.start_runner
             new.check_against_labels(bundle.labels, default_watch=bundle.watch)
             new.mqtt.check_label_topics(bundle.labels, source=f"model {model_path}")
             publisher_key = self._publisher_settings(new)  # reads the password: ConfigError if it cannot
             if publisher_key != self._publisher_key:
                 check_state_dir(new)
                 new.mqtt.check_tls_files()
-            if (start_runner is None) != (self.start_runner is None):
+            if (start_runner is None) != (self.runners.start_runner is None):
                 log.info("reload: fast start %s", "off" if start_runner is None
                          else f"on at {new.detection.fast_start_threshold:g}")  # fmt: skip
         except SoundmonError as exc:
@@ -777,17 +754,19 @@ class Daemon:
             self.notifier.ready(self._status_line())
             return
         old_cfg = self.cfg  # (the audio branch below sets self.cfg early)
-        self.runners = runners
         self._reload_overrides(new, bundle, model_changed)
         detection = self._detection(new)  # the values set over MQTT, over the new file
         if model_changed:
+            # the open events end under the old model (their END names it), then the new one runs
             self._emit(self.pipeline.detector.close(self.pipeline.offset_s))
-            self.bundle, self.runner, self.start_runner = bundle, runner, start_runner
-            self.pipeline = Pipeline(bundle, runner, detection, start_runner=start_runner)
+            self.runners = runners
+            self.pipeline = Pipeline(bundle, runners.runner, detection, start_runner=start_runner)
             log.info("reload: model %s loaded, pipeline rebuilt", bundle.name)
         else:
-            self.runner = self.pipeline.runner = runner
-            self.start_runner = start_runner
+            # the same model: only its runners may be new (another hop, fast start on or off); the
+            # pipeline keeps the bundle it was built with, and so does `runners`
+            self.runners = replace(runners, bundle=self.bundle)
+            self.pipeline.runner = runners.runner
             if start_runner is not self.pipeline.start_runner:
                 self.pipeline.set_start_runner(start_runner)
             # (a label no longer watched is disabled here: its open event ends, END published)
@@ -923,11 +902,13 @@ class Daemon:
 
 def run_daemon(cfg: Config, bundle: ModelBundle, runner, source: str = "mic", pace: str = "realtime",
                config_path: Path | None = None, model_override: Path | None = None,
-               print_events: bool = False, repeat: int = 1) -> int:  # fmt: skip
-    """Entry point of `soundmon run` (after config and model have been checked)."""
+               print_events: bool = False, repeat: int = 1, report: Path | None = None) -> int:  # fmt: skip
+    """Entry point of `soundmon run` (after config and model have been checked); `report`: write
+    the run's timings there as JSON when it ends (`soundmon run --report`, for `soundmon bench`)."""
     logging.getLogger().setLevel(cfg.logging.level)
     daemon = Daemon(cfg, bundle, runner, source=source, pace=pace, config_path=config_path,
-                    model_override=model_override, print_events=print_events, repeat=repeat)  # fmt: skip
+                    model_override=model_override, print_events=print_events, repeat=repeat,
+                    report=report)  # fmt: skip
     daemon.install_signal_handlers()
     try:
         return daemon.run()

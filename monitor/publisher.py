@@ -65,7 +65,6 @@ import logging
 import math
 import queue
 import socket
-import ssl
 import threading
 import time
 import uuid
@@ -74,16 +73,20 @@ from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
-
 from monitor import discovery
 from monitor.control import MAX_PAYLOAD_BYTES
 from monitor.errors import ConfigError
-from monitor.spool import Spool, SpoolError, SpoolRow
 
+# paho-mqtt, ssl and the spool (sqlite3) are imported where a publisher with MQTT on uses them,
+# never at module level: a daemon with `mqtt.enabled: false` runs this class too and loads none
+# of them (about 4 MB of RSS on a Pi that only logs its detections).
 if TYPE_CHECKING:
+    import ssl
+
+    import paho.mqtt.client as mqtt
+
     from monitor.config import MqttConfig, StorageConfig
+    from monitor.spool import Spool, SpoolRow
 
 __all__ = ["Publisher", "default_client_id", "machine_tag", "sw_version", "threshold_text"]
 
@@ -264,12 +267,17 @@ class Publisher:
         self._ssl_ctx: ssl.SSLContext | None = None
         self._sender: threading.Thread | None = None
         if cfg.enabled:
+            from monitor.spool import Spool
+
             self._client = self._make_client()  # first: a ConfigError leaves no spool open
             self.spool = Spool.from_config(storage, self.log)
 
     # ------------------------------------------------------------------ setup
 
     def _make_client(self) -> mqtt.Client:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
         cfg = self.cfg
         client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -311,6 +319,8 @@ class Publisher:
     def _tls_context(self) -> ssl.SSLContext:
         """The TLS context paho's `tls_set` would build (PROTOCOL_TLS_CLIENT, CERT_REQUIRED, the CA
         or the system's), built here so that `_probe` checks with the very same object."""
+        import ssl
+
         cfg = self.cfg
         try:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -590,6 +600,8 @@ class Publisher:
         With TLS it uses paho's own SSL context (the same object), so it fails exactly when
         paho does: `tls_insecure` skips the host name check, never the certificate chain.
         """
+        import ssl
+
         try:
             with socket.create_connection((self.cfg.host, self.cfg.port), timeout=3.0) as sock:
                 if self._ssl_ctx is not None:
@@ -604,6 +616,8 @@ class Publisher:
 
     def _speaks_tls(self) -> bool:
         """Does the broker's port complete a TLS handshake (diagnosis only, nothing verified)?"""
+        import ssl
+
         ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
         ctx.check_hostname = False
         ctx.verify_mode = ssl.CERT_NONE
@@ -820,6 +834,8 @@ class Publisher:
 
     def _next_rows(self) -> tuple[int, list[SpoolRow]]:
         """The rows that may be sent now (spool order, within the window), with the epoch."""
+        from monitor.spool import SpoolError
+
         spool = self.spool
         if spool is None:
             return 0, []
@@ -885,6 +901,8 @@ class Publisher:
 
     def _send_row(self, row: SpoolRow, epoch: int) -> bool:
         """Hand one spooled row to paho (QoS 1) on connection `epoch`; False if that is over."""
+        from paho.mqtt.client import MQTT_ERR_QUEUE_SIZE
+
         client = self._client
         assert client is not None
         with self._send_lock:
@@ -904,7 +922,7 @@ class Publisher:
                 self._publishing -= 1
                 if info is None:
                     self._cursor = max(self._cursor, row.id)
-                elif info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
+                elif info.rc == MQTT_ERR_QUEUE_SIZE:
                     pass  # paho's queue is full: try this row again later
                 else:
                     sent = True
@@ -924,6 +942,8 @@ class Publisher:
 
     def _delivered(self, row_id: int, count: bool = True) -> None:
         """The broker has the message (PUBACK): forget it, free its slot in the window."""
+        from monitor.spool import SpoolError
+
         if self.spool is not None:
             try:
                 self.spool.ack(row_id)
@@ -948,6 +968,8 @@ class Publisher:
         """
         if self._client is None or self.spool is None:
             return
+        from monitor.spool import SpoolError
+
         topic = f"{self.base}/detection"
         text = _dumps(payload)
         dropped_before = self.spool.dropped

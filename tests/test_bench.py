@@ -1,4 +1,5 @@
-"""`soundmon bench` runs on a short file and prints every figure (no timing is asserted)."""
+"""`soundmon bench` runs on a short file and prints every figure (no timing is asserted); so do
+the research harnesses built on it, `tools/soak.py` and `tools/latency.py`."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.paths import DEMO, need_shipped_model
+from tests.paths import DEMO, REPO, need_shipped_model
 
 FIELDS = [
     "x_realtime", "cpu_s_per_audio_hour", "frontend_ms_per_hop", "inference_ms_p50", "inference_ms_p95",
@@ -24,6 +25,12 @@ TABLE_LINES = [
 def bench(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "monitor", "bench", *args], capture_output=True, text=True,
                           timeout=300)  # fmt: skip
+
+
+def tool(name: str, *args: str) -> subprocess.CompletedProcess:
+    """`python -m tools.<name>` from the checkout (tools/ is not installed)."""
+    return subprocess.run([sys.executable, "-m", f"tools.{name}", *args], capture_output=True, text=True,
+                          timeout=300, cwd=REPO)  # fmt: skip
 
 
 def test_bench_prints_every_figure_and_a_verdict(tiny_bundle, tmp_path):
@@ -81,7 +88,7 @@ def test_bench_refuses_a_bad_fast_start_value():
 
 
 def test_soak_samples_the_daemon_and_writes_table_and_plot(tiny_bundle, tmp_path):
-    out = bench("--model", str(tiny_bundle), "--audio", str(DEMO), "--soak", "0.05", "--soak-out", str(tmp_path))
+    out = tool("soak", "--model", str(tiny_bundle), "--audio", str(DEMO), "--hours", "0.05", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
     text = (tmp_path / "soak.md").read_text()
     assert "windows_exact\": true" in text and "| audio hour | RSS MB |" in text
@@ -89,7 +96,7 @@ def test_soak_samples_the_daemon_and_writes_table_and_plot(tiny_bundle, tmp_path
 
 
 def test_latency_bench_lists_every_onset(tiny_bundle, tmp_path):
-    """`--latency` plays recordings at real speed: here 6 s of the demo's siren, one labelled onset."""
+    """tools.latency plays recordings at real speed: here 6 s of the demo's siren, one labelled onset."""
     import soundfile as sf
 
     audio, sr = sf.read(DEMO, dtype="float32", frames=6 * 16000)
@@ -97,7 +104,7 @@ def test_latency_bench_lists_every_onset(tiny_bundle, tmp_path):
     rec.mkdir()
     sf.write(rec / "1.flac", audio, sr)
     (rec / "labels.csv").write_text("fsID,fold,class,classID,start,end\n1,1,siren,8,0.000,6.000\n")
-    out = bench("--latency", "--model", str(tiny_bundle), "--recordings", str(rec), "--json-out", str(tmp_path / "l.json"))
+    out = tool("latency", "--model", str(tiny_bundle), "--recordings", str(rec), "--json-out", str(tmp_path / "l.json"))
     assert out.returncode == 0, out.stderr
     assert "recording  class" in out.stdout and "onset -> MQTT start" in out.stdout
     assert out.stdout.count("pass") + out.stdout.count("MISS") == 1
@@ -111,7 +118,7 @@ def test_latency_bench_lists_every_onset(tiny_bundle, tmp_path):
 def test_median_interval_shows_how_far_a_small_median_can_move():
     """Ten onsets answered at 0.5 s and ten at 1.0 s: the median is 0.75 s, but resampling the
     onsets puts it anywhere from 0.5 to 1.0 s; one onset gives no interval at all."""
-    from monitor.bench import median_interval
+    from tools.latency import median_interval
 
     assert median_interval([0.5] * 10 + [1.0] * 10) == [0.5, 1.0]
     assert median_interval([0.7]) is None
@@ -121,7 +128,7 @@ def test_median_interval_shows_how_far_a_small_median_can_move():
 def test_labelled_onsets_go_back_to_where_the_sound_began(tmp_path):
     """A labels.csv row is a run of kept UrbanSound8K slices: a row that begins at slice 3 began
     6 s earlier, and two rows of one occurrence (slices 3-4 and 7-8 kept) are one onset."""
-    from monitor.bench import labelled_onsets
+    from training.labelled_onsets import labelled_onsets
 
     (tmp_path / "labels.csv").write_text(
         "fsID,fold,class,classID,start,end\n"
@@ -152,8 +159,6 @@ def test_naive_comparison_runs_a_bundle_whose_frames_are_shorter_than_the_fft():
     the naive pipeline gets the extra samples and builds the bundle's 96 frames (it failed with 95)."""
     pytest.importorskip("librosa", reason="the naive comparison needs librosa (train extra)")
     from monitor.bench import naive_ms_per_hop
-    from tests.paths import REPO
-
     model = REPO / "models" / "urban10_yamnet"
     if not model.with_suffix(".tflite").is_file():
         pytest.skip("needs the shipped bundle models/urban10_yamnet")

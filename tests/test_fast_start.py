@@ -434,6 +434,6 @@ def test_the_daemon_publishes_a_start_checks_events_only(tmp_path):
 
     assert len(scores(fast)) == 66 and scores(fast) == scores(plain)
     assert (fast._level_sum, fast._level_n) == (plain._level_sum, plain._level_n)
-    assert fast._first_window["audio_s"] == plain._first_window["audio_s"]
+    assert fast.timings.first_window_audio_s == plain.timings.first_window_audio_s
     opened = [p["opened_by"] for kind, p in fast.publisher.messages if kind == "detection" and p["type"] == "start"]
     assert "start_model" in opened

@@ -641,6 +641,31 @@ def test_disabled_mqtt_answers_everything_the_daemon_asks(tmp_path: Path) -> Non
     assert pub.state == "disabled" and not (tmp_path / "s").exists()
 
 
+_DISABLED_CHILD = textwrap.dedent(
+    """
+    import sys
+    from monitor.config import MqttConfig, StorageConfig
+    from monitor.daemon import Daemon  # everything the daemon imports
+    from monitor.publisher import Publisher
+    pub = Publisher(MqttConfig(enabled=False), StorageConfig(state_dir=sys.argv[1]), ["siren"], "m")
+    pub.start()
+    pub.publish_detection({"label": "siren"})
+    pub.stop()
+    print(sorted(m for m in ("paho", "ssl", "sqlite3", "monitor.spool") if m in sys.modules))
+    """
+)
+
+
+def test_disabled_mqtt_loads_neither_paho_ssl_nor_the_spool(tmp_path: Path) -> None:
+    """A daemon with `mqtt.enabled: false` imports none of them (about 4 MB of RSS on a Pi;
+    `soundmon bench --no-mqtt` measures it): the publisher imports them only when MQTT is on."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", _DISABLED_CHILD, str(tmp_path / "s")], capture_output=True,
+                         text=True, cwd=REPO, env=env, timeout=60)  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"
+
+
 def test_discovery_payloads_are_pure_and_json() -> None:
     cfg = MqttConfig(node_id="pi-kitchen", base_topic="house/sound", control=False)
     msgs = discovery.discovery_messages(

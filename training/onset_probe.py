@@ -1,7 +1,7 @@
 """First-window probe: is a model confident on a sound's first half second, at a window's end?
 
 The daemon's first window after an onset holds 0-0.5 s of the new sound at the end of 4 s of
-whatever came before, and `soundmon bench --latency` is decided by how often that window fires.
+whatever came before, and `python -m tools.latency` is decided by how often that window fires.
 Its median over ~20 street-recording onsets moves by half a second with one or two onsets; this
 probe asks the same question of every held-out clip: the clip's first 0.1-0.5 s (uniform) is put
 at the end of a window, after digital silence or over another clip of another class (at both

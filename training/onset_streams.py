@@ -1,13 +1,13 @@
 """Onset streams: a latency yardstick with thousands of exactly known onsets, from held-out clips.
 
-`soundmon bench --latency` counts about 20 answered onsets on the street recordings; its median
+`python -m tools.latency` counts about 20 answered onsets on the street recordings; its median
 moves by half a hop when one or two of them change, and half of them are a recording's first
 second. Here each cross-validation fold's clips are joined in a seeded random order into one
 stream (every clip boundary where the class changes is an onset, its time exact), streamed
 through the daemon's pipeline and detector (warm start, the config's detection settings) by
 that fold's model, which never trained on them. Per fold it reports the onsets, the share that
 got a new event of their class (decided between the onset and the clip's end + one hop, as
-`--latency` counts), the median delay and the share within hop + 0.3 s, and the event
+`tools.latency` counts), the median delay and the share within hop + 0.3 s, and the event
 precision (an event is right when a clip of its class lies in the window that fired it).
 
 Joined clips end abruptly, so a new sound never starts over an old one that goes on (easier than
@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.bench import first_new_event
 from monitor.config import Config, load_config
 from monitor.errors import SoundmonError
 from monitor.fast_start import start_runner_for
@@ -35,6 +34,7 @@ from monitor.pipeline import Pipeline
 from monitor.runner import open_model
 from training.cv_eval import fold_bundles
 from training.datasets import Dataset, load_audio, read_dataset
+from training.labelled_onsets import first_new_event
 from training.run import check_labels
 from training.streaming_eval import percent
 
@@ -85,7 +85,7 @@ def _row(key: str, value, answers: list[tuple[str, float | None]], rights: list[
     """One report row from its onsets' answers and its events' rightness."""
     delays = [d for _, d in answers if d is not None]
     # Delays here are differences of stream offsets (window end - onset), so a nominal 0.8 s
-    # can come out a hair above it; 1e-9 s of slack counts it in. (`bench --latency` measures
+    # can come out a hair above it; 1e-9 s of slack counts it in. (`tools.latency` measures
     # wall-clock times and compares exactly: no reading lands that close to the budget.)
     return {
         key: value,

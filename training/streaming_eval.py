@@ -11,9 +11,9 @@ occurrences of `labels.csv` (fsID, class, start, end):
   The unlabelled parts are not guaranteed background (the NOTICE says so), so "incorrect"
   events are an upper bound on false alarms.
 - the **decision delay** is counted from each annotated occurrence's start
-  (`monitor.bench.labelled_onsets`: a labels.csv row that begins at a later kept slice is taken
+  (`training.labelled_onsets`: a labels.csv row that begins at a later kept slice is taken
   back to where the sound began, rows of one occurrence counted once), as
-  `soundmon bench --latency` counts it; recall and precision stay on the labels.csv rows.
+  `python -m tools.latency` counts it; recall and precision stay on the labels.csv rows.
 
 The detector metrics of `training.segment_metrics` (segment F1 per whole second, other-class
 alarms per minute, events shorter than one hop) are reported for all recordings and split by
@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.bench import first_new_event, labelled_onsets
 from monitor.bundle import bundle_paths
 from monitor.classify import classify_file
 from monitor.config import load_config
 from monitor.fast_start import start_runner_for
 from monitor.runner import open_model
+from training.labelled_onsets import first_new_event, labelled_onsets
 from training.segment_metrics import RecordingTally, tally_recording
 from training.streaming import read_occurrences, training_fsids
 
@@ -86,7 +86,7 @@ def evaluate_recordings(model: Path, recordings: Path, config: Path | None = Non
                                 cfg.detection.hop_seconds)  # fmt: skip
         tallies["all"] += tally
         tallies[split] += tally
-        for cls, o0, o1 in onsets_by_file[fsid]:  # counted as `soundmon bench --latency` counts it
+        for cls, o0, o1 in onsets_by_file[fsid]:  # counted as `python -m tools.latency` counts it
             first = first_new_event([e[1] for e in events if e[0] == cls], o0, o1, cfg.detection.hop_seconds)
             if first is not None:
                 onset_delays.append(first - o0)

@@ -1,0 +1,65 @@
+"""Labelled onsets of the street recordings and the rule that counts an event as answering one.
+
+The recordings folder (`../shared/data/recordings`) has a `labels.csv` of UrbanSound8K slices
+kept per recording, and perhaps a `slices.csv`; `labelled_onsets` takes each row back to where its
+sound began (UrbanSound8K's slice timing). `first_new_event` is how the latency harness
+(`tools/latency.py`), `training.streaming_eval` and `training.onset_streams` decide which event
+answers an occurrence, so the three count alike.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SLICE_STEP_S", "first_new_event", "labelled_onsets"]
+
+
+SLICE_STEP_S = 2.0
+"""UrbanSound8K cut an annotated occurrence into 4 s slices every 2 s from its start (slice k at
+start + 2k; the recordings' README shows it on 565 independent copies)."""
+
+
+def labelled_onsets(rec_dir: Path) -> list[dict[str, Any]]:
+    """The annotated sound occurrences of a recordings folder: fsID, class, onset, end.
+
+    A row of labels.csv is a run of *kept* UrbanSound8K slices, and UrbanSound8K kept only some
+    slices of an occurrence: a row whose first slice is slice k > 0 starts 2k s after the sound
+    did (the recording 72539 barks at 6.8 s; its row starts at 8.8 s), and two rows can be parts
+    of one occurrence. With slices.csv beside labels.csv each row is taken back to its
+    occurrence's start (first slice's located start - 2 s x sliceID, not before 0) and rows of
+    one occurrence are merged; `row_start_s` keeps the first row's start. Without slices.csv
+    the rows are the occurrences."""
+    with open(Path(rec_dir) / "labels.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    slices_csv = Path(rec_dir) / "slices.csv"
+    slices: list[dict[str, str]] = []
+    if slices_csv.is_file():
+        with open(slices_csv, newline="") as f:
+            slices = list(csv.DictReader(f))
+    merged: dict[tuple[str, str, float], dict[str, Any]] = {}
+    for r in rows:
+        start, end = float(r["start"]), float(r["end"])
+        inside = [
+            s for s in slices
+            if s["fsID"] == r["fsID"] and s["class"] == r["class"]
+            and float(s["start"]) >= start - 0.02 and float(s["end"]) <= end + 0.02
+        ]  # fmt: skip
+        onset = min((float(s["start"]) - SLICE_STEP_S * int(s["sliceID"]) for s in inside), default=start)
+        onset = round(max(0.0, min(onset, start)), 3)
+        key = (r["fsID"], r["class"], onset)
+        if key in merged:
+            merged[key]["end_s"] = max(merged[key]["end_s"], end)
+        else:
+            merged[key] = {"recording": r["fsID"], "class": r["class"], "onset_s": onset, "end_s": end,
+                           "row_start_s": start}  # fmt: skip
+    return sorted(merged.values(), key=lambda o: (o["recording"], o["onset_s"], o["class"]))
+
+
+def first_new_event(start_offsets: list[float], onset: float, end: float, hop: float) -> float | None:
+    """The stream offset of the first event start that answers a labelled occurrence: decided
+    between its onset and its end (+ one hop); None if every start of the class is outside (an
+    event still running from earlier does not count). `training.streaming_eval` counts the same."""
+    new = [s for s in start_offsets if onset <= s <= end + hop]
+    return min(new) if new else None
