@@ -290,7 +290,9 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--minutes", type=float, default=30.0, help="length of the built recording")
     ap.add_argument("--recordings", type=Path, default=None,
                     help="folder of 16 kHz mono FLAC recordings to loop (default: the bundled demo recording)")
-    ap.add_argument("--hop", type=float, default=0.5)
+    ap.add_argument("--hop", type=float, default=None,
+                    help="detection.hop_seconds for the run (default: the daemon's: the bundle's own, else "
+                         f"{DetectionConfig().hop_seconds:g})")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fast-start", type=fast_start_arg, default=None, metavar="T|off",
                     help="detection.fast_start_threshold for the run (default: the daemon's default, "
@@ -305,14 +307,17 @@ def bench_main(argv: list[str]) -> int:
     model = args.model or default_model_path()
     bundle = load_bundle(model)
     fast_start = effective_fast_start(bundle, args.fast_start)
+    detection = DetectionConfig() if args.hop is None else DetectionConfig(hop_seconds=args.hop)
+    detection.apply_bundle_defaults(bundle.detection_defaults)
+    hop = detection.hop_seconds
     with tempfile.TemporaryDirectory(prefix="soundmon-bench-") as tmp:
         work = Path(tmp)
         audio = args.audio or long_recording(args.minutes, args.recordings)
         broker, port = (None, 0) if args.no_mqtt else start_mosquitto(work)
         config = work / "bench.yaml"
-        write_config(config, work / "state", model, port, args.hop, args.threads, fast_start=fast_start)
+        write_config(config, work / "state", model, port, hop, args.threads, fast_start=fast_start)
         print(f"streaming {sf.info(audio).duration / 60:.1f} min of audio through `soundmon run --pace fast` "
-              f"(model {bundle.name}, {args.threads} thread(s), hop {args.hop} s, "
+              f"(model {bundle.name}, {args.threads} thread(s), hop {hop} s, "
               f"mqtt {'on' if port else 'off'}"
               f"{'' if fast_start is None else f', fast start {fast_start:g}'}) ...", flush=True)  # fmt: skip
         try:
@@ -320,12 +325,12 @@ def bench_main(argv: list[str]) -> int:
         finally:
             if broker is not None:
                 broker.terminate()
-        fig = figures_from(run, bundle.meta, args.hop, bundle.stream_meta.get("macs_per_hop"),
-                           start_macs_per_hop(bundle, args.hop) if fast_start is not None else 0)  # fmt: skip
+        fig = figures_from(run, bundle.meta, hop, bundle.stream_meta.get("macs_per_hop"),
+                           start_macs_per_hop(bundle, hop) if fast_start is not None else 0)  # fmt: skip
         if args.naive_seconds > 0:
             naive = naive_ms_per_hop(model, args.threads, args.naive_seconds, args.recordings)
             if naive is not None:
-                ours = 1000 * args.hop / fig["x_realtime"]
+                ours = 1000 * hop / fig["x_realtime"]
                 fig["naive_librosa_ms_per_hop"] = round(naive, 3)
                 fig["speedup_vs_naive"] = round(naive / ours, 1)
         print_table(fig)

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from monitor.bundle import load_bundle
 from monitor.config import Config, load_config
 from monitor.errors import SoundmonError
 from monitor.fast_start import start_runner_for
@@ -102,6 +103,7 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_cla
     """One row per fold model (or, `by_class`, per class over all folds): onsets, answered, median
     delay, share within budget, events and their precision."""
     ds = read_dataset(dataset)
+    cfg.detection.apply_bundle_defaults(load_bundle(model).detection_defaults)  # as `soundmon run` does
     hop = cfg.detection.hop_seconds
     budget = hop + 0.3
     rows = []

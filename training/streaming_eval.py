@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from monitor.bundle import bundle_paths
+from monitor.bundle import bundle_paths, load_bundle
 from monitor.classify import classify_file
 from monitor.config import load_config
 from monitor.fast_start import start_runner_for
@@ -53,6 +53,7 @@ def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
 def evaluate_recordings(model: Path, recordings: Path, config: Path | None = None) -> dict:
     """Per-class occurrence recall and event precision over every `<fsID>.flac` in labels.csv."""
     cfg = load_config(config)
+    cfg.detection.apply_bundle_defaults(load_bundle(model).detection_defaults)  # as `soundmon run` does
     bundle, runner = open_model(model, cfg.model.threads, cfg.detection.hop_seconds)
     start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
     occ, _folds = read_occurrences(recordings)
