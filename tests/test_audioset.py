@@ -101,6 +101,14 @@ def test_shipped_bundle_records_the_precision_rule():
     assert ev["float_rebuild_vs_reference"]["windows"] >= 1000
 
 
+def test_shipped_bundle_declares_one_window_per_hop_without_smoothing():
+    """Its own detection defaults (its JSON's "detection"): one 0.975 s window per hop, no smoothing,
+    the settings its thresholds are calibrated with and the CPU budget is met at (the card's 'Cost')."""
+    bundle = need_audioset()
+    assert bundle.detection_defaults == {"hop_seconds": bundle.window_seconds, "smoothing_windows": 1}
+    assert bundle.meta["threshold_calibration"]["hop_seconds"] == bundle.window_seconds
+
+
 def test_old_bundles_have_no_display_names():
     if not SHIPPED_MODEL.with_suffix(".tflite").is_file():
         pytest.skip("needs the shipped model models/urban10")
@@ -204,6 +212,7 @@ def test_run_the_demo_recording_without_mqtt(tmp_path):
     out = soundmon("run", "--source", str(DEMO), "--model", str(AUDIOSET), "--pace", "fast", "--print",
                    "--config", str(config))  # fmt: skip
     assert out.returncode == 0, out.stderr
+    assert "hop 0.97 s" in out.stderr or "hop 0.98 s" in out.stderr  # the bundle's own hop (its "detection")
     printed = out.stdout
     for sound, names in DEMO_SOUNDS.items():
         assert any(re.search(rf"\b{name}\b", printed) for name in names), (sound, printed[-2000:])
@@ -261,8 +270,10 @@ def test_smoothed_peak_is_the_detectors_smoothing():
 
     scores = np.array([[0.9, 0.0], [0.0, 0.0], [0.0, 0.9], [0.3, 0.0], [0.3, 0.0], [0.3, 0.0]], np.float32)
     owner = np.array([0, 0, 0, 1, 1, 1])
-    peak = smoothed_clip_max(scores, owner, 2)
+    peak = smoothed_clip_max(scores, owner, 2, n=3)
     np.testing.assert_allclose(peak, [[0.9, 0.3], [0.3, 0.0]], atol=1e-6)
+    # the bundle's own smoothing (one window, its `"detection"` default): the window's own score
+    np.testing.assert_allclose(smoothed_clip_max(scores, owner, 2), [[0.9, 0.9], [0.3, 0.0]], atol=1e-6)
 
 
 def test_calibrated_thresholds_are_the_best_f1_within_bounds():

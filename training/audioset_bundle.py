@@ -73,12 +73,20 @@ DEFAULT_DATA = SHARED / "data"
 YAMNET_SHA256 = "469be6a3421cbc52cf97e9f2f966cba984198e8e7af9854d68b3e3ebb1e04194"
 
 WINDOW_SECONDS = 0.975  # YAMNet's patch: 96 frames of 400 samples at a 160-sample hop = 15600 samples
-HOP_SECONDS = 0.5  # the daemon's detection.hop_seconds default; YAMNet's own is 0.48
+HOP_SECONDS = 0.5  # the agreement and zero-shot windows (the daemon's usual hop; YAMNet's own is 0.48)
 DEFAULT_THRESHOLD = 0.5  # for the classes our data cannot calibrate (the card says why)
-SMOOTHING = 3  # detection.smoothing_windows' default: thresholds are calibrated on that smoothed score
+# The detection settings the bundle declares (its JSON's "detection", used where the config does not
+# set them) and its thresholds are calibrated with: one whole window per hop, no overlap, halves the
+# inference per audio second, which is what brings the bundle within `soundmon bench`'s CPU budget
+# (>= 300x here); without smoothing a short sound in one window keeps its full score, so gun shots
+# are found as at a 0.5 s hop with 3-window smoothing (the card's 'Cost' has the comparison).
+DETECT_HOP_SECONDS = WINDOW_SECONDS
+SMOOTHING = 1
+DETECTION_DEFAULTS = {"hop_seconds": DETECT_HOP_SECONDS, "smoothing_windows": SMOOTHING}
 # Calibrated thresholds stay within [MIN_THRESHOLD, 0.95] and need a calibration F1 >= MIN_F1. The
 # labelled clips hold 20 kinds of sound; a live microphone hears far more, so a threshold below
-# 0.2 (one window at 0.6 in the 3-window mean) fitted to them would fire on what they never held.
+# 0.2 fitted to them would fire on what they never held (at the bundle's hop and smoothing the 11
+# default watched labels raised no event of a class absent from the 20 street recordings).
 MIN_THRESHOLD = 0.2
 MIN_F1 = 0.7
 # Candidate precisions, in the order the rule prefers them after int8: smallest file first.
@@ -272,21 +280,21 @@ def calibration_patches(clips: list[Clip], per_recording: int = 5, seed: int = 0
     return np.stack(out).astype(np.float32)
 
 
-def hop_frames() -> int:
-    return int(round(HOP_SECONDS * YAMNET_FRONTEND.sample_rate / YAMNET_FRONTEND.hop_length))
+def hop_frames(hop_seconds: float = HOP_SECONDS) -> int:
+    return int(round(hop_seconds * YAMNET_FRONTEND.sample_rate / YAMNET_FRONTEND.hop_length))
 
 
-def evaluation_windows(clips: list[Clip]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(patches (n, 96, 64), waveforms (n, 15600), clip index (n,)): every window the daemon's
-    classify takes of each clip (0.975 s every 0.5 s, a short clip zero-padded to one window)."""
+def evaluation_windows(clips: list[Clip], hop_seconds: float = HOP_SECONDS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(patches (n, 96, 64), waveforms (n, 15600), clip index (n,)): every 0.975 s window of each
+    clip at `hop_seconds` as the daemon's pipeline takes them (a short clip zero-padded to one window)."""
     from training.yamnet import EXPORT_SAMPLES, logmel_patches
 
     patches, waves, owner = [], [], []
-    step = hop_frames() * YAMNET_FRONTEND.hop_length
+    step = hop_frames(hop_seconds) * YAMNET_FRONTEND.hop_length
     for i, clip in enumerate(clips):
         audio = _audio(clip)
         audio = np.pad(audio, (0, max(0, EXPORT_SAMPLES - len(audio))))
-        p = logmel_patches(audio, hop_frames=hop_frames())
+        p = logmel_patches(audio, hop_frames=hop_frames(hop_seconds))
         starts = range(0, len(audio) - EXPORT_SAMPLES + 1, step)
         w = np.stack([audio[s : s + EXPORT_SAMPLES] for s in starts])
         assert len(w) == len(p), (clip.path, len(w), len(p))
@@ -613,7 +621,7 @@ def measure_speed(base: Path, windows: int = 300) -> dict:
     return {
         "runtime": runner.runtime, "threads": 1, "windows_timed": windows,
         "median_ms_per_window": round(median, 3), "p95_ms_per_window": round(float(np.percentile(times, 95)), 3),
-        "model_ms_per_audio_second": round(median / HOP_SECONDS, 3),
+        "model_ms_per_audio_second": round(median / DETECT_HOP_SECONDS, 3),
         "frontend_ms_per_audio_second": round(fe_ms, 3),
     }  # fmt: skip
 
@@ -647,6 +655,7 @@ def write_audioset_bundle(
         meta=meta,
         display_names=dict(zip(labels, names, strict=True)),
         watch=home_watch(labels),
+        detection_defaults=dict(DETECTION_DEFAULTS),
     )
     json_path.write_text(json.dumps(bundle.to_json_dict(), indent=1) + "\n")
     return load_bundle(base)
@@ -727,11 +736,12 @@ def build(args: argparse.Namespace) -> dict:
     }
     log("thresholds: the labelled calibration clips ...", flush=True)
     labelled = [c for c in cal_clips if c.source != "recordings"]
-    cal_patches, _, cal_owner = evaluation_windows(labelled)
+    cal_patches, _, cal_owner = evaluation_windows(labelled, DETECT_HOP_SECONDS)
     cal_peak = smoothed_clip_max(tflite_scores(converted[shipped], cal_patches), cal_owner, len(labelled))
     calibrated = calibrate_thresholds(cal_peak, labelled, names, labels)
     thresholds = thresholds_for(labels, calibrated)
-    peak = smoothed_clip_max(scores, owner, len(eval_clips))
+    detect_patches, _, detect_owner = evaluation_windows(eval_clips, DETECT_HOP_SECONDS)
+    peak = smoothed_clip_max(tflite_scores(converted[shipped], detect_patches), detect_owner, len(eval_clips))
     reliability = per_class_reliability(clip_scores["shipped"], peak, eval_clips, names, labels, thresholds)
 
     meta = {
@@ -763,10 +773,10 @@ def build(args: argparse.Namespace) -> dict:
             "per_class": reliability,
         },
         "threshold_calibration": {  # ("thresholds" is the bundle's own key: label -> threshold)
-            "default": DEFAULT_THRESHOLD, "smoothing_windows": SMOOTHING,
+            "default": DEFAULT_THRESHOLD, "smoothing_windows": SMOOTHING, "hop_seconds": DETECT_HOP_SECONDS,
             "calibrated": calibrated,
             "rule": (f"per output our labelled calibration clips map to: the threshold on the smoothed score "
-                     f"(mean of {SMOOTHING} windows) with the best clip-level F1 (if >= {MIN_F1}), grid "
+                     f"(mean of {SMOOTHING} window(s) every {DETECT_HOP_SECONDS} s) with the best clip-level F1 (if >= {MIN_F1}), grid "
                      f"{MIN_THRESHOLD}-0.95; else the default"),
         },  # fmt: skip
         "macs_per_window": count_macs(model),
@@ -853,16 +863,21 @@ SPEED_NOTE = (
     "defaults, back to back, twice each, the 2 cores shared with a training run). This bundle: 169-177x, peak RSS "
     "95.8 MB, 34 events. (a) Full int8 with cross-layer equalisation (above): 291-359x, 73.6-73.7 MB, inference "
     "p50 0.63-0.70 ms, 35 events, but at most 80.0 % top-1 agreement against the rule's 88.0 %, so it does not ship. "
-    "(b) A hop of 0.975 s (`detection.hop_seconds: 0.975`: one window per 0.975 s instead of two per second, no "
-    "overlap): 312-313x, 95.8-95.9 MB, 17 events instead of 34. What it costs in detection (the daemon's pipeline, "
-    "this bundle's watch list and thresholds; the three watched labels our recordings are labelled with, matched as "
-    "`soundmon evaluate --recordings` matches): dog barks and sirens are all still found (20 street recordings: 4 of "
-    "4 and 2 of 2; the demo: 2 of 2 and 1 of 1), but gun shots drop from 5 of 7 labelled occurrences to 1 of 7 "
-    "(3 of 7 with `detection.smoothing_windows: 2`) and on the demo from 1 of 4 to 0 of 4: a short sound falls in "
-    "one or across two non-overlapping windows, and three windows now span 2.9 s. `gunshot_gunfire`, `knock`, "
-    "`shatter` and `doorbell` in the default watch list are short sounds, so neither the bundle nor the default "
-    "configuration sets the longer hop; a configuration that watches only long sounds (alarms, sirens, a crying "
-    "baby, a barking dog) can. (c) Mixed precision (above, 'Precision and agreement'): the best mix agrees on 87.1 %, and its ops ran at 269-277x. (d) Post-training fixes on the equalised full-int8 network (a later "
+    "(b) One window per 0.975 s, no overlap: since 2026-12-04 this bundle's own default (its JSON's "
+    "`\"detection\": {\"hop_seconds\": 0.975, \"smoothing_windows\": 1}`, used where the configuration does not set "
+    "them), with the thresholds calibrated for it. `soundmon bench` with the 20 street recordings, back to back, "
+    "twice each, the 2 cores shared with other jobs (load average 5): 291-315x against 183-185x at the 0.5 s hop, "
+    "96.0 MB, 71 M multiply-accumulates per audio second instead of 138 M (312-313x in a quieter run earlier "
+    "that day). What it costs in detection (`python -m tools.audioset_hop`, `docs/audioset_hop_2026-12-04.json`: "
+    "the daemon's pipeline, this bundle's watch list and thresholds; the three watched labels our recordings are "
+    "labelled with, matched as `soundmon evaluate --recordings` matches): at the 0.5 s hop with 3-window smoothing "
+    "gun shots 5 of 7 labelled occurrences on the 20 street recordings, dog barks 4 of 4, sirens 2 of 2 (the demo: "
+    "1 of 4, 2 of 2, 1 of 1); at 0.975 s with 3-window smoothing gun shots drop to 1 of 7 (demo 0 of 4): a short "
+    "sound fills one window and the mean of three divides it; at 0.975 s without smoothing (the default) every "
+    "count is back to the 0.5 s hop's: 5 of 7, 4 of 4, 2 of 2 (demo 1 of 4, 2 of 2, 1 of 1), with gun-shot events "
+    "right 4 of 5 and siren events 2 of 4 as before, dog events 4 of 6 instead of 6 of 6, and no event of any other "
+    "watched label in either. An onset is answered up to 0.475 s later than at the 0.5 s hop. "
+    "(c) Mixed precision (above, 'Precision and agreement'): the best mix agrees on 87.1 %, and its ops ran at 269-277x. (d) Post-training fixes on the equalised full-int8 network (a later "
     "experiment the same day, scripts not kept): per-channel bias correction, one pass from the input, 81.5 % "
     "(80.0 % without); MSE-optimal activation ranges 75.9 %; a first quantisation-aware fine-tune (400 steps, the "
     "float network's scores as targets) 73-79 %, worse. One limit is the output stage: int8 rounding of this "
@@ -878,7 +893,7 @@ SPEED_NOTE = (
 # 300x: runs/audioset_int8/, docs/audioset_int8_2026-12-04.json), written into the card's 'Cost' after the build's
 # own figures.
 COST_NOTES = [
-    "- `soundmon bench --model models/audioset` with its defaults (30.3 min of street recordings, MQTT to a private mosquitto; 2-core AMD EPYC, 2026-12-04, two rounds alternating with `urban10` and `urban10_yamnet`, table in `models/urban10_yamnet.md`): with the runner as it was **153-180x real time, peak RSS 102.5 MB** (both runs), inference p50 1.85-2.15 ms per window; after the fix below, in the next two rounds, **188-190x, peak RSS 95.8 MB** (both runs; about 83 MB once running), inference p50 1.79-1.81 ms, the same 34 events, start-up 0.66-0.77 s instead of 0.53-0.63 s. The memory budget (<= 100 MB) is now met; the speed budget (>= 300x) is not. `urban10` (432-476x, 71 MB) and `urban10_yamnet` (332-370x, 73 MB) meet both in the same rounds.",
+    "- `soundmon bench --model models/audioset` with its defaults (30.3 min of street recordings, MQTT to a private mosquitto; 2-core AMD EPYC, 2026-12-04, two rounds alternating with `urban10` and `urban10_yamnet`, table in `models/urban10_yamnet.md`): with the runner as it was **153-180x real time, peak RSS 102.5 MB** (both runs), inference p50 1.85-2.15 ms per window; after the fix below, in the next two rounds, **188-190x, peak RSS 95.8 MB** (both runs; about 83 MB once running), inference p50 1.79-1.81 ms, the same 34 events, start-up 0.66-0.77 s instead of 0.53-0.63 s. The memory budget (<= 100 MB) is now met; the speed budget (>= 300x) is not at that (0.5 s) hop: see (b) below for the bundle's hop since then. `urban10` (432-476x, 71 MB) and `urban10_yamnet` (332-370x, 73 MB) meet both in the same rounds.",
     "- Where the memory went (RSS from `/proc`, one process per variant; `runs/rss/`): Python 10.9 MB; numpy +15.3; ai_edge_litert +9.2 (its library's pages); the daemon's own imports about +20 (13-14 of them `monitor.config`: pydantic and its models, yaml); so 55-58 MB before any model. This bundle's interpreter then added **43.5 MB**: at `allocate_tensors` 28.8 MB of anonymous memory, two float32 copies of its 3.7 M weights (XNNPACK dequantises every static int8 weight behind a DEQUANTIZE op into a buffer it keeps for the interpreter's lifetime, then packs a second copy for its kernels), 3.9 MB of the mapped `.tflite` and XNNPACK's code pages; at the first invoke 2.6 MB of activations and 5 MB more code. The full-int8 `urban10_yamnet` (int8 weights packed once) adds 17.2 MB. The publisher and broker connection add about 5.5 MB. The file being classified is read block by block: RSS was flat from the first window on (96.4 MB median, peak 97.2 MB in a 10 min run without MQTT), so neither bench's audio nor a leak was part of it.",
     "- Runtime options measured (`ai_edge_litert` 2.3.0 `Interpreter`): without the default delegate (`experimental_op_resolver_type=BUILTIN_WITHOUT_DEFAULT_DELEGATES`) the interpreter adds 29.1 MB instead of 43.5 (TFLite keeps one float32 copy, the DEQUANTIZE outputs) with the same scores, but a window takes 6.0 ms instead of 1.8-2.0 ms (about 70x real time, estimated). No effect (78.2-78.5 MB against 78.3 MB): `experimental_default_delegate_latest_features`, `num_threads=2`, `experimental_disable_delegate_clustering`, `experimental_disable_delegate_node_fusion`, `model_content` instead of `model_path`, the BUILTIN resolver, `malloc_trim(0)` after loading. LiteRT's `CompiledModel` API with an XNNPACK weight-cache file moves the packed copy from anonymous memory (-14 MB) into the mapped cache file (+19 MB): no gain.",
     "- **The fix** (`monitor/runner.py`, for bundles whose JSON says `precision: weight_int8`): the runner writes a copy of the model with every DEQUANTIZE of a constant int8 weight folded into a float32 constant ((q - zero point) x scale per channel, as the runtime computes it; the float data after the flatbuffer, addressed by file offset, one layer at a time, so the fold takes 0.1 s and about one layer of memory) to a temporary file on disk (`$TMPDIR` unless it is a RAM file system, else `$SOUNDMON_STATE_DIR` or `~/.cache`; deleted as soon as the interpreter has mapped it), loads that, and then drops the mapping's resident pages (`madvise(MADV_DONTNEED)`: clean file pages, read again from the file if ever needed). XNNPACK then packs the float weights straight from the mapping and keeps no dequantised copy: the interpreter adds 29.0 MB instead of 43.5 MB once loaded and at most 39.5 MB while loading, which is now the process's peak. The scores are bit for bit those of this bundle's own file (`tests/test_bundle_runner.py`). Every other window model also drops its mapped file's pages once loaded (`urban10_yamnet`: 76.1 -> 72.6-72.9 MB). A soak after the change (`soundmon bench --model models/audioset --soak 2`, 2.02 h of audio against a real broker, 179x): RSS 88.9 MB in the first audio hour, 89.0 MB in the last (growth 0.07 MB: the released pages are not read back), windows exact, 0 errors.",
@@ -949,12 +964,15 @@ def write_card(path: Path, bundle: ModelBundle, meta: dict) -> None:
         "## How the daemon runs it",
         "",
         f"- Window 0.975 s (96 frames: YAMNet's patch, which the network was trained on), every "
-        f"{HOP_SECONDS} s (`detection.hop_seconds`, the daemon's default; YAMNet's own is 0.48 s). Every "
-        "sample is in at least one window (windows overlap by 0.475 s). A window model: YAMNet's convolutions pad "
-        "along time, so there is no streaming model; the whole window runs every hop.",
+        f"{DETECT_HOP_SECONDS} s with no smoothing (`detection.smoothing_windows` 1): the bundle's own detection "
+        "defaults (its JSON's `\"detection\"`), used where the configuration does not set `detection.hop_seconds` "
+        "or `detection.smoothing_windows` (a value in the file wins; YAMNet's own hop is 0.48 s, the daemon's usual "
+        "0.5 s). Windows follow each other without overlap, every sample in one window: one inference per 0.975 s "
+        "instead of two per second, which is what keeps the bundle within `soundmon bench`'s CPU budget ('Cost'), "
+        "and the thresholds below are calibrated at this hop and smoothing. A window model: YAMNet's convolutions "
+        "pad along time, so there is no streaming model; the whole window runs every hop.",
         f"- Output activation sigmoid (multi-label: several classes can be on at once). Default threshold "
-        f"{DEFAULT_THRESHOLD} for every class, on the detector's smoothed score (mean of the last "
-        "`detection.smoothing_windows` windows, default 3 = about 1.5 s): see 'Thresholds' below.",
+        f"{DEFAULT_THRESHOLD} for every class, on the window's score (no smoothing by default): see 'Thresholds' below.",
         "- With 521 labels, watch only the labels you need: `detection.watch` in the config lists them; without "
         f"it the daemon watches the {len(bundle.watch or bundle.labels)} labels below. Only watched labels have "
         "events, retained states and Home Assistant entities; `soundmon classify` shows the best of all 521.",
@@ -1030,13 +1048,13 @@ def write_card(path: Path, bundle: ModelBundle, meta: dict) -> None:
         "",
         "## Thresholds",
         "",
-        f"Each is compared with the detector's smoothed score (mean of the last {SMOOTHING} windows, the default "
-        "`detection.smoothing_windows`: about 2 s of audio). The AudioSet outputs our labelled data maps to "
+        f"Each is compared with the detector's score at this bundle's defaults (mean of the last {SMOOTHING} "
+        f"window(s), one every {DETECT_HOP_SECONDS} s: the window's own score). The AudioSet outputs our labelled data maps to "
         f"({len(meta['threshold_calibration']['calibrated'])} of 521) have a calibrated threshold: the one with the best F1 of "
         "'this clip holds a sound of a class mapped to this output' over the labelled calibration clips "
         f"(UrbanSound8K folds 2-9, ESC-10 fold 2), grid {MIN_THRESHOLD}-0.95, kept if its F1 is at least {MIN_F1}. "
-        "Short sounds need low ones: a gun shot fills one or two 0.975 s windows, so three-window smoothing divides "
-        f"its score by 1.5-3. None goes below {MIN_THRESHOLD} (one window at 0.6 in the mean of three): the labelled "
+        "Short sounds keep their score: a gun shot fills one window, and without smoothing that window's score is "
+        f"compared as it is. None goes below {MIN_THRESHOLD}: the labelled "
         "clips hold 20 kinds of sound, a live microphone far more, and a lower threshold fitted to them would fire "
         "on sounds they never held. Every other class has "
         f"{DEFAULT_THRESHOLD}: YAMNet was trained on 10 s weakly labelled clips, a sound that is clearly present "
@@ -1056,7 +1074,8 @@ def write_card(path: Path, bundle: ModelBundle, meta: dict) -> None:
         "## Cost",
         "",
         f"- {meta['macs_per_window'] / 1e6:.1f} M multiply-accumulates per window (network only), "
-        f"{meta['macs_per_window'] / HOP_SECONDS / 1e6:.0f} M per audio second at the {HOP_SECONDS} s hop.",
+        f"{meta['macs_per_window'] / DETECT_HOP_SECONDS / 1e6:.0f} M per audio second at the bundle's "
+        f"{DETECT_HOP_SECONDS} s hop ({meta['macs_per_window'] / HOP_SECONDS / 1e6:.0f} M at a 0.5 s hop).",
     ]
     if speed:
         lines.append(
@@ -1068,8 +1087,8 @@ def write_card(path: Path, bundle: ModelBundle, meta: dict) -> None:
     bench = meta.get("bench")
     if bench:
         lines.append(
-            f"- `soundmon bench --model models/audioset --minutes 2 --no-mqtt` ({bench.get('machine', 'here')}, "
-            f"{bench.get('date', '')}): {bench['x_realtime']:.0f}x real time, {bench['core_percent']:.2f} % of one "
+            f"- `soundmon bench --model models/audioset` with the bundle's defaults, {bench['audio_minutes']:.1f} min of "
+            f"audio ({bench.get('machine', 'here')}, {bench.get('date', '')}): {bench['x_realtime']:.0f}x real time, {bench['core_percent']:.2f} % of one "
             f"core, inference p50 {bench['inference_ms_p50']:.2f} ms / p95 {bench['inference_ms_p95']:.2f} ms per "
             f"window, peak RSS {bench['peak_rss_mb']:.1f} MB ("
             + ("within" if bench["peak_rss_mb"] <= 100 else "above")

@@ -1,0 +1,70 @@
+"""A bundle's own detection defaults (its JSON's "detection": the hop and smoothing its thresholds
+were calibrated with): used where the config does not set them, refused with one line when malformed."""
+
+from __future__ import annotations
+
+import pytest
+
+from monitor.bundle import load_bundle
+from monitor.config import DetectionConfig, parse_config
+from monitor.errors import BundleError
+from tests.daemon_helpers import run_to_end, write_config
+from tests.paths import DEMO
+from tests.test_bundle_runner import copy_bundle
+
+ONE_WINDOW_A_SECOND = {"hop_seconds": 1.0, "smoothing_windows": 1}
+
+
+def with_detection(section):
+    def edit(data: dict) -> None:
+        data["detection"] = section
+
+    return edit
+
+
+def test_a_bundle_declares_its_detection_defaults(tiny_bundle, tmp_path):
+    bundle = load_bundle(copy_bundle(tiny_bundle, tmp_path, with_detection(ONE_WINDOW_A_SECOND)))
+    assert bundle.detection_defaults == ONE_WINDOW_A_SECOND
+    assert bundle.to_json_dict()["detection"] == ONE_WINDOW_A_SECOND
+    assert load_bundle(tiny_bundle).detection_defaults == {}  # none declared: the config's defaults
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"hop": 1.0}, "may set only ['hop_seconds', 'smoothing_windows'], not 'hop'"),
+        ({"hop_seconds": 0}, "'detection.hop_seconds' must be a float in [0.01, 10]"),
+        ({"smoothing_windows": 1.5}, "'detection.smoothing_windows' must be a int in [1, 100]"),
+        ({"smoothing_windows": True}, "'detection.smoothing_windows' must be a int"),
+        ({}, "'detection' must be a non-empty object"),
+        ("fast", "'detection' must be a non-empty object"),
+    ],
+)
+def test_a_malformed_detection_section_is_refused_with_one_line(tiny_bundle, tmp_path, section, message):
+    with pytest.raises(BundleError) as err:
+        load_bundle(copy_bundle(tiny_bundle, tmp_path, with_detection(section)))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_bundles_defaults_apply_only_where_the_config_is_silent():
+    silent = DetectionConfig()
+    silent.apply_bundle_defaults(ONE_WINDOW_A_SECOND)
+    assert (silent.hop_seconds, silent.smoothing_windows) == (1.0, 1)
+
+    written = parse_config({"detection": {"hop_seconds": 0.5}}).detection
+    written.apply_bundle_defaults(ONE_WINDOW_A_SECOND)
+    assert (written.hop_seconds, written.smoothing_windows) == (0.5, 1)  # the file's hop wins
+
+    plain = DetectionConfig()
+    plain.apply_bundle_defaults({})
+    assert (plain.hop_seconds, plain.smoothing_windows) == (0.5, 3)
+
+
+@pytest.mark.integration  # runs the daemon
+@pytest.mark.parametrize("detection, shown", [({}, "hop 1.00 s"), ({"hop_seconds": 0.5}, "hop 0.50 s")])
+def test_the_daemon_runs_at_the_bundles_hop_unless_the_config_sets_one(tiny_bundle, tmp_path, detection, shown):
+    model = copy_bundle(tiny_bundle, tmp_path, with_detection(ONE_WINDOW_A_SECOND))
+    cfg = write_config(tmp_path / "c.yaml", detection=detection)
+    d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--model", str(model))
+    assert d.proc.returncode == 0, d.text()
+    assert shown in d.text()
