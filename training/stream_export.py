@@ -173,7 +173,7 @@ def state_quant_mismatch(tflite: bytes) -> str | None:
     """The first state an int8 streaming model quantises differently as input and as output, or
     None. The runner feeds a state back as raw int8, so it refuses such a model; the converter
     usually gives both the same parameters, but not always (an 0.75 s window's export did not)."""
-    from monitor.runner import load_interpreter_class
+    from monitor.interpreter import load_interpreter_class
     from monitor.stream_runner import first_requantised_state
 
     interpreter_cls, _ = load_interpreter_class()

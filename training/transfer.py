@@ -424,7 +424,7 @@ class Int8Embedder:
     the embeddings the deployed network computes, not on the float ones."""
 
     def __init__(self, tflite: bytes, threads: int = 1) -> None:
-        from monitor.runner import load_interpreter_class, quiet_native_stderr
+        from monitor.interpreter import load_interpreter_class, quiet_native_stderr
 
         cls, _ = load_interpreter_class()
         with quiet_native_stderr():
