@@ -208,7 +208,7 @@ def audio_windows(paths: list[Path], bundle, hop_frames: int, per_file: int = 40
 def add_stream(base: str | Path, audio: list[Path], hop_seconds: float = 0.5) -> Path:
     """Give an existing bundle (with its `.weights.h5`) its streaming model; return its path."""
     from monitor.bundle import bundle_paths
-    from training.run import load_float_model
+    from training.float_model import load_float_model
 
     model, bundle = load_float_model(base)
     if model is None:
