@@ -429,7 +429,7 @@ def evaluate_main(argv: list[str]) -> int:
             from training.evaluation.cv_accuracy import cv_clip_accuracy, format_cv_table
 
             res = cv_clip_accuracy(args.model, dataset, Path(args.out), args.cache, args.workers,
-                              not args.no_progress, args.hop)  # fmt: skip
+                                   not args.no_progress, args.hop)  # fmt: skip
             lines.append(format_cv_table(res))
             lines.append(f"wrote {args.out}/cv.md, cv_metrics.json, cv_confusion.png")
         elif args.dataset:
