@@ -15,7 +15,7 @@ import numpy as np
 
 from monitor.bundle import ModelBundle
 from monitor.errors import BundleError
-from monitor.runner import load_interpreter_class, quiet_native_stderr
+from monitor.interpreter import load_interpreter_class, quiet_native_stderr
 
 __all__ = ["StreamingRunner", "first_requantised_state", "prime_chunks"]
 

@@ -56,7 +56,7 @@ def build_tiny_bundle(out_dir: Path, epochs: int = 6, seed: int = 0, arch: str =
             "data": {"name": ds.name, "format": ds.format, "folds": ds.folds},
         },
     )
-    from training.run import save_float_weights
+    from training.bundle_files import save_float_weights
 
     save_float_weights(model, base.with_name("tiny.weights.h5"))
     return base

@@ -64,7 +64,7 @@ def test_a_bundle_that_says_max_is_scored_by_the_max_over_windows(tiny_bundle, t
 
     from monitor.classify import classify_file
     from training.datasets import Clip
-    from training.evaluate import predict_int8
+    from training.evaluation.clip_accuracy import predict_int8
     from training.features import compute_features
 
     base = tmp_path / "maxrule"

@@ -3,7 +3,7 @@
 What a reader can follow: a repository path in backticks or a link (`models/urban10.md`,
 `docs/soak.md`, a bundle such as `models/urban10`), a link's `#anchor` in a Markdown file, a
 `make` target (it must have a rule that does something: a `.PHONY` name alone is not one), a
-module (`python -m training.onset_streams`, `monitor.frontend`) and a `soundmon` subcommand with
+module (`python -m training.evaluation.onset_streams`, `monitor.frontend`) and a `soundmon` subcommand with
 its options. Paths inside fenced code blocks are commands' arguments (outputs such as
 `--out models/home` need not exist) and are not checked; the commands in them are. Unit tests:
 no TensorFlow, no processes (the `soundmon` options come from the argument parsers' help).

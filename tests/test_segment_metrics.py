@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.paths import DEMO, need_shipped_model
-from training.segment_metrics import RecordingTally, tally_recording
+from training.evaluation.segment_metrics import RecordingTally, tally_recording
 
 
 def test_segment_counts_per_whole_second() -> None:
@@ -48,7 +48,10 @@ def test_tallies_add_up_over_recordings() -> None:
 
 def test_evaluate_reports_the_detector_on_a_labelled_recording(tmp_path: Path) -> None:
     """`soundmon evaluate --recordings` on the bundled demo (labels in demo time)."""
-    from training.streaming_eval import evaluate_recordings, format_detector_lines
+    from training.evaluation.detector_metrics import (
+        detector_metrics_on_recordings,
+        format_detector_lines,
+    )
 
     model = need_shipped_model()
     rec = tmp_path / "recordings"
@@ -60,7 +63,7 @@ def test_evaluate_reports_the_detector_on_a_labelled_recording(tmp_path: Path) -
         out.writerow(["fsID", "fold", "class", "classID", "start", "end"])
         for r in rows:  # demo time, as labels.csv wants it
             out.writerow(["900001", 1, r["class"], 0, r["start"], r["end"]])
-    rep = evaluate_recordings(model, rec)
+    rep = detector_metrics_on_recordings(model, rec)
     det = rep["detector"]["all"]
     assert det["recordings"] == 1 and det["minutes"] == pytest.approx(0.55, abs=0.01)
     assert det["segment_f1"] > 0.5  # the siren, the dog bark and the gun shots are found

@@ -216,8 +216,8 @@ def test_a_model_card_claims_a_streaming_model_only_when_the_bundle_has_one():
     assert "steps by 0.25 s" in stream_lines({"name": "s", "stream": start, "frontend": {"hop_length": 160}})[0]
 
 
-@pytest.mark.integration  # imports training.run (TensorFlow)
+@pytest.mark.integration  # imports training.bundle_export (TensorFlow)
 def test_a_start_models_streaming_export_steps_a_quarter_second():
-    from training.run import stream_hop_seconds
+    from training.bundle_export import stream_hop_seconds
 
     assert [stream_hop_seconds(w) for w in (1.0, 1.5, 2.0, 4.0)] == [0.25, 0.25, 0.5, 0.5]

@@ -39,8 +39,8 @@ def test_tiny_bundle_is_a_real_int8_bundle(tiny_bundle):  # noqa: F811
 
 
 def test_int8_agrees_with_float(tiny_bundle):  # noqa: F811
-    from training.evaluate import predict_int8
-    from training.run import load_float_model
+    from training.evaluation.clip_accuracy import predict_int8
+    from training.float_model import load_float_model
     from training.train import predict_float
 
     model, bundle = load_float_model(tiny_bundle)
@@ -111,8 +111,8 @@ def test_init_from_finds_a_shipped_bundle_by_name_from_any_directory(tmp_path, m
 
     from monitor.config import shipped_models_dir
     from tests.paths import need_shipped_model
+    from training.bundle_files import find_init_bundle
     from training.cli import train_main
-    from training.run import find_init_bundle
 
     need_shipped_model()
     monkeypatch.chdir(tmp_path)  # nothing called models/ here
@@ -357,7 +357,7 @@ def test_training_workers_exit_when_the_command_is_killed(tmp_path):
 def test_onset_probe_asks_every_clip_for_its_first_half_second(tiny_bundle, capsys):
     """The large-n view of detection latency: each clip's first 0.1-0.5 s at a window's end, after
     silence and over another clip; rates are shares of the clips, and the same seed repeats them."""
-    from training.onset_probe import first_window_rates, main
+    from training.evaluation.onset_probe import first_window_rates, main
 
     r = first_window_rates(tiny_bundle, CLIPS, fold=1)
     assert r["clips"] == 10
@@ -374,7 +374,7 @@ def test_onset_probe_asks_every_clip_for_its_first_half_second(tiny_bundle, caps
 
 
 def test_onset_streams_count_onsets_at_class_changes_and_answers_of_that_class():
-    from training.onset_streams import Segment, onset_answers
+    from training.evaluation.onset_streams import Segment, onset_answers
 
     segments = [Segment(0.0, 4.0, "siren"), Segment(4.0, 8.0, "siren"), Segment(8.0, 9.0, "dog_bark"),
                 Segment(9.0, 13.0, "siren")]  # fmt: skip
@@ -389,7 +389,7 @@ def test_onset_streams_count_onsets_at_class_changes_and_answers_of_that_class()
 def test_onset_streams_run_the_shipped_fold_models_on_the_bundled_clips(capsys):
     """The large-n latency yardstick, here on the 20 bundled clips: one stream per held-out fold,
     through the daemon's pipeline and detector with the fold model that never heard it."""
-    from training.onset_streams import main
+    from training.evaluation.onset_streams import main
 
     assert main(["--model", str(SHIPPED_MODEL), "--dataset", str(CLIPS)]) == 0
     table = capsys.readouterr().out.splitlines()

@@ -25,7 +25,7 @@ from monitor.classify import classify_file
 from monitor.config import Config, DetectionConfig
 from monitor.fast_start import start_runner_for
 from monitor.runner import open_model
-from training.streaming import read_occurrences
+from training.evaluation.labelled_recordings import read_occurrences
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "demo" / "street_demo.flac"

@@ -5,7 +5,7 @@ A start model is an ordinary bundle trained on short windows
 it is sure of a sound that has just begun a hop or two before the 4 s model is. This writes
 `"start_model": "<path relative to the JSON>"` into the main bundle's JSON, and into each of its
 cross-validation fold bundles (`<model>_cv/foldK.json`) that has a start model of the same fold
-(`<start>_cv/foldK.json`), so `python -m training.onset_streams` measures fast start on models
+(`<start>_cv/foldK.json`), so `python -m training.evaluation.onset_streams` measures fast start on models
 that never heard the clips. Every pair is opened as the daemon opens it first (same labels and
 front-end, a start window no longer than the main one); nothing is written if one fails.
 

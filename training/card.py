@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from training.evaluate import per_class_table
+from training.evaluation.reports import per_class_table
 
 __all__ = ["limits_lines", "reused_body", "write_card"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -11,7 +12,12 @@ from monitor.errors import SoundmonError
 
 DEFAULT_ARCH = "cnn_spn_s23t1"  # the shipped body (models/urban10.md)
 
-__all__ = ["evaluate_main", "main", "train_main"]
+__all__ = ["command_line", "evaluate_main", "main", "train_main"]
+
+
+def command_line(argv: list[str], prog: str) -> str:
+    """The command as typed (shell-quoted), for the report and the model card."""
+    return " ".join([prog] + [shlex.quote(a) for a in argv])
 
 
 def _folds(text: str | None) -> list[int] | None:
@@ -219,13 +225,13 @@ def _train(args, argv) -> int:
     if args.arch == "mlp":
         return _train_mlp_only(args, dataset)
     from training.models import ARCHS
-    from training.run import TrainJob, command_line, run_training
     from training.train import TrainConfig, set_threads
+    from training.train_job import TrainJob, run_training
 
     if args.arch not in ARCHS:
         raise DatasetError(f"--arch {args.arch!r}: choose one of {sorted(ARCHS) + ['mlp']}")
     if args.init_from:
-        from training.run import find_init_bundle
+        from training.bundle_files import find_init_bundle
 
         args.init_from = str(find_init_bundle(args.init_from))
     set_threads(args.threads or os.cpu_count())
@@ -288,7 +294,6 @@ def _train_transfer(args, dataset, argv) -> int:
         raise DatasetError(
             "--backbone takes neither --init-from, --arch nor --window-seconds (its window is the backbone's)"
         )
-    from training.run import command_line
     from training.train import set_threads
     from training.transfer import (
         TransferConfig,
@@ -333,7 +338,8 @@ def _train_mlp_only(args, dataset) -> int:
     """`--arch mlp`: the MFCC-statistics baseline, leave-one-fold-out, metrics only (no bundle)."""
     import numpy as np
 
-    from training.evaluate import metrics, write_metrics
+    from training.evaluation.clip_accuracy import metrics
+    from training.evaluation.reports import write_metrics
     from training.features import compute_features
     from training.train import train_mlp
 
@@ -414,23 +420,22 @@ def evaluate_main(argv: list[str]) -> int:
         return 2
     lines = []
     try:
-        from training.evaluate import write_metrics
-        from training.run import evaluate_bundle
-        from training.train import set_threads
+        from training.evaluation.reports import write_metrics
 
-        set_threads(args.threads or os.cpu_count())
         if args.dataset:
             dataset = _read(args)
             print(dataset.summary(), file=sys.stderr)
         if args.dataset and args.cv:
-            from training.cv_eval import evaluate_cv, format_cv_table
+            from training.evaluation.cv_accuracy import cv_clip_accuracy, format_cv_table
 
-            res = evaluate_cv(args.model, dataset, Path(args.out), args.cache, args.workers,
-                              not args.no_progress, args.hop)  # fmt: skip
+            res = cv_clip_accuracy(args.model, dataset, Path(args.out), args.cache, args.workers,
+                                   not args.no_progress, args.hop)  # fmt: skip
             lines.append(format_cv_table(res))
             lines.append(f"wrote {args.out}/cv.md, cv_metrics.json, cv_confusion.png")
         elif args.dataset:
-            res = evaluate_bundle(
+            from training.evaluation.dataset_accuracy import clip_accuracy_on_dataset
+
+            res = clip_accuracy_on_dataset(
                 args.model,
                 dataset,
                 Path(args.out),
@@ -438,6 +443,7 @@ def evaluate_main(argv: list[str]) -> int:
                 args.workers,
                 not args.no_progress,
                 args.hop,
+                args.threads,
             )
             line = (
                 f"int8 accuracy {100 * res['int8']['accuracy']:.1f}% "
@@ -453,9 +459,9 @@ def evaluate_main(argv: list[str]) -> int:
                 f"wrote {args.out}/metrics.json, per_class.md, confusion.png"
             )
         if args.recordings:
-            from training.streaming import evaluate_recordings
+            from training.evaluation.window_accuracy import window_accuracy_on_recordings
 
-            st = evaluate_recordings(args.model, args.recordings, hop=args.hop)
+            st = window_accuracy_on_recordings(args.model, args.recordings, hop=args.hop)
             write_metrics(Path(args.out) / "streaming.json", st)
 
             def pct(x):
@@ -466,10 +472,12 @@ def evaluate_main(argv: list[str]) -> int:
                 f"{st['all']['recordings']} recordings ({pct(st['unseen']['window_accuracy'])} on the "
                 f"{st['unseen']['recordings']} never seen in training); wrote {args.out}/streaming.json"
             )
-            from training.streaming_eval import evaluate_recordings as evaluate_detector
-            from training.streaming_eval import format_detector_lines
+            from training.evaluation.detector_metrics import (
+                detector_metrics_on_recordings,
+                format_detector_lines,
+            )
 
-            det = evaluate_detector(Path(args.model), Path(args.recordings), args.config)
+            det = detector_metrics_on_recordings(Path(args.model), Path(args.recordings), args.config)
             write_metrics(Path(args.out) / "detector.json", det)
             lines += [f"detector, {line}" for line in format_detector_lines(det)]
             lines.append(f"wrote {args.out}/detector.json")

@@ -39,14 +39,13 @@ import json
 import math
 import multiprocessing as mp
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Imported at the start (see training/run.py): an edit during a long run cannot break its export.
+# Imported at the start (see training/train_job.py): an edit during a long run cannot break its export.
 import numpy as np  # noqa: E402
 
 from monitor.bundle import bundle_paths, load_bundle  # noqa: E402
@@ -55,12 +54,14 @@ from monitor.frontend import YAMNET_FRONTEND, FrontendParams, LogMelFrontend  # 
 from monitor.runner import ModelRunner  # noqa: E402
 from monitor.windows import hop_frames_for  # noqa: E402
 from training.augment import spec_masks  # noqa: E402
+from training.bundle_export import export_bundle  # noqa: E402
+from training.bundle_files import cv_dir_for  # noqa: E402
+from training.console import log  # noqa: E402
 from training.datasets import Dataset, DatasetError, load_audio, read_esc50  # noqa: E402
 from training.distill_cli import add_distill_args  # noqa: E402
-from training.evaluate import metrics, predict_int8  # noqa: E402
+from training.evaluation.clip_accuracy import metrics, predict_int8  # noqa: E402
 from training.features import ClipFeatures, compute_features, default_cache_dir, floor_db  # noqa: E402
 from training.models import build_cnn  # noqa: E402
-from training.run import _export, cv_dir_for  # noqa: E402
 from training.train import _schedule, ema_momentum, predict_float, set_threads  # noqa: E402
 
 __all__ = [
@@ -81,10 +82,6 @@ SAMPLE_RATE = 16000
 GATE_DBFS = -70.0  # the daemon's default detection.min_level_dbfs
 TEACHER_WINDOW_FRAMES = 96  # 0.975 s of the yamnet front-end
 CACHE_VERSION = 1
-
-
-def log(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -602,8 +599,8 @@ class _Task:
         rep_rows = np.sort(rng.choice(rows, size=min(400, len(rows)), replace=False))
         rep = [ClipFeatures(np.asarray(logmel[r], np.float32), frames, cfg.window_seconds) for r in rep_rows]
         rep_y = labels[rep_rows].argmax(1)
-        bundle, nbytes = _export(model, rep, rep_y, n_classes, norm, params, self.out_base, self.labels, self.meta,
-                                 cfg, keep_weights=True)  # fmt: skip
+        bundle, nbytes = export_bundle(model, rep, rep_y, n_classes, norm, params, self.out_base, self.labels, self.meta,
+                                       cfg, keep_weights=True)  # fmt: skip
         finish_bundle(self.out_base, self.labels)
         result = {"fold": self.fold, "train_seconds": train_s, "seconds_per_epoch": float(np.median(epoch_s)),
                   "final_loss": losses[-1], "losses": losses, "tflite_bytes": nbytes, "bundle": self.out_base,

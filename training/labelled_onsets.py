@@ -3,7 +3,7 @@
 The recordings folder (`../shared/data/recordings`) has a `labels.csv` of UrbanSound8K slices
 kept per recording, and perhaps a `slices.csv`; `labelled_onsets` takes each row back to where its
 sound began (UrbanSound8K's slice timing). `first_new_event` is how the latency harness
-(`tools/latency.py`), `training.streaming_eval` and `training.onset_streams` decide which event
+(`tools/latency.py`), `training.evaluation.detector_metrics` and `training.evaluation.onset_streams` decide which event
 answers an occurrence, so the three count alike.
 """
 
@@ -60,6 +60,6 @@ def labelled_onsets(rec_dir: Path) -> list[dict[str, Any]]:
 def first_new_event(start_offsets: list[float], onset: float, end: float, hop: float) -> float | None:
     """The stream offset of the first event start that answers a labelled occurrence: decided
     between its onset and its end (+ one hop); None if every start of the class is outside (an
-    event still running from earlier does not count). `training.streaming_eval` counts the same."""
+    event still running from earlier does not count). `training.evaluation.detector_metrics` counts the same."""
     new = [s for s in start_offsets if onset <= s <= end + hop]
     return min(new) if new else None

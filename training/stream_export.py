@@ -173,7 +173,7 @@ def state_quant_mismatch(tflite: bytes) -> str | None:
     """The first state an int8 streaming model quantises differently as input and as output, or
     None. The runner feeds a state back as raw int8, so it refuses such a model; the converter
     usually gives both the same parameters, but not always (an 0.75 s window's export did not)."""
-    from monitor.runner import load_interpreter_class
+    from monitor.interpreter import load_interpreter_class
     from monitor.stream_runner import first_requantised_state
 
     interpreter_cls, _ = load_interpreter_class()
@@ -208,7 +208,7 @@ def audio_windows(paths: list[Path], bundle, hop_frames: int, per_file: int = 40
 def add_stream(base: str | Path, audio: list[Path], hop_seconds: float = 0.5) -> Path:
     """Give an existing bundle (with its `.weights.h5`) its streaming model; return its path."""
     from monitor.bundle import bundle_paths
-    from training.run import load_float_model
+    from training.float_model import load_float_model
 
     model, bundle = load_float_model(base)
     if model is None:

@@ -38,7 +38,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# Imported at the start (see training/run.py): an edit during a long run cannot break its export.
+# Imported at the start (see training/train_job.py): an edit during a long run cannot break its export.
 import numpy as np  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
@@ -48,14 +48,11 @@ from monitor.frontend import YAMNET_FRONTEND, LogMelFrontend, frame_count  # noq
 from monitor.runner import ModelRunner  # noqa: E402
 from monitor.windows import hop_frames_for, pad_to_window  # noqa: E402
 from training.augment import AugmentConfig, Augmenter  # noqa: E402
+from training.bundle_files import cv_dir_for  # noqa: E402
 from training.datasets import Clip, Dataset, DatasetError, load_audio  # noqa: E402
-from training.evaluate import (  # noqa: E402
-    measure_latency,
-    metrics,
-    per_class_table,
-    plot_confusion,
-    write_metrics,
-)
+from training.evaluation.clip_accuracy import metrics  # noqa: E402
+from training.evaluation.latency import measure_latency  # noqa: E402
+from training.evaluation.reports import per_class_table, plot_confusion, write_metrics  # noqa: E402
 from training.export import PLACEMENT, int8_tflite, write_bundle  # noqa: E402
 from training.features import ClipFeatures, cache_key, default_cache_dir  # noqa: E402
 from training.yamnet import PATCH_FRAMES, read_weights  # noqa: E402
@@ -424,7 +421,7 @@ class Int8Embedder:
     the embeddings the deployed network computes, not on the float ones."""
 
     def __init__(self, tflite: bytes, threads: int = 1) -> None:
-        from monitor.runner import load_interpreter_class, quiet_native_stderr
+        from monitor.interpreter import load_interpreter_class, quiet_native_stderr
 
         cls, _ = load_interpreter_class()
         with quiet_native_stderr():
@@ -740,8 +737,6 @@ def run_transfer(job: TransferJob) -> dict:
         absent = sorted(set(job.cv_folds) - set(ds.folds))
         if absent:
             raise DatasetError(f"--cv folds {absent} are not in the dataset (folds: {ds.folds})")
-        from training.run import cv_dir_for
-
         cv_dir = cv_dir_for(job.out)
         cv_dir.mkdir(parents=True, exist_ok=True)
         for stale in cv_dir.glob("fold*.*"):

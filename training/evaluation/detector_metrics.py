@@ -1,4 +1,4 @@
-"""Streaming evaluation: a bundle as a detector on full-length recordings with timed labels.
+"""Detector metrics: a bundle and the daemon's detector on full-length recordings with timed labels.
 
 Each recording is streamed through the daemon's own pipeline (`monitor.classify.classify_file`,
 default detection settings or a config), and its events are matched to the labelled
@@ -15,12 +15,12 @@ occurrences of `labels.csv` (fsID, class, start, end):
   back to where the sound began, rows of one occurrence counted once), as
   `python -m tools.latency` counts it; recall and precision stay on the labels.csv rows.
 
-The detector metrics of `training.segment_metrics` (segment F1 per whole second, other-class
+The detector metrics of `training.evaluation.segment_metrics` (segment F1 per whole second, other-class
 alarms per minute, events shorter than one hop) are reported for all recordings and split by
 whether the model heard a recording: **seen** when its fsID is the source of a clip the model
 was trained on (the bundle's `data.root` and `data.folds`), **unseen** otherwise.
 
-Usage: `python -m training.streaming_eval --model models/urban10 --recordings DIR [--config C]`,
+Usage: `python -m training.evaluation.detector_metrics --model models/urban10 --recordings DIR [--config C]`,
 or `soundmon evaluate --model M --recordings DIR [--config C]`.
 """
 
@@ -39,19 +39,20 @@ from monitor.classify import classify_file
 from monitor.config import load_config
 from monitor.fast_start import start_runner_for
 from monitor.runner import open_model
+from training.evaluation.labelled_recordings import read_occurrences, training_fsids
+from training.evaluation.segment_metrics import RecordingTally, tally_recording
 from training.labelled_onsets import first_new_event, labelled_onsets
-from training.segment_metrics import RecordingTally, tally_recording
-from training.streaming import read_occurrences, training_fsids
 
-__all__ = ["evaluate_recordings", "format_detector_lines", "main", "percent"]
+__all__ = ["detector_metrics_on_recordings", "format_detector_lines", "main", "percent"]
 
 
 def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
     return a0 < b1 and b0 < a1
 
 
-def evaluate_recordings(model: Path, recordings: Path, config: Path | None = None) -> dict:
-    """Per-class occurrence recall and event precision over every `<fsID>.flac` in labels.csv."""
+def detector_metrics_on_recordings(model: Path, recordings: Path, config: Path | None = None) -> dict:
+    """Segment F1, other-class alarms, onset latency, per-class occurrence recall and event
+    precision of the daemon's pipeline over every `<fsID>.flac` in labels.csv."""
     cfg = load_config(config)
     cfg.detection.apply_bundle_defaults(load_bundle(model).detection_defaults)  # as `soundmon run` does
     bundle, runner = open_model(model, cfg.model.threads, cfg.detection.hop_seconds)
@@ -177,7 +178,7 @@ def format_report(rep: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m training.streaming_eval", description=__doc__.split("\n\n")[0]
+        prog="python -m training.evaluation.detector_metrics", description=__doc__.split("\n\n")[0]
     )
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument(
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=None)
     ap.add_argument("--json-out", type=Path, default=None)
     args = ap.parse_args(argv)
-    rep = evaluate_recordings(args.model, args.recordings, args.config)
+    rep = detector_metrics_on_recordings(args.model, args.recordings, args.config)
     print(format_report(rep))
     if args.json_out:
         args.json_out.write_text(json.dumps(rep, indent=2) + "\n")

@@ -14,7 +14,7 @@ Joined clips end abruptly, so a new sound never starts over an old one that goes
 a street), and many clips are short or quiet (harder): compare models and detector settings with
 it, not its median with the budget.
 
-Usage: `python -m training.onset_streams --model models/urban10 --dataset ../shared/data/UrbanSound8K`
+Usage: `python -m training.evaluation.onset_streams --model models/urban10 --dataset ../shared/data/UrbanSound8K`
 (the bundle's `<model>_cv/fold<k>` models, as `soundmon evaluate --cv` uses them).
 """
 
@@ -33,11 +33,11 @@ from monitor.errors import SoundmonError
 from monitor.fast_start import start_runner_for
 from monitor.pipeline import Pipeline
 from monitor.runner import open_model
-from training.cv_eval import fold_bundles
 from training.datasets import Dataset, load_audio, read_dataset
+from training.evaluation.clip_accuracy import check_labels
+from training.evaluation.cv_accuracy import fold_bundles
+from training.evaluation.detector_metrics import percent
 from training.labelled_onsets import first_new_event
-from training.run import check_labels
-from training.streaming_eval import percent
 
 __all__ = ["Segment", "fold_stream", "main", "onset_answers", "stream_report"]
 
@@ -156,7 +156,7 @@ def format_rows(rows: list[dict], hop: float) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.onset_streams", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m training.evaluation.onset_streams", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="bundle whose <model>_cv/ fold models to use")
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--config", type=Path, default=None, help="detection settings (default: the daemon's)")

@@ -1,4 +1,4 @@
-"""Streaming check on full-length recordings with located labels (../shared/data/recordings).
+"""Window accuracy on full-length recordings with located labels (../shared/data/recordings).
 
 Each recording goes through the daemon's window rule (`monitor.windows.file_windows`, 4 s windows
 every 0.5 s; the streaming pipeline yields the same windows) and the int8 model via
@@ -7,14 +7,12 @@ labelled occurrence (or, for an occurrence shorter than the window, at least hal
 lies inside the window); we report how often its top label is that occurrence's class, per recording
 and overall, separately for recordings whose clips were in the training folds and for those that
 were not: a recording is seen when its fsID is the source of a clip the model was trained on
-(`training_fsids`), not by its fold (../shared holds folds 1-9, some of them partly).
+(`labelled_recordings.training_fsids`), not by its fold (../shared holds folds 1-9, some of them
+partly).
 """
 
 from __future__ import annotations
 
-import csv
-import json
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -23,58 +21,17 @@ from monitor.bundle import bundle_paths, load_bundle
 from monitor.frontend import LogMelFrontend
 from monitor.runner import ModelRunner
 from monitor.windows import file_windows
-from training.datasets import DatasetError, load_audio
+from training.datasets import load_audio
+from training.evaluation.labelled_recordings import read_occurrences, training_fsids
 
-__all__ = ["evaluate_recordings", "read_occurrences", "training_fsids"]
-
-
-def read_occurrences(rec_dir: Path) -> tuple[dict[str, list[tuple[float, float, str]]], dict[str, int]]:
-    """labels.csv of a recordings folder: fsID -> [(start, end, class)], and fsID -> fold."""
-    labels_csv = Path(rec_dir) / "labels.csv"
-    if not labels_csv.is_file():
-        raise DatasetError(f"{rec_dir}: no labels.csv (fsID,fold,class,classID,start,end)")
-    occ: dict[str, list[tuple[float, float, str]]] = defaultdict(list)
-    folds: dict[str, int] = {}
-    with labels_csv.open(newline="") as fh:
-        for r in csv.DictReader(fh):
-            occ[r["fsID"]].append((float(r["start"]), float(r["end"]), r["class"]))
-            folds[r["fsID"]] = int(r["fold"])
-    return occ, folds
+__all__ = ["window_accuracy_on_recordings"]
 
 
-def training_fsids(bundle_json: Path) -> set[str] | None:
-    """fsIDs of the clips a bundle was trained on (its `data.root`, `data.folds`), or None if unknown.
-
-    A clip counts when its fold is a training fold and its audio file is in the dataset folder
-    (../shared holds some folds only partly). None when the bundle names no UrbanSound8K-style
-    dataset or the dataset is not on this machine.
-    """
-    try:
-        data = json.loads(bundle_json.read_text()).get("data") or {}
-        root = Path(data["root"])
-        folds = {int(f) for f in data["folds"]}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    # A relative root was written relative to the working directory of the training run: try
-    # that, then the checkout that holds models/<bundle>.
-    candidates = [root] if root.is_absolute() else [root, bundle_json.parent.parent / root]
-    root = next((c for c in candidates if (c / "metadata" / "UrbanSound8K.csv").is_file()), None)
-    if root is None:
-        return None
-    meta = root / "metadata" / "UrbanSound8K.csv"
-    audio = root / "audio"
-    present = {p.stem for p in audio.rglob("*.*")} if audio.is_dir() else set()
-    with meta.open(newline="") as fh:
-        return {
-            r["fsID"]
-            for r in csv.DictReader(fh)
-            if int(r["fold"]) in folds and Path(r["slice_file_name"]).stem in present
-        }
-
-
-def evaluate_recordings(
+def window_accuracy_on_recordings(
     model: str | Path, rec_dir: str | Path, train_folds=(1, 2, 3, 4), hop: float = 0.5
 ) -> dict:
+    """Share of labelled windows whose top label is their occurrence's class: per recording,
+    overall, and split into recordings the bundle heard in training and did not."""
     rec_dir = Path(rec_dir)
     occ, folds = read_occurrences(rec_dir)
     bundle = load_bundle(model)

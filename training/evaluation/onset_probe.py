@@ -9,7 +9,7 @@ clips' own levels, as a street mixes them), and the int8 model is run through th
 and front-end. It reports how often the clip's class scores >= 0.5 and is the top class, and,
 after silence, how often it scores >= 0.5 with the first 0.25, 0.5, 1 and 2 s of the clip.
 
-Usage: `python -m training.onset_probe --model M --dataset D --fold 1` (use a model that did not
+Usage: `python -m training.evaluation.onset_probe --model M --dataset D --fold 1` (use a model that did not
 train on that fold).
 """
 
@@ -25,7 +25,7 @@ from monitor.errors import SoundmonError
 from monitor.frontend import LogMelFrontend
 from monitor.runner import open_model
 from training.datasets import load_audio, read_dataset
-from training.run import check_labels
+from training.evaluation.clip_accuracy import check_labels
 
 __all__ = ["first_window_rates", "main"]
 
@@ -86,7 +86,7 @@ def first_window_rates(model: Path, dataset: Path, fold: int | None = None, seed
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m training.onset_probe", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m training.evaluation.onset_probe", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--dataset", type=Path, required=True)
     ap.add_argument("--fold", type=int, default=None, help="only this fold's clips (default: all)")

@@ -1,4 +1,4 @@
-"""Re-score a model's cross-validation without retraining: `soundmon evaluate --cv`.
+"""Cross-validation clip accuracy re-scored without retraining: `soundmon evaluate --cv`.
 
 `soundmon train --cv` keeps each fold's int8 bundle in `<model>_cv/fold<k>` (its metadata names
 the held-out fold and the folds it was trained on). This scores every such bundle on its
@@ -16,12 +16,13 @@ import numpy as np
 
 from monitor.bundle import ModelBundle, bundle_paths, load_bundle
 from monitor.classify import clip_score_rule
+from training.bundle_files import cv_dir_for
 from training.datasets import Dataset, DatasetError
-from training.evaluate import metrics, per_class_table, plot_confusion, predict_int8, write_metrics
+from training.evaluation.clip_accuracy import check_labels, metrics, predict_int8
+from training.evaluation.reports import per_class_table, plot_confusion, write_metrics
 from training.features import compute_features
-from training.run import check_labels, cv_dir_for
 
-__all__ = ["evaluate_cv", "fold_bundles", "format_cv_table", "model_kind"]
+__all__ = ["cv_clip_accuracy", "fold_bundles", "format_cv_table", "model_kind"]
 
 
 def model_kind(bundle: ModelBundle) -> str:
@@ -58,7 +59,7 @@ def fold_bundles(model_path: str | Path) -> dict[int, ModelBundle]:
     return found
 
 
-def evaluate_cv(
+def cv_clip_accuracy(
     model_path: str | Path,
     dataset: Dataset,
     out_dir: Path,
