@@ -70,7 +70,8 @@ demo: venv
 # The README's figures loop the street recordings beside the checkout (../shared); without them,
 # the bundled demo recording. Research harnesses: python -m tools.latency, python -m tools.soak.
 bench: venv
-	$(BIN)/soundmon bench $(if $(wildcard ../shared/data/recordings),--recordings ../shared/data/recordings)
+	$(BIN)/soundmon bench $(if $(wildcard ../shared/data/recordings),--recordings ../shared/data/recordings) \
+	  $(if $(wildcard ../shared/models/yamnet.tflite),--compare-tflite ../shared/models/yamnet.tflite)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache state runs .cache/ha-venv .cache/ha-venv-build.log .cache/ha-venv.lock

@@ -6,7 +6,10 @@ and spool against a real local broker when `mosquitto` is installed), reads the 
 timing report (`monitor.run_report`) and its peak RSS from the kernel (wait4), and, when
 librosa is installed, times a naive pipeline that recomputes the whole 4 s log-mel with librosa
 at every hop, for comparison. LONG.flac is `--audio`, or `--minutes` of the `--recordings`
-(default: the bundled demo recording) looped. Figures only: nothing here asserts a timing.
+(default: the bundled demo recording) looped. With `--compare-tflite MODEL` it also times that
+raw-waveform model's inference alone (YAMNet's export, say) over the first `--compare-seconds` of
+the same audio and prints the pipeline's CPU as a ratio of it (`monitor.bench_compare`).
+Figures only: nothing here asserts a timing.
 The research harnesses built on these pieces (latency over labelled recordings, the soak) are
 in `tools/`, which is not installed.
 """
@@ -28,11 +31,18 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
+from monitor.bench_compare import (
+    COMPARE_HOP_S,
+    WaveformModel,
+    open_waveform_model,
+    read_compare_audio,
+)
 from monitor.config import DetectionConfig, default_model_path
 from monitor.fast_start import effective_fast_start, fast_start_arg, start_macs_per_hop
 
 __all__ = [
     "bench_main",
+    "compare_figures",
     "cpu_model",
     "emit_figures",
     "long_recording",
@@ -48,6 +58,7 @@ BUDGETS = {
     "x_realtime": (">=", 300.0),
     "peak_rss_mb": ("<=", 100.0),
     "startup_s": ("<=", 1.5),
+    "pipeline_vs_compare": ("<", 1.0),  # the whole pipeline cheaper than the --compare-tflite model alone
 }
 
 
@@ -203,7 +214,7 @@ def verdict(name: str, value: float) -> str:
     if name not in BUDGETS:
         return ""
     op, limit = BUDGETS[name]
-    ok = value >= limit if op == ">=" else value <= limit
+    ok = {">=": value >= limit, "<=": value <= limit, "<": value < limit}[op]
     return f"{'pass' if ok else 'MISS'} ({op} {limit:g})"
 
 
@@ -299,8 +310,20 @@ def bench_main(argv: list[str]) -> int:
                          f"{DetectionConfig().fast_start_threshold:g} with a bundle that has a start model)")
     ap.add_argument("--no-mqtt", action="store_true", help="run without a broker (publisher disabled)")
     ap.add_argument("--naive-seconds", type=float, default=60.0, help="audio for the naive comparison (0 = skip)")
+    ap.add_argument("--compare-tflite", type=Path, default=None, metavar="MODEL",
+                    help="also time this raw-waveform TFLite model's inference alone (float32 input [1, N], "
+                         "e.g. YAMNet's export) over the first --compare-seconds of the same audio, one window "
+                         "every --compare-hop s, and print the pipeline's CPU per audio second as a ratio of it")
+    ap.add_argument("--compare-seconds", type=float, default=120.0,
+                    help="audio for the --compare-tflite timing: the first S seconds of the streamed "
+                         "file (default 120)")
+    ap.add_argument("--compare-hop", type=float, default=COMPARE_HOP_S,
+                    help=f"seconds between the --compare-tflite model's windows (default {COMPARE_HOP_S:g}, "
+                         "YAMNet's own patch hop)")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
+    if args.compare_seconds <= 0 or args.compare_hop <= 0:
+        ap.error("--compare-seconds and --compare-hop must be > 0")
 
     from monitor.bundle import load_bundle
 
@@ -310,9 +333,11 @@ def bench_main(argv: list[str]) -> int:
     detection = DetectionConfig() if args.hop is None else DetectionConfig(hop_seconds=args.hop)
     detection.apply_bundle_defaults(bundle.detection_defaults)
     hop = detection.hop_seconds
+    compare = open_waveform_model(args.compare_tflite, args.threads) if args.compare_tflite else None
     with tempfile.TemporaryDirectory(prefix="soundmon-bench-") as tmp:
         work = Path(tmp)
         audio = args.audio or long_recording(args.minutes, args.recordings)
+        compare_audio = read_compare_audio(audio, args.compare_seconds) if compare else None
         broker, port = (None, 0) if args.no_mqtt else start_mosquitto(work)
         config = work / "bench.yaml"
         write_config(config, work / "state", model, port, hop, args.threads, fast_start=fast_start)
@@ -333,9 +358,40 @@ def bench_main(argv: list[str]) -> int:
                 ours = 1000 * hop / fig["x_realtime"]
                 fig["naive_librosa_ms_per_hop"] = round(naive, 3)
                 fig["speedup_vs_naive"] = round(naive / ours, 1)
-        print_table(fig)
+        labels = BENCH_LABELS
+        if compare is not None:
+            print(f"timing {compare.path.name}'s inference alone over the first {len(compare_audio) / 16000:.0f} s "
+                  f"of the same audio (a {compare.window_samples}-sample window every {args.compare_hop:g} s, "
+                  f"{args.threads} thread(s)) ...", flush=True)  # fmt: skip
+            fig.update(compare_figures(compare, compare_audio, args.compare_hop, fig["x_realtime"]))
+            labels = {**BENCH_LABELS, **compare_labels(compare.path)}
+        print_table(fig, labels)
         emit_figures(fig, fast_start, args.json_out)
     return 0
+
+
+def compare_figures(model: WaveformModel, audio: np.ndarray, hop: float, x_realtime: float) -> dict[str, Any]:
+    """The `--compare-tflite` figures: the model's inference CPU per audio second over `audio` and
+    the pipeline's (1000 / x real time, the child's steady state) as a ratio of it."""
+    model_ms, windows = model.cpu_ms_per_audio_second(audio, hop)
+    pipeline_ms = 1000.0 / x_realtime
+    return {
+        "compare_tflite": str(model.path),
+        "compare_audio_s": round(windows * hop, 2),
+        "compare_hop_s": hop,
+        "compare_windows": windows,
+        "pipeline_cpu_ms_per_audio_second": round(pipeline_ms, 4),
+        "compare_inference_ms_per_audio_second": round(model_ms, 4),
+        "pipeline_vs_compare": round(pipeline_ms / model_ms, 3) if model_ms > 0 else None,
+    }
+
+
+def compare_labels(path: Path) -> dict[str, str]:
+    """Table labels of the `--compare-tflite` rows, named after the model file."""
+    return {
+        "compare_inference_ms_per_audio_second": f"{path.stem} inference CPU ms per audio s",
+        "pipeline_vs_compare": f"pipeline CPU / {path.stem} inference",
+    }
 
 
 def emit_figures(fig: dict[str, Any], fast_start: float | None, json_out: Path | None) -> None:

@@ -164,3 +164,57 @@ def test_naive_comparison_runs_a_bundle_whose_frames_are_shorter_than_the_fft():
         pytest.skip("needs the shipped bundle models/urban10_yamnet")
     ms = naive_ms_per_hop(model, 1, 2.0, None)
     assert ms is not None and ms > 0
+
+
+YAMNET_EXPORT = REPO.parent / "shared" / "models" / "yamnet.tflite"  # the float export, beside the checkout
+
+
+@pytest.mark.integration  # runs the daemon as a child (soundmon bench)
+def test_bench_times_a_waveform_model_alone_and_prints_the_pipeline_as_a_ratio_of_it(tmp_path):
+    """`--compare-tflite` times YAMNet's export over the first `--compare-seconds` of the audio the
+    daemon streamed (a 15600-sample window every 0.48 s) and divides the pipeline's CPU per audio
+    second (1000 / x real time) by its inference's."""
+    if not YAMNET_EXPORT.is_file():
+        pytest.skip("needs ../shared/models/yamnet.tflite")
+    model = need_shipped_model()
+    out = bench("--model", str(model), "--audio", str(DEMO), "--naive-seconds", "0", "--compare-tflite",
+                str(YAMNET_EXPORT), "--compare-seconds", "10", "--json-out", str(tmp_path / "b.json"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    for line in TABLE_LINES + ["yamnet inference CPU ms per audio s", "pipeline CPU / yamnet inference"]:
+        assert line in out.stdout, line
+    assert "over the first 10 s of the same audio (a 15600-sample window every 0.48 s" in out.stdout
+    assert out.stdout.count("pass") + out.stdout.count("MISS") == 4
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert figures["compare_windows"] == 19 and figures["compare_hop_s"] == 0.48  # (160000 - 15600) // 7680 + 1
+    ratio = figures["pipeline_cpu_ms_per_audio_second"] / figures["compare_inference_ms_per_audio_second"]
+    assert figures["pipeline_vs_compare"] == pytest.approx(ratio, rel=1e-2)
+    assert figures["pipeline_cpu_ms_per_audio_second"] == pytest.approx(1000 / figures["x_realtime"], rel=1e-3)
+    for key in FIELDS:  # every figure of a run without the comparison is still there
+        assert key in figures, key
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("missing.tflite", None, "no such file"),
+    ("corrupt.tflite", b"not a flatbuffer" * 64, "cannot load TFLite model"),
+    ("urban10.tflite", "shipped", "not a raw-waveform model"),
+])  # fmt: skip
+def test_bench_refuses_a_missing_corrupt_or_non_waveform_compare_model_in_one_line(name, content, message, tmp_path):
+    """A bad `--compare-tflite` file stops bench before the daemon runs: one line, exit 2."""
+    model = need_shipped_model()
+    path = tmp_path / name
+    if content == "shipped":
+        path = model.with_suffix(".tflite")  # a log-mel model: its input is not a waveform
+    elif content is not None:
+        path.write_bytes(content)
+    out = bench("--audio", str(DEMO), "--naive-seconds", "0", "--compare-tflite", str(path))
+    assert out.returncode == 2, out.stderr
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"soundmon bench: --compare-tflite {path}: {message}"), lines
+    assert "streaming" not in out.stdout
+
+
+def test_the_compare_ratio_passes_only_below_one():
+    from monitor.bench import verdict
+
+    assert verdict("pipeline_vs_compare", 0.99) == "pass (< 1)"
+    assert verdict("pipeline_vs_compare", 1.0) == "MISS (< 1)"
