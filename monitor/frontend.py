@@ -49,7 +49,7 @@ class FrontendParams:
     sample_rate: int = 16000
     win_length: int = 400  # 25 ms Hann window, centred in the frame
     n_fft: int = 512  # FFT size (frame span too unless frame_length says otherwise: 4.0 s -> 397 frames)
-    hop_length: int = 160  # 10 ms
+    hop_length: int = 160  # the frame step, 10 ms (librosa's name, a bundle JSON key; not the window hop)
     n_mels: int = 64
     fmin: float = 0.0
     fmax: float = 8000.0

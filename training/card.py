@@ -258,7 +258,7 @@ def write_card(path: str | Path, report: dict) -> None:
         "",
         f"- Labels ({len(r['labels'])}): " + ", ".join(f"`{x}`" for x in r["labels"]),
         f"- Input: {r['window_seconds']} s window = {r['window_frames']} frames x {r['frontend']['n_mels']} mel bands "
-        "of `monitor.frontend.LogMelFrontend` (16 kHz, 25 ms Hann / 512-point FFT, 10 ms hop, fixed dB reference), "
+        "of `monitor.frontend.LogMelFrontend` (16 kHz, 25 ms Hann / 512-point FFT, 10 ms frame step, fixed dB reference), "
         f"normalised as (dB - ({r['norm'][0]:.2f})) / {r['norm'][1]:.2f}, quantised to int8.",
         "- Output: softmax probabilities (int8, dequantised by `monitor.runner.ModelRunner`).",
         "- Clips shorter than the window are zero-padded at the end (placement `start`); longer recordings "
