@@ -141,6 +141,7 @@ def test_a_bundle_whose_streaming_model_is_missing_is_refused_in_one_line(tiny_s
         load_bundle(tmp_path / "m")
 
 
+@pytest.mark.integration  # builds and converts a Keras streaming model (TensorFlow)
 def test_a_streaming_model_whose_state_changes_quantisation_is_refused(tiny_stream_bundle, tmp_path):
     """The runner feeds a state back as raw int8, so its output must share its input's scale."""
     import shutil
