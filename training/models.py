@@ -37,7 +37,8 @@ END_SECONDS = 1.0  # "avgmaxend" head: the newest part of the 4 s window pooled 
 # The experiments' other bodies are retired: models/urban10_experiments.md ("Retired
 # architectures") describes each and names the commit that still builds it.
 #
-# name -> stem channels, [(channels, convs, pool after)], head pooling, and the layout options:
+# name -> stem channels, [(channels, convs, pool after)], head pooling ("avgmaxend": the mean and
+# max over the window and the mean over its newest second; "avg": the mean), and the options:
 # stem_kernel / stem_strides / stem_pool (time, frequency); time_valid: no padding along time
 # (the body can stream); align_newest: unpadded strided layers end on the newest frame;
 # stage_time_kernels: each stage's kernel length along time.
@@ -98,8 +99,9 @@ def _conv_bn(x, ch: int, name: str, kernel=3, strides=1, time_valid=False):
 
 
 def arch_spec(arch: str) -> dict:
-    """The layout of body `arch`, or a SoundmonError naming the ones this version builds (a bundle
-    trained with a retired experiment's body can still run in the daemon, but not be rebuilt here)."""
+    """The layout of body `arch`; a BundleError (one line) names the ones this version builds when
+    it is not one of them (a bundle with a retired body still runs in the daemon, but cannot be
+    rebuilt here for `--init-from`)."""
     if arch not in ARCHS:
         raise BundleError(
             f"architecture {arch!r} is not built by this version (it builds {', '.join(ARCHS)}); the retired "
