@@ -1,15 +1,17 @@
 """Fixtures shared by the whole suite, registered once per session, and the test tiers.
 
 - `broker`, `broker_factory`: a real Mosquitto child process (tests/broker.py)
-- `tiny_bundle`: a tiny real int8 model trained on the bundled clips (tests/fixtures_model.py)
+- `tiny_bundle`, `tiny_stream_bundle`: tiny real int8 models trained on the bundled clips,
+  committed in tests/data/bundles (tests/fixtures_model.py; `python -m tools.make_test_bundles`)
 - `pulse_sink`: PulseAudio null sink captured through PortAudio (tests/pulse.py)
 
 Tiers (`make test` runs both, `make test-fast` = `pytest -m "not integration"` the unit tests):
 a test is marked `integration` here when it uses one of `INTEGRATION_FIXTURES` (a broker,
-PulseAudio, a model trained with TensorFlow) or lives in one of `INTEGRATION_MODULES`; other
-tests that start the daemon, Home Assistant or TensorFlow themselves carry
-`@pytest.mark.integration`. The unit tests run in seconds and never import TensorFlow: in a
-run that leaves the integration tests out, a test that does is failed with its name.
+PulseAudio) or lives in one of `INTEGRATION_MODULES`; other tests that start the daemon, Home
+Assistant or TensorFlow themselves carry `@pytest.mark.integration`. The tiny bundles are
+committed files, not trainings: a unit test may score with them in-process or through `soundmon
+classify`. The unit tests run in seconds and never import TensorFlow: in a run that leaves the
+integration tests out, a test that does is failed with its name.
 """
 
 from __future__ import annotations
@@ -21,13 +23,16 @@ import pytest
 
 pytest_plugins = ["tests.broker", "tests.fixtures_model", "tests.pulse"]
 
-# Fixtures that start a process or train a model: every test using one is an integration test.
-INTEGRATION_FIXTURES = frozenset({"broker", "broker_factory", "pulse_sink", "tiny_bundle", "tiny_stream_bundle"})
+# Fixtures that start a process: every test using one is an integration test.
+INTEGRATION_FIXTURES = frozenset({"broker", "broker_factory", "pulse_sink"})
 
 # Modules that are integration tests throughout (training, TensorFlow, wheel builds, Home
-# Assistant, the daemon under seccomp or on PulseAudio); a run without integration tests does
-# not even import them (test_distill imports TensorFlow at module level).
+# Assistant, the daemon as a child process, under seccomp or on PulseAudio); a run without
+# integration tests does not even import them (test_distill imports TensorFlow at module level).
 INTEGRATION_MODULES = frozenset({
+    "test_daemon.py",  # the daemon as a child process
+    "test_daemon_live.py",  # the daemon on PulseAudio and a real notify socket
+    "test_daemon_refusals.py",  # the daemon refusing to start
     "test_distill.py",  # trains distilled students (TensorFlow)
     "test_homeassistant.py",  # a real Home Assistant core and the daemon
     "test_syscall_filter.py",  # the daemon under the unit's seccomp filter

@@ -33,6 +33,7 @@ def tool(name: str, *args: str) -> subprocess.CompletedProcess:
                           timeout=300, cwd=REPO)  # fmt: skip
 
 
+@pytest.mark.integration  # runs the daemon as a child (soundmon bench)
 def test_bench_prints_every_figure_and_a_verdict(tiny_bundle, tmp_path):
     pytest.importorskip("librosa", reason="the naive comparison needs librosa (train extra)")
     out = bench("--model", str(tiny_bundle), "--audio", str(DEMO), "--naive-seconds", "5",
@@ -49,6 +50,7 @@ def test_bench_prints_every_figure_and_a_verdict(tiny_bundle, tmp_path):
     assert figures["fast_start_threshold"] is None  # no start model in this bundle: off by default
 
 
+@pytest.mark.integration  # runs the daemon as a child (soundmon bench)
 def test_bench_runs_a_streaming_bundle_one_hop_at_a_time(tiny_stream_bundle, tmp_path):
     """A bundle with a streaming model: the daemon steps it once per hop after the first window."""
     out = bench("--model", str(tiny_stream_bundle), "--audio", str(DEMO), "--naive-seconds", "0",
@@ -87,6 +89,7 @@ def test_bench_refuses_a_bad_fast_start_value():
     assert out.returncode == 2 and "a threshold in (0, 1] or off, got 1.5" in out.stderr
 
 
+@pytest.mark.integration  # runs the daemon as a child (soundmon bench)
 def test_soak_samples_the_daemon_and_writes_table_and_plot(tiny_bundle, tmp_path):
     out = tool("soak", "--model", str(tiny_bundle), "--audio", str(DEMO), "--hours", "0.05", "--out", str(tmp_path))
     assert out.returncode == 0, out.stderr
@@ -95,6 +98,7 @@ def test_soak_samples_the_daemon_and_writes_table_and_plot(tiny_bundle, tmp_path
     assert "errors in the log: 0" in text
 
 
+@pytest.mark.integration  # runs the daemon as a child (soundmon bench)
 def test_latency_bench_lists_every_onset(tiny_bundle, tmp_path):
     """tools.latency plays recordings at real speed: here 6 s of the demo's siren, one labelled onset."""
     import soundfile as sf

@@ -316,6 +316,7 @@ def test_run_with_fast_start_logs_it_and_detects(detection, shown, tmp_path):
     assert "START siren" in printed and "START dog_bark" in printed
 
 
+@pytest.mark.integration  # runs the daemon
 def test_a_bundle_without_start_model_runs_without_fast_start_by_default(tiny_bundle, tmp_path):
     d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(write_config(tmp_path / "c.yaml")),
                    "--model", str(tiny_bundle))  # fmt: skip
@@ -323,6 +324,7 @@ def test_a_bundle_without_start_model_runs_without_fast_start_by_default(tiny_bu
     assert "fast start" not in d.text() and "ERROR" not in d.text()
 
 
+@pytest.mark.integration  # runs the daemon
 def test_fast_start_with_a_bundle_without_start_model_is_one_line(tiny_bundle, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", detection={"fast_start_threshold": 0.8})
     d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--model", str(tiny_bundle))
@@ -348,6 +350,7 @@ def test_sighup_turns_fast_start_on(tmp_path):
         d.kill()
 
 
+@pytest.mark.integration  # runs the daemon
 def test_sighup_asking_fast_start_of_a_bundle_without_one_keeps_the_running_config(tiny_bundle, tmp_path):
     cfg = write_config(tmp_path / "c.yaml")
     d = DaemonProcess("--source", str(DEMO), "--pace", "realtime", "--config", str(cfg), "--model", str(tiny_bundle))

@@ -1,8 +1,8 @@
 """The streaming CNN: a hop's scores from only the frames it added, equal to the window model's.
 
-A body that never pads along time and whose strides divide the 50-frame hop (`tiny_s`,
-`cnn_s`, `cnn_sp`) can run as a streaming model (`training.stream_export`); the daemon runs it through
-`monitor.stream_runner.StreamingRunner` whenever its hop is the model's.
+A body that never pads along time and whose strides divide the 50-frame hop (the shipped
+`cnn_spn_s23t1`, the test size `tiny_s`) can run as a streaming model (`training.stream_export`);
+the daemon runs it through `monitor.stream_runner.StreamingRunner` whenever its hop is the model's.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ def windows_of(logmel: np.ndarray, frames: int = 397) -> list[np.ndarray]:
 
 
 @pytest.mark.integration  # builds Keras models (TensorFlow)
-@pytest.mark.parametrize("arch", ["tiny_s", "tiny_sn", "cnn_s", "cnn_sp", "cnn_spn", "cnn_spn_s23t1"])
+@pytest.mark.parametrize("arch", ["tiny_s", "cnn_spn_s23t1"])
 def test_streaming_model_equals_the_window_model_in_float(arch):
     """Random weights, real audio: primed on the first window, then one hop at a time."""
     from monitor.stream_runner import prime_chunks
@@ -55,7 +55,7 @@ def test_streaming_model_equals_the_window_model_in_float(arch):
 
 
 @pytest.mark.integration  # builds Keras models (TensorFlow)
-@pytest.mark.parametrize(("arch", "blind_frames"), [("cnn_s", 36), ("cnn_sp", 12), ("cnn_spn", 0)])
+@pytest.mark.parametrize(("arch", "blind_frames"), [("tiny_s", 26), ("cnn_spn_s23t1", 0)])
 def test_how_many_of_a_windows_newest_frames_never_reach_the_output(arch, blind_frames):
     """Unpadded strided layers drop their leftover rows at the newest end unless aligned to it
     (`align_newest`): then a change to the window's newest frame changes the scores."""
@@ -75,26 +75,13 @@ def test_how_many_of_a_windows_newest_frames_never_reach_the_output(arch, blind_
 
 
 @pytest.mark.integration  # builds Keras models (TensorFlow)
-@pytest.mark.parametrize("arch", ["tiny", "cnn_spp", "cnn_spf", "cnn_spo"])
-def test_a_body_that_pads_along_time_cannot_stream(arch):
-    """Padding at either end of the window (both, newest only, oldest only) is refused."""
+def test_a_body_that_pads_along_time_cannot_stream():
+    """A body padded along time (the `tiny` test size) is refused."""
     from training.models import build_cnn
     from training.stream_export import plan_stream
 
     with pytest.raises(ValueError, match="pads along time"):
-        plan_stream(build_cnn(10, arch=arch), 397, HOP)
-
-
-@pytest.mark.integration  # builds Keras models (TensorFlow)
-def test_one_sided_padding_keeps_as_many_rows_as_padding_both_ends():
-    from training.models import build_cnn
-
-    def head_rows(arch: str) -> int:
-        return build_cnn(10, arch=arch).get_layer("head_freqpool").output.shape[1]
-
-    assert head_rows("cnn_spf") == head_rows("cnn_spo") == 15  # cnn_spn with padded convs
-    assert head_rows("cnn_spn") == 7  # each unpadded 3-row conv eats 2 rows at 25 frames
-    assert head_rows("cnn_spp") == 16  # its "same" patch stem also pads: 80 rows, not 79
+        plan_stream(build_cnn(10, arch="tiny"), 397, HOP)
 
 
 def test_streaming_runner_scores_like_the_window_runner(tiny_stream_bundle):
@@ -154,6 +141,7 @@ def test_a_bundle_whose_streaming_model_is_missing_is_refused_in_one_line(tiny_s
         load_bundle(tmp_path / "m")
 
 
+@pytest.mark.integration  # builds and converts a Keras streaming model (TensorFlow)
 def test_a_streaming_model_whose_state_changes_quantisation_is_refused(tiny_stream_bundle, tmp_path):
     """The runner feeds a state back as raw int8, so its output must share its input's scale."""
     import shutil
@@ -210,7 +198,7 @@ def test_a_model_card_claims_a_streaming_model_only_when_the_bundle_has_one():
     assert "Streaming model (`m.stream.tflite`" in stream_lines({"name": "m", "stream": stream})[0]
     assert "No streaming model" in stream_lines({"name": "m", "stream_left_out": True})[0]
     assert stream_lines({"name": "m"}) == []  # a body that cannot stream says nothing about it
-    for arch in ("cnn_spn_s23t1", "cnn_sp", "cnn_s"):  # the body's text makes no claim about the bundle
+    for arch in ARCH_TEXT:  # the body's text makes no claim about the bundle
         assert "carries" not in ARCH_TEXT[arch], arch
     start = {**stream, "hop_frames": 25}  # a start model's: checked at each window and half a hop after it
     assert "steps by 0.25 s" in stream_lines({"name": "s", "stream": start, "frontend": {"hop_length": 160}})[0]

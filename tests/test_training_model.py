@@ -283,17 +283,17 @@ def test_cv_one_at_a_time_or_side_by_side_with_a_reused_body(tiny_bundle, tmp_pa
     assert load_bundle(out).meta["metrics"]["cv_folds"] == [1, 2]
 
 
-@pytest.mark.parametrize("arch", ["cnn_f", "cnn_fq", "cnn_ft", "cnn_sp", "cnn_spn", "sbcnn"])
+@pytest.mark.parametrize("arch", ["cnn_spn_s23t1", "sbcnn"])
 def test_every_body_converts_to_full_int8(arch):
-    """The shipped body, the candidates of the model card's experiments and the SB-CNN yardstick
-    all quantise to full-integer TFLite with int8 input and output, and MACs are counted."""
+    """The shipped body and the SB-CNN yardstick quantise to full-integer TFLite with int8 input
+    and output, and MACs are counted."""
     from ai_edge_litert.interpreter import Interpreter
 
     from training.export import convert_int8
     from training.models import build_cnn, count_macs
 
     model = build_cnn(10, arch=arch)
-    assert 40e6 < count_macs(model) < 80e6  # the ~1 ms-per-window class of the daemon's budget
+    assert 30e6 < count_macs(model) < 80e6  # the ~1 ms-per-window class of the daemon's budget
     rep = np.random.default_rng(0).normal(size=(8, 397, 64, 1)).astype(np.float32)
     interp = Interpreter(model_content=convert_int8(model, rep), num_threads=1)
     interp.allocate_tensors()

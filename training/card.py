@@ -130,32 +130,12 @@ def limits_lines(r: dict, kind: str = "CNN") -> list[str]:
 
 
 ARCH_TEXT = {
-    "cnn_f": " (3x3 convolutions with batch norm and ReLU: a stem strided in time only, then 32, 2 x 64 "
-    "and 2 x 128 channels with max pooling, 12 time steps x 8 bands at the head; mean over frequency, then the "
-    "mean and the max over the window and the mean over its newest second, into one dense softmax layer)",
-    "cnn": " (3x3 convolutions with batch norm and ReLU: a stem strided in time and frequency, then 32, 2 x 64 "
-    "and 2 x 128 channels with max pooling; mean over frequency, mean and max over time, dense softmax)",
-    "cnn_fq": " (the cnn_f body; its head keeps the 8 frequency bands apart: the mean and the max over the "
-    "window and the mean over its newest second of each band, into one dense softmax layer)",
-    "cnn_ft": " (cnn_f with an 11 x 3 stem: each stem filter sees 110 ms along time)",
-    "cnn_s": " (3x3 convolutions with batch norm and ReLU, never padded along time, with time strides of 2, "
-    "10 and 50 frames that divide the 0.5 s hop: a stem strided in time, 5 x 2 max pooling, 32 channels, 1 x 2 "
-    "pooling, 2 x 64 channels, 5 x 2 pooling, 2 x 128 channels; 2 time steps x 8 bands at the head, pooled as "
-    "in cnn_f; it can stream one hop at a time)",
-    "cnn_sp": " (convolutions with batch norm and ReLU, never padded along time, with time strides of 5 and "
-    "25 frames that divide the 0.5 s hop: a 5 x 3 patch stem of 24 channels strided 5 in time, 1 x 2 pooling, "
-    "32 channels (3x3), 5 x 2 pooling, 2 x 64 channels, 1 x 2 pooling, 2 x 128 channels; 7 time steps x 8 bands "
-    "at the head, pooled as in cnn_f; it can stream one hop at a time)",
-    "cnn_spn": " (cnn_sp with each unpadded strided layer aligned to the window's newest frame: the oldest "
-    "leftover rows are dropped instead of the newest, so the newest frames reach the output)",
-    "cnn_spn_s23t1": " (cnn_spn whose last two stages mix only frequency (1 x 3 convolutions): each head time "
-    "step sees 1.35 s of the window instead of 2.4 s; never padded along time, time strides 5 and 25 frames, so "
-    "it can stream one hop at a time)",
-    "cnn_spn_s3t1": " (cnn_spn whose last stage mixes only frequency (1 x 3 convolutions); streams like cnn_spn)",
-    "cnn_spp": " (the cnn_sp layout with its convolutions padded along time at both ends, as cnn_f's are; "
-    "it cannot stream)",
-    "cnn_spf": " (cnn_spn with its 3x3 convolutions padded along time at the newest end only; it cannot stream)",
-    "cnn_spo": " (cnn_spn with its 3x3 convolutions padded along time at the oldest end only; it cannot stream)",
+    "cnn_spn_s23t1": " (convolutions with batch norm and ReLU, never padded along time: a 5 x 3 patch stem of 24 "
+    "channels strided 5 in time, 1 x 2 pooling, 32 channels (3 x 3), 5 x 2 pooling, 2 x 64 channels, 1 x 2 "
+    "pooling, 2 x 128 channels, the last two stages 1 x 3 (they mix only frequency: each of the 15 head time "
+    "steps sees 1.35 s of the window); every strided layer aligned to the window's newest frame; mean over "
+    "frequency, then the mean and the max over the window and the mean over its newest second, into one dense "
+    "softmax layer; time strides 5 and 25 frames, so it can stream one hop at a time)",
     "sbcnn": " (Salamon & Bello 2017, the plain-CNN yardstick: frames averaged in threes, unpadded 5x5 "
     "convolutions of 24, 48 and 48 channels with ReLU and 2 x 2 max pooling, dropout 0.5 before dense 64 and "
     "before the dense softmax; the dropout setting below does not apply to it)",

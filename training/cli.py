@@ -99,11 +99,10 @@ def _train_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--arch",
         default=DEFAULT_ARCH,
-        help=f"{DEFAULT_ARCH} (default; streaming-exact: the bundle also gets a streaming model that computes "
-        "only what each 0.5 s hop adds), cnn_f (the body shipped before it: padded along time, whole windows "
-        "only), sbcnn (the Salamon-Bello plain CNN, a yardstick) or mlp (the MFCC baseline: metrics only, no "
-        "bundle); the other names in training/models.py ARCHS are bodies the model card's experiments tried "
-        "(models/urban10.md)",
+        help=f"{DEFAULT_ARCH} (default, the shipped body; streaming-exact: the bundle also gets a streaming model "
+        "that computes only what each 0.5 s hop adds), sbcnn (the Salamon-Bello plain CNN, a yardstick), mlp "
+        "(the MFCC baseline: metrics only, no bundle), or tiny / tiny_s (test sizes); the experiments' other "
+        "bodies are retired (models/urban10_experiments.md names the commit that has them)",
     )
     p.add_argument(
         "--epochs",
@@ -229,7 +228,8 @@ def _train(args, argv) -> int:
     from training.train_job import TrainJob, run_training
 
     if args.arch not in ARCHS:
-        raise DatasetError(f"--arch {args.arch!r}: choose one of {sorted(ARCHS) + ['mlp']}")
+        raise DatasetError(f"--arch {args.arch!r}: choose one of {sorted(ARCHS) + ['mlp']} (retired experiments: "
+                           "models/urban10_experiments.md names the commit that has them)")  # fmt: skip
     if args.init_from:
         from training.bundle_files import find_init_bundle
 

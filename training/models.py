@@ -1,9 +1,10 @@
-"""Keras models: the small int8-friendly CNN the daemon runs, and the MFCC-statistics MLP baseline.
+"""Keras models: the small int8-friendly CNN the daemon runs, the SB-CNN yardstick, the test
+sizes, and the MFCC-statistics MLP baseline.
 
 The CNN uses only ops that quantise to full-integer TFLite and run fast on a Raspberry Pi:
-Conv2D / DepthwiseConv2D with batch norm (folded at export), ReLU, max/average pooling,
-global pooling, Dense and Softmax. It shrinks the 397 x 64 log-mel quickly (strided stem and
-early pooling) so a window costs ~55 million multiply-accumulates (~0.5 ms int8 on one x86 core).
+Conv2D with batch norm (folded at export), ReLU, max/average pooling, global pooling, Dense and
+Softmax. The shipped body shrinks the 397 x 64 log-mel quickly (a patch stem strided 5 in time,
+early pooling): a window costs ~32 million multiply-accumulates, a streamed 0.5 s hop ~4 million.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from keras import layers as L  # noqa: E402
 
+from monitor.errors import BundleError  # noqa: E402
+
 __all__ = [
     "ARCHS",
     "BODY_PREFIX",
+    "arch_spec",
     "build_cnn",
     "build_mlp",
     "count_macs",
@@ -29,115 +33,46 @@ __all__ = [
 BODY_PREFIX = "body_"  # layers whose weights `--init-from` reuses
 END_SECONDS = 1.0  # "avgmaxend" head: the newest part of the 4 s window pooled on its own
 
-# name -> (stem channels, [(channels, convs, pool after)], head pooling)
+# The bodies `soundmon train --arch` builds: the shipped one, the yardstick and the test sizes.
+# The experiments' other bodies are retired: models/urban10_experiments.md ("Retired
+# architectures") describes each and names the commit that still builds it.
+#
+# name -> stem channels, [(channels, convs, pool after)], head pooling ("avgmaxend": the mean and
+# max over the window and the mean over its newest second; "avg": the mean), and the options:
+# stem_kernel / stem_strides / stem_pool (time, frequency); time_valid: no padding along time
+# (the body can stream); align_newest: unpadded strided layers end on the newest frame;
+# stage_time_kernels: each stage's kernel length along time.
 ARCHS: dict[str, dict] = {
-    # 3 stages of full 3x3 convs after a strided stem: 288k params, 55 M MAC,
-    # ~0.5 ms per window int8 on one core of the training machine (x86-64)
-    "cnn": {
+    # The shipped body (models/urban10.md): a 5 x 3 patch stem strided 5 in time, then 32, 2 x 64
+    # and 2 x 128 channels whose last two stages mix only frequency (1 x 3). Never padded along time,
+    # time strides 5 and 25 frames (they divide the daemon's 50-frame hop) and every strided layer
+    # aligned to the newest frame: a streaming model computes only the rows a hop adds, with results
+    # equal to running the whole window. 105k parameters, 32 M multiply-accumulates per window.
+    "cnn_spn_s23t1": {
         "stem": 24,
-        "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
-        "pool": "avgmax",
-    },
-    # the same cost with the frequency detail kept longer (stem strides time only, 4x time
-    # pooling): 49 x 32 after the stem instead of 99 x 16, 12 x 8 at the head instead of 24 x 4
-    "cnn_f": {
-        "stem": 24,
-        "stem_strides": (2, 1),
-        "stem_pool": (4, 2),
-        "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
+        "stem_kernel": (5, 3),
+        "stem_strides": (5, 1),
+        "stem_pool": (1, 2),
+        "stages": [(32, 1, (5, 2)), (64, 2, (1, 2)), (128, 2, False)],
+        "stage_time_kernels": [3, 1, 1],
         "pool": "avgmaxend",
-    },
-    # the shipped body with the onset-aware head
-    "cnn_e": {
-        "stem": 24,
-        "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
-        "pool": "avgmaxend",
-    },
-    # the same with a level-blind stem (zero-mean kernels)
-    "cnn_gi": {
-        "stem": 24,
-        "stages": [(32, 1, True), (64, 2, True), (128, 2, False)],
-        "pool": "avgmax",
-        "zero_mean": True,
+        "time_valid": True,
+        "align_newest": True,
     },
     # the plain-CNN reference of the literature (Salamon & Bello 2017, "SB-CNN"): three 5x5
     # conv layers, a 64-unit dense layer; a yardstick measured on our folds, not a candidate
     "sbcnn": {"builder": "sbcnn"},
-    # for tests and quick experiments
+    # test sizes: a body padded along time (whole windows only) and a streaming-exact one
     "tiny": {"stem": 8, "stages": [(16, 1, True), (32, 1, False)], "pool": "avg"},
-    "small": {"stem": 16, "stages": [(32, 1, True), (64, 1, True), (128, 1, False)], "pool": "avg"},
+    "tiny_s": {
+        "stem": 8,
+        "stem_strides": (2, 1),
+        "stem_pool": (5, 2),
+        "stages": [(16, 1, (5, 2)), (32, 1, False)],
+        "pool": "avgmaxend",
+        "time_valid": True,
+    },
 }
-# Candidates tried against cnn_f (model card steps 16-17, neither adopted):
-# - a frequency-aware head: the time pooling keeps the 8 bands apart instead of averaging them,
-#   so where in the spectrum a texture sits (an air conditioner's hum) reaches the classifier;
-# - a stem that looks 110 ms along time (11 x 3 kernels): a 3 x 3 kernel on 10 ms frames cannot
-#   see the 50-70 ms period of a jackhammer's blows before the 4x time pooling.
-ARCHS["cnn_fq"] = {**ARCHS["cnn_f"], "keep_bands": True}
-ARCHS["cnn_ft"] = {**ARCHS["cnn_f"], "stem_kernel": (11, 3)}
-# A streaming-exact candidate (model card step 23): no padding along time and every time stride
-# (2, 10, 50 frames) divides the daemon's 50-frame hop, so each layer's outputs for one window
-# are those of the previous window shifted by whole rows. A streaming runner can then keep each
-# layer's last rows and compute only the rows a hop adds (~1/8 of the window's MACs), with
-# results equal to running the whole window.
-ARCHS["cnn_s"] = {
-    "stem": 24,
-    "stem_strides": (2, 1),
-    "stem_pool": (5, 2),
-    "stages": [(32, 1, (1, 2)), (64, 2, (5, 2)), (128, 2, False)],
-    "pool": "avgmaxend",
-    "time_valid": True,
-}
-# The streaming-exact body with a patch stem (model card step 24): a 5 x 3 convolution with a
-# time stride of 5 reads each 50 ms of frames once (no overlap, no stem pooling along time), so
-# the stem is 1/8 of cnn_s's training cost; stages 2-3 run at a 25-frame stride, so the head
-# sees 7 time steps of a window (cnn_s: 2) and each hop adds 2 rows there. Strides 5, 25.
-ARCHS["cnn_sp"] = {
-    "stem": 24,
-    "stem_kernel": (5, 3),
-    "stem_strides": (5, 1),
-    "stem_pool": (1, 2),
-    "stages": [(32, 1, (5, 2)), (64, 2, (1, 2)), (128, 2, False)],
-    "pool": "avgmaxend",
-    "time_valid": True,
-}
-# cnn_sp with every unpadded strided layer aligned to the newest frame (model card step 25: the
-# unaligned bodies never see a window's newest 120-360 ms); streams the same way.
-ARCHS["cnn_spn"] = {**ARCHS["cnn_sp"], "align_newest": True}
-# Which padding along time costs the streaming bodies their fit (model card step 26): the cnn_sp
-# layout padded at both ends (as cnn_f is), at the newest end only, at the oldest end only. None
-# of them streams exactly; they are experiments, kept so the card's step can be re-run.
-ARCHS["cnn_spp"] = {**ARCHS["cnn_sp"], "time_valid": False}
-ARCHS["cnn_spf"] = {**ARCHS["cnn_spn"], "time_valid": False, "time_pad": "newest"}
-ARCHS["cnn_spo"] = {**ARCHS["cnn_spn"], "time_valid": False, "time_pad": "oldest"}
-# Streaming-exact bodies with a shorter receptive field along time (1 x 3 convolutions in the last
-# stage, or in the last two): does a padded body fit better because its edge rows see a part of the
-# window on its own? (model card step 27)
-ARCHS["cnn_spn_s3t1"] = {**ARCHS["cnn_spn"], "stage_time_kernels": [3, 3, 1]}
-ARCHS["cnn_spn_s23t1"] = {**ARCHS["cnn_spn"], "stage_time_kernels": [3, 1, 1]}
-ARCHS["tiny_sn"] = {**ARCHS["cnn_spn"], "stem": 8, "stages": [(16, 1, (5, 2)), (32, 1, False)]}  # at test size
-ARCHS["tiny_s"] = {  # the streaming-exact layout at test size
-    "stem": 8,
-    "stem_strides": (2, 1),
-    "stem_pool": (5, 2),
-    "stages": [(16, 1, (5, 2)), (32, 1, False)],
-    "pool": "avgmaxend",
-    "time_valid": True,
-}
-
-
-class ZeroMeanKernel(keras.constraints.Constraint):
-    """Each output channel's kernel sums to zero: the filter ignores a constant dB offset.
-
-    On the stem this makes the network (almost: padding at the edges) blind to the overall
-    level of a recording, which otherwise lets it tell recordings apart by their loudness
-    rather than by their sound. Exported as a plain Conv2D.
-    """
-
-    def __call__(self, w):
-        return w - keras.ops.mean(w, axis=(0, 1, 2), keepdims=True)
-
-    def get_config(self):
-        return {}
 
 
 def _pair(v) -> tuple[int, int]:
@@ -145,85 +80,76 @@ def _pair(v) -> tuple[int, int]:
     return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
 
 
-def _conv_bn(x, ch: int, name: str, kernel=3, strides=1, zero_mean=False, time_valid=False, time_pad=None):
+def _conv_bn(x, ch: int, name: str, kernel=3, strides=1, time_valid=False):
     """Conv + batch norm + ReLU, "same" along frequency; along time "same" unless `time_valid`
-    (no padding), or padded at one end only (`time_pad` "newest" / "oldest": k - s zero rows there)."""
-    explicit_pad = time_valid or time_pad is not None
-    if explicit_pad:
-        kt, kf = _pair(kernel)
-        extra = max(kt - _pair(strides)[0], 0) if time_pad else 0
-        rows = (extra, 0) if time_pad == "oldest" else (0, extra)
-        x = L.ZeroPadding2D((rows, (kf // 2, (kf - 1) // 2)), name=f"{name}_fpad")(x)
+    (no padding: what a streaming-exact body needs)."""
+    if time_valid:
+        kf = _pair(kernel)[1]
+        x = L.ZeroPadding2D(((0, 0), (kf // 2, (kf - 1) // 2)), name=f"{name}_fpad")(x)
     x = L.Conv2D(
         ch,
         kernel,
         strides=strides,
-        padding="valid" if explicit_pad else "same",
+        padding="valid" if time_valid else "same",
         use_bias=False,
-        kernel_constraint=ZeroMeanKernel() if zero_mean else None,
         name=f"{name}_conv",
     )(x)
     x = L.BatchNormalization(name=f"{name}_bn")(x)
     return L.ReLU(name=f"{name}_relu")(x)
 
 
+def arch_spec(arch: str) -> dict:
+    """The layout of body `arch`; a BundleError (one line) names the ones this version builds when
+    it is not one of them (a bundle with a retired body still runs in the daemon, but cannot be
+    rebuilt here for `--init-from`)."""
+    if arch not in ARCHS:
+        raise BundleError(
+            f"architecture {arch!r} is not built by this version (it builds {', '.join(ARCHS)}); the retired "
+            "experiments' bodies are listed with the commit that has them in models/urban10_experiments.md"
+        )
+    return ARCHS[arch]
+
+
 def build_cnn(
     n_classes: int,
     frames: int = 397,
     n_mels: int = 64,
-    arch: str = "cnn",
+    arch: str = "cnn_spn_s23t1",
     dropout: float = 0.3,
     weight_decay: float = 0.0,
 ) -> keras.Model:
     """The detector CNN: input normalised log-mel (frames, n_mels, 1), output softmax probabilities."""
-    spec = ARCHS[arch]
+    spec = arch_spec(arch)
     inp = keras.Input((frames, n_mels, 1), name="logmel")
     if spec.get("builder") == "sbcnn":
         return _build_sbcnn(inp, n_classes, arch)
-    align = spec.get("align_newest", False)
+    align, time_valid = spec.get("align_newest", False), spec.get("time_valid", False)
     stem_kernel, stem_strides = spec.get("stem_kernel", 3), spec.get("stem_strides", 2)
     x = _align_newest(inp, stem_kernel, stem_strides, f"{BODY_PREFIX}stem", align)
-    x = _conv_bn(
-        x,
-        spec["stem"],
-        f"{BODY_PREFIX}stem",
-        kernel=stem_kernel,
-        strides=stem_strides,
-        zero_mean=spec.get("zero_mean", False),
-        time_valid=spec.get("time_valid", False),
-        time_pad=spec.get("time_pad"),
-    )  # 199 x 32
+    x = _conv_bn(x, spec["stem"], f"{BODY_PREFIX}stem", kernel=stem_kernel, strides=stem_strides, time_valid=time_valid)
     stem_pool = spec.get("stem_pool", 2)
     x = _align_newest(x, stem_pool, stem_pool, f"{BODY_PREFIX}stem_pool", align)
-    x = L.MaxPooling2D(stem_pool, name=f"{BODY_PREFIX}stem_pool")(x)  # 99 x 16
+    x = L.MaxPooling2D(stem_pool, name=f"{BODY_PREFIX}stem_pool")(x)
     time_kernels = spec.get("stage_time_kernels", [3] * len(spec["stages"]))
     for s, ((ch, n_conv, pool), kt) in enumerate(zip(spec["stages"], time_kernels, strict=True), start=1):
         for c in range(n_conv):
-            x = _conv_bn(
-                x,
-                ch,
-                f"{BODY_PREFIX}s{s}c{c}",
-                kernel=(kt, 3),
-                time_valid=spec.get("time_valid", False),
-                time_pad=spec.get("time_pad"),
-            )
+            x = _conv_bn(x, ch, f"{BODY_PREFIX}s{s}c{c}", kernel=(kt, 3), time_valid=time_valid)
         if pool:
             size = 2 if pool is True else pool
             x = _align_newest(x, size, size, f"{BODY_PREFIX}s{s}_pool", align)
             x = L.MaxPooling2D(size, name=f"{BODY_PREFIX}s{s}_pool")(x)
-    if spec["pool"] in ("avgmax", "avgmaxend") and spec.get("keep_bands"):
-        x = _head_per_band(x, spec["pool"] == "avgmaxend")
-    elif spec["pool"] in ("avgmax", "avgmaxend"):
+    if spec["pool"] == "avgmaxend":
         # Mean over frequency, then both the mean and the max over time: the max keeps short
-        # events (a gun shot, a horn blip) from being averaged away in a 4 s window.
+        # events (a gun shot, a horn blip) from being averaged away in a 4 s window. Plus the mean
+        # over the newest ~1 s: a sound that has just begun fills only the end of the daemon's
+        # window, and this is the feature that can answer for it early.
         f = x.shape[2]
         x = L.AveragePooling2D((1, f), name="head_freqpool")(x)
-        pooled = [L.GlobalAveragePooling2D(name="head_avg")(x), L.GlobalMaxPooling2D(name="head_max")(x)]
-        if spec["pool"] == "avgmaxend":
-            # Plus the mean over the newest ~1 s: a sound that has just begun fills only the
-            # end of the daemon's window, and this is the feature that can answer for it early.
-            pooled.append(L.GlobalAveragePooling2D(name="head_end")(_newest_second(x)))
-        x = L.Concatenate(name="head_cat")(pooled)
+        x = L.Concatenate(name="head_cat")([
+            L.GlobalAveragePooling2D(name="head_avg")(x),
+            L.GlobalMaxPooling2D(name="head_max")(x),
+            L.GlobalAveragePooling2D(name="head_end")(_newest_second(x)),
+        ])
     else:
         x = L.GlobalAveragePooling2D(name="head_avg")(x)
     if dropout:
@@ -236,7 +162,7 @@ def build_cnn(
 def _align_newest(x, kernel, strides, name: str, on: bool):
     """Drop the oldest rows an unpadded, strided layer would leave over, so that its last step
     ends on the newest row: otherwise it drops them at the newest end, and the body never sees
-    the newest frames of a window (up to 360 ms for `cnn_s`), where a sound that has just begun is."""
+    the newest frames of a window (up to 360 ms for a retired body), where a sound that has just begun is."""
     left = (x.shape[1] - _pair(kernel)[0]) % _pair(strides)[0]
     if not on or not left:
         return x
@@ -248,20 +174,6 @@ def _newest_second(x):
     t = x.shape[1]
     keep = max(1, round(t * END_SECONDS / 4.0))
     return L.Cropping2D(((t - keep, 0), (0, 0)), name="head_end_crop")(x)
-
-
-def _head_per_band(x, with_end: bool):
-    """Mean and max over time (and the mean over the newest second) for each frequency band
-    separately, flattened: the head knows where in the spectrum a pattern sits."""
-    t = x.shape[1]
-    pooled = [
-        L.Flatten(name="head_avg_flat")(L.AveragePooling2D((t, 1), name="head_avg")(x)),
-        L.Flatten(name="head_max_flat")(L.MaxPooling2D((t, 1), name="head_max")(x)),
-    ]
-    if with_end:
-        end = _newest_second(x)
-        pooled.append(L.Flatten(name="head_end_flat")(L.AveragePooling2D((end.shape[1], 1), name="head_end")(end)))
-    return L.Concatenate(name="head_cat")(pooled)
 
 
 def _build_sbcnn(inp, n_classes: int, arch: str) -> keras.Model:

@@ -1,8 +1,8 @@
 """Export a streaming CNN: the model a 0.5 s hop runs, computing only the rows the hop adds.
 
 A window model whose body never pads along time and whose time strides all divide the hop
-(`ARCHS["cnn_s"]`) gives, for window m + 1, each layer's rows of window m shifted by whole rows
-plus a few new ones. The streaming model takes the hop's new log-mel frames and, for each layer
+(the shipped `ARCHS["cnn_spn_s23t1"]`) gives, for window m + 1, each layer's rows of window m
+shifted by whole rows plus a few new ones. The streaming model takes the hop's new log-mel frames and, for each layer
 that mixes rows (a convolution or a pooling), the rows it kept from the last hop (its *state*);
 it returns the window's scores and the states for the next hop. Its scores equal the window
 model's (float: to rounding; int8: both quantised, so to a few quantisation steps), at about
