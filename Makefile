@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 APT_PACKAGES := libportaudio2 mosquitto pulseaudio pulseaudio-utils libasound2-plugins systemd flac
 EXTRAS ?= train,dev
 
-.PHONY: help venv system-deps test test-fast demo lint bench soak clean ha-venv docs
+.PHONY: help venv system-deps test test-fast demo lint bench clean ha-venv docs
 
 help:
 	@echo "make demo   - run the daemon on the bundled street recording with the shipped model"

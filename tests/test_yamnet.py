@@ -36,7 +36,7 @@ from monitor.frontend import YAMNET_FRONTEND, FrontendParams, LogMelFrontend, me
 from tests.paths import REPO, SHARED_DATA, bundled_clips
 
 YAMNET = REPO.parent / "shared" / "models" / "yamnet.tflite"
-N_SHARED = 40  # the README's comparison set: the first 40 fold-1 clips of UrbanSound8K
+N_SHARED = 40  # a fixed comparison set: the first 40 fold-1 clips of UrbanSound8K
 
 
 def need_yamnet() -> Path:
