@@ -152,8 +152,8 @@ class _Flags:
 class Daemon:
     """One running service: owns the source, the pipeline, the publisher and the notifier.
 
-    Why a class: SIGHUP replaces parts of it (runners, pipeline, source, publisher) while the
-    loop runs, and tests drive it piece by piece. `run_daemon` is the usual way in.
+    Why a class: the loop's state lives here, and SIGHUP replaces parts of it (runners, pipeline,
+    source, publisher) while the loop runs. `run_daemon` is the usual way in.
 
     Parameters: `cfg`, the checked configuration; `bundle` and `runner`, the model the CLI opened
     and checked (the start model, when fast start is on, is opened here); `source`, "mic" or an

@@ -161,7 +161,8 @@ class Detector:
     stays on while its smoothed score is at or above threshold x ratio; `hold_seconds` (>= 0), how
     long below that level ends it; `cooldown_seconds` (>= 0), how long after an end the label may
     not start again; `fast_start_threshold`, in (0, 1], the start model's score that may open its
-    top label's event, or None (no fast start). Invalid settings raise ValueError (the config
+    top label's event (which must also reach the label's threshold: rule 4), or None (no fast
+    start). Invalid settings raise ValueError (the config
     schema already enforces these ranges for users).
     """
 
@@ -389,7 +390,8 @@ class Detector:
         """End every open event (shutdown, end of file).
 
         An event still at or above its release level ends at `offset_s` (never before its last
-        window); one in its hold ends at its last window above the release level.
+        window); one in its hold ends at its last window above the release level. Returns the
+        "end" events, in label order.
         """
         offset_s = float(offset_s)
         ended = []
@@ -408,7 +410,8 @@ class Detector:
 
         Open events end at their last window above the release level (the last offset for an
         event that was still above). The next window starts smoothing from scratch, and its
-        offset may be smaller than before (a source that restarts its clock).
+        offset may be smaller than before (a source that restarts its clock). Returns the "end"
+        events, in label order.
         """
         ended = [
             self._end(label, self._open[label].last_above_s, self._decision_offset())

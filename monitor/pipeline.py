@@ -143,7 +143,8 @@ class Pipeline:
     `start_runner` (from `monitor.fast_start.start_runner_for`) is the bundle's start model: with
     `detection.fast_start_threshold` set it scores the newest part of each window (its own
     window length) for the detector's fast start, and again half a hop after each window
-    (a result of kind "start_check"), so a sound that has just begun is answered sooner.
+    (a result of kind "start_check"; with an odd number of frames per hop there is none,
+    `monitor.fast_start.check_frames`), so a sound that has just begun is answered sooner.
 
     With `warm_start` (the daemon's default, `detection.warm_start`) the first window comes one
     hop into the stream, not one window: the window is filled with digital silence ahead of
