@@ -26,11 +26,14 @@ __all__ = ["AudioRing", "RingRead"]
 
 
 class RingRead(NamedTuple):
-    """One `AudioRing.read()`: the frames, and the epoch and drop total they were read at."""
+    """One `AudioRing.read()`: the frames, and the epoch and drop total they were read at.
+
+    The reader compares `epoch` and `dropped_total` with its previous read's to tell a reopened
+    stream (new epoch) or lost audio (a larger total) from continuous audio."""
 
     data: np.ndarray  # (frames, channels) float32, oldest first; a copy the caller owns
-    epoch: int
-    dropped_total: int
+    epoch: int  # `AudioRing.epoch` at the read (bumped by `reset()`)
+    dropped_total: int  # `AudioRing.dropped_samples` at the read (cumulative sample frames)
 
 
 class AudioRing:
@@ -39,6 +42,11 @@ class AudioRing:
     Writer: `write(block, overflow)` from the audio callback. Reader: `wait(timeout)` then
     `read()`. "Samples" in `dropped_samples` are sample frames (one per channel) at the
     stream's own rate.
+
+    Parameters: `capacity`, the ring's length in sample frames (> 0; the audio it can hold
+    before the oldest is overwritten); `channels` (> 0); `sample_rate`, the writing stream's rate
+    in Hz, kept for information only (0 = not given). ValueError when `capacity` or `channels` is
+    not positive.
     """
 
     def __init__(self, capacity: int, channels: int = 1, sample_rate: int = 0) -> None:
@@ -63,6 +71,7 @@ class AudioRing:
     def write(self, block: np.ndarray, overflow: bool = False) -> None:
         """Copy a (frames, channels) block in; never blocks on the reader, never allocates a buffer.
 
+        `overflow` is PortAudio's input-overflow flag for this block (counted in `overflows`).
         If the block does not fit, the oldest unread frames are overwritten and counted in
         `dropped_samples`. A block longer than the whole ring keeps only its newest frames.
         """
@@ -115,7 +124,9 @@ class AudioRing:
         return True
 
     def read(self, max_frames: int | None = None) -> RingRead:
-        """Take up to `max_frames` (default: all) unread frames, oldest first, as a new array."""
+        """Take up to `max_frames` (default: all) unread frames, oldest first, as a new array.
+
+        Returns a `RingRead` (its `data` may have 0 frames); never waits (see `wait`)."""
         self._data_ready.clear()  # cleared before reading, so a write after this sets it again
         with self._lock:
             avail = self._written - self._read

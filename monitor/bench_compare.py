@@ -31,7 +31,12 @@ WARMUP_INVOKES = 3
 
 
 class WaveformModel:
-    """A loaded raw-waveform TFLite model; `cpu_ms_per_audio_second` times its inference."""
+    """A loaded raw-waveform TFLite model; `cpu_ms_per_audio_second` times its inference, the
+    yardstick the bench prints the pipeline's cost against. Built by `open_waveform_model`.
+
+    Parameters: `path`, the model file (named in errors); `interpreter`, its TFLite interpreter
+    with tensors allocated and one float32 input `[1, N]` or `[N]`. `window_samples` is N.
+    """
 
     def __init__(self, path: Path, interpreter: Any) -> None:
         self.path = path
@@ -44,7 +49,10 @@ class WaveformModel:
     def cpu_ms_per_audio_second(self, audio: np.ndarray, hop: float = COMPARE_HOP_S,
                                 sample_rate: int = 16000) -> tuple[float, int]:  # fmt: skip
         """(CPU ms of `invoke()` per audio second, windows run) over `audio` (float32 mono), one
-        window every `hop` seconds; each window stands for `hop` seconds of the stream."""
+        window every `hop` seconds; each window stands for `hop` seconds of the stream.
+
+        `sample_rate` is the audio's (Hz). BundleError (one line) when the audio is shorter than
+        one window."""
         step = int(round(hop * sample_rate))
         starts = range(0, len(audio) - self.window_samples + 1, step)
         if not starts:

@@ -23,7 +23,19 @@ __all__ = ["BUNDLE_FORMAT", "BUNDLE_VERSION", "ModelBundle", "bundle_paths", "lo
 
 @dataclass
 class ModelBundle:
-    """A loaded bundle's metadata; `tflite_path` points at the int8 model file."""
+    """A loaded bundle's metadata; `tflite_path` points at the int8 model file.
+
+    One object carries everything the runtime must honour to score as training measured, so
+    nothing is guessed from the model file. Made by `load_bundle` (which checks it) or by
+    training, which writes it with `to_json_dict`. Fields: `name`; `labels`, the model's output
+    order; `frontend`, the log-mel parameters it was trained on; `window_seconds` and
+    `window_frames`, one window's length (frames at `frontend.hop_length`); `norm_mean`,
+    `norm_std`, the input normalisation (std > 0); `placement`, how clips were placed in a window
+    (its "clip_score", "mean" or "max", is read by `monitor.classify`); `thresholds`, default
+    per-label thresholds in [0, 1] used where the config sets none; `output_activation`,
+    "softmax" or "sigmoid", as recorded; `meta`, the JSON's other keys (training data and
+    metrics); the rest as commented below.
+    """
 
     name: str
     tflite_path: Path
@@ -105,7 +117,12 @@ def _require(data: dict, key: str, kind: type | tuple[type, ...], where: Path) -
 
 
 def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = None) -> ModelBundle:
-    """Read and check a bundle; raise BundleError with one line on anything this soundmon cannot run."""
+    """Read and check a bundle; BundleError (one line) on anything this soundmon cannot run.
+
+    Parameters: `path`, the bundle as `x`, `x.tflite` or `x.json` (`bundle_paths`);
+    `expected_frontend`, the front-end the caller runs (a mismatch is refused), or None to accept
+    any variant in `monitor.frontend.KNOWN_FRONTENDS`. Returns the `ModelBundle`.
+    """
     tflite_path, json_path = bundle_paths(path)
     if not json_path.is_file():
         raise BundleError(f"model bundle: {json_path} not found (a bundle is <name>.tflite + <name>.json)")

@@ -30,7 +30,16 @@ __all__ = ["ClipResult", "classify_file", "clip_score_rule", "format_table", "ru
 
 @dataclass
 class ClipResult:
-    """What `classify --json` prints for one file."""
+    """One file's classification (`classify_file`): what `classify --json` prints (`to_json`)
+    and what the table shows (`format_table`).
+
+    Fields: `file`, the path as given; `duration_s`, the recording's length; `label` and `score`,
+    the best label by its clip score (`clip_score_rule`) and that score, None and 0.0 when no
+    window was scored (all gated); `scores`, every label's clip score; `events`, the detector's
+    events as {"label", "start_s", "end_s", "score"} (seconds from the file's start; the score is
+    the event's peak, events still open at the end end there); `windows`, windows run (shown in
+    the table, not in the JSON); `error` and `decoded_s`, below.
+    """
 
     file: str
     duration_s: float

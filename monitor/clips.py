@@ -1,9 +1,9 @@
 """Detection clips: the audio around each event saved as FLAC, under a disk budget.
 
-Keeps the last `history_seconds` of model-rate audio in memory as int16. When an event ends,
-its clip name is fixed at once (so the `end` message can carry it); the file is written when
-`post_seconds` more audio has arrived (or at shutdown). Oldest clips are deleted first when the
-directory exceeds its budget.
+Keeps the last pre + post + max clip + 5 seconds of model-rate audio in memory as int16. When an
+event ends, its clip name is fixed at once (so the `end` message can carry it); the file is written
+when `post_seconds` more audio has arrived (or at shutdown). Oldest clips are deleted first when
+the directory exceeds its budget.
 """
 
 from __future__ import annotations
@@ -30,7 +30,16 @@ class _Pending:
 
 
 class ClipRecorder:
-    """Save [event start - pre, event end + post] (capped at `max_clip_seconds`) as FLAC files."""
+    """Save [event start - pre, event end + post] (capped at `max_clip_seconds`) as FLAC files.
+
+    So that a detection can be listened to afterwards (the `end` message names its clip). Offsets
+    are stream seconds, counted from the audio given to `add_audio`. Parameters: `directory`,
+    where clips go (created if missing); `sample_rate`, the audio's rate in Hz; `pre_seconds` and
+    `post_seconds`, audio kept before the start and after the end; `max_bytes`, the directory's
+    budget for `*.flac` (oldest deleted first); `max_clip_seconds`, the longest clip. `saved` and
+    `deleted` count clips written and removed. A clip that cannot be written is logged, not
+    raised.
+    """
 
     def __init__(self, directory: Path, sample_rate: int, pre_seconds: float, post_seconds: float,
                  max_bytes: int, max_clip_seconds: float = 60.0) -> None:  # fmt: skip
@@ -63,10 +72,14 @@ class ClipRecorder:
             self._write(clip)
 
     def event_started(self, event_id: str, label: str, start_s: float) -> None:
+        """Remember an event that started at stream offset `start_s` (its clip begins pre-roll
+        before it)."""
         self._open[event_id] = _Pending(event_id, label, start_s)
 
     def event_ended(self, event_id: str, end_s: float) -> str | None:
-        """Fix the clip's file name (returned for the `end` message); it is written after post-roll."""
+        """Fix the clip's file name (returned for the `end` message); it is written after post-roll.
+
+        Returns None for an event `event_started` did not see."""
         clip = self._open.pop(event_id, None)
         if clip is None:
             return None
@@ -76,7 +89,8 @@ class ClipRecorder:
         return clip.name
 
     def flush_all(self) -> None:
-        """At shutdown: write every pending clip with the audio there is."""
+        """At shutdown: write every ended event's clip still waiting for its post-roll, with the
+        audio there is (events still open have no clip)."""
         for clip in list(self._done):
             self._write(clip)
 

@@ -216,6 +216,7 @@ class ModelConfig(_Section):
     )
 
     def resolved_path(self) -> Path:
+        """The bundle to load: `path`, else the default (`$SOUNDMON_MODEL` or the shipped one)."""
         return self.path if self.path is not None else default_model_path()
 
 
@@ -675,6 +676,8 @@ class MqttConfig(_Section):
 
     @property
     def base(self) -> str:
+        """The topic prefix every soundmon topic starts with: `base_topic`, else
+        `soundmon/<node_id>`."""
         return self.base_topic or f"soundmon/{self.node_id}"
 
     def topics(self, label: str | None = None) -> list[str]:
@@ -825,6 +828,13 @@ class LoggingConfig(_Section):
 
 
 class Config(_Section):
+    """The whole configuration file, one field per section (`load_config` / `parse_config` build
+    and validate it; the sections' `Field` descriptions are the configuration reference).
+
+    Checks that need the model (its labels) are methods here, run where the config meets the
+    bundle: `check_against_labels`, and the per-label settings `thresholds` and `enabled_labels`.
+    """
+
     audio: AudioConfig = Field(default_factory=AudioConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     detection: DetectionConfig = Field(default_factory=DetectionConfig)
@@ -846,7 +856,9 @@ class Config(_Section):
         """Labels named in detection.watch and detection.classes must be labels of the model,
         and a class configured under detection.classes must be watched: a typo, or a class left
         out of the watch list, would otherwise silently leave the setting without effect.
-        `default_watch` is the model's default list (its bundle's "watch"; None = every label)."""
+        `default_watch` is the model's default list (its bundle's "watch"; None = every label).
+        `source` starts the message. ConfigError (one line, with the allowed labels) on the first
+        such problem."""
         known = set(labels)
         watch = self.detection.watch
         if isinstance(watch, list):

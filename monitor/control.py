@@ -115,6 +115,10 @@ class Overrides:
 
     A missing file is an empty store; an unreadable or malformed one is reported by `load`
     (the caller logs it once) and treated as empty, never a reason not to run.
+
+    Parameters: `path`, the JSON file (`in_state_dir` names the usual one). `thresholds` (label
+    -> value in [0, 1]) and `enabled` (label -> bool) hold the values; a label absent from both
+    has no override.
     """
 
     def __init__(self, path: Path) -> None:
@@ -124,10 +128,12 @@ class Overrides:
 
     @classmethod
     def in_state_dir(cls, state_dir: str | Path) -> Overrides:
+        """An empty store for `<state_dir>/overrides.json` (call `load` to read it)."""
         return cls(Path(state_dir) / OVERRIDES_FILENAME)
 
     def load(self, labels: Iterable[str]) -> str | None:
-        """Read the file, keeping only valid values of known labels; returns a problem or None."""
+        """Read the file, keeping only valid values of `labels` (the running bundle's); returns a
+        one-line problem (the store is then empty) or None (also for a missing file)."""
         known = set(labels)
         self.thresholds, self.enabled = {}, {}
         try:
@@ -162,7 +168,9 @@ class Overrides:
         return old_on != bool(cmd.value)
 
     def save(self) -> None:
-        """Write atomically (a crash leaves the old file or the new one, never half of one)."""
+        """Write atomically (a crash leaves the old file or the new one, never half of one).
+
+        Creates the directory if needed; an OSError (read-only or full disk) reaches the caller."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
         text = json.dumps({"thresholds": self.thresholds, "enabled": self.enabled}, indent=1, sort_keys=True)
         fd, tmp = tempfile.mkstemp(prefix=".overrides-", dir=self.path.parent)
@@ -193,7 +201,8 @@ class Overrides:
         return detection.model_copy(update={"classes": classes})
 
     def origin(self, label: str, key: Key, detection: DetectionConfig) -> str:
-        """Where the value in force comes from: `mqtt`, `config` or `model` (for the log)."""
+        """Where `label`'s value of `key` in force comes from (for the log): `mqtt`, `config`, or
+        else `model` for a threshold (the bundle's default) and `default` for enabled."""
         store = self.thresholds if key == "threshold" else self.enabled
         if label in store:
             return "mqtt"

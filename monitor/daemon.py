@@ -70,7 +70,10 @@ COMMANDS_PER_ITERATION = 256  # commands taken from the publisher per loop itera
 
 class LogLimiter:
     """At most `burst` lines at once, then one per `every_s` seconds; the next line that may be
-    logged says how many were suppressed. Keeps a flood of bad MQTT commands out of the journal."""
+    logged says how many were suppressed. Keeps a flood of bad MQTT commands out of the journal.
+
+    Parameters: `burst`, lines allowed at once (a token bucket's size); `every_s`, seconds per
+    line after that. `suppressed` counts lines dropped since the last one logged."""
 
     def __init__(self, burst: int = 20, every_s: float = 10.0) -> None:
         self.burst = float(burst)
@@ -80,6 +83,7 @@ class LogLimiter:
         self.suppressed = 0
 
     def log(self, level: int, msg: str, *args: object) -> None:
+        """`logging.log(level, msg, *args)` on the "soundmon" logger, unless over the budget."""
         now = time.monotonic()
         self._tokens = min(self.burst, self._tokens + (now - self._at) / self.every_s)
         self._at = now
@@ -95,7 +99,11 @@ class LogLimiter:
 
 class RepeatedFileSource:
     """A file source played `times` times back to back as one continuous stream (soak runs);
-    a `monitor.source.Source`."""
+    a `monitor.source.Source`.
+
+    Parameters: `make_source`, a callable returning a new, unstarted `FileSource` (one per
+    pass); `times`, how many passes (at least 1). `duration_s` is the total of all passes;
+    health and stats are the current pass's source's."""
 
     def __init__(self, make_source, times: int) -> None:
         self._make = make_source
@@ -144,9 +152,18 @@ class _Flags:
 class Daemon:
     """One running service: owns the source, the pipeline, the publisher and the notifier.
 
-    `bundle` and `runner` are the model the CLI opened and checked (the start model, when fast
-    start is on, is opened here); `report`, a path for the run's timings at exit
-    (`monitor.run_report`, what `soundmon bench` reads), or None."""
+    Why a class: the loop's state lives here, and SIGHUP replaces parts of it (runners, pipeline,
+    source, publisher) while the loop runs. `run_daemon` is the usual way in.
+
+    Parameters: `cfg`, the checked configuration; `bundle` and `runner`, the model the CLI opened
+    and checked (the start model, when fast start is on, is opened here); `source`, "mic" or an
+    audio file's path; `pace`, "realtime" or "fast" for a file (`FileSource`); `config_path`, the
+    file a SIGHUP re-reads (None: a reload reads the defaults); `model_override`, `--model`,
+    which wins over `model.path`; `print_events`, also print each event as a line on stdout;
+    `repeat`, passes over a file (`RepeatedFileSource`); `publisher`, a publisher to use
+    instead of one built from `cfg.mqtt` (tests); `notifier`, systemd's (default: from
+    `$NOTIFY_SOCKET`); `report`, a path for the run's timings at exit (`monitor.run_report`,
+    what `soundmon bench` reads), or None."""
 
     def __init__(
         self,

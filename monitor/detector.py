@@ -151,7 +151,20 @@ def _check_settings(
 
 
 class Detector:
-    """Per-label smoothing, threshold with hysteresis, hold and cooldown; see the module docstring."""
+    """Per-label smoothing, threshold with hysteresis, hold and cooldown; see the module docstring.
+
+    Pure logic (no audio, no clock, no I/O): it turns window scores into start/end events, so the
+    rules can be tested on score sequences alone. Parameters: `labels`, the model's labels in its
+    output order (non-empty, unique); `thresholds`, label -> start threshold in [0, 1] (every
+    enabled label needs one); `enabled`, the labels that may start events; `smoothing_windows`,
+    how many recent window scores are averaged (>= 1); `release_ratio`, in (0, 1]: an open event
+    stays on while its smoothed score is at or above threshold x ratio; `hold_seconds` (>= 0), how
+    long below that level ends it; `cooldown_seconds` (>= 0), how long after an end the label may
+    not start again; `fast_start_threshold`, in (0, 1], the start model's score that may open its
+    top label's event (which must also reach the label's threshold: rule 4), or None (no fast
+    start). Invalid settings raise ValueError (the config
+    schema already enforces these ranges for users).
+    """
 
     def __init__(
         self,
@@ -260,7 +273,9 @@ class Detector:
         """Add one window's scores (None = gated, i.e. all zero); return events it decided.
 
         `start_scores`: the start model's scores for the same window end (None: no start model
-        or a gated window); used only with `fast_start_threshold` set.
+        or a gated window); used only with `fast_start_threshold` set. `offset_s` is the stream
+        offset of the window's end; ValueError when it is not finite or goes backwards (call
+        `reset` first) or when a score row's length is not `len(labels)`.
         """
         offset_s = self._advance(offset_s)
         if scores is None:
@@ -375,7 +390,8 @@ class Detector:
         """End every open event (shutdown, end of file).
 
         An event still at or above its release level ends at `offset_s` (never before its last
-        window); one in its hold ends at its last window above the release level.
+        window); one in its hold ends at its last window above the release level. Returns the
+        "end" events, in label order.
         """
         offset_s = float(offset_s)
         ended = []
@@ -394,7 +410,8 @@ class Detector:
 
         Open events end at their last window above the release level (the last offset for an
         event that was still above). The next window starts smoothing from scratch, and its
-        offset may be smaller than before (a source that restarts its clock).
+        offset may be smaller than before (a source that restarts its clock). Returns the "end"
+        events, in label order.
         """
         ended = [
             self._end(label, self._open[label].last_above_s, self._decision_offset())

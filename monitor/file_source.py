@@ -83,6 +83,13 @@ class FileSource:
     audio: every block decoded before it (and the resampler's tail) is delivered first, and the
     read after that raises AudioFileError("cannot decode <path> after <s> s of <s> s: <reason>");
     `decoded_s` says how much of the file came out, `error` keeps the exception.
+
+    Why: files run through the very pipeline the microphone feeds (`soundmon run --source`,
+    `classify`, `bench`), so a file result is a live result. Parameters: `path`, any file
+    libsndfile decodes; `target_rate`, the rate delivered, Hz (the model's); `pace`, "realtime"
+    (blocks released as they would have been recorded) or "fast"; `block_seconds`, seconds of
+    file per block read (> 0). ValueError for another `pace` or a non-positive block. `duration_s`,
+    `sample_rate` and `channels` are the file's own.
     """
 
     def __init__(
@@ -147,6 +154,7 @@ class FileSource:
 
     @property
     def health(self) -> str:
+        """"stopped" once finished (or stopped), else "ok"."""
         return "stopped" if self.finished else "ok"
 
     @property
@@ -161,6 +169,8 @@ class FileSource:
 
     @property
     def stats(self) -> dict[str, Any]:
+        """The source's part of `<base>/stats` (the microphone's keys, with the file's position
+        and duration; its counters are 0)."""
         return {
             "health": self.health,
             "device": str(self.path),

@@ -44,7 +44,12 @@ _LATER_DEFAULTS = {"frame_length": None, "log_scale": "db", "log_offset": 0.0}
 
 @dataclass(frozen=True)
 class FrontendParams:
-    """Every parameter that changes the features; stored in the model bundle and checked at start."""
+    """Every parameter that changes the features; stored in the model bundle and checked at start.
+
+    A model only scores right on the features it was trained on, so the bundle carries them all
+    and the daemon refuses one it does not run (`variant_mismatch`). Sizes are in samples at
+    `sample_rate` (Hz), frequencies in Hz; each field's meaning is commented below.
+    """
 
     sample_rate: int = 16000
     win_length: int = 400  # 25 ms Hann window, centred in the frame
@@ -74,6 +79,8 @@ class FrontendParams:
         return self.n_fft if self.frame_length is None else self.frame_length
 
     def to_dict(self) -> dict:
+        """The bundle's "frontend" object: every field, except those added later while they
+        keep their old default (so an older soundmon still reads a default bundle)."""
         out = asdict(self)
         for key, default in _LATER_DEFAULTS.items():
             if out[key] == default:
@@ -82,7 +89,9 @@ class FrontendParams:
 
     @classmethod
     def from_dict(cls, data: dict) -> FrontendParams:
-        """Build from a bundle's dict; unknown keys are an error so a newer bundle is not misread."""
+        """Build from a bundle's dict; unknown keys are an error so a newer bundle is not misread.
+
+        Missing keys take the defaults; ValueError names the unknown keys."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -200,7 +209,14 @@ def _mean_square(frames: np.ndarray) -> np.ndarray:
 
 
 class LogMelFrontend:
-    """Batch log-mel: audio (float32, mono, at `sample_rate`) -> (frames, n_mels) dB."""
+    """Batch log-mel: audio (float32, mono, at `sample_rate`) -> (frames, n_mels) float32, in dB
+    (log_scale "db") or natural log (log_scale "ln"); call it with the signal.
+
+    Training computes its features with this class, and `StreamingLogMel` runs its arithmetic, so
+    both sides see the same numbers. Parameters: `params`, the front-end (None: the default
+    `FrontendParams()`). ValueError for settings it cannot run: center=True, not win_length <=
+    frame_span <= n_fft, another log_scale or mel_scale, or "ln" without log_offset > 0.
+    """
 
     def __init__(self, params: FrontendParams | None = None) -> None:
         self.params = params or FrontendParams()
@@ -283,6 +299,9 @@ class StreamingLogMel:
     Keeps the last `frame_span - hop_length` samples between calls (the overlap a new frame
     needs), so the cost per call is proportional to the new audio, and the output equals
     `LogMelFrontend` over the concatenated stream.
+
+    Parameters: `params`, as for `LogMelFrontend` (same ValueErrors). `samples_seen` and
+    `frames_emitted` count what went in and came out since it was made.
     """
 
     def __init__(self, params: FrontendParams | None = None) -> None:

@@ -67,6 +67,13 @@ def _make_callback(ring: AudioRing) -> Callable[..., None]:
 class MicSource:
     """Mono float32 audio at `target_rate` from the input device named by `cfg.device`.
 
+    It exists so the daemon reads a microphone like a file (`monitor.source.Source`) while the
+    device's failures are repaired here, in the background. Parameters: `cfg`, the `audio`
+    section (device, rate, channels, block and ring sizes, the stall/silence limits and the
+    reopen back-off); `target_rate`, the rate delivered, Hz
+    (the model's); `logger`, where its one-line state changes go (default "soundmon.audio");
+    `rescan_on_reopen`, refresh PortAudio's device list before each reopen (a re-plugged USB mic
+    may have a new index).
     `stream_factory` (tests only) replaces `sounddevice.InputStream`: it is called with the
     same keyword arguments and returns an object with start/stop/abort/close/active. If it also
     has `resolve(spec) -> device dict` and `rescan()`, those replace the PortAudio device lookup

@@ -78,7 +78,12 @@ class WindowResult:
     `kind` says which: an analysis window ("window"), or with fast start a start-model check
     between two windows ("start_check": its level is the start model's frames', it has no main
     scores and is not counted in `PipelineStats.windows`; `index` is that of the next window).
-    Every consumer publishes `events` alike; only a window adds to levels and clip scores."""
+    Every consumer publishes `events` alike; only a window adds to levels and clip scores.
+
+    Fields: `index`, the window's number from 0; `end_offset_s`, the stream offset (seconds) of
+    its last frame's end; `level_dbfs`, its level (the gate compares it with
+    `detection.min_level_dbfs`); `scores`, in `bundle.labels` order; `inference_ms`, wall time of
+    the model runs for it (0.0 when gated)."""
 
     index: int
     end_offset_s: float
@@ -92,7 +97,12 @@ class WindowResult:
 
 @dataclass
 class PipelineStats:
-    """Counters and recent timings for the stats message and the benchmark."""
+    """Counters and recent timings for the stats message and the benchmark.
+
+    `windows` scored or gated, `gated_windows` of them below the level gate, `samples` of audio
+    consumed (padding excluded), `nonfinite_samples` replaced by 0; `frontend_s`,
+    `inference_s`, `detector_s`, wall seconds spent in each; `recent_inference_ms`, the last
+    4096 scored windows' inference times."""
 
     windows: int = 0
     gated_windows: int = 0
@@ -133,13 +143,19 @@ class Pipeline:
     `start_runner` (from `monitor.fast_start.start_runner_for`) is the bundle's start model: with
     `detection.fast_start_threshold` set it scores the newest part of each window (its own
     window length) for the detector's fast start, and again half a hop after each window
-    (a result of kind "start_check"), so a sound that has just begun is answered sooner.
+    (a result of kind "start_check"; with an odd number of frames per hop there is none,
+    `monitor.fast_start.check_frames`), so a sound that has just begun is answered sooner.
 
     With `warm_start` (the daemon's default, `detection.warm_start`) the first window comes one
     hop into the stream, not one window: the window is filled with digital silence ahead of
     the audio so far, as the model saw short clips in training, so a sound that is already
     playing when the service starts (or when a device comes back) is reported within a hop.
     `soundmon classify` keeps it off: its clip score is the training evaluation's window rule.
+
+    Parameters: `bundle`, the model's bundle (labels, front-end, window); `runner` and
+    `start_runner` as above (None: no fast start); `detection`, the detection settings in force
+    (hop, gate, detector settings; `apply_detection_config` swaps them); `warm_start`, None =
+    `detection.warm_start`.
     """
 
     def __init__(
@@ -176,7 +192,9 @@ class Pipeline:
     # -- configuration -------------------------------------------------------------------------
 
     def apply_detection_config(self, detection: DetectionConfig) -> list[DetectionEvent]:
-        """Apply new thresholds, classes, smoothing, hold, gate and hop without a gap in audio."""
+        """Apply new thresholds, classes, smoothing, hold, gate and hop without a gap in audio.
+
+        Returns the "end" events of labels no longer enabled (`Detector.reconfigure`)."""
         self.detection = detection
         self.ring.set_hop(hop_frames_for(detection.hop_seconds, self.bundle.frontend))
         if self.start_checks is not None:
@@ -317,7 +335,10 @@ class Pipeline:
         return WindowResult(self.stats.windows - 1, end_offset, level, scores, events, inference_ms, start_scores)
 
     def gap(self, missing_samples: int) -> list[DetectionEvent]:
-        """The source lost audio (overrun or device reopen): restart framing, keep the clock true."""
+        """The source lost audio (overrun or device reopen): restart framing, keep the clock true.
+
+        `missing_samples`, the audio lost, at the model's rate, is added to the stream offsets.
+        Returns the events ended by the gap (`Detector.reset`)."""
         self._gap_samples += int(missing_samples)
         self.frontend.reset()
         self.ring.reset()

@@ -175,6 +175,13 @@ def _dumps(payload: Any) -> str:
 class Publisher:
     """Publishes soundmon's MQTT messages; see the module docstring for the guarantees.
 
+    One object owns the connection, the spool and the retained state, so the daemon's loop only
+    hands it messages and never waits on the network. Parameters: `cfg`, the `mqtt` section
+    (broker, TLS, topics, discovery); `storage`, for the spool (`Spool.from_config`);
+    `labels`, the watched labels (states, entities, echoes); `model_name`, named in the HA device;
+    `logger`, for its one-line state changes (default "soundmon.mqtt"). ConfigError (one line)
+    when the client cannot be set up from `cfg` (the password, a TLS file); the spool is then not
+    opened.
     With `mqtt.enabled: false` every method is a no-op (state "disabled", no spool file).
     `enabled` lists the labels whose HA entities should exist (None = all); disabled ones get
     an empty retained discovery payload so HA removes them. `window` is the most detections

@@ -25,6 +25,8 @@ class StreamResampler:
     """Block-by-block resampling that keeps filter state between blocks (soxr.ResampleStream).
 
     With equal rates it passes blocks through untouched, so the common 16 kHz case costs nothing.
+    Why not `resample` per block: each call would start a new filter, with an edge at every
+    block boundary. Parameters: `in_rate` and `out_rate`, Hz.
     """
 
     def __init__(self, in_rate: int, out_rate: int) -> None:
@@ -37,7 +39,10 @@ class StreamResampler:
         )
 
     def process(self, block: np.ndarray, last: bool = False) -> np.ndarray:
-        """Resample one mono block; `last=True` flushes the filter's tail at the end of a stream."""
+        """Resample one mono block; `last=True` flushes the filter's tail at the end of a stream.
+
+        Returns float32 audio at `out_rate`; soxr keeps some samples back as its filter's delay,
+        so a block's output may be shorter than its share (the tail comes with `last`)."""
         block = np.asarray(block, dtype=np.float32)
         if self._stream is None:
             return block

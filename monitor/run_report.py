@@ -46,7 +46,8 @@ class RunTimings:
 
     def report(self, pipeline: Pipeline, runner: Any, events: int, spool_depth: int) -> dict[str, Any]:
         """The JSON object `soundmon bench` reads (`monitor.bench.figures_from`); CPU time is
-        taken now. `runner` is the main model's runner, `events` the events started."""
+        taken now. `runner` is the main model's runner, `events` the events started,
+        `spool_depth` the detections still waiting for the broker."""
         st = pipeline.stats
         inf = np.fromiter(st.recent_inference_ms, dtype=np.float64) if st.recent_inference_ms else np.zeros(1)
         return {

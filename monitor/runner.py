@@ -211,7 +211,16 @@ def _folded_model_file(bundle: ModelBundle) -> Path | None:
 
 
 class ModelRunner:
-    """One loaded int8 model. `predict(window)` maps a (frames, n_mels) dB window to label scores."""
+    """One loaded int8 model. `predict(window)` maps a (frames, n_mels) log-mel window to label
+    scores.
+
+    It hides the TFLite runtime (whichever imports first, `runtime` names it) and folds the
+    bundle's input normalisation and quantisation into one multiply-add per value. Parameters:
+    `bundle`, a loaded bundle (`load_bundle`); `num_threads`, the interpreter's threads (>= 1).
+    BundleError (one line) when the model cannot be loaded or does not match the bundle (input
+    shape, number of outputs). `folded_weights` says a weight-only int8 model runs from a
+    float-weight copy (`fold_weight_dequantize`).
+    """
 
     def __init__(self, bundle: ModelBundle, num_threads: int = 1) -> None:
         self.bundle = bundle
@@ -278,10 +287,12 @@ class ModelRunner:
 
     @property
     def quantized(self) -> bool:
+        """The model takes integer-quantised input (a full-integer model)."""
         return bool(self._in_scale) and np.issubdtype(self._in_dtype, np.integer)
 
     def predict(self, window: np.ndarray) -> np.ndarray:
-        """Scores (n_labels,) float32 in [0, 1] for one (frames, n_mels) log-mel window in dB."""
+        """Scores (n_labels,) float32 in [0, 1] for one (frames, n_mels) log-mel window (the
+        bundle's front-end's values, before normalisation); ValueError for another shape."""
         x = np.asarray(window, dtype=np.float32)
         if x.shape != self._in_shape[1:3]:
             raise ValueError(f"window shape {x.shape}, model wants {self._in_shape[1:3]}")

@@ -28,7 +28,9 @@ class Notifier:
     """Sends READY/STATUS/WATCHDOG/STOPPING/RELOADING datagrams to systemd.
 
     `env` defaults to `os.environ`; pass a dict in tests. The socket address may be a path or
-    an abstract socket written with a leading '@' (systemd uses both).
+    an abstract socket written with a leading '@' (systemd uses both); anything else is logged
+    once and ignored. Every sending method returns `notify`'s result: True when the datagram was
+    sent, False when disabled or the send failed (never an exception).
     """
 
     def __init__(self, env: Mapping[str, str] | None = None) -> None:
@@ -114,6 +116,7 @@ class Notifier:
         return value / 2_000_000.0
 
     def close(self) -> None:
+        """Close the socket (a later send opens it again)."""
         if self._sock is not None:
             self._sock.close()
             self._sock = None

@@ -96,6 +96,13 @@ class Spool:
     """A bounded, persistent FIFO of messages waiting for a broker acknowledgement.
 
     `put()` before publishing, `ack(id)` on PUBACK, `pending()` for what must be (re)sent.
+
+    Parameters: `state_dir`, the directory of the file (created if missing); `max_messages`
+    (>= 1), the bound over disk and memory together (ValueError below 1); `logger`, for its
+    one-line reports (default "soundmon.spool"); `filename`, the file's name in `state_dir`.
+    An unusable file or directory never raises here (see the module docstring); `persistent` is
+    False when the spool could not be opened on disk and lives in memory until the next start.
+    Usable as a context manager (closed at exit).
     """
 
     def __init__(
@@ -126,7 +133,7 @@ class Spool:
 
     @classmethod
     def from_config(cls, storage: StorageConfig, logger: logging.Logger | None = None) -> Spool:
-        """Build from a `StorageConfig` (state_dir, spool_max_messages)."""
+        """Build from a `StorageConfig` (state_dir, spool_max_messages), logging to `logger`."""
         return cls(storage.state_dir, storage.spool_max_messages, logger)
 
     # ------------------------------------------------------------------ opening / recovery
@@ -436,7 +443,9 @@ class Spool:
         return True
 
     def retry_disk(self, force: bool = False) -> bool:
-        """Move memory rows to disk if the disk works again; True when no row is memory-only."""
+        """Move memory rows to disk if the disk works again; True when no row is memory-only.
+
+        Tried at most every `retry_seconds` (backing off) unless `force`."""
         with self._lock:
             return self._retry_locked(force)
 
@@ -526,7 +535,8 @@ class Spool:
         return n > 0
 
     def pending(self, limit: int | None = None, after_id: int = 0) -> list[SpoolRow]:
-        """Messages not yet acknowledged, oldest first (optionally only ids > after_id)."""
+        """Messages not yet acknowledged, oldest first (optionally only ids > after_id, at most
+        `limit`); SpoolError when the spool is closed."""
         return self._run(self._pending, limit, after_id)
 
     def _pending(self, limit: int | None, after_id: int) -> list[SpoolRow]:
@@ -565,6 +575,7 @@ class Spool:
 
     @property
     def closed(self) -> bool:
+        """`close()` has run."""
         return self._conn is None
 
     def close(self) -> None:

@@ -40,7 +40,15 @@ def first_requantised_state(inputs: dict, outputs: dict) -> str | None:
 
 
 class StreamingRunner:
-    """One loaded streaming model; `predict(window)` as `ModelRunner.predict`, cheaper per hop."""
+    """One loaded streaming model; `predict(window)` as `ModelRunner.predict`, cheaper per hop.
+
+    Parameters: `bundle`, a loaded bundle with a streaming model (`stream_tflite_path`,
+    `stream_hop_frames`); `num_threads`, the interpreter's threads. BundleError (one line) when
+    the bundle has none or it cannot run: not loadable, not a soundmon streaming model (inputs
+    new_frames and state_NN, output probs), wrong shape or label count, a state quantised
+    differently as input and output, or not full-integer int8. `steps` and `rebuilds` count the
+    windows run as one step and those that rebuilt the state.
+    """
 
     def __init__(self, bundle: ModelBundle, num_threads: int = 1) -> None:
         if bundle.stream_tflite_path is None or not bundle.stream_hop_frames:
@@ -130,7 +138,8 @@ class StreamingRunner:
             np.copyto(view_in(), view_out())
 
     def predict(self, window: np.ndarray) -> np.ndarray:
-        """Scores (n_labels,) float32 in [0, 1] for one (frames, n_mels) log-mel window in dB."""
+        """Scores (n_labels,) float32 in [0, 1] for one (frames, n_mels) log-mel window (the
+        bundle's front-end's values, before normalisation); ValueError for another shape."""
         x = np.asarray(window, dtype=np.float32)
         if x.shape != self._last.shape:
             raise ValueError(f"window shape {x.shape}, model wants {self._last.shape}")

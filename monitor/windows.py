@@ -52,6 +52,11 @@ class WindowRing:
 
     The first window is emitted once `window_frames` frames have arrived. Each returned window
     is a copy (one push may complete several windows, and later frames overwrite the ring).
+
+    The pipeline's main windows and the fast-start checks (`monitor.fast_start.StartChecks`) are
+    both rings of this one rule. Parameters: `window_frames` and `hop_frames`, in frames (>= 1,
+    else ValueError); `n_mels`, values per frame (the pipeline adds an energy column);
+    `start_at`, below.
     """
 
     def __init__(self, window_frames: int, hop_frames: int, n_mels: int, start_at: int = 0) -> None:

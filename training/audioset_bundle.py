@@ -204,6 +204,11 @@ def read_class_map(path: str | Path) -> list[str]:
 
 @dataclass(frozen=True)
 class Clip:
+    """One audio file of the calibration or evaluation split: `path`, its `source` set, its
+    `label` as that set names it (UrbanSound8K and ESC-10 classes map to AudioSet by
+    `US8K_AS_AUDIOSET` and `ESC10_AS_AUDIOSET`; a recording's is its `classes` column) and its
+    `fold`."""
+
     path: Path
     source: str  # "urbansound8k" | "esc10" | "recordings"
     label: str

@@ -47,6 +47,14 @@ AUGMENTATIONS: dict[str, dict] = {
 
 @dataclass(frozen=True)
 class AugmentConfig:
+    """The augmentation recipe of one training run (recorded with the run's settings: `to_dict`).
+
+    Each field is commented below; a probability `p_*` is per window in [0, 1], ranges are
+    (low, high) drawn uniformly, dB values are offsets in the log-mel domain, masks count and
+    widths are in frames or mel bands. `enabled=False` switches all of it off (`off()`);
+    `AUGMENTATIONS` names the fields that switch each augmentation off (`only()`).
+    """
+
     enabled: bool = True
     time_shift: bool = (
         True  # random position of a short clip in the window; random crop of long ones
@@ -72,12 +80,14 @@ class AugmentConfig:
 
     @classmethod
     def off(cls) -> AugmentConfig:
+        """No augmentation: windows placed as the daemon places them (evaluation)."""
         return cls(enabled=False)
 
     @classmethod
     def only(cls, names: list[str]) -> AugmentConfig:
         """The defaults with every augmentation not named switched off (`soundmon train
-        --augment time_shift,gain` is the plain-CNN recipe of the literature)."""
+        --augment time_shift,gain` is the plain-CNN recipe of the literature). ValueError for a
+        name not in `AUGMENTATIONS`."""
         unknown = sorted(set(names) - set(AUGMENTATIONS))
         if unknown:
             raise ValueError(f"unknown augmentation(s) {unknown}; choose from {list(AUGMENTATIONS)}")
@@ -85,9 +95,11 @@ class AugmentConfig:
         return cls(**off)
 
     def with_(self, **kw) -> AugmentConfig:
+        """A copy with the fields in `kw` replaced."""
         return replace(self, **kw)
 
     def to_dict(self) -> dict:
+        """Every field, as plain values (for the run's recorded settings)."""
         return asdict(self)
 
 
@@ -139,7 +151,14 @@ def _mean_power_db(x: np.ndarray, floor: float) -> float:
 
 
 class Augmenter:
-    """Turns cached clips into training batches: (x normalised, (B, frames, mels, 1)), soft labels."""
+    """Turns cached clips into training batches: (x normalised, (B, frames, mels, 1)), soft labels.
+
+    Augmenting cached log-mel features, not audio, keeps every epoch cheap (module docstring).
+    Parameters: `config`, the recipe; `window_frames`, the model's window in frames; `n_classes`,
+    the label count (width of the soft labels); `norm_mean`, `norm_std`, the normalisation the
+    bundle records (x = (dB - mean) / std); `floor`, digital silence in dB (padding and the lower
+    bound after gain); `seed`, for `numpy.random.default_rng` (the same seed, the same batches).
+    """
 
     def __init__(
         self,
@@ -219,7 +238,11 @@ class Augmenter:
     def batch(
         self, feats: list, labels: np.ndarray, indices: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray]:
-        """Windows for `indices` into `feats`/`labels`; mixing partners come from all of `feats`."""
+        """Windows for `indices` into `feats`/`labels`; mixing partners come from all of `feats`.
+
+        `feats` are cached clips (each with `logmel` in dB and `n_valid` real frames), `labels`
+        their class indices. Returns (x, y): x (B, window_frames, n_mels, 1) float32 normalised
+        and masked, y (B, n_classes) float32 soft labels (one-hot unless mixed)."""
         cfg, rng = self.cfg, self.rng
         B = len(indices)
         xs = np.empty((B, self.window_frames, feats[0].logmel.shape[1]), dtype=np.float32)

@@ -56,6 +56,9 @@ class DatasetError(SoundmonError):
 
 @dataclass(frozen=True)
 class Clip:
+    """One labelled audio file of a dataset: `path`, `label` (one of the dataset's labels),
+    `fold` (its cross-validation fold number) and `group` (its source recording)."""
+
     path: Path
     label: str
     fold: int
@@ -64,6 +67,13 @@ class Clip:
 
 @dataclass
 class Dataset:
+    """What every reader returns: one list of labelled clips, whatever the source's layout.
+
+    `name` (for reports), `root` (the dataset's folder), `format` ("urbansound8k", "esc50" or
+    "folders"), `labels` (the class names; a label's index is its model output), `clips` (the
+    files that exist), `missing` and `split` as commented below.
+    """
+
     name: str
     root: Path
     format: str
@@ -77,18 +87,22 @@ class Dataset:
 
     @property
     def folds(self) -> list[int]:
+        """The fold numbers that have clips, ascending."""
         return sorted({c.fold for c in self.clips})
 
     def label_index(self, clip: Clip) -> int:
+        """`clip`'s class index in `labels`."""
         return self.labels.index(clip.label)
 
     def y(self, clips: list[Clip] | None = None) -> np.ndarray:
+        """Class indices (int64) of `clips` (default: all clips), in their order."""
         lookup = {name: i for i, name in enumerate(self.labels)}
         return np.array(
             [lookup[c.label] for c in (self.clips if clips is None else clips)], dtype=np.int64
         )
 
     def select_folds(self, folds) -> list[Clip]:
+        """The clips whose fold is in `folds` (fold numbers), in dataset order."""
         folds = set(int(f) for f in folds)
         return [c for c in self.clips if c.fold in folds]
 
@@ -102,6 +116,8 @@ class Dataset:
         return {"rule": self.split, "recordings": len(folds_of), "recordings_in_several_folds": split}
 
     def summary(self) -> str:
+        """One line for the console: clips, classes, clips per fold, missing files, and a
+        warning when user fold folders split a source recording."""
         per_fold = Counter(c.fold for c in self.clips)
         folds = ", ".join(f"{f}: {n}" for f, n in sorted(per_fold.items()))
         text = f"{self.name} ({self.format}): {len(self.clips)} clips, {len(self.labels)} classes; folds {folds}"

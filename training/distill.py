@@ -89,12 +89,18 @@ CACHE_VERSION = 1
 
 @dataclass
 class DistillConfig:
-    """What `--teacher` adds to the CNN recipe."""
+    """What `--teacher` adds to the CNN recipe (the `soundmon train --teacher` options).
+
+    `teacher` is the teacher bundle's path; the rest is commented below. The waveform
+    augmentation mirrors `training.augment.AugmentConfig` where it can be done on audio
+    (probabilities per copy in [0, 1], (low, high) ranges drawn uniformly, dB offsets); the
+    masks are applied to the student's batches only.
+    """
 
     teacher: str = ""
     teacher_folds: str | None = None  # folder of fold<k> teacher bundles (default <teacher>_cv)
     alpha: float = 0.3  # weight of the label cross-entropy; 1 - alpha goes to the teacher
-    temperature: float = 2.0
+    temperature: float = 2.0  # T of the distillation loss (the module docstring)
     copies: int = 4  # augmented waveforms per source
     background: bool = True  # an 11th output trained from audio that is none of our classes
     esc50: str | None = None  # ESC-50 root: its ESC-10 clips join the sources
@@ -118,10 +124,11 @@ class DistillConfig:
     freq_mask_bands: int = 8
 
     def to_dict(self) -> dict:
+        """Every field, as plain values (for the run's recorded settings)."""
         return asdict(self)
 
     def augment_dict(self) -> dict:
-        """The fields that change the cached copies."""
+        """The fields that change the cached copies (part of their cache key)."""
         keep = ("copies", "background", "p_start", "p_onset", "onset_min_seconds", "gain_db", "p_mix",
                 "mix_snr_db", "p_noise", "noise_snr_db", "p_speed", "speed")  # fmt: skip
         return {k: v for k, v in self.to_dict().items() if k in keep}
@@ -133,7 +140,9 @@ class DistillConfig:
 @dataclass
 class Source:
     """One piece of training audio (16 kHz mono) with its label index (-1: unlabelled, the teacher's
-    target only) and fold (0: extra audio, never held out)."""
+    target only) and fold (a dataset clip's fold; a recording stretch carries its recording's,
+    so it never trains that fold's model; 0 for ESC-10 clips, never held out). `extra` marks the
+    extra audio (ESC-10 clips, recording stretches): a mixing partner for every fold."""
 
     audio: np.ndarray
     label: int

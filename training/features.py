@@ -54,6 +54,8 @@ def floor_db(params: FrontendParams) -> float:
 
 @dataclass
 class ClipFeatures:
+    """One clip's cached log-mel features, what training and evaluation read instead of audio."""
+
     logmel: np.ndarray  # (frames >= window_frames, n_mels) float32: the clip padded to one window
     n_valid: int  # frames wholly inside the real audio
     duration: float  # seconds of real audio

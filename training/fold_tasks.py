@@ -64,7 +64,16 @@ def rebuild_model(cfg: TrainConfig, params: FrontendParams, n_classes: int, weig
 
 @dataclass
 class FoldTask:
-    """Train on every fold but `fold`, score it float and int8 (and the MLP baseline)."""
+    """Train on every fold but `fold`, score it float and int8 (and the MLP baseline).
+
+    A picklable call, so each fold can run in its own worker process. Fields: `feats` (cached
+    clip features, as `task_feats` takes them), `y` (class indices) and `folds` (fold numbers),
+    one per clip; `n_classes`, `labels`; `cfg`, the training recipe; `params`, the front-end;
+    `init_weights` and `init_norm`, where `--init-from` starts it (`fold_start`; None: from
+    scratch and the data's own normalisation); `baseline`, also train the MLP; `progress`, show
+    progress. Calling it returns (the fold's report entry, its training history as a dict, the
+    float, int8 and MLP (None without `baseline`) scores of the held-out clips).
+    """
 
     fold: int
     feats: list
@@ -128,7 +137,11 @@ class FoldTask:
 
 @dataclass
 class FinalTask:
-    """The shipped model: every selected clip, no held-out evaluation."""
+    """The shipped model: every selected clip, no held-out evaluation.
+
+    Fields as `FoldTask`'s. Calling it returns (the model's weights, its normalisation (mean,
+    std), its `History`, training seconds); the parent rebuilds the model (`rebuild_model`).
+    """
 
     feats: list
     y: np.ndarray

@@ -39,7 +39,12 @@ __all__ = [
 
 
 class StreamPlan:
-    """Which body layers mix rows, how many rows each keeps, and where the head starts."""
+    """Which body layers mix rows, how many rows each keeps, and where the head starts.
+
+    Made by `plan_stream` from a window model; `streaming_model` builds the model that keeps
+    those rows as state. The parameters are the attributes commented below (rows are frames
+    along time after each layer's striding).
+    """
 
     def __init__(self, layers: list, keep: list[int], head_rows: int, head_keep: int, body_out,
                  macs_per_hop: int) -> None:  # fmt: skip

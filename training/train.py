@@ -42,6 +42,13 @@ def set_threads(n: int | None) -> None:
 
 @dataclass
 class TrainConfig:
+    """The CNN recipe of one `soundmon train` run (recorded in the bundle: `to_dict`).
+
+    `arch` names the body (`training.models`); `lr` is the peak learning rate after
+    `warmup_epochs`; `window_seconds` and `hop_seconds` are the model's window and the
+    evaluation's window hop; the rest as commented.
+    """
+
     arch: str = "cnn_spn_s23t1"  # the shipped body; `training.cli.DEFAULT_ARCH` names it too
     epochs: int = 60
     batch_size: int = 32
@@ -59,6 +66,7 @@ class TrainConfig:
     ema: float = 0.998  # momentum of the weight average the model ends with (0: last weights)
 
     def to_dict(self) -> dict:
+        """Every field as plain values, `augment` as its own dict."""
         d = asdict(self)
         d["augment"] = self.augment.to_dict()
         return d
@@ -66,6 +74,10 @@ class TrainConfig:
 
 @dataclass
 class History:
+    """The learning curve of one training: per epoch its number, training loss and seconds; per
+    evaluation point (every `eval_every` epochs and the last) its epoch and the validation
+    accuracy and macro accuracy (mean of per-class accuracies; empty without a validation set)."""
+
     epochs: list[int] = field(default_factory=list)
     train_loss: list[float] = field(default_factory=list)
     val_epochs: list[int] = field(default_factory=list)
@@ -74,6 +86,7 @@ class History:
     epoch_seconds: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict:
+        """The lists as a plain dict (for reports)."""
         return asdict(self)
 
 

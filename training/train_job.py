@@ -46,7 +46,15 @@ __all__ = ["TrainJob", "peak_rss_mb", "run_training"]
 
 @dataclass
 class TrainJob:
-    """What `soundmon train` (CNN) was asked for: the data, where the bundle goes, the recipe."""
+    """What `soundmon train` (CNN) was asked for: the data, where the bundle goes, the recipe.
+
+    One object carries a run from the CLI to `run_training`. `out` is the bundle's path without
+    a suffix; `init_from`, a bundle whose float weights start the body (`--init-from`);
+    `cache_dir` and `workers`, the feature cache and its processes (None: defaults);
+    `report_dir`, where the report and plots go (None: beside `out`); `progress`, show
+    progress bars; `command`, the command line, and `experiments`, markdown, both for the model
+    card; `latency_calls`, inference calls timed for the latency figure; the rest as commented.
+    """
 
     dataset: Dataset
     out: Path

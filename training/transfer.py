@@ -90,6 +90,12 @@ def default_backbone_weights() -> Path | None:
 
 @dataclass
 class TransferConfig:
+    """The transfer recipe of one `soundmon train --backbone` run (recorded in the bundle:
+    `to_dict`); see the module docstring for what each stage does. `lr`, `weight_decay`,
+    `label_smoothing`, `epochs` and `batch_size` are the head's training; `gate_dbfs`, the level
+    below which a window is left out (the daemon's gate); the rest as commented.
+    """
+
     backbone: str = "yamnet"
     weights_path: str = ""  # the YAMNet TFLite export the backbone's weights come from
     # 0: a linear softmax head (the default: on UrbanSound8K CV folds 1-3 it beat a 256-unit hidden
@@ -115,6 +121,7 @@ class TransferConfig:
     window_seconds: float = WINDOW_SECONDS
 
     def to_dict(self) -> dict:
+        """Every field as plain values, `augment` as its own dict."""
         d = asdict(self)
         d["augment"] = self.augment.to_dict()
         return d
@@ -125,15 +132,20 @@ class TransferConfig:
 
 @dataclass
 class YamClip:
+    """One clip's cached YAMNet-variant features: what the head's windows and the level gate are
+    cut from. `hop` below is in frames."""
+
     logmel: np.ndarray  # (frames >= 96, 64) ln-mel of the clip padded at its end to one window
     energy: np.ndarray  # (frames,) mean square of each frame's samples (the daemon's level gate)
     n_valid: int  # frames wholly inside the real audio
     duration: float
 
     def window_starts(self, hop: int) -> np.ndarray:
+        """The first frame of each 96-frame window, every `hop` frames."""
         return np.arange(0, len(self.logmel) - PATCH_FRAMES + 1, hop)
 
     def windows(self, hop: int) -> np.ndarray:
+        """The windows, (n_windows, 96, 64) ln-mel."""
         return np.stack([self.logmel[s : s + PATCH_FRAMES] for s in self.window_starts(hop)])
 
     def levels(self, hop: int) -> np.ndarray:
@@ -418,7 +430,11 @@ def _calibration(rep: np.ndarray):
 class Int8Embedder:
     """The int8 backbone (converted with the calibration windows the bundle's export uses, so its
     quantisation is the bundle's) run as the daemon's runner runs a model: the head is trained on
-    the embeddings the deployed network computes, not on the float ones."""
+    the embeddings the deployed network computes, not on the float ones.
+
+    Parameters: `tflite`, the int8 backbone's flatbuffer; `threads`, the interpreter's.
+    Calling it with (n, 96, 64) windows returns their (n, embedding size) float32 embeddings.
+    """
 
     def __init__(self, tflite: bytes, threads: int = 1) -> None:
         from monitor.interpreter import load_interpreter_class, quiet_native_stderr
@@ -610,6 +626,12 @@ def float_window_scores(full, windows: np.ndarray, batch: int = 128) -> np.ndarr
 
 @dataclass
 class TransferJob:
+    """What `soundmon train --backbone` was asked for (as `training.train_job.TrainJob` for the
+    CNN): the data, where the bundle goes (`out`, no suffix), the recipe, the CV folds (None:
+    none), the feature cache and its processes, where the report goes (None: beside `out`),
+    progress bars, the command line and measurements for the card, and the inference calls timed
+    for the latency figure."""
+
     dataset: Dataset
     out: Path
     cfg: TransferConfig

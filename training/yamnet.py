@@ -87,7 +87,13 @@ STRIDES = (2, 1, 2, 1, 2, 1, 2, 1, 1, 1, 1, 1, 2, 1)
 
 @dataclass
 class YamnetWeights:
-    """Float weights in Keras layouts: conv1 (3,3,1,32), depthwise (3,3,C,1), pointwise (1,1,Cin,Cout), dense (1024,521)."""
+    """Float weights in Keras layouts: conv1 (3,3,1,32), depthwise (3,3,C,1), pointwise
+    (1,1,Cin,Cout), dense (1024,521).
+
+    YAMNet's weights read from the TF Hub export (`read_weights`), so it can be rebuilt as a
+    Keras model (`build_yamnet`), quantised our way and fine-tuned. Each entry is (kernel, bias);
+    depthwise and pointwise hold layers 2-14 in order; the rest as commented.
+    """
 
     conv1: tuple[np.ndarray, np.ndarray]
     depthwise: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
@@ -102,6 +108,7 @@ class YamnetWeights:
 
     @property
     def n_params(self) -> int:
+        """Parameters of conv1, the depthwise and pointwise layers and the dense classifier."""
         arrays = [*self.conv1, *(a for pair in self.depthwise + self.pointwise for a in pair), *self.dense]
         return int(sum(a.size for a in arrays))
 

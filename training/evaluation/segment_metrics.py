@@ -39,7 +39,13 @@ def _occurrence_in_second(start: float, end: float, k: int) -> bool:
 
 @dataclass
 class RecordingTally:
-    """Counts of one or many recordings; `+` adds them up."""
+    """Counts of one or many recordings; `+` adds them up.
+
+    Made by `tally_recording` (the rules are the module docstring's): `tp`, `fp`, `fn`, seconds
+    summed over labelled classes; `other_class_alarms`, events of a class not labelled in their
+    recording; `events`, all events; `short_events`, those shorter than one hop; `seconds`, audio
+    length; `per_class`, label -> [tp, fp, fn]. Each rate is None when its denominator is 0.
+    """
 
     tp: int = 0
     fp: int = 0
@@ -64,19 +70,23 @@ class RecordingTally:
 
     @property
     def precision(self) -> float | None:
+        """tp / (tp + fp), or None."""
         return self.tp / (self.tp + self.fp) if self.tp + self.fp else None
 
     @property
     def recall(self) -> float | None:
+        """tp / (tp + fn), or None."""
         return self.tp / (self.tp + self.fn) if self.tp + self.fn else None
 
     @property
     def f1(self) -> float | None:
+        """Segment F1: 2 tp / (2 tp + fp + fn), or None."""
         denom = 2 * self.tp + self.fp + self.fn
         return 2 * self.tp / denom if denom else None
 
     @property
     def alarms_per_minute(self) -> float | None:
+        """Other-class alarms per minute of audio, or None for no audio."""
         return 60.0 * self.other_class_alarms / self.seconds if self.seconds else None
 
     def summary(self) -> dict[str, float | int | None]:
