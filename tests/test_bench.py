@@ -132,7 +132,7 @@ def test_median_interval_shows_how_far_a_small_median_can_move():
 def test_labelled_onsets_go_back_to_where_the_sound_began(tmp_path):
     """A labels.csv row is a run of kept UrbanSound8K slices: a row that begins at slice 3 began
     6 s earlier, and two rows of one occurrence (slices 3-4 and 7-8 kept) are one onset."""
-    from training.labelled_onsets import labelled_onsets
+    from training.evaluation.labelled_onsets import labelled_onsets
 
     (tmp_path / "labels.csv").write_text(
         "fsID,fold,class,classID,start,end\n"

@@ -1,10 +1,10 @@
 """Latency over labelled recordings: onset -> MQTT `start` at a subscriber, in real time.
 
 Each street recording (`../shared/data/recordings`: FLAC files named by fsID and a `labels.csv`,
-see `training.labelled_onsets`) is played at real speed through `soundmon run`, several at once,
+see `training.evaluation.labelled_onsets`) is played at real speed through `soundmon run`, several at once,
 against a private mosquitto; a subscriber notes when each detection `start` arrives. The latency
 of an annotated occurrence is the arrival of the first new event of its class (decided between
-its onset and its end + one hop, `training.labelled_onsets.first_new_event`) minus the wall-clock
+its onset and its end + one hop, `training.evaluation.labelled_onsets.first_new_event`) minus the wall-clock
 time of its onset. Figures only: nothing here asserts a timing.
 
     python -m tools.latency [--model models/urban10] [--parallel 20] [--fast-start T|off]
@@ -36,7 +36,7 @@ from monitor.bench import (
     write_config,
 )
 from monitor.config import default_model_path
-from training.labelled_onsets import first_new_event, labelled_onsets
+from training.evaluation.labelled_onsets import first_new_event, labelled_onsets
 
 __all__ = ["latency_bench", "main", "median_interval"]
 

@@ -11,7 +11,7 @@ occurrences of `labels.csv` (fsID, class, start, end):
   The unlabelled parts are not guaranteed background (the NOTICE says so), so "incorrect"
   events are an upper bound on false alarms.
 - the **decision delay** is counted from each annotated occurrence's start
-  (`training.labelled_onsets`: a labels.csv row that begins at a later kept slice is taken
+  (`training.evaluation.labelled_onsets`: a labels.csv row that begins at a later kept slice is taken
   back to where the sound began, rows of one occurrence counted once), as
   `python -m tools.latency` counts it; recall and precision stay on the labels.csv rows.
 
@@ -39,9 +39,9 @@ from monitor.classify import classify_file
 from monitor.config import load_config
 from monitor.fast_start import start_runner_for
 from monitor.runner import open_model
+from training.evaluation.labelled_onsets import first_new_event, labelled_onsets
 from training.evaluation.labelled_recordings import read_occurrences, training_fsids
 from training.evaluation.segment_metrics import RecordingTally, tally_recording
-from training.labelled_onsets import first_new_event, labelled_onsets
 
 __all__ = ["detector_metrics_on_recordings", "format_detector_lines", "main", "percent"]
 

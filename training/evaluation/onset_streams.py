@@ -37,7 +37,7 @@ from training.datasets import Dataset, load_audio, read_dataset
 from training.evaluation.clip_accuracy import check_labels
 from training.evaluation.cv_accuracy import fold_bundles
 from training.evaluation.detector_metrics import percent
-from training.labelled_onsets import first_new_event
+from training.evaluation.labelled_onsets import first_new_event
 
 __all__ = ["Segment", "fold_stream", "main", "onset_answers", "stream_report"]
 
