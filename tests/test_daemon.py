@@ -103,6 +103,31 @@ def test_a_start_says_which_model_opened_it_and_never_scores_below_that_models_t
         assert p["peak_score"] >= p["score"]
 
 
+def test_the_demo_with_the_defaults_has_no_zero_second_event_and_no_start_below_its_threshold(broker, tmp_path):
+    """`make demo`'s recording with the shipped model and the defaults (fast start at 0.9): every
+    event lasts at least one hop and every START's score reaches the threshold that opened it."""
+    from monitor.bundle import load_bundle
+    from monitor.config import DetectionConfig
+
+    model = need_shipped_model()
+    bundle = load_bundle(model)
+    thresholds = DetectionConfig().thresholds(bundle.thresholds, bundle.labels)
+    fast = DetectionConfig().fast_start_threshold
+    cfg = write_config(tmp_path / "c.yaml", broker)
+    with Subscriber(broker, "soundmon/testnode/detection") as sub:
+        d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--model", str(model))
+        assert d.proc.returncode == 0, d.text()
+        sub.wait_quiet(0.5)
+        events = [m.json() for m in sub.get()]
+    starts = [p for p in events if p["type"] == "start"]
+    ends = [p for p in events if p["type"] == "end"]
+    assert {p["label"] for p in starts} >= {"siren", "dog_bark", "gun_shot"}, starts
+    assert len(ends) == len(starts)
+    assert all(p["duration_s"] >= 0.5 for p in ends), ends
+    for p in starts:
+        assert p["score"] >= (fast if p["opened_by"] == "start_model" else thresholds[p["label"]]) - 1e-4, p
+
+
 def test_mqtt_flush_rate_and_max_inflight_reach_the_publisher(broker, tiny_bundle, tmp_path):
     from monitor.config import load_config
     from monitor.daemon import Daemon
