@@ -19,8 +19,8 @@ import numpy as np
 import soundfile as sf
 
 from monitor.errors import AudioFileError, BundleError
+from monitor.interpreter import load_interpreter_class, quiet_native_stderr
 from monitor.resample import resample, to_mono
-from monitor.runner import load_interpreter_class, quiet_native_stderr
 
 __all__ = ["COMPARE_HOP_S", "WaveformModel", "open_waveform_model", "read_compare_audio"]
 
