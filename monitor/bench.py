@@ -37,6 +37,7 @@ from monitor.bench_compare import (
     open_waveform_model,
     read_compare_audio,
 )
+from monitor.bundle import macs_per_window
 from monitor.config import DetectionConfig, default_model_path
 from monitor.fast_start import effective_fast_start, fast_start_arg, start_macs_per_hop
 
@@ -226,7 +227,7 @@ def figures_from(run: dict[str, Any], bundle_meta: dict[str, Any], hop: float,
     steady_audio = run["audio_s"] - run["first_window_audio_s"]
     steady_cpu = run["cpu_s_at_end"] - run["cpu_s_at_first_window"]
     xrt = steady_audio / steady_cpu if steady_cpu > 0 else float("inf")
-    macs = _macs_per_window(bundle_meta)
+    macs = macs_per_window(bundle_meta)
     streaming = run.get("runner") == "streaming" and bool(stream_macs_per_hop)
     per_hop = ((stream_macs_per_hop if streaming else macs) or 0) + start_macs_per_hop
     return {
@@ -403,11 +404,6 @@ def emit_figures(fig: dict[str, Any], fast_start: float | None, json_out: Path |
     print(json.dumps(fig))
     if json_out:
         json_out.write_text(json.dumps(fig, indent=2) + "\n")
-
-
-def _macs_per_window(bundle_meta: dict[str, Any]) -> int | None:
-    """A bundle's multiply-accumulates per whole window, from its JSON (top level or `model`)."""
-    return bundle_meta.get("macs_per_window") or (bundle_meta.get("model") or {}).get("macs_per_window")
 
 
 def cpu_model() -> str:

@@ -99,6 +99,12 @@ class ModelBundle:
         return out
 
 
+def macs_per_window(meta: dict[str, Any]) -> int | None:
+    """A bundle's multiply-accumulates per window from its JSON metadata (`macs_per_window`, or
+    under `model` in older bundles); None when it does not say."""
+    return meta.get("macs_per_window") or (meta.get("model") or {}).get("macs_per_window")
+
+
 def bundle_paths(path: str | Path) -> tuple[Path, Path]:
     """(tflite, json) paths for `models/x`, `models/x.tflite` or `models/x.json`."""
     p = Path(path)

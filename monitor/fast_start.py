@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from monitor.bundle import ModelBundle, load_bundle
+from monitor.bundle import ModelBundle, load_bundle, macs_per_window
 from monitor.config import DetectionConfig
 from monitor.errors import BundleError
 from monitor.runner import open_model, streams_at
@@ -170,5 +170,4 @@ def start_macs_per_hop(bundle: ModelBundle, hop_seconds: float) -> int:
     start = load_bundle(bundle.start_model_path)
     check = check_seconds(bundle, hop_seconds)
     streamed = start.stream_meta.get("macs_per_hop") if streams_at(start, check) else None
-    per_window = start.meta.get("macs_per_window") or (start.meta.get("model") or {}).get("macs_per_window")
-    return int(streamed or per_window or 0) * round(hop_seconds / check)
+    return int(streamed or macs_per_window(start.meta) or 0) * round(hop_seconds / check)
