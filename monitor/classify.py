@@ -23,7 +23,7 @@ from monitor.config import Config
 from monitor.errors import AudioFileError, BundleError
 from monitor.file_source import FileSource
 from monitor.pipeline import Pipeline
-from monitor.runners import Runners, build_runners
+from monitor.runners import runners_for_opened
 
 __all__ = ["ClipResult", "classify_file", "clip_score_rule", "format_table", "run_classify"]
 
@@ -182,9 +182,7 @@ def run_classify(
     failed = 0
     clip_score_rule(bundle)  # a rule this soundmon does not know: one line before any file
     # the model the CLI opened, with the start model added as the daemon adds it (`build_runners`)
-    model_path = Path(cfg.model.resolved_path())
-    opened = Runners(model_path, cfg.model.threads, cfg.detection.hop_seconds, bundle, runner)
-    runners = build_runners(model_path, cfg.model.threads, cfg.detection, reuse=opened)
+    runners = runners_for_opened(cfg.model.resolved_path(), cfg.model.threads, cfg.detection, bundle, runner)
     for path in paths:
         try:
             result = classify_file(path, runners.bundle, runners.runner, cfg, start_runner=runners.start_runner)

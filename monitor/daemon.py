@@ -56,7 +56,7 @@ from monitor.payloads import (
 from monitor.pipeline import SILENCE_DBFS, Pipeline, WindowResult
 from monitor.publisher import Publisher, sw_version
 from monitor.run_report import RunTimings
-from monitor.runners import Runners, build_runners
+from monitor.runners import build_runners, runners_for_opened
 from monitor.sdnotify import Notifier
 from monitor.source import Source
 
@@ -200,8 +200,7 @@ class Daemon:
         detection = self._detection(cfg)
         # the CLI opened the model (and checked it against the config); the start model is added here.
         # `runners` is the one record of the bundle and runners in force (the pipeline runs them).
-        opened = Runners(self._model_path(cfg), cfg.model.threads, cfg.detection.hop_seconds, bundle, runner)
-        self.runners = build_runners(opened.path, cfg.model.threads, detection, reuse=opened)
+        self.runners = runners_for_opened(self._model_path(cfg), cfg.model.threads, detection, bundle, runner)
         self.pipeline = Pipeline(bundle, runner, detection, start_runner=self.runners.start_runner)
         self._set_names()
         self.publisher = publisher if publisher is not None else self._make_publisher(cfg)

@@ -15,7 +15,7 @@ from monitor.bundle import ModelBundle
 from monitor.fast_start import fast_start_on, start_runner_for
 from monitor.runner import open_model
 
-__all__ = ["Runners", "build_runners"]
+__all__ = ["Runners", "build_runners", "runners_for_opened"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +59,11 @@ def build_runners(path: str | Path, num_threads: int, detection: Any, reuse: Run
     else:
         start_runner = start_runner_for(bundle, detection, num_threads)
     return Runners(path, num_threads, detection.hop_seconds, bundle, runner, start_runner)
+
+
+def runners_for_opened(path: str | Path, num_threads: int, detection: Any, bundle: ModelBundle, runner: Any) -> Runners:
+    """The runners of a model the CLI already opened at `detection.hop_seconds` (`bundle`, `runner`):
+    that runner kept, the start model's added while fast start is on (`build_runners`). What
+    `soundmon run` and `soundmon classify` start from."""
+    opened = Runners(Path(path), num_threads, detection.hop_seconds, bundle, runner)
+    return build_runners(opened.path, num_threads, detection, reuse=opened)
