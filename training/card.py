@@ -387,6 +387,8 @@ def write_card(path: str | Path, report: dict) -> None:
                 f"{acc(a['mean_recording_accuracy'])} |"
             )
         lines.append("")
+    if r.get("detector_comparison"):
+        lines += ["## Detector on street recordings, against other models", "", r["detector_comparison"], ""]
     if r.get("experiments"):
         lines += ["## What was tried", "", r["experiments"], ""]
     lines += limits_lines(r)
@@ -404,6 +406,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="card path (default: the bundle's .md)")
     p.add_argument("--experiments", help="markdown for the 'What was tried' section")
     p.add_argument("--streaming", help="streaming.json from soundmon evaluate --recordings")
+    p.add_argument("--detector-comparison", metavar="MD",
+                   help="markdown for the 'Detector on street recordings' section (python -m tools.detector_comparison)")
     args = p.parse_args(argv)
     try:
         report = json.loads(Path(args.report).read_text())
@@ -411,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
             report["experiments"] = Path(args.experiments).read_text()
         if args.streaming:
             report["streaming"] = json.loads(Path(args.streaming).read_text())
+        if args.detector_comparison:
+            report["detector_comparison"] = Path(args.detector_comparison).read_text()
     except (OSError, ValueError) as exc:
         print(f"training.card: {exc}", file=sys.stderr)
         return 2
