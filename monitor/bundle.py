@@ -64,6 +64,9 @@ class ModelBundle:
     # "smoothing_windows": 1}), used where the config leaves them unset (`DetectionConfig.
     # apply_bundle_defaults`); {} = the config's own defaults
     detection_defaults: dict[str, float | int] = field(default_factory=dict)
+    # Per-label smoothing N this model is calibrated for ("detection": {"class_smoothing_windows":
+    # {"air_conditioner": 7, ...}}), used where the config sets no N (`DetectionConfig.class_smoothing`)
+    class_smoothing_windows: dict[str, int] = field(default_factory=dict)
 
     def display_name(self, label: str) -> str:
         """The name people see for `label`: its display name, else the label itself."""
@@ -86,8 +89,10 @@ class ModelBundle:
         }
         if self.watch is not None:
             out["watch"] = list(self.watch)
-        if self.detection_defaults:
+        if self.detection_defaults or self.class_smoothing_windows:
             out["detection"] = dict(self.detection_defaults)
+            if self.class_smoothing_windows:
+                out["detection"][CLASS_SMOOTHING_KEY] = dict(self.class_smoothing_windows)
         if self.stream_tflite_path is not None:
             out["stream"] = {"tflite": self.stream_tflite_path.name, "hop_frames": self.stream_hop_frames,
                              **self.stream_meta}  # fmt: skip
@@ -196,6 +201,7 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
     display_names = _display_names(data, json_path, labels)
     watch = _watch(data, json_path, labels)
     detection_defaults = _detection_defaults(data, json_path)
+    class_smoothing = _class_smoothing(data, json_path, labels)
     return ModelBundle(
         name=str(data.get("name") or json_path.stem),
         tflite_path=tflite_path,
@@ -217,6 +223,7 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
         display_names=display_names,
         watch=watch,
         detection_defaults=detection_defaults,
+        class_smoothing_windows=class_smoothing,
     )
 
 
@@ -238,14 +245,40 @@ def _detection_defaults(data: dict, json_path: Path) -> dict[str, float | int]:
         raise BundleError(f"model bundle {json_path}: 'detection' must be a non-empty object")
     out: dict[str, float | int] = {}
     for key, value in section.items():
+        if key == CLASS_SMOOTHING_KEY:
+            continue  # per label: `_class_smoothing`
         if key not in BUNDLE_DETECTION_KEYS:
-            raise BundleError(f"model bundle {json_path}: 'detection' may set only {sorted(BUNDLE_DETECTION_KEYS)}, not '{key}'")
+            raise BundleError(f"model bundle {json_path}: 'detection' may set only "
+                              f"{sorted([*BUNDLE_DETECTION_KEYS, CLASS_SMOOTHING_KEY])}, not '{key}'")
         kind, low, high = BUNDLE_DETECTION_KEYS[key]
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
         if not ok or (kind is int and value != int(value)):
             raise BundleError(f"model bundle {json_path}: 'detection.{key}' must be a {kind.__name__} in [{low:g}, {high:g}]")
         out[key] = kind(value)
     return out
+
+
+CLASS_SMOOTHING_KEY = "class_smoothing_windows"
+"""The "detection" key for per-label smoothing: {label: N}, N in [1, 100]."""
+
+
+def _class_smoothing(data: dict, json_path: Path, labels: list[str]) -> dict[str, int]:
+    """The optional "detection": {"class_smoothing_windows": {label: N}}: labels of the bundle,
+    each N an integer in [1, 100] (`smoothing_windows`'s range)."""
+    section = (data.get("detection") or {}).get(CLASS_SMOOTHING_KEY) if isinstance(data.get("detection"), dict) else None
+    if section is None:
+        return {}
+    where = f"model bundle {json_path}: 'detection.{CLASS_SMOOTHING_KEY}'"
+    if not isinstance(section, dict) or not section:
+        raise BundleError(f"{where} must be a non-empty object of label: windows")
+    unknown = sorted(set(section) - set(labels))
+    if unknown:
+        raise BundleError(f"{where} names labels the model does not have: {unknown}")
+    bad = sorted(k for k, v in section.items()
+                 if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 100)  # fmt: skip
+    if bad:
+        raise BundleError(f"{where} must give each label an integer in [1, 100]; bad: {bad}")
+    return {k: int(v) for k, v in section.items()}
 
 
 def _watch(data: dict, json_path: Path, labels: list[str]) -> list[str] | None:

@@ -242,6 +242,17 @@ class ClassConfig(_Section):
         "tuned value for the label (usually best), else `detection.default_threshold`. 0 = "
         "always on; 1.0 = only a perfect score (in practice never with an int8 model).",
     )
+    smoothing_windows: int | None = Field(
+        default=None,
+        ge=1,
+        le=100,
+        description="Windows averaged for this label (see `detection.smoothing_windows`). null = "
+        "the bundle's own value for the label when its JSON names one and the file does not set "
+        "`detection.smoothing_windows` (`models/urban10`: 7 for the steady sounds, air "
+        "conditioner, children playing, drilling, engine idling, jackhammer and street music, "
+        "so that about 3.5 s of such a sound, not one loud second, raises an alert), else "
+        "`detection.smoothing_windows`.",
+    )
 
 
 class DetectionConfig(_Section):
@@ -433,6 +444,20 @@ class DetectionConfig(_Section):
                 out[label] = cls.threshold
             else:
                 out[label] = bundle_defaults.get(label, self.default_threshold)
+        return out
+
+    def class_smoothing(self, bundle_defaults: dict[str, int], labels: list[str]) -> dict[str, int]:
+        """Effective per-label smoothing N: classes.<label>.smoothing_windows > the bundle's
+        per-label value (only while the file leaves `smoothing_windows` unset: a number written
+        there is meant for every label) > smoothing_windows."""
+        own = {} if "smoothing_windows" in self.model_fields_set else bundle_defaults
+        out = {}
+        for label in labels:
+            cls = self.classes.get(label)
+            if cls is not None and cls.smoothing_windows is not None:
+                out[label] = cls.smoothing_windows
+            else:
+                out[label] = own.get(label, self.smoothing_windows)
         return out
 
     def apply_bundle_defaults(self, defaults: dict[str, float | int]) -> None:

@@ -9,7 +9,9 @@ of the window just scored; it publishes whatever events come back.
 Rules (per label; labels are independent, so overlapping sounds can all be active):
 
 1. **Smoothing.** The smoothed score is the mean of the last N window scores
-   (N = `smoothing_windows`); before N windows exist, the mean of those available. A window
+   (N = `smoothing_windows`, or the label's own N in `class_smoothing`: a steady sound such as
+   an air conditioner can be asked for more evidence than a dog bark); before N windows exist,
+   the mean of those available. A window
    the level gate skipped (`scores=None`) counts as all-zero scores, so events still end in
    silence. Non-finite scores (NaN) count as 0. A one-window spike is divided by N, which is
    what keeps a single click from firing a 0.5 threshold at N = 3.
@@ -124,12 +126,13 @@ def _check_settings(
     hold_seconds: float,
     cooldown_seconds: float,
     fast_start_threshold: float | None = None,
+    class_smoothing: Mapping[str, int] | None = None,
 ) -> tuple[dict[str, float], set[str]]:
     """Validate detector settings; ValueError names the offending one (a programming error:
     the config schema already enforces these ranges for users)."""
     known = set(labels)
     enabled_set = set(enabled)
-    unknown = sorted((set(thresholds) | enabled_set) - known)
+    unknown = sorted((set(thresholds) | enabled_set | set(class_smoothing or {})) - known)
     if unknown:
         raise ValueError(f"detector: unknown label(s) {unknown}; labels are {labels}")
     missing = sorted(x for x in enabled_set if x not in thresholds)
@@ -138,8 +141,9 @@ def _check_settings(
     for label, thr in thresholds.items():
         if not (0.0 <= float(thr) <= 1.0):
             raise ValueError(f"detector: threshold for {label} must be in [0, 1], got {thr}")
-    if isinstance(smoothing_windows, bool) or int(smoothing_windows) != smoothing_windows or smoothing_windows < 1:
-        raise ValueError(f"detector: smoothing_windows must be an integer >= 1, got {smoothing_windows}")
+    for name, n in (("smoothing_windows", smoothing_windows), *((f"class_smoothing[{k}]", v) for k, v in (class_smoothing or {}).items())):
+        if isinstance(n, bool) or int(n) != n or not 1 <= n <= HISTORY_KEEP:
+            raise ValueError(f"detector: {name} must be an integer in [1, {HISTORY_KEEP}], got {n}")
     if not (0.0 < release_ratio <= 1.0):
         raise ValueError(f"detector: release_ratio must be in (0, 1], got {release_ratio}")
     if fast_start_threshold is not None and not (0.0 < float(fast_start_threshold) <= 1.0):
@@ -162,7 +166,8 @@ class Detector:
     long below that level ends it; `cooldown_seconds` (>= 0), how long after an end the label may
     not start again; `fast_start_threshold`, in (0, 1], the start model's score that may open its
     top label's event (which must also reach the label's threshold: rule 4), or None (no fast
-    start). Invalid settings raise ValueError (the config
+    start); `class_smoothing`, label -> its own N where it is not `smoothing_windows`.
+    Invalid settings raise ValueError (the config
     schema already enforces these ranges for users).
     """
 
@@ -176,19 +181,21 @@ class Detector:
         hold_seconds: float = 1.0,
         cooldown_seconds: float = 2.0,
         fast_start_threshold: float | None = None,
+        class_smoothing: Mapping[str, int] | None = None,
     ) -> None:
         if not labels or len(set(labels)) != len(labels):
             raise ValueError(f"detector: labels must be a non-empty list of unique names, got {labels}")
         self.labels: list[str] = list(labels)
         self._index = {label: i for i, label in enumerate(self.labels)}
-        self._history: deque[np.ndarray] = deque(maxlen=max(HISTORY_KEEP, int(smoothing_windows)))
+        self._history: deque[np.ndarray] = deque(maxlen=HISTORY_KEEP)
         self._smoothed = np.zeros(len(self.labels), dtype=np.float64)
         self._open: dict[str, _Open] = {}
         self._cooldown_until: dict[str, float] = {}
         self._last_offset: float | None = None
         self._apply(
-            thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds, fast_start_threshold
-        )
+            thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds, fast_start_threshold,
+            class_smoothing,
+        )  # fmt: skip
 
     # -- settings ------------------------------------------------------------------------------
 
@@ -201,10 +208,11 @@ class Detector:
         hold_seconds: float,
         cooldown_seconds: float,
         fast_start_threshold: float | None = None,
+        class_smoothing: Mapping[str, int] | None = None,
     ) -> None:
         thr, en = _check_settings(
             self.labels, thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds,
-            fast_start_threshold,
+            fast_start_threshold, class_smoothing,
         )  # fmt: skip
         self.fast_start_threshold: float | None = (
             None if fast_start_threshold is None else float(fast_start_threshold)
@@ -216,11 +224,17 @@ class Detector:
         # watched, the Python loop over all of them was most of the detector's time per window.
         self._scan: list[tuple[int, str]] = [(i, x) for i, x in enumerate(self.labels) if x in en]
         self.smoothing_windows = int(smoothing_windows)
+        self.class_smoothing: dict[str, int] = {
+            k: int(v) for k, v in (class_smoothing or {}).items() if int(v) != self.smoothing_windows
+        }
+        # N per label in label order, or None when every label uses `smoothing_windows` (the fast path).
+        self._n_by_label: np.ndarray | None = (
+            np.array([self.class_smoothing.get(x, self.smoothing_windows) for x in self.labels])
+            if self.class_smoothing else None
+        )  # fmt: skip
         self.release_ratio = float(release_ratio)
         self.hold_seconds = float(hold_seconds)
         self.cooldown_seconds = float(cooldown_seconds)
-        if self._history.maxlen is not None and self._history.maxlen < self.smoothing_windows:
-            self._history = deque(self._history, maxlen=self.smoothing_windows)
 
     def reconfigure(
         self,
@@ -231,6 +245,7 @@ class Detector:
         hold_seconds: float,
         cooldown_seconds: float,
         fast_start_threshold: float | None = None,
+        class_smoothing: Mapping[str, int] | None = None,
     ) -> list[DetectionEvent]:
         """New settings from the next window on, keeping score history and open events.
 
@@ -239,8 +254,9 @@ class Detector:
         next window. Invalid settings raise ValueError and leave the detector unchanged.
         """
         self._apply(
-            thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds, fast_start_threshold
-        )
+            thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds, fast_start_threshold,
+            class_smoothing,
+        )  # fmt: skip
         ended: list[DetectionEvent] = []
         for label in self.labels:
             if label in self._open and label not in self.enabled:
@@ -289,10 +305,7 @@ class Detector:
                 row = np.nan_to_num(row, nan=0.0, posinf=1.0, neginf=0.0)
         history = self._history
         history.append(row)
-        n = min(self.smoothing_windows, len(history))
-        recent = [history[i] for i in range(len(history) - n, len(history))]
-        # np.mean(axis=0) is this sum divided by the count; without its wrapper (speed).
-        self._smoothed = np.add.reduce(np.stack(recent), axis=0) / n
+        self._smoothed = self._smooth(history)
         fast_label, fast_score = self._fast_label(start_scores)
 
         ends: list[DetectionEvent] = []
@@ -314,6 +327,20 @@ class Detector:
             elif label == fast_label and fast_score >= self.thresholds[label] - EPS and self._may_start(label, offset_s):
                 starts.append(self._start(label, offset_s, fast_start_score=fast_score))
         return ends + starts
+
+    def _smooth(self, history: deque[np.ndarray]) -> np.ndarray:
+        """Per label, the mean of its last N window scores (fewer while fewer exist)."""
+        n_by_label = self._n_by_label
+        if n_by_label is None:
+            n = min(self.smoothing_windows, len(history))
+            recent = [history[i] for i in range(len(history) - n, len(history))]
+            # np.mean(axis=0) is this sum divided by the count; without its wrapper (speed).
+            return np.add.reduce(np.stack(recent), axis=0) / n
+        # Running sums from the newest window back: sums[k - 1] is the sum of the newest k.
+        k_max = min(int(n_by_label.max()), len(history))
+        sums = np.cumsum(np.stack([history[-1 - i] for i in range(k_max)]), axis=0)
+        k = np.minimum(n_by_label, len(history))
+        return sums[k - 1, np.arange(len(self.labels))] / k
 
     def fast_start(self, offset_s: float, start_scores: np.ndarray | None) -> list[DetectionEvent]:
         """A start-model check between two windows (half a hop after the last one): the start

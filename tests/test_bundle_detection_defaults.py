@@ -32,7 +32,10 @@ def test_a_bundle_declares_its_detection_defaults(tiny_bundle, tmp_path):
 @pytest.mark.parametrize(
     "section, message",
     [
-        ({"hop": 1.0}, "may set only ['hop_seconds', 'smoothing_windows'], not 'hop'"),
+        ({"hop": 1.0}, "may set only ['class_smoothing_windows', 'hop_seconds', 'smoothing_windows'], not 'hop'"),
+        ({"class_smoothing_windows": {"siren": 0}}, "must give each label an integer in [1, 100]; bad: ['siren']"),
+        ({"class_smoothing_windows": {"owl": 5}}, "names labels the model does not have: ['owl']"),
+        ({"class_smoothing_windows": []}, "must be a non-empty object of label: windows"),
         ({"hop_seconds": 0}, "'detection.hop_seconds' must be a float in [0.01, 10]"),
         ({"smoothing_windows": 1.5}, "'detection.smoothing_windows' must be a int in [1, 100]"),
         ({"smoothing_windows": True}, "'detection.smoothing_windows' must be a int"),
@@ -58,6 +61,31 @@ def test_the_bundles_defaults_apply_only_where_the_config_is_silent():
     plain = DetectionConfig()
     plain.apply_bundle_defaults({})
     assert (plain.hop_seconds, plain.smoothing_windows) == (0.5, 3)
+
+
+def test_a_bundle_declares_its_own_smoothing_for_some_labels(tiny_bundle, tmp_path):
+    steady = {"smoothing_windows": 3, "class_smoothing_windows": {"air_conditioner": 7, "engine_idling": 7}}
+    bundle = load_bundle(copy_bundle(tiny_bundle, tmp_path, with_detection(steady)))
+    assert bundle.class_smoothing_windows == {"air_conditioner": 7, "engine_idling": 7}
+    assert bundle.detection_defaults == {"smoothing_windows": 3}
+    assert bundle.to_json_dict()["detection"] == steady
+
+
+def test_a_labels_smoothing_comes_from_its_class_then_the_bundle_then_the_one_number():
+    labels = ["air_conditioner", "dog_bark", "siren"]
+    bundle_own = {"air_conditioner": 7}
+    silent = DetectionConfig()
+    assert silent.class_smoothing(bundle_own, labels) == {"air_conditioner": 7, "dog_bark": 3, "siren": 3}
+
+    # a number written for every label is meant for every label: the bundle's own N steps back
+    written = parse_config({"detection": {"smoothing_windows": 5, "classes": {"siren": {"smoothing_windows": 1}}}}).detection
+    written.apply_bundle_defaults({"smoothing_windows": 3})
+    assert written.class_smoothing(bundle_own, labels) == {"air_conditioner": 5, "dog_bark": 5, "siren": 1}
+
+    # the bundle's global default does not count as written: its per-label values still apply
+    calibrated = parse_config({"detection": {"classes": {"dog_bark": {"smoothing_windows": 2}}}}).detection
+    calibrated.apply_bundle_defaults({"smoothing_windows": 3})
+    assert calibrated.class_smoothing(bundle_own, labels) == {"air_conditioner": 7, "dog_bark": 2, "siren": 3}
 
 
 @pytest.mark.integration  # runs the daemon

@@ -78,6 +78,35 @@ def test_smoothing_suppresses_a_one_window_spike():
     assert [e.type for _, e in feed_siren(det, [0.0, 0.0, 1.0, 0.0])] == ["start"]
 
 
+def test_a_steady_class_can_ask_for_more_windows_than_a_sharp_one():
+    # The same 1.5 s burst for both labels: the siren (N = 3) fires, the car horn asked for 7
+    # windows of evidence (as models/urban10 asks of its steady classes) does not.
+    det = make(class_smoothing={"car_horn": 7})
+    burst = [row(siren=0.9, car_horn=0.9)] * 3 + [row()] * 4
+    events = feed(det, [row()] * 4 + burst)
+    assert {e.label for _, e in events if e.type == "start"} == {"siren"}
+    assert det.smoothed[2] == pytest.approx(3 * 0.9 / 7)  # its highest: the 7 newest hold the 3 loud ones
+
+    # Held for 4 windows (2 s) it reaches 4 x 0.9 / 7 = 0.51 on the 4th loud window.
+    det = make(class_smoothing={"car_horn": 7})
+    events = feed(det, [row()] * 4 + [row(car_horn=0.9)] * 4)
+    assert [(t, e.label) for t, e in events] == [(4.0, "car_horn")]
+    assert events[0][1].score == pytest.approx(4 * 0.9 / 7)
+
+
+def test_a_label_with_its_own_smoothing_averages_what_exists_at_first():
+    det = make(smoothing_windows=1, class_smoothing={"siren": 4})
+    feed(det, [row(siren=0.8, dog_bark=0.2), row(siren=0.4, dog_bark=0.6)])
+    assert det.smoothed.tolist() == pytest.approx([0.6, 0.6, 0.0])  # siren: mean of 2 so far; dog bark: newest
+
+
+def test_per_label_smoothing_is_checked_like_the_one_number():
+    with pytest.raises(ValueError, match=r"class_smoothing\[siren\] must be an integer in \[1, 100\]"):
+        make(class_smoothing={"siren": 0})
+    with pytest.raises(ValueError, match="unknown label"):
+        make(class_smoothing={"owl": 5})
+
+
 def test_offset_ends_after_hold_at_last_window_above_release():
     det = make()
     # smoothed:        0.8  0.8  0.8  0.533 0.267 0.0  0.0

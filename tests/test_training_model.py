@@ -94,6 +94,9 @@ def test_cli_errors_are_one_line(tmp_path, capsys):
     assert train_main(["--dataset", str(CLIPS), "--augment", "gain,echo", "--out", str(tmp_path / "m")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("soundmon train: --augment: unknown augmentation")
+    assert train_main(["--dataset", str(CLIPS), "--class-smoothing", "owl=7", "--out", str(tmp_path / "m")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("soundmon train: --class-smoothing: ['owl'] not among")
     assert evaluate_main(["--model", str(tmp_path / "none"), "--dataset", str(CLIPS)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("soundmon evaluate:") and "Traceback" not in "".join(err)
@@ -137,10 +140,15 @@ def test_train_cli_with_cv_writes_bundle_card_and_metrics(tmp_path, capsys):
 
     out = tmp_path / "models" / "t"
     rc = train_main(["--dataset", str(CLIPS), "--arch", "tiny", "--epochs", "2", "--cv", "--batch-size", "8",
+                     "--class-smoothing", "air_conditioner,engine_idling=7", "--class-smoothing", "jackhammer=5",
                      "--out", str(out), "--workers", "1", "--no-progress", "--cache", str(tmp_path / "cache")])  # fmt: skip
     assert rc == 0
     bundle = load_bundle(out)
     assert bundle.meta["metrics"]["cv_folds"] == [1, 2]
+    # the detector calibration asked for is in the bundle and in every fold bundle
+    steady = {"air_conditioner": 7, "engine_idling": 7, "jackhammer": 5}
+    assert bundle.class_smoothing_windows == steady
+    assert load_bundle(out.parent / "t_cv" / "fold1").class_smoothing_windows == steady
     assert "macs_per_window" in bundle.meta["model"] and bundle.meta["latency"]["median_ms"] > 0
     report = json.loads((out.parent / "t_metrics.json").read_text())
     assert len(report["cv"]["per_fold"]) == 2 and "mlp" in report["cv"]["per_fold"][0]

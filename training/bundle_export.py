@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from monitor.bundle import CLASS_SMOOTHING_KEY
 from monitor.frontend import FrontendParams
 from monitor.windows import hop_frames_for
 from training.bundle_files import save_float_weights, weights_path_for
@@ -48,6 +49,8 @@ def export_bundle(
             log(f"{Path(base).name}: streaming model left out ({bad} is quantised differently as input and "
                 "output, which the streaming runner refuses); the daemon will run whole windows")  # fmt: skip
             stream = None
+    if cfg.class_smoothing:  # the detector calibration the run was asked for (`--class-smoothing`)
+        meta = {**meta, "detection": {CLASS_SMOOTHING_KEY: dict(cfg.class_smoothing)}}
     bundle = write_bundle(base, tfl, labels, norm, params, cfg.window_seconds, meta=meta, stream=stream)
     if keep_weights:
         save_float_weights(model, weights_path_for(base))

@@ -31,6 +31,19 @@ def _folds(text: str | None) -> list[int] | None:
         ) from None
 
 
+def _class_smoothing(text: str) -> dict[str, int]:
+    """`LABEL[,LABEL...]=N` -> {label: N} (N windows averaged for those labels, 1-100)."""
+    labels, sep, n = text.rpartition("=")
+    try:
+        value = int(n)
+    except ValueError:
+        value = 0
+    names = [x.strip() for x in labels.split(",") if x.strip()]
+    if not sep or not names or not 1 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"--class-smoothing wants LABEL[,LABEL...]=N with N from 1 to 100, got {text!r}")
+    return dict.fromkeys(names, value)
+
+
 def _window_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -127,6 +140,17 @@ def _train_parser() -> argparse.ArgumentParser:
         help="peak learning rate (default 3e-3; 1e-3 with --init-from)",
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--class-smoothing",
+        type=_class_smoothing,
+        action="append",
+        default=[],
+        metavar="LABEL[,LABEL...]=N",
+        help="write into every bundle of the run that these labels average N windows before the "
+        "threshold test (the detector default the bundle is calibrated for, e.g. the steady sounds "
+        "of models/urban10: air_conditioner,children_playing,drilling,engine_idling,jackhammer,"
+        "street_music=7); repeatable",
+    )
     p.add_argument("--no-augment", action="store_true", help="switch augmentation off")
     p.add_argument(
         "--augment",
@@ -252,6 +276,7 @@ def _train(args, argv) -> int:
         augment=_augment(args),
         freeze_body_epochs=max(5, epochs // 6) if fine else 0,
         window_seconds=args.window_seconds,
+        class_smoothing=_checked_class_smoothing(args.class_smoothing, dataset.labels),
     )
     cv = None
     if args.cv:
@@ -284,6 +309,17 @@ def _train(args, argv) -> int:
     )
     run_training(job)
     return 0
+
+
+def _checked_class_smoothing(specs: list[dict[str, int]], labels: list[str]) -> dict[str, int]:
+    """The `--class-smoothing` options merged; a label the dataset does not have is a DatasetError."""
+    from training.datasets import DatasetError
+
+    merged = {k: v for spec in specs for k, v in spec.items()}
+    unknown = sorted(set(merged) - set(labels))
+    if unknown:
+        raise DatasetError(f"--class-smoothing: {unknown} not among the dataset's labels {labels}")
+    return merged
 
 
 def _train_transfer(args, dataset, argv) -> int:

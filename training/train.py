@@ -64,6 +64,9 @@ class TrainConfig:
     eval_every: int = 5  # epochs between learning-curve points (0: never)
     freeze_body_epochs: int = 0  # fine-tuning: train only the head for this many epochs first
     ema: float = 0.998  # momentum of the weight average the model ends with (0: last weights)
+    # Detector calibration written into every bundle of the run (its JSON's "detection":
+    # {"class_smoothing_windows": ...}): label -> windows averaged, where it is not the config's N
+    class_smoothing: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         """Every field as plain values, `augment` as its own dict."""
