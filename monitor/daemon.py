@@ -214,6 +214,7 @@ class Daemon:
         self._last_level = 0.0
         self._last_stats = 0.0
         self._last_watchdog = 0.0
+        self._periodic_due = -math.inf  # `_periodic`: nothing can be due before this (monotonic s)
         self._last_status = ""
         self._gap_seen = 0
         self._ready = False
@@ -505,7 +506,14 @@ class Daemon:
     # -- periodic messages ---------------------------------------------------------------------
 
     def _periodic(self) -> None:
+        """The watchdog ping, `<base>/level` and `<base>/stats` when each is due.
+
+        Called once per audio block (20 times per audio second), so it first compares the clock
+        with the earliest moment any of them can be due (`_periodic_due`, computed after each
+        full pass) and returns; a reload resets that moment, as it may change the intervals."""
         now = time.monotonic()
+        if now < self._periodic_due:
+            return
         interval = self.notifier.watchdog_interval()
         if interval and now - self._last_watchdog >= min(interval, 5.0):
             self._last_watchdog = now
@@ -523,6 +531,14 @@ class Daemon:
             if status != self._last_status:
                 self._last_status = status
                 self.notifier.status(status)
+        # The earliest moment a check above can pass, less a microsecond so that rounding in
+        # `last + interval` never skips a pass the comparisons above would make.
+        due = [self._last_stats + self.cfg.mqtt.stats_interval]
+        if interval:
+            due.append(self._last_watchdog + min(interval, 5.0))
+        if lvl > 0:
+            due.append(self._last_level + lvl)
+        self._periodic_due = min(due) - 1e-6
 
     def stats_payload(self) -> dict[str, Any]:
         """`<base>/stats` now (`monitor.payloads.stats_payload`)."""
@@ -747,6 +763,7 @@ class Daemon:
         (storage.clip*, and audio.block_seconds of a file source) is named in the log line.
         """
         self.notifier.reloading()
+        self._periodic_due = -math.inf  # new intervals may make a message due sooner
         try:
             new = load_config(self.config_path)
             model_path = self._model_path(new)

@@ -257,17 +257,33 @@ class LogMelFrontend:
         return view
 
     def _frames_to_logmel(self, frames: np.ndarray) -> np.ndarray:
+        return self._frames64_to_logmel(frames.astype(np.float64))
+
+    def _frames64_to_logmel(self, frames64: np.ndarray) -> np.ndarray:
+        """Log-mel of frames already in float64 (a copy of the samples' frames, whose rows are
+        windowed in place: the streaming front-end reuses its float64 copy for the energies)."""
         p = self.params
         # float64 on purpose: numpy's pocketfft is ~3.5x faster on float64 rows than on float32
-        # (measured: 50 frames of 512 in 0.05 ms vs 0.18 ms), and the window multiply promotes.
-        spec = np.fft.rfft(frames * self._window64, n=p.n_fft, axis=-1)
-        power = np.square(spec.real)  # real**2 + imag**2, with one temporary fewer
-        power += np.square(spec.imag)
-        if p.power == 1.0:
-            np.sqrt(power, out=power)
-        elif p.power != 2.0:
-            power = power ** (p.power / 2.0)
-        mel = power.astype(np.float32) @ self._mel_basis_t
+        # (measured: 50 frames of 512 in 0.05 ms vs 0.18 ms). Windowing the float64 copy gives
+        # the products float32 frames x float64 window would (the float32 -> float64 cast is exact).
+        np.multiply(frames64, self._window64, out=frames64)
+        spec = np.fft.rfft(frames64, n=p.n_fft, axis=-1)
+        # real**2 + imag**2: the (real, imag) pairs squared in place as one contiguous float64
+        # array, then each pair summed (speed: no strided squares, no temporaries); for power 2
+        # the sum is cast to float32 as it is stored, as `.astype(np.float32)` of it would be.
+        parts = spec.view(np.float64)
+        np.square(parts, out=parts)
+        if p.power == 2.0:
+            power32 = np.empty((len(parts), parts.shape[1] // 2), dtype=np.float32)
+            np.add(parts[:, 0::2], parts[:, 1::2], out=power32, casting="same_kind")
+        else:
+            power = np.add(parts[:, 0::2], parts[:, 1::2])
+            if p.power == 1.0:
+                np.sqrt(power, out=power)
+            else:
+                power = power ** (p.power / 2.0)
+            power32 = power.astype(np.float32)
+        mel = power32 @ self._mel_basis_t
         if p.log_scale == "ln":
             mel += np.float32(p.log_offset)
             return np.log(mel, out=mel)
@@ -330,9 +346,11 @@ class StreamingLogMel:
         if n == 0:
             self._pending = buf.copy()
             return np.empty((0, p.n_mels), dtype=np.float32), np.empty(0, dtype=np.float64)
-        frames = self.batch.frames(buf)
-        logmel = self.batch._frames_to_logmel(frames)
-        energy = _mean_square(frames)
+        # One float64 copy of the frames serves both: the energies (einsum computes in float64
+        # anyway) and then, windowed in place, the spectra.
+        frames64 = self.batch.frames(buf).astype(np.float64)
+        energy = _mean_square(frames64)
+        logmel = self.batch._frames64_to_logmel(frames64)
         self._pending = buf[n * p.hop_length :].copy()
         self.frames_emitted += n
         return logmel, energy

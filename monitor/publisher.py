@@ -1020,6 +1020,11 @@ class Publisher:
     def take_commands(self, limit: int = COMMAND_QUEUE) -> list[tuple[str, bytes, bool]]:
         """Up to `limit` commands received since the last call, oldest first: (topic, payload
         (at most one byte longer than a valid command), retained). Never blocks."""
+        # Called once per audio block: an empty queue (nearly always) costs one length test of
+        # its deque instead of a locked get_nowait that raises Empty. Without the lock a command
+        # put at this very moment may be seen empty: it is taken at the next call.
+        if not self._commands.queue:
+            return []
         out: list[tuple[str, bytes, bool]] = []
         while len(out) < limit:
             try:

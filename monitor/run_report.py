@@ -19,7 +19,7 @@ import numpy as np
 if TYPE_CHECKING:
     from monitor.pipeline import Pipeline
 
-__all__ = ["RunTimings", "runner_counters"]
+__all__ = ["RunTimings", "own_peak_rss_mb", "runner_counters"]
 
 
 @dataclass
@@ -68,6 +68,7 @@ class RunTimings:
             "inference_ms_p50": float(np.percentile(inf, 50)),
             "inference_ms_p95": float(np.percentile(inf, 95)),
             "spool_depth": spool_depth,
+            "own_peak_rss_mb": own_peak_rss_mb(),
             **runner_counters(runner),
         }
 
@@ -84,3 +85,19 @@ def runner_counters(runner: Any) -> dict[str, Any]:
     if isinstance(runner, StreamingRunner):
         return {"runner": "streaming", "stream_steps": runner.steps, "stream_rebuilds": runner.rebuilds}
     return {"runner": "window", "stream_steps": None, "stream_rebuilds": None}
+
+
+def own_peak_rss_mb() -> float | None:
+    """This process's peak RSS so far in MB (VmHWM of /proc/self/status), None where unreadable.
+
+    Why not the parent's wait4 figure: Linux starts a child's peak-RSS count at its parent's at
+    fork/exec, so a parent larger than the daemon (bench, holding YAMNet for --compare-tflite)
+    would be reported as the daemon's peak; VmHWM belongs to the process image after exec."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None

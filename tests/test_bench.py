@@ -222,3 +222,40 @@ def test_the_compare_ratio_passes_only_below_one():
 
     assert verdict("pipeline_vs_compare", 0.99) == "pass (< 1)"
     assert verdict("pipeline_vs_compare", 1.0) == "MISS (< 1)"
+
+
+def test_the_pcm_copy_the_bench_streams_holds_the_files_own_samples(tmp_path):
+    """bench streams a WAV copy of the audio in place of a microphone's PCM: for a 16-bit FLAC
+    the same 16-bit samples (so the daemon's results do not change), for a lossy file float32."""
+    import numpy as np
+    import soundfile as sf
+
+    from monitor.bench import pcm_copy
+
+    copy = pcm_copy(DEMO, tmp_path / "demo.wav")
+    src, dst = sf.info(DEMO), sf.info(copy)
+    assert (dst.format, dst.subtype, dst.samplerate, dst.channels) == ("WAV", src.subtype, src.samplerate, src.channels)
+    assert np.array_equal(sf.read(copy, dtype="int32")[0], sf.read(DEMO, dtype="int32")[0])
+    ogg = tmp_path / "stereo.ogg"
+    sf.write(ogg, np.full((4000, 2), 0.25, dtype=np.float32), 22050, format="OGG", subtype="VORBIS")
+    copy = pcm_copy(ogg, tmp_path / "stereo.wav")
+    assert (sf.info(copy).subtype, sf.info(copy).samplerate, sf.info(copy).channels) == ("FLOAT", 22050, 2)
+    assert np.allclose(sf.read(copy, dtype="float32")[0], sf.read(ogg, dtype="float32")[0], atol=1e-6)
+
+
+@pytest.mark.integration  # runs the daemon as a child (soundmon bench's run_child)
+def test_the_peak_rss_is_the_daemons_own_not_its_parents(tiny_bundle, tmp_path):
+    """Linux starts a child's wait4 peak RSS at its parent's: a bench process larger than the
+    daemon (holding YAMNet for --compare-tflite) would be reported as the daemon's peak. The
+    figure is the daemon's own VmHWM, from its report."""
+    import numpy as np
+
+    from monitor.bench import run_child, write_config
+    from monitor.run_report import own_peak_rss_mb
+
+    ballast = np.ones(300 * 2**20 // 8)  # 300 MB in this (the parent) process, every page touched
+    assert own_peak_rss_mb() > 300
+    write_config(tmp_path / "c.yaml", tmp_path / "state", tiny_bundle, 0, 0.5, 1)
+    run = run_child(DEMO, tmp_path / "c.yaml", tmp_path / "r.json")
+    assert 0 < run["peak_rss_mb"] < 200, run["peak_rss_mb"]
+    del ballast
