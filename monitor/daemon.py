@@ -323,6 +323,17 @@ class Daemon:
 
     # -- main loop -----------------------------------------------------------------------------
 
+    def _smoothing_text(self) -> str:
+        """"smoothing 3" or, with labels of their own N, "smoothing 3 (7: air_conditioner, ...)"."""
+        det = self.cfg.detection
+        n = det.smoothing_windows
+        own: dict[int, list[str]] = {}
+        for label, k in det.class_smoothing(self.bundle.class_smoothing_windows, self.bundle.labels).items():
+            if k != n:
+                own.setdefault(k, []).append(label)
+        extra = "; ".join(f"{k}: {', '.join(labels)}" for k, labels in sorted(own.items()))
+        return f"smoothing {n}" + (f" ({extra})" if extra else "")
+
     def run(self) -> int:
         """Run until the file ends or a stop signal; returns the exit status (0 on a clean stop).
 
@@ -335,9 +346,9 @@ class Daemon:
         self.source = self._open_source()
         self.source.start()
         log.info(
-            "starting: model %s (%s, %s), source %s, hop %.2f s%s, mqtt %s",
+            "starting: model %s (%s, %s), source %s, hop %.2f s, %s%s, mqtt %s",
             self.bundle.name, self._watch_text(), self.runners.runner.runtime,
-            self.source_spec, self.cfg.detection.hop_seconds,
+            self.source_spec, self.cfg.detection.hop_seconds, self._smoothing_text(),
             "" if self.runners.start_runner is None else f", fast start {self.cfg.detection.fast_start_threshold:g}",
             f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.cfg.mqtt.base}" if self.cfg.mqtt.enabled else "off",
         )  # fmt: skip

@@ -226,6 +226,20 @@ def _pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f}"
 
 
+def _smoothing_lines(r: dict) -> list[str]:
+    """The detector calibration written into the bundle (`soundmon train --class-smoothing`)."""
+    own = (r.get("training") or {}).get("class_smoothing") or {}
+    if not own:
+        return []
+    by_n: dict[int, list[str]] = {}
+    for label, n in sorted(own.items()):
+        by_n.setdefault(n, []).append(f"`{label}`")
+    parts = "; ".join(f"{n} windows for {', '.join(labels)}" for n, labels in sorted(by_n.items()))
+    return [f"- Detection default it is calibrated for (its JSON's `detection.class_smoothing_windows`): {parts}; "
+            "the config's `detection.smoothing_windows` (3) for the other labels. A config that sets a smoothing "
+            "(for every label or for one) overrides it."]
+
+
 def write_card(path: str | Path, report: dict) -> None:
     """`report` is the training report (the same dict that goes to metrics.json)."""
     r = report
@@ -244,6 +258,7 @@ def write_card(path: str | Path, report: dict) -> None:
         "- Clips shorter than the window are zero-padded at the end (placement `start`); longer recordings "
         "give a window every 0.5 s and a clip's score is the mean of its window scores (what "
         "`soundmon classify` does).",
+        *_smoothing_lines(r),
         f"- Architecture `{r['arch']}`{ARCH_TEXT.get(r['arch'], '')}: {r['model']['params']:,} parameters, "
         f"{r['model']['macs_per_window'] / 1e6:.1f} M multiply-accumulates per window, "
         f"int8 file {r['model']['tflite_bytes'] / 1024:.0f} KiB.",
