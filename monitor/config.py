@@ -435,30 +435,24 @@ class DetectionConfig(_Section):
             return {k: ({} if c is None else c) for k, c in v.items()}
         return v
 
-    def thresholds(self, bundle_defaults: dict[str, float], labels: list[str]) -> dict[str, float]:
-        """Effective per-label threshold: classes.<label>.threshold > bundle default > default_threshold."""
+    def _per_label(self, key: str, bundle_defaults: dict, fallback, labels: list[str]) -> dict:
+        """Per label: classes.<label>.<key> when set, else `bundle_defaults[label]`, else `fallback`."""
         out = {}
         for label in labels:
-            cls = self.classes.get(label)
-            if cls is not None and cls.threshold is not None:
-                out[label] = cls.threshold
-            else:
-                out[label] = bundle_defaults.get(label, self.default_threshold)
+            own = getattr(self.classes.get(label), key, None)
+            out[label] = own if own is not None else bundle_defaults.get(label, fallback)
         return out
+
+    def thresholds(self, bundle_defaults: dict[str, float], labels: list[str]) -> dict[str, float]:
+        """Effective per-label threshold: classes.<label>.threshold > bundle default > default_threshold."""
+        return self._per_label("threshold", bundle_defaults, self.default_threshold, labels)
 
     def class_smoothing(self, bundle_defaults: dict[str, int], labels: list[str]) -> dict[str, int]:
         """Effective per-label smoothing N: classes.<label>.smoothing_windows > the bundle's
         per-label value (only while the file leaves `smoothing_windows` unset: a number written
         there is meant for every label) > smoothing_windows."""
         own = {} if "smoothing_windows" in self.model_fields_set else bundle_defaults
-        out = {}
-        for label in labels:
-            cls = self.classes.get(label)
-            if cls is not None and cls.smoothing_windows is not None:
-                out[label] = cls.smoothing_windows
-            else:
-                out[label] = own.get(label, self.smoothing_windows)
-        return out
+        return self._per_label("smoothing_windows", own, self.smoothing_windows, labels)
 
     def apply_bundle_defaults(self, defaults: dict[str, float | int]) -> None:
         """Take a bundle's own detection defaults (its JSON's "detection": the hop and smoothing

@@ -28,3 +28,20 @@ def need_shipped_model() -> Path:
     if not SHIPPED_MODEL.with_suffix(".tflite").is_file():
         pytest.skip("needs the shipped model models/urban10 (not built yet in this checkout)")
     return SHIPPED_MODEL
+
+
+def demo_as_labelled_recordings(tmp_path: Path) -> Path:
+    """The bundled demo as a one-recording folder in the layout of ../shared/data/recordings
+    (`900001.flac` and a labels.csv in demo time), for `soundmon evaluate --recordings` and alike."""
+    import csv
+    import shutil
+
+    rec = tmp_path / "recordings"
+    rec.mkdir()
+    shutil.copy(DEMO, rec / "900001.flac")
+    with (DEMO.parent / "street_demo_labels.csv").open(newline="") as src, (rec / "labels.csv").open("w", newline="") as dst:
+        out = csv.writer(dst)
+        out.writerow(["fsID", "fold", "class", "classID", "start", "end"])
+        for r in csv.DictReader(src):
+            out.writerow(["900001", 1, r["class"], 0, r["start"], r["end"]])
+    return rec

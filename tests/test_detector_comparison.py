@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.paths import CLIPS, DEMO, need_shipped_model
+from tests.paths import CLIPS, demo_as_labelled_recordings, need_shipped_model
 from tools.detector_comparison import main, markdown, parse_row
 
 
@@ -36,23 +34,11 @@ def test_the_table_has_a_line_per_row_and_a_dash_where_a_model_has_no_streams() 
     assert lines[3].endswith("| 0 of 23 | - | - | - |")
 
 
-def _demo_recordings(tmp_path: Path) -> Path:
-    rec = tmp_path / "recordings"
-    rec.mkdir()
-    shutil.copy(DEMO, rec / "900001.flac")
-    with (DEMO.parent / "street_demo_labels.csv").open(newline="") as src, (rec / "labels.csv").open("w", newline="") as dst:
-        out = csv.writer(dst)
-        out.writerow(["fsID", "fold", "class", "classID", "start", "end"])
-        for r in csv.DictReader(src):
-            out.writerow(["900001", 1, r["class"], 0, r["start"], r["end"]])
-    return rec
-
-
 def test_the_shipped_model_with_and_without_fast_start_on_the_demo(tmp_path: Path, capsys) -> None:
     """Two rows of one bundle, the second with a config; the bundle's CV fold models stream the
     bundled test clips' folds."""
     model = need_shipped_model()
-    rec = _demo_recordings(tmp_path)
+    rec = demo_as_labelled_recordings(tmp_path)
     off = tmp_path / "off.yaml"
     off.write_text("detection:\n  fast_start_threshold: null\n")
     out_json, out_md = tmp_path / "cmp.json", tmp_path / "cmp.md"
@@ -70,7 +56,7 @@ def test_the_shipped_model_with_and_without_fast_start_on_the_demo(tmp_path: Pat
 
 
 def test_a_missing_model_is_one_line_and_exit_2(tmp_path: Path, capsys) -> None:
-    rec = _demo_recordings(tmp_path)
+    rec = demo_as_labelled_recordings(tmp_path)
     assert main(["--recordings", str(rec), "--row", f"x={tmp_path / 'nope'}"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("detector_comparison: ")

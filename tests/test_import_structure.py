@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.paths import CLIPS, DEMO, REPO, need_shipped_model
+from tests.paths import CLIPS, REPO, demo_as_labelled_recordings, need_shipped_model
 
 PACKAGES = ("monitor", "training", "tools")
 
@@ -176,21 +176,6 @@ def _int8_only_bundle(tmp_path: Path) -> Path:
     return out / model.name
 
 
-def _labelled_recordings(tmp_path: Path) -> Path:
-    """The demo recording as a one-recording labels.csv folder (tests/test_segment_metrics.py)."""
-    import csv
-
-    rec = tmp_path / "recordings"
-    rec.mkdir()
-    shutil.copy(DEMO, rec / "900001.flac")
-    with (DEMO.parent / "street_demo_labels.csv").open(newline="") as src, (rec / "labels.csv").open("w", newline="") as dst:
-        out = csv.writer(dst)
-        out.writerow(["fsID", "fold", "class", "classID", "start", "end"])
-        for r in csv.DictReader(src):
-            out.writerow(["900001", 1, r["class"], 0, r["start"], r["end"]])
-    return rec
-
-
 def test_tflite_only_commands_do_not_import_tensorflow(tmp_path: Path) -> None:
     """`soundmon evaluate` on an int8 bundle (--dataset, --cv, --recordings), the onset streams,
     the onset probe, the detector metrics and `--help` of each, one after the other in one fresh
@@ -198,7 +183,7 @@ def test_tflite_only_commands_do_not_import_tensorflow(tmp_path: Path) -> None:
     if not (CLIPS / "metadata.csv").is_file():
         pytest.skip("tests/data/clips (the test clips) not present")
     model = _int8_only_bundle(tmp_path)
-    rec = _labelled_recordings(tmp_path)
+    rec = demo_as_labelled_recordings(tmp_path)
     out, cache = str(tmp_path / "out"), str(tmp_path / "cache")
     common = ["--model", str(model), "--dataset", str(CLIPS), "--out", out, "--cache", cache, "--no-progress"]
     commands = {

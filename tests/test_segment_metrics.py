@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import csv
-import shutil
 from pathlib import Path
 
 import pytest
 
-from tests.paths import DEMO, need_shipped_model
+from tests.paths import demo_as_labelled_recordings, need_shipped_model
 from training.evaluation.segment_metrics import RecordingTally, tally_recording
 
 
@@ -54,15 +52,7 @@ def test_evaluate_reports_the_detector_on_a_labelled_recording(tmp_path: Path) -
     )
 
     model = need_shipped_model()
-    rec = tmp_path / "recordings"
-    rec.mkdir()
-    shutil.copy(DEMO, rec / "900001.flac")
-    with (DEMO.parent / "street_demo_labels.csv").open(newline="") as src, (rec / "labels.csv").open("w", newline="") as dst:
-        rows = list(csv.DictReader(src))
-        out = csv.writer(dst)
-        out.writerow(["fsID", "fold", "class", "classID", "start", "end"])
-        for r in rows:  # demo time, as labels.csv wants it
-            out.writerow(["900001", 1, r["class"], 0, r["start"], r["end"]])
+    rec = demo_as_labelled_recordings(tmp_path)  # labels in demo time, as labels.csv wants them
     rep = detector_metrics_on_recordings(model, rec)
     det = rep["detector"]["all"]
     assert det["recordings"] == 1 and det["minutes"] == pytest.approx(0.55, abs=0.01)
