@@ -264,8 +264,9 @@ CLASS_SMOOTHING_KEY = "class_smoothing_windows"
 
 def _class_smoothing(data: dict, json_path: Path, labels: list[str]) -> dict[str, int]:
     """The optional "detection": {"class_smoothing_windows": {label: N}}: labels of the bundle,
-    each N an integer in [1, 100] (`smoothing_windows`'s range)."""
-    section = (data.get("detection") or {}).get(CLASS_SMOOTHING_KEY) if isinstance(data.get("detection"), dict) else None
+    each N an integer in `smoothing_windows`'s range. Called after `_detection_defaults`, which
+    has refused a "detection" that is not an object."""
+    section = (data.get("detection") or {}).get(CLASS_SMOOTHING_KEY)
     if section is None:
         return {}
     where = f"model bundle {json_path}: 'detection.{CLASS_SMOOTHING_KEY}'"
@@ -274,10 +275,11 @@ def _class_smoothing(data: dict, json_path: Path, labels: list[str]) -> dict[str
     unknown = sorted(set(section) - set(labels))
     if unknown:
         raise BundleError(f"{where} names labels the model does not have: {unknown}")
+    _, low, high = BUNDLE_DETECTION_KEYS["smoothing_windows"]
     bad = sorted(k for k, v in section.items()
-                 if not isinstance(v, int) or isinstance(v, bool) or not 1 <= v <= 100)  # fmt: skip
+                 if not isinstance(v, int) or isinstance(v, bool) or not low <= v <= high)  # fmt: skip
     if bad:
-        raise BundleError(f"{where} must give each label an integer in [1, 100]; bad: {bad}")
+        raise BundleError(f"{where} must give each label an integer in [{low}, {high}]; bad: {bad}")
     return {k: int(v) for k, v in section.items()}
 
 

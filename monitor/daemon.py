@@ -324,13 +324,13 @@ class Daemon:
     # -- main loop -----------------------------------------------------------------------------
 
     def _smoothing_text(self) -> str:
-        """"smoothing 3" or, with labels of their own N, "smoothing 3 (7: air_conditioner, ...)"."""
-        det = self.cfg.detection
-        n = det.smoothing_windows
+        """"smoothing 3" or, with labels of their own N, "smoothing 3 (7: air_conditioner, ...)":
+        the settings the pipeline's detector runs with."""
+        detector = self.pipeline.detector
         own: dict[int, list[str]] = {}
-        for label, k in det.class_smoothing(self.bundle.class_smoothing_windows, self.bundle.labels).items():
-            if k != n:
-                own.setdefault(k, []).append(label)
+        for label, k in detector.class_smoothing.items():  # only the labels whose N differs
+            own.setdefault(k, []).append(label)
+        n = detector.smoothing_windows
         extra = "; ".join(f"{k}: {', '.join(labels)}" for k, labels in sorted(own.items()))
         return f"smoothing {n}" + (f" ({extra})" if extra else "")
 

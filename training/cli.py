@@ -32,15 +32,21 @@ def _folds(text: str | None) -> list[int] | None:
 
 
 def _class_smoothing(text: str) -> dict[str, int]:
-    """`LABEL[,LABEL...]=N` -> {label: N} (N windows averaged for those labels, 1-100)."""
+    """`LABEL[,LABEL...]=N` -> {label: N} (N windows averaged for those labels, in the range a
+    bundle's smoothing may have)."""
+    from monitor.bundle import BUNDLE_DETECTION_KEYS
+
+    _, low, high = BUNDLE_DETECTION_KEYS["smoothing_windows"]
     labels, sep, n = text.rpartition("=")
     try:
         value = int(n)
     except ValueError:
         value = 0
     names = [x.strip() for x in labels.split(",") if x.strip()]
-    if not sep or not names or not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"--class-smoothing wants LABEL[,LABEL...]=N with N from 1 to 100, got {text!r}")
+    if not sep or not names or not low <= value <= high:
+        raise argparse.ArgumentTypeError(
+            f"--class-smoothing wants LABEL[,LABEL...]=N with N from {low:g} to {high:g}, got {text!r}"
+        )
     return dict.fromkeys(names, value)
 
 
