@@ -46,11 +46,11 @@ from monitor.detector import DetectionEvent
 from monitor.discovery import label_topic_level, pretty_name
 from monitor.errors import ConfigError, SoundmonError
 from monitor.payloads import (
+    ScoresText,
     config_values,
     detection_payload,
     event_line,
     level_payload,
-    scores_payload,
     stats_payload,
 )
 from monitor.pipeline import SILENCE_DBFS, Pipeline, WindowResult
@@ -471,15 +471,15 @@ class Daemon:
             if not 0.0 <= since < interval - 1e-6:  # (negative: a new pipeline restarted the offsets)
                 self._last_scores_offset = res.end_offset_s
                 t0 = time.perf_counter()
-                self.publisher.publish_scores(self.scores_payload(res))
+                self.publisher.publish_scores(self.scores_text(res))
                 self.timings.scores_s += time.perf_counter() - t0
                 self.timings.scores_messages += 1
 
-    def scores_payload(self, res: WindowResult) -> dict[str, Any]:
-        """`<base>/scores` for window `res` (`monitor.payloads.scores_payload`)."""
-        return scores_payload(self.pipeline.labels, self._names, self._watched_idx,
-                              self.pipeline.detector.smoothed, res.scores, res.end_offset_s,
-                              res.level_dbfs, self._stream_start())  # fmt: skip
+    def scores_text(self, res: WindowResult) -> str:
+        """`<base>/scores` for window `res` as JSON text (`monitor.payloads.ScoresText`: the text
+        of `monitor.payloads.scores_payload`)."""
+        return self._scores_text(self._watched_idx, self.pipeline.detector.smoothed, res.scores,
+                                 res.end_offset_s, res.level_dbfs, self._stream_start())  # fmt: skip
 
     # -- events --------------------------------------------------------------------------------
 
@@ -630,6 +630,7 @@ class Daemon:
         self._watch = (cfg or self.cfg).detection.watched_labels(self.bundle.labels, self.bundle.watch)
         names = self.bundle.display_names or {}
         self._names = [names.get(label) or pretty_name(label) for label in self.pipeline.labels]
+        self._scores_text = ScoresText(self.pipeline.labels, self._names)
         index = {label: i for i, label in enumerate(self.pipeline.labels)}
         self._watched_idx = np.array([index[label] for label in self._watched()], dtype=np.intp)
         self._levels = {label_topic_level(label): label for label in self._watched()}

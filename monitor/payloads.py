@@ -6,7 +6,8 @@ daemon gathers the values and hands the dicts to `monitor.publisher.Publisher`, 
 and sends them:
 
 - `detection_payload`: `<base>/detection`, one per event start and one per event end
-- `scores_payload`: `<base>/scores`, the newest window's top watched labels
+- `scores_payload`: `<base>/scores`, the newest window's top watched labels (`ScoresText`: the
+  same message as its JSON text, built directly: it is sent every second of audio)
 - `level_payload`: `<base>/level`, the mean level over the last `level_interval` seconds
 - `stats_payload`: `<base>/stats`, the retained health message
 - `config_values`: the values in force behind the `<base>/config/<label>/...` echoes
@@ -16,6 +17,8 @@ and sends them:
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
@@ -27,6 +30,7 @@ from monitor.pipeline import level_dbfs
 
 __all__ = [
     "SCORES_TOP",
+    "ScoresText",
     "config_values",
     "detection_payload",
     "event_line",
@@ -103,19 +107,70 @@ def scores_payload(
     "name", "score", "raw"}, ...]}`, at most `top` entries sorted by `score` (ties in label
     order); `raw` is 0 for a gated window.
     """
-    order = watched_idx[np.argsort(-smoothed[watched_idx], kind="stable")[:top]]
+    order = _top_order(watched_idx, smoothed, top)
     entries = [{
         "label": labels[i],
         "name": names[i],
         "score": round(float(smoothed[i]), 4),
         "raw": round(float(raw[i]), 4) if raw is not None else 0.0,
-    } for i in order.tolist()]  # fmt: skip
+    } for i in order]  # fmt: skip
     return {
         "time": iso_utc(stream_start + end_offset_s),
         "stream_offset_s": round(end_offset_s, 3),
         "dbfs": round(window_dbfs, 1),
         "top": entries,
     }
+
+
+def _top_order(watched_idx: np.ndarray, smoothed: np.ndarray, top: int) -> list[int]:
+    """The indices of the `top` watched labels by smoothed score, ties in label order."""
+    return watched_idx[np.argsort(-smoothed[watched_idx], kind="stable")[:top]].tolist()
+
+
+def _json_number(value: Any) -> str:
+    """A number as `monitor.publisher`'s JSON encoding writes it: a float by its repr, NaN and
+    infinity as null (the publisher's `_plain`), anything else by `json.dumps`."""
+    if isinstance(value, float):
+        return float.__repr__(value) if math.isfinite(value) else "null"
+    return json.dumps(value)
+
+
+class ScoresText:
+    """`<base>/scores` as the JSON text the publisher would send for `scores_payload`'s dict,
+    character for character, built without the dict.
+
+    Why: the message goes out every `detection.scores_interval` s of audio, and encoding the
+    dict (the publisher's NaN-safe copy, then `json.dumps`) cost more CPU than the detector's
+    whole window step; the label and name fragments are encoded once here instead.
+    Parameters: `labels` and `names` (display names), one per model output."""
+
+    def __init__(self, labels: Sequence[str], names: Sequence[str]) -> None:
+        def text(x: str) -> str:
+            return json.dumps(x, ensure_ascii=False)
+
+        self._heads = [f'{{"label":{text(label)},"name":{text(name)},"score":'
+                       for label, name in zip(labels, names, strict=True)]  # fmt: skip
+
+    def __call__(
+        self,
+        watched_idx: np.ndarray,
+        smoothed: np.ndarray,
+        raw: np.ndarray | None,
+        end_offset_s: float,
+        window_dbfs: float,
+        stream_start: float,
+        top: int = SCORES_TOP,
+    ) -> str:
+        """The text of `scores_payload(labels, names, watched_idx, ...)` (the same parameters)."""
+        heads, num = self._heads, _json_number
+        entries = ",".join(
+            f'{heads[i]}{num(round(float(smoothed[i]), 4))},"raw":'
+            f"{num(round(float(raw[i]), 4) if raw is not None else 0.0)}}}"
+            for i in _top_order(watched_idx, smoothed, top)
+        )
+        return (f'{{"time":{json.dumps(iso_utc(stream_start + end_offset_s))},'
+                f'"stream_offset_s":{num(round(end_offset_s, 3))},"dbfs":{num(round(window_dbfs, 1))},'
+                f'"top":[{entries}]}}')  # fmt: skip
 
 
 def level_payload(now: float, mean_power: float) -> dict[str, Any]:

@@ -1011,11 +1011,12 @@ class Publisher:
             return
         self._publish(f"{self.base}/level", _dumps(payload), qos=0)
 
-    def publish_scores(self, payload: dict[str, Any]) -> None:
-        """QoS 0 JSON on `<base>/scores` (the newest window's top labels); dropped while disconnected."""
+    def publish_scores(self, payload: dict[str, Any] | str) -> None:
+        """QoS 0 JSON on `<base>/scores` (the newest window's top labels); dropped while
+        disconnected. `payload` is the message, or its JSON text (`monitor.payloads.ScoresText`)."""
         if self._client is None or not self._connected:
             return
-        self._publish(f"{self.base}/scores", _dumps(payload), qos=0)
+        self._publish(f"{self.base}/scores", payload if isinstance(payload, str) else _dumps(payload), qos=0)
 
     def take_commands(self, limit: int = COMMAND_QUEUE) -> list[tuple[str, bytes, bool]]:
         """Up to `limit` commands received since the last call, oldest first: (topic, payload

@@ -14,6 +14,7 @@ import numpy as np
 from monitor.config import DetectionConfig
 from monitor.detector import DetectionEvent
 from monitor.payloads import (
+    ScoresText,
     config_values,
     detection_payload,
     event_line,
@@ -23,6 +24,7 @@ from monitor.payloads import (
     stats_payload,
 )
 from monitor.pipeline import PipelineStats
+from monitor.publisher import _dumps
 
 T0 = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -59,6 +61,34 @@ def test_scores_payload_top_watched_by_smoothed_score() -> None:
     assert (p["time"], p["stream_offset_s"], p["dbfs"]) == ("2023-11-14T22:13:24.000Z", 4.0, -31.3)
     gated = scores_payload(labels, labels, np.array([0]), smoothed, None, 4.0, -90.0, T0)
     assert gated["top"] == [{"label": "a", "name": "a", "score": 0.1, "raw": 0.0}]
+
+
+def test_scores_text_is_the_publishers_text_of_the_payload() -> None:
+    """`ScoresText` (what the daemon sends) is, character for character, the JSON the publisher
+    makes of `scores_payload`'s dict: random scores with ties, NaN, infinities and -0.0, gated
+    windows, fewer watched labels than the top, and names that JSON must escape."""
+    rng = np.random.default_rng(21)
+    labels = ["siren", "dog_bark", "a\"b", "ü/ß", "tab\there", "x", "y", "z"]
+    names = ["Siren", "Dog \"bark\"", "A\\B", "Ünïcode ☃", "ctl\u0001", "X", "Y", "Z"]
+    encode = ScoresText(labels, names)
+    special = [np.nan, np.inf, -np.inf, -0.0, 0.0, 1.0, 0.123449999, 0.5]
+    for case in range(400):
+        n_watched = int(rng.integers(0, len(labels) + 1))
+        watched = np.sort(rng.choice(len(labels), n_watched, replace=False)).astype(np.intp)
+        smoothed = rng.random(len(labels))
+        if case % 3 == 0:
+            smoothed = np.round(smoothed, 1)  # ties
+        raw = rng.random(len(labels)).astype(np.float32)
+        if case % 5 == 0:
+            smoothed[rng.integers(len(labels))] = special[case % len(special)]
+            raw[rng.integers(len(labels))] = special[(case // 5) % len(special)]
+        raw_or_gated = None if case % 7 == 0 else raw
+        offset = float(rng.integers(0, 10**6)) / 16000 if case % 2 else int(rng.integers(0, 100))
+        dbfs = [-200.0, float(rng.uniform(-120, 0)), -0.04][case % 3]
+        top = int(rng.integers(0, 8)) if case % 4 == 0 else 5
+        args = (watched, smoothed, raw_or_gated, offset, dbfs, T0 + float(rng.random()))
+        expected = _dumps(scores_payload(labels, names, *args, top=top))
+        assert encode(*args, top=top) == expected, case
 
 
 def test_level_payload() -> None:
