@@ -240,28 +240,6 @@ def _smoothing_lines(r: dict) -> list[str]:
             "(for every label or for one) overrides it."]
 
 
-def _ensemble_lines(r: dict) -> list[str]:
-    """What an ensemble bundle (`python -m training.ensemble`) is made of, and each member alone."""
-    ens = r.get("ensemble")
-    if not ens:
-        return []
-    members = ens["members"]
-    seeds = ", ".join(str(m.get("seed")) for m in members)
-    lines = [
-        f"- **The mean of {len(members)} trainings of one recipe** (seeds {seeds}), averaged inside one int8 graph "
-        "(`python -m training.ensemble`): the daemon runs it as one model, one call per window and one "
-        "streaming step per hop; the figures above are the whole graph's."
-    ]
-    for m in members:
-        parts = [f"seed {m.get('seed')}: `{m['path']}`"]
-        if m.get("cv_int8_mean") is not None:
-            parts.append(f"CV int8 {100 * m['cv_int8_mean']:.1f} % alone")
-        if m.get("streaming_unseen") is not None:
-            parts.append(f"labelled windows right on the unseen recordings {100 * m['streaming_unseen']:.1f} %")
-        lines.append(f"  - {', '.join(parts)}; trained by `{m['command']}`")
-    return lines
-
-
 def write_card(path: str | Path, report: dict) -> None:
     """`report` is the training report (the same dict that goes to metrics.json)."""
     r = report
@@ -284,7 +262,6 @@ def write_card(path: str | Path, report: dict) -> None:
         f"- Architecture `{r['arch']}`{ARCH_TEXT.get(r['arch'], '')}: {r['model']['params']:,} parameters, "
         f"{r['model']['macs_per_window'] / 1e6:.1f} M multiply-accumulates per window, "
         f"int8 file {r['model']['tflite_bytes'] / 1024:.0f} KiB.",
-        *_ensemble_lines(r),
     ]
     lat = r.get("latency")
     if lat:

@@ -35,16 +35,7 @@ def load_float_model(base: str | Path):
         return model, bundle
     from training.models import build_cnn  # Keras
 
-    def body():
-        return build_cnn(len(bundle.labels), bundle.window_frames, bundle.frontend.n_mels, arch,
-                         (bundle.meta.get("training") or {}).get("dropout", 0.3))  # fmt: skip
-
-    members = int((bundle.meta.get("model") or {}).get("members") or 1)
-    if members > 1:  # `python -m training.ensemble`: the members' mean in one graph
-        from training.ensemble import ensemble_model
-
-        model = ensemble_model([body() for _ in range(members)])
-    else:
-        model = body()
+    model = build_cnn(len(bundle.labels), bundle.window_frames, bundle.frontend.n_mels, arch,
+                      (bundle.meta.get("training") or {}).get("dropout", 0.3))  # fmt: skip
     model.load_weights(wpath)
     return model, bundle

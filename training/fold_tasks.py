@@ -27,13 +27,9 @@ __all__ = ["FinalTask", "FoldTask", "fold_start", "init_model_weights", "rebuild
 
 
 def init_model_weights(model) -> dict[str, list] | None:
-    """The convolutional body's weights by layer name (picklable, for `--init-from` in a worker);
-    of an ensemble bundle, its first member's."""
+    """The convolutional body's weights by layer name (picklable, for `--init-from` in a worker)."""
     if model is None:
         return None
-    members = [layer for layer in model.layers if layer.name.startswith("member_")]
-    if members:  # a mean of several trainings (`training.ensemble`): its first member's body
-        model = members[0]
     return {
         layer.name: layer.get_weights()
         for layer in model.layers

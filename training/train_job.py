@@ -144,9 +144,6 @@ def _load_init_model(job: TrainJob, params: FrontendParams) -> _InitModel:
     if init_bundle.frontend != params:
         raise BundleError(f"--init-from {job.init_from}: its front-end differs from this soundmon's")
     job.cfg.arch = init_bundle.meta["model"]["arch"]
-    members = int(init_bundle.meta["model"].get("members") or 1)
-    if members > 1:
-        log(f"--init-from {job.init_from}: the mean of {members} trainings; starting from the first one's body")
     return _InitModel(init_model, init_bundle, (init_bundle.norm_mean, init_bundle.norm_std))
 
 
