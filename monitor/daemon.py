@@ -350,7 +350,7 @@ class Daemon:
         self.source = self._open_source()
         self.source.start()
         log.info(
-            "starting: model %s (%s, %s), source %s, hop %.2f s, %s%s, mqtt %s",
+            "starting: model %s (%s; runtime %s), source %s, hop %.2f s, %s%s, mqtt %s",
             self.bundle.name, self._watch_text(), self.runners.runner.runtime,
             self.source_spec, self.cfg.detection.hop_seconds, self._smoothing_text(),
             "" if self.runners.start_runner is None else f", fast start {self.cfg.detection.fast_start_threshold:g}",

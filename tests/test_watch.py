@@ -14,6 +14,7 @@ shots), the daemon as a child process, a real Mosquitto broker.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -221,6 +222,8 @@ def test_the_daemon_announces_and_reports_only_the_default_watched_labels(broker
         assert d.proc.returncode == 0, d.text()
         sub.wait_for(f"{BASE}/status", lambda m: m.text == "offline")
     assert "watching 11 of 521 labels: screaming, baby_cry_infant_cry, dog" in d.text()
+    # the runtime is not read as one more label at the list's end
+    assert re.search(r"labels: [^()]*, shatter; runtime \w+\)", d.text()), d.text()
     entities = announced(sub)
     assert {c: len(ids) for c, ids in entities.items()} == {
         "binary_sensor": 11, "number": 11, "switch": 11, "sensor": NODE_SENSORS,
