@@ -68,8 +68,8 @@ class WaveformModel:
             self._interp.set_tensor(self._index, first)
             self._interp.invoke()
         # One interpreter thread computes in this thread: count this thread's CPU only. The bench
-        # process's other threads are not the model's cost: after the librosa comparison a pool
-        # thread of its own kept spinning through this loop and read as half as much again
+        # process's other threads are not the model's cost: a thread the librosa comparison had
+        # started kept spinning through this loop and read as half as much again
         # (2.44 against 1.59 ms per audio second for YAMNet, 2026-12-04). With more interpreter
         # threads their work is the model's, so the whole process counts.
         clock = time.thread_time if self.threads == 1 else time.process_time
