@@ -224,10 +224,6 @@ class Daemon:
         self.timings = RunTimings()
         self._held: list[np.ndarray] = []
         self._held_samples = 0
-        # `_feed`: the held samples that complete the pipeline's next result, asked of the
-        # pipeline after each batch it processed; None (ask at the next block) after anything
-        # else changed the pipeline (a gap, new detection settings, a reload)
-        self._feed_at: int | None = None
 
     @property
     def bundle(self) -> ModelBundle:
@@ -438,14 +434,10 @@ class Daemon:
 
         Windows come only every hop, so batching up to the next window boundary gives the same
         results at the same moments with one front-end call per hop instead of one per block.
-        The boundary is asked of the pipeline once per batch (`_feed_at`), not at every block.
         """
         self._held.append(block)
         self._held_samples += len(block)
-        at = self._feed_at
-        if at is None:
-            at = self._feed_at = self.pipeline.samples_until_window()
-        if self._held_samples >= at:
+        if self._held_samples >= self.pipeline.samples_until_window():
             self._feed_pending()
 
     def _feed_pending(self) -> None:
@@ -455,7 +447,6 @@ class Daemon:
         self._held, self._held_samples = [], 0
         for res in self.pipeline.process(audio):
             self._on_window(res)
-        self._feed_at = self.pipeline.samples_until_window()
 
     def _handle_gap(self) -> None:
         gaps = self.source.gap_count
@@ -464,7 +455,6 @@ class Daemon:
             self._feed_pending()
             missing = int(self.source.last_gap_samples)
             self._emit(self.pipeline.gap(missing))
-            self._feed_at = None
 
     def _on_window(self, res: WindowResult) -> None:
         if res.kind == "start_check":  # fast start between two windows: only its event, if any
@@ -746,7 +736,6 @@ class Daemon:
             self._control_log.log(logging.ERROR, "control: cannot save %s (%s): the new values apply "
                                   "until the service stops", self.overrides.path, exc.strerror or exc)  # fmt: skip
         self._emit(self.pipeline.apply_detection_config(self._detection(self.cfg)))
-        self._feed_at = None
         after = self._in_force()
         for (label, key), (value, origin) in after.items():
             if before[(label, key)] != (value, origin):
@@ -787,7 +776,6 @@ class Daemon:
         """
         self.notifier.reloading()
         self._periodic_due = -math.inf  # new intervals may make a message due sooner
-        self._feed_at = None  # the pipeline may change (hop, fast start, a new one)
         try:
             new = load_config(self.config_path)
             model_path = self._model_path(new)

@@ -95,7 +95,8 @@ def scores_payload(
     top: int = SCORES_TOP,
 ) -> dict[str, Any]:
     """The `<base>/scores` message: the newest window's top watched labels, for tuning
-    thresholds by eye.
+    thresholds by eye. Its definition as a dict; the daemon sends `ScoresText`'s rendering of
+    it, which tests/test_payloads.py checks against this function's JSON, character for character.
 
     Parameters: `labels` and `names` (display names), one per model output; `watched_idx`, the
     indices of the watched labels; `smoothed`, the detector's smoothed scores (what the

@@ -1011,12 +1011,12 @@ class Publisher:
             return
         self._publish(f"{self.base}/level", _dumps(payload), qos=0)
 
-    def publish_scores(self, payload: dict[str, Any] | str) -> None:
-        """QoS 0 JSON on `<base>/scores` (the newest window's top labels); dropped while
-        disconnected. `payload` is the message, or its JSON text (`monitor.payloads.ScoresText`)."""
+    def publish_scores(self, text: str) -> None:
+        """QoS 0 on `<base>/scores`: the newest window's top labels as JSON text
+        (`monitor.payloads.ScoresText`); dropped while disconnected."""
         if self._client is None or not self._connected:
             return
-        self._publish(f"{self.base}/scores", payload if isinstance(payload, str) else _dumps(payload), qos=0)
+        self._publish(f"{self.base}/scores", text, qos=0)
 
     def take_commands(self, limit: int = COMMAND_QUEUE) -> list[tuple[str, bytes, bool]]:
         """Up to `limit` commands received since the last call, oldest first: (topic, payload

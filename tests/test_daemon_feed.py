@@ -1,7 +1,7 @@
 """The daemon's batching of audio blocks (`Daemon._feed`): it hands the held audio to the pipeline
-at the very blocks where the pipeline's own answer (`samples_until_window`, asked now) says a
-result is complete, though it asks only once per batch; after a gap, a reload with another hop
-and new detection settings alike. No broker, no source: stand-ins and blocks of random sizes."""
+at the very blocks where the pipeline's own answer (`samples_until_window`) says a result is
+complete; after a gap, a reload with another hop and new detection settings alike. No broker, no
+source: stand-ins and blocks of random sizes."""
 
 from __future__ import annotations
 

@@ -630,7 +630,7 @@ def test_disabled_mqtt_answers_everything_the_daemon_asks(tmp_path: Path) -> Non
     pub.set_config({"siren": (0.5, True)})
     pub.start()
     pub.publish_level({"time": "t", "dbfs": -40.0})
-    pub.publish_scores({"top": []})
+    pub.publish_scores('{"top":[]}')
     pub.update_labels(LABELS[:1], LABELS[:1], None, scores=False)
     pub.forget_labels(["gone"])
     assert pub.take_commands(256) == [] and not pub.connected and pub.spool is None
