@@ -177,7 +177,10 @@ def test_tiny_distilled_run_makes_a_background_bundle_the_daemon_runs(tmp_path):
     assert meta["distill"]["sources"] == 20 + 4
     assert "4 stretches of the seen recordings (3 background)" in r.stderr
     report = json.loads((tmp_path / "student_metrics.json").read_text())
-    assert report["final"]["train_copies"] == 24 and report["cv"] == []
+    assert report["distill"]["train_copies"] == 24 and "cv" not in report
+    assert report["outputs"][-1] == BACKGROUND and report["labels"] == bundle.labels[:10]
+    card = (tmp_path / "student.md").read_text()  # the model card, as for a CNN trained without a teacher
+    assert f"Distilled from the teacher `{TEACHER}`" in card and "`background`" in card
     r = _soundmon("classify", "--model", str(out), "--json", str(clip))
     assert r.returncode == 0, r.stderr
     row = json.loads(r.stdout.splitlines()[0])
@@ -193,3 +196,29 @@ def test_tiny_distilled_run_makes_a_background_bundle_the_daemon_runs(tmp_path):
     assert r.returncode != 0
     assert "trained on fold 1" in r.stderr.strip().splitlines()[-1]
 
+
+
+def test_a_distilled_cv_run_reports_its_folds_as_soundmon_train_does(tmp_path):
+    """A real (tiny) teacher with a fold bundle that never heard fold 1, then a distilled --cv 1
+    run: the held-out fold's figures in the report, the plots, the bundle JSON and the card."""
+    pytest.importorskip("tensorflow", reason="tensorflow is in the 'train' extra")
+    teacher = tmp_path / "teacher"
+    r = _soundmon("train", "--dataset", str(CLIPS), "--backbone", "yamnet", "--head-hidden", "0", "--epochs", "2",
+                  "--cv", "1", "--no-progress", "--cache", str(tmp_path / "cache"), "--out", str(teacher))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = tmp_path / "student"
+    r = _soundmon("train", "--dataset", str(CLIPS), "--teacher", str(teacher), "--cv", "1", "--epochs", "1",
+                  "--distill-copies", "1", "--no-progress", "--cache", str(tmp_path / "cache"),
+                  "--report-dir", str(tmp_path / "reports"), "--out", str(out))  # fmt: skip
+    assert r.returncode == 0, r.stderr[-3000:]
+    report = json.loads((tmp_path / "reports" / "student_metrics.json").read_text())
+    fold = report["cv"]["per_fold"][0]
+    assert fold["fold"] == 1 and fold["n_clips"] == 10 and len(fold["int8"]["per_class"]) == 10
+    assert report["distill"]["teachers"]["fold1"] == str(tmp_path / "teacher_cv" / "fold1")
+    assert (tmp_path / "reports" / "student_confusion.png").is_file()
+    assert (tmp_path / "reports" / "student_learning_curve.png").is_file()
+    meta = json.loads(out.with_suffix(".json").read_text())
+    assert meta["metrics"]["per_fold"][0]["fold"] == 1 and meta["latency"]["median_ms"] > 0
+    assert load_bundle(tmp_path / "student_cv" / "fold1").labels[-1] == BACKGROUND
+    card = out.with_suffix(".md").read_text()
+    assert "each CV fold from the teacher's bundle that never heard it: fold1" in card

@@ -240,6 +240,33 @@ def _smoothing_lines(r: dict) -> list[str]:
             "(for every label or for one) overrides it."]
 
 
+def _distill_lines(d: dict) -> list[str]:
+    """How a distilled run (`soundmon train --teacher`, training/distill.py) trained: teacher, loss, sources, augmentation."""
+    folds = sorted(k for k in d.get("teachers", {}) if k != "final")
+    extra = [f"ESC-10 clips of `{d['esc50']}`" if d.get("esc50") else "",
+             f"4 s stretches of the seen recordings of `{d['recordings']}`" if d.get("recordings") else ""]  # fmt: skip
+    extra_text = ", ".join(e for e in extra if e)
+    lines = [
+        f"- Distilled from the teacher `{d['teacher']}`"
+        + (f" (each CV fold from the teacher's bundle that never heard it: {', '.join(folds)})" if folds else "")
+        + f": loss = {d['alpha']:g} x label cross-entropy + {1 - d['alpha']:g} x T^2 x KL(teacher || student) at "
+        f"temperature T = {d['temperature']:g}.",
+        f"- {d['sources']} sources ({d['dataset_clips']} dataset clips"
+        + (f", {extra_text}" if extra_text else "")
+        + f"), {d['copies']} augmented 4 s copies of each, the teacher scoring the very audio the student hears.",
+        f"- Copies: {d['p_start']:.0%} from the clip's start, {d['p_onset']:.0%} with only an onset of at least "
+        f"{d['onset_min_seconds']:g} s at the window's end, gain within +/-{d['gain_db']:g} dB, {d['p_mix']:.0%} mixed "
+        f"with another source at {d['mix_snr_db'][0]:g}-{d['mix_snr_db'][1]:g} dB SNR, {d['p_noise']:.0%} with noise at "
+        f"{d['noise_snr_db'][0]:g}-{d['noise_snr_db'][1]:g} dB, {d['p_speed']:.0%} resampled x{d['speed'][0]:g}-"
+        f"{d['speed'][1]:g}; the student's batches also get {d['time_masks']} time and {d['freq_masks']} frequency masks.",
+    ]
+    if d.get("background"):
+        lines.append("- An 11th output, `background`, learns the audio that is none of the classes (ESC-10's other "
+                     "classes, the recordings' unlabelled stretches); the bundle's `watch` list leaves it out of "
+                     "what the daemon reports. CV accuracy is over the 10 classes' outputs.")  # fmt: skip
+    return lines
+
+
 def write_card(path: str | Path, report: dict) -> None:
     """`report` is the training report (the same dict that goes to metrics.json)."""
     r = report
@@ -292,9 +319,9 @@ def write_card(path: str | Path, report: dict) -> None:
         f"- Command: `{r['command']}`",
         f"- {t['epochs']} epochs, batch {t['batch_size']}, AdamW (lr {t['lr']}, weight decay {t['weight_decay']}), "
         f"{t['warmup_epochs']} warm-up epochs then cosine decay, label smoothing {t['label_smoothing']}, dropout {t['dropout']}, seed {t['seed']}.",
-        _augment_text(t["augment"]),
     ]
-    a = t["augment"]
+    a = t["augment"] if not r.get("distill") else {}
+    lines += _distill_lines(r["distill"]) if r.get("distill") else [_augment_text(a)]
     if a.get("p_onset"):
         lines.append(
             f"- Onset placement in {a['p_onset']:.0%} of the training windows: only the clip's first "

@@ -293,10 +293,6 @@ def _train(args, argv) -> int:
             experiments = Path(args.experiments).read_text()
         except OSError as exc:
             raise DatasetError(f"--experiments: {exc}") from None
-    if args.teacher:  # distillation from a teacher bundle: training/distill.py
-        from training.distill import train_distill
-
-        return train_distill(args, dataset, cfg, cv, command_line(argv, "soundmon train"))
     job = TrainJob(
         dataset=dataset,
         out=Path(args.out),
@@ -313,6 +309,10 @@ def _train(args, argv) -> int:
         recordings=args.recordings,
         jobs=max(1, args.jobs if args.jobs is not None else (os.cpu_count() or 1)) if cv else 1,
     )
+    if args.teacher:  # distillation from a teacher bundle: training/distill.py
+        from training.distill import train_distill
+
+        return train_distill(job, args)
     run_training(job)
     return 0
 

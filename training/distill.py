@@ -57,12 +57,23 @@ from training.augment import spec_masks  # noqa: E402
 from training.bundle_export import export_bundle  # noqa: E402
 from training.bundle_files import cv_dir_for  # noqa: E402
 from training.console import log  # noqa: E402
-from training.datasets import Dataset, DatasetError, load_audio, read_esc50  # noqa: E402
+from training.datasets import DatasetError, load_audio, read_esc50  # noqa: E402
 from training.distill_cli import add_distill_args  # noqa: E402
 from training.evaluation.clip_accuracy import metrics, predict_int8  # noqa: E402
 from training.features import ClipFeatures, compute_features, default_cache_dir, floor_db  # noqa: E402
-from training.models import build_cnn  # noqa: E402
+from training.models import build_cnn, count_macs  # noqa: E402
 from training.train import _schedule, ema_momentum, predict_float, set_threads  # noqa: E402
+from training.train_job import (  # noqa: E402
+    TrainJob,
+    bundle_meta,
+    check_recordings,
+    describe_run,
+    measure_bundle,
+    plot_cv,
+    rewrite_bundle_json,
+    summarise_folds,
+    write_report,
+)
 
 __all__ = [
     "BACKGROUND",
@@ -611,19 +622,28 @@ class _Task:
         bundle, nbytes = export_bundle(model, rep, rep_y, n_classes, norm, params, self.out_base, self.labels, self.meta,
                                        cfg, keep_weights=True)  # fmt: skip
         finish_bundle(self.out_base, self.labels)
+        # the history in `training.train.History`'s form (no validation points: the folds are scored once, at the end)
+        history = {"epochs": list(range(1, len(losses) + 1)), "train_loss": losses, "val_epochs": [], "val_acc": [],
+                   "val_macro": [], "epoch_seconds": epoch_s}  # fmt: skip
         result = {"fold": self.fold, "train_seconds": train_s, "seconds_per_epoch": float(np.median(epoch_s)),
-                  "final_loss": losses[-1], "losses": losses, "tflite_bytes": nbytes, "bundle": self.out_base,
-                  "train_sources": int(len(train_src)), "train_copies": int(len(rows)), "norm": list(norm)}  # fmt: skip
+                  "final_loss": losses[-1], "history": history, "tflite_bytes": nbytes, "bundle": self.out_base,
+                  "train_sources": int(len(train_src)), "train_copies": int(len(rows)), "norm": list(norm),
+                  "params": int(model.count_params()), "macs_per_window": count_macs(model)}  # fmt: skip
         if self.test is not None:
             feats, y = self.test
             fg = [i for i, lab in enumerate(self.labels) if lab != BACKGROUND]
             sf = predict_float(model, feats, norm, params, cfg.window_seconds, cfg.hop_seconds)
             sq = predict_int8(load_bundle(self.out_base), feats, cfg.hop_seconds, progress=False)
-            for kind, s in (("float", sf), ("int8", sq)):
-                result[kind] = metrics(y, s[:, fg], [self.labels[i] for i in fg])
-                result[f"{kind}_all_outputs_accuracy"] = float(np.mean(s.argmax(1) == np.asarray(fg)[y]))
-            log(f"{name}: float {100 * result['float']['accuracy']:.1f}%, int8 {100 * result['int8']['accuracy']:.1f}% "
-                f"(argmax over all outputs incl. background: {100 * result['int8_all_outputs_accuracy']:.1f}%), "
+            # the fold's entry in `soundmon train`'s report (training/fold_tasks.py), over our classes only
+            result["entry"] = {"fold": self.fold, "n_clips": len(y), "train_clips": int(len(rows)), "train_seconds": train_s,
+                               "float": metrics(y, sf[:, fg], [self.labels[i] for i in fg]),
+                               "int8": metrics(y, sq[:, fg], [self.labels[i] for i in fg]),
+                               "int8_float_agreement": float(np.mean(sf[:, fg].argmax(1) == sq[:, fg].argmax(1))),
+                               "int8_all_outputs_accuracy": float(np.mean(sq.argmax(1) == np.asarray(fg)[y]))}  # fmt: skip
+            result["scores"] = (sf[:, fg], sq[:, fg])
+            e = result["entry"]
+            log(f"{name}: float {100 * e['float']['accuracy']:.1f}%, int8 {100 * e['int8']['accuracy']:.1f}% "
+                f"(argmax over all outputs incl. background: {100 * e['int8_all_outputs_accuracy']:.1f}%), "
                 f"{train_s / 60:.1f} min")  # fmt: skip
         return result
 
@@ -662,14 +682,15 @@ def teacher_fold_path(teacher: str, teacher_folds: str | None, fold: int) -> str
     return str(path)
 
 
-def run_distill(dataset: Dataset, cfg, dcfg: DistillConfig, out: Path, cv_folds: list[int] | None,
-                cache_dir: str | None, jobs: int, command: str = "") -> dict:  # fmt: skip
+def run_distill(job: TrainJob, dcfg: DistillConfig) -> dict:
     """Sources, copies and teacher targets, then the CV folds and the final model (side by side in
-    `jobs` processes); writes `<out>.tflite/.json/.weights.h5`, `<out>_cv/fold<k>.*` and
-    `<out>_metrics.json`."""
+    `job.jobs` processes); writes `<out>.tflite/.json/.weights.h5`, `<out>_cv/fold<k>.*`, and the
+    report, plots and model card as `soundmon train` does without a teacher (training/train_job.py),
+    with the distillation recipe in the report's `distill`."""
     from concurrent.futures import ProcessPoolExecutor
 
     t_start = time.perf_counter()
+    dataset, cfg, out, cv_folds, cache_dir, jobs = job.dataset, job.cfg, job.out, job.cv_folds, job.cache_dir, job.jobs
     params = FrontendParams()
     teacher_bundle = load_bundle(dcfg.teacher)
     t_labels = list(teacher_bundle.labels)
@@ -732,31 +753,42 @@ def run_distill(dataset: Dataset, cfg, dcfg: DistillConfig, out: Path, cv_folds:
                                  initargs=(threads,)) as pool:  # fmt: skip
             futures = [pool.submit(t) for t in tasks]
             results = [f.result() for f in futures]
-    report = {"command": command, "labels": labels, "distill": common["distill"], "training": cfg.to_dict(),
-              "final": results[0], "cv": results[1:], "total_seconds": time.perf_counter() - t_start}  # fmt: skip
-    if results[1:]:
-        report["cv_int8_mean"] = float(np.mean([r["int8"]["accuracy"] for r in results[1:]]))
-        report["cv_float_mean"] = float(np.mean([r["float"]["accuracy"] for r in results[1:]]))
-    metrics_path = out.with_name(out.name + "_metrics.json")
-    metrics_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
-    # the measured training cost in the bundle JSON
-    _, json_path = bundle_paths(out)
-    data = json.loads(json_path.read_text())
-    data["cost"] = {"final_train_seconds": results[0]["train_seconds"], "seconds_per_epoch": results[0]["seconds_per_epoch"],
-                    "total_seconds": report["total_seconds"], "parallel_jobs": jobs}  # fmt: skip
-    if results[1:]:
-        data["metrics"] = {"cv_folds": cv_folds, "int8_accuracy": report["cv_int8_mean"],
-                           "float_accuracy": report["cv_float_mean"],
-                           "per_fold": [{"fold": r["fold"], "float": r["float"]["accuracy"], "int8": r["int8"]["accuracy"]}
-                                        for r in results[1:]]}  # fmt: skip
-    json_path.write_text(json.dumps(data, indent=2) + "\n")
-    load_bundle(out)
-    log(f"wrote {out} and {metrics_path}; total {report['total_seconds'] / 60:.1f} min")
+    report = _report(job, common["distill"], labels, results, t_start)
+    log(f"distilled {len(sources)} sources from {dcfg.teacher}; total {report['cost']['total_seconds'] / 60:.1f} min")
     return report
 
 
-def train_distill(args, dataset: Dataset, cfg, cv: list[int] | None, command: str) -> int:
-    """`soundmon train --teacher`: the CLI's entry (its TrainConfig built as for the CNN)."""
+def _report(job: TrainJob, distill_meta: dict, outputs: list[str], results: list[dict], t_start: float) -> dict:
+    """`soundmon train`'s report for a distilled run: CV folds pooled and plotted, the final
+    bundle's latency and streaming check, its JSON's metrics, `<name>_metrics.json` and the card."""
+    ds, params = job.dataset, FrontendParams()
+    y, folds = ds.y(), np.array([c.fold for c in ds.clips])
+    report = describe_run(job, params, y, folds)
+    final = results[0]
+    report["outputs"] = outputs
+    report["distill"] = {**distill_meta, "train_copies": final["train_copies"], "final_loss": final["final_loss"]}
+    report_dir = job.report_dir or job.out.parent
+    report_dir.mkdir(parents=True, exist_ok=True)
+    if job.cv_folds:
+        folds_out = [(r["entry"], r["history"], *r["scores"], None) for r in results[1:]]
+        report["cv"] = summarise_folds(job.cv_folds, folds_out, y, folds, ds.labels)
+        plot_cv(report, report_dir, job.cv_folds, ds.labels)
+        s = report["cv"]["summary"]
+        log(f"CV mean accuracy: float {100 * s['float_accuracy_mean']:.1f}%, int8 {100 * s['int8_accuracy_mean']:.1f}%")
+    report["norm"] = final["norm"]
+    report["model"] = {"arch": job.cfg.arch, "params": final["params"], "macs_per_window": final["macs_per_window"]}
+    report["cost"] = {"train_clips": final["train_copies"], "final_train_seconds": final["train_seconds"],
+                      "seconds_per_epoch": final["seconds_per_epoch"], "parallel_jobs": job.jobs}  # fmt: skip
+    measure_bundle(report, job, load_bundle(job.out), final["tflite_bytes"], t_start)
+    data = rewrite_bundle_json(job.out, bundle_meta(report), report, keys=("model", "latency", "cost", "metrics"))
+    if job.recordings:
+        check_recordings(report, job, data)
+    write_report(report, job, report_dir, final["tflite_bytes"])
+    return report
+
+
+def train_distill(job: TrainJob, args) -> int:
+    """`soundmon train --teacher`: the CLI's entry (`job` built as for the CNN, the teacher options in `args`)."""
     dcfg = DistillConfig(teacher=args.teacher, teacher_folds=args.teacher_folds, alpha=args.distill_alpha,
                          temperature=args.temperature, copies=args.distill_copies, background=not args.no_background,
                          esc50=args.extra_esc50, recordings=args.extra_recordings)  # fmt: skip
@@ -764,7 +796,5 @@ def train_distill(args, dataset: Dataset, cfg, cv: list[int] | None, command: st
         raise DatasetError("--distill-alpha must be in [0, 1], --temperature > 0, --distill-copies >= 1")
     if args.init_from:
         raise DatasetError("--teacher does not take --init-from")
-    jobs = max(1, args.jobs if args.jobs is not None else (os.cpu_count() or 1)) if cv else 1
-    run_distill(dataset, cfg, dcfg, Path(args.out), cv, args.cache, jobs, command)
+    run_distill(job, dcfg)
     return 0
-

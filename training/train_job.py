@@ -41,7 +41,19 @@ from training.models import ARCHS, count_macs  # noqa: E402
 from training.train import TrainConfig  # noqa: E402
 from training.worker_pool import run_tasks  # noqa: E402
 
-__all__ = ["TrainJob", "peak_rss_mb", "run_training"]
+__all__ = [
+    "TrainJob",
+    "bundle_meta",
+    "check_recordings",
+    "describe_run",
+    "measure_bundle",
+    "peak_rss_mb",
+    "plot_cv",
+    "rewrite_bundle_json",
+    "run_training",
+    "summarise_folds",
+    "write_report",
+]
 
 
 @dataclass
@@ -100,7 +112,7 @@ def run_training(job: TrainJob) -> dict:
     init = _load_init_model(job, params)
     report_dir = job.report_dir or job.out.parent
     report_dir.mkdir(parents=True, exist_ok=True)
-    report = _describe_run(job, params, y, folds, init)
+    report = describe_run(job, params, y, folds, init)
     # Progress bars only in this process; parallel workers log a line every 10 epochs instead.
     bars = job.progress and (job.jobs <= 1 or not job.cv_folds)
     init_weights = init_model_weights(init.model)
@@ -112,14 +124,14 @@ def run_training(job: TrainJob) -> dict:
     weights, norm, hist, final_s = final
     model = rebuild_model(cfg, params, len(ds.labels), weights)
     _describe_final_model(report, job, model, norm, hist, final_s, len(feats))
-    meta = _bundle_meta(report)
+    meta = bundle_meta(report)
     bundle, nbytes = export_bundle(model, feats, y, len(ds.labels), norm, params, job.out, ds.labels, meta, cfg,
                                    keep_weights=True)  # fmt: skip
-    _measure_bundle(report, job, bundle, nbytes, t_start)
-    data = _rewrite_bundle_json(job.out, meta, report)
+    measure_bundle(report, job, bundle, nbytes, t_start)
+    data = rewrite_bundle_json(job.out, meta, report)
     if job.recordings:
-        _check_recordings(report, job, data)
-    _write_report(report, job, report_dir, nbytes)
+        check_recordings(report, job, data)
+    write_report(report, job, report_dir, nbytes)
     return report
 
 
@@ -147,9 +159,11 @@ def _load_init_model(job: TrainJob, params: FrontendParams) -> _InitModel:
     return _InitModel(init_model, init_bundle, (init_bundle.norm_mean, init_bundle.norm_std))
 
 
-def _describe_run(job: TrainJob, params: FrontendParams, y: np.ndarray, folds: np.ndarray, init: _InitModel) -> dict:
+def describe_run(job: TrainJob, params: FrontendParams, y: np.ndarray, folds: np.ndarray,
+                 init: _InitModel | None = None) -> dict:  # fmt: skip
     """The report's head: what was trained, on what data, with which recipe."""
     ds, cfg = job.dataset, job.cfg
+    init = init or _InitModel()
     labels = ds.labels
     return {
         "name": job.out.name,
@@ -199,8 +213,8 @@ def _cross_validate(job: TrainJob, report: dict, report_dir: Path, feats: list, 
         for k in job.cv_folds
     ]  # fmt: skip
     results, final = run_tasks(fold_tasks, final_task, job.jobs)
-    report["cv"] = _summarise_folds(job.cv_folds, results, y, folds, ds.labels)
-    _plot_cv(report, report_dir, job.cv_folds, ds.labels)
+    report["cv"] = summarise_folds(job.cv_folds, results, y, folds, ds.labels)
+    plot_cv(report, report_dir, job.cv_folds, ds.labels)
     summary = report["cv"]["summary"]
     log(
         f"CV mean accuracy: float {100 * summary['float_accuracy_mean']:.1f}%, "
@@ -226,7 +240,7 @@ def _pooled(parts: list[tuple[np.ndarray, np.ndarray]], labels) -> dict:
     return metrics(y, s, labels)
 
 
-def _summarise_folds(cv_folds: list[int], results: list, y: np.ndarray, folds: np.ndarray, labels: list[str]) -> dict:
+def summarise_folds(cv_folds: list[int], results: list, y: np.ndarray, folds: np.ndarray, labels: list[str]) -> dict:
     """The report's `cv` section: per fold, means over folds and all held-out clips pooled."""
     per_fold, histories = [], {}
     parts_f, parts_q, parts_m = [], [], []
@@ -254,7 +268,7 @@ def _summarise_folds(cv_folds: list[int], results: list, y: np.ndarray, folds: n
     return {"folds": list(cv_folds), "per_fold": per_fold, "summary": summary, "histories": histories}
 
 
-def _plot_cv(report: dict, report_dir: Path, cv_folds: list[int], labels: list[str]) -> None:
+def plot_cv(report: dict, report_dir: Path, cv_folds: list[int], labels: list[str]) -> None:
     """The pooled int8 confusion matrix and the folds' learning curves, named in the report."""
     stem = report["name"]
     summary = report["cv"]["summary"]
@@ -284,7 +298,7 @@ def _describe_final_model(report: dict, job: TrainJob, model, norm, hist, final_
     }
 
 
-def _bundle_meta(report: dict) -> dict:
+def bundle_meta(report: dict) -> dict:
     """The bundle JSON's training metadata: recipe, data, model, and the CV figures when there are."""
     meta = {k: report[k] for k in ("training", "data", "model", "init_from")}
     if "cv" in report:
@@ -309,7 +323,7 @@ def _bundle_meta(report: dict) -> dict:
     return meta
 
 
-def _measure_bundle(report: dict, job: TrainJob, bundle: ModelBundle, nbytes: int, t_start: float) -> None:
+def measure_bundle(report: dict, job: TrainJob, bundle: ModelBundle, nbytes: int, t_start: float) -> None:
     """The exported bundle's size and runner latency (and its streaming model's), and the run's cost."""
     report["model"]["tflite_bytes"] = nbytes
     report["latency"] = measure_latency(bundle, job.latency_calls)
@@ -323,20 +337,21 @@ def _measure_bundle(report: dict, job: TrainJob, bundle: ModelBundle, nbytes: in
         report["cost"]["peak_rss_note"] = f"largest single process; up to {job.jobs} train at once"
 
 
-def _rewrite_bundle_json(out: Path, meta: dict, report: dict) -> dict:
-    """Rewrite the bundle JSON with the measured cost and latency; check it loads; return its data."""
+def rewrite_bundle_json(out: Path, meta: dict, report: dict, keys: tuple[str, ...] = ("model", "latency", "cost")) -> dict:
+    """Rewrite the bundle JSON with the measured cost and latency (`keys` of `meta`: a run that
+    exported before its CV folds finished adds "metrics"); check it loads; return its data."""
     meta["model"] = report["model"]
     meta["latency"] = report["latency"]
     meta["cost"] = report["cost"]
     json_path = bundle_paths(out)[1]
     data = json.loads(json_path.read_text())
-    data.update({k: v for k, v in meta.items() if k in ("model", "latency", "cost")})
+    data.update({k: v for k, v in meta.items() if k in keys})
     json_path.write_text(json.dumps(data, indent=2) + "\n")
     load_bundle(out)
     return data
 
 
-def _check_recordings(report: dict, job: TrainJob, data: dict) -> None:
+def check_recordings(report: dict, job: TrainJob, data: dict) -> None:
     """`--recordings`: window accuracy on full recordings, into the report and the bundle JSON."""
     report["streaming"] = window_accuracy_on_recordings(job.out, job.recordings, train_folds=job.dataset.folds)
     st = report["streaming"]
@@ -345,7 +360,7 @@ def _check_recordings(report: dict, job: TrainJob, data: dict) -> None:
     load_bundle(job.out)
 
 
-def _write_report(report: dict, job: TrainJob, report_dir: Path, nbytes: int) -> None:
+def write_report(report: dict, job: TrainJob, report_dir: Path, nbytes: int) -> None:
     """`<name>_metrics.json` and the model card beside the bundle, and the closing log line."""
     tflite_path, json_path = bundle_paths(job.out)
     report["bundle"] = {"tflite": str(tflite_path), "json": str(json_path)}
