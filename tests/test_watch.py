@@ -79,11 +79,17 @@ def test_null_watches_the_bundles_default_list_and_all_watches_every_label():
 
 
 def test_a_bundle_without_a_default_list_watches_every_label():
-    """The shipped urban10 model has no "watch": all 10 labels, as before the key existed."""
+    """The YAMNet-backbone urban model has no "watch": all 10 labels, as before the key existed."""
+    urban = load_bundle(REPO / "models" / "urban10_yamnet")
+    assert urban.watch is None and "watch" not in urban.to_json_dict()
+    assert config().detection.watched_labels(urban.labels, urban.watch) == LABELS
+    assert config(watch=["siren"]).detection.watched_labels(urban.labels, urban.watch) == ["siren"]
+
+
+def test_the_shipped_model_watches_its_ten_classes_not_its_background_output():
     urban10 = load_bundle(REPO / "models" / "urban10")
-    assert urban10.watch is None and "watch" not in urban10.to_json_dict()
+    assert urban10.labels == [*LABELS, "background"] and urban10.watch == LABELS
     assert config().detection.watched_labels(urban10.labels, urban10.watch) == LABELS
-    assert config(watch=["siren"]).detection.watched_labels(urban10.labels, urban10.watch) == ["siren"]
 
 
 def test_an_unknown_label_is_one_line_that_suggests_the_label_meant():

@@ -149,7 +149,9 @@ def description(field: FieldInfo, where: str) -> str:
 
 
 def shipped_labels() -> list[str]:
-    return list(json.loads(SHIPPED_BUNDLE_JSON.read_text())["labels"])
+    """The labels the shipped model reports: its `watch` list when it has one (a `background` output is never reported)."""
+    data = json.loads(SHIPPED_BUNDLE_JSON.read_text())
+    return list(data.get("watch") or data["labels"])
 
 
 
