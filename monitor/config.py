@@ -340,8 +340,10 @@ class DetectionConfig(_Section):
         le=1.0,
         description="Fast start: also start an event as soon as the bundle's start model (a "
         "second classifier that hears only the newest second; the bundle JSON names it in "
-        "`start_model`) gives a label this top score and that score reaches the label's own "
-        "threshold, so an alert comes sooner after a sound begins. The event then ends by the "
+        "`start_model`) gives a label this top score, that score reaches the label's own "
+        "threshold and the main model backs it (its latest window or smoothed score for the "
+        "label at the release level, unless the start model's score is 0.95 or more), so an "
+        "alert comes sooner after a sound begins. The event then ends by the "
         "usual rules on the main model's smoothed score. The default 0.9 keeps events as often "
         "right as without fast start and about halves the delay; 0.7-0.8 answer sooner still, "
         "with more false (often 0-second) events; null = off: the latest events. The default "
