@@ -27,7 +27,8 @@ class _Quiet:
 
 
 def test_batches_end_where_the_pipeline_says_through_gaps_and_reloads(tiny_bundle, tmp_path):
-    path = write_config(tmp_path / "c.yaml", detection={"hop_seconds": 0.5})
+    # the config names the model the daemon runs: a reload reopens it (here at another hop)
+    path = write_config(tmp_path / "c.yaml", detection={"hop_seconds": 0.5}, model={"path": str(tiny_bundle)})
     bundle, runner = open_model(tiny_bundle, 1)
     d = Daemon(load_config(path), bundle, runner, source="x.wav", config_path=path, publisher=_Quiet(),
                notifier=_Quiet())  # fmt: skip
@@ -48,7 +49,7 @@ def test_batches_end_where_the_pipeline_says_through_gaps_and_reloads(tiny_bundl
     d.source.gap_count, d.source.last_gap_samples = 1, 4000  # the source lost audio
     d._handle_gap()
     feed(300)
-    write_config(path, detection={"hop_seconds": 0.25})  # another hop: windows twice as often
+    write_config(path, detection={"hop_seconds": 0.25}, model={"path": str(tiny_bundle)})  # windows twice as often
     d.reload()
     assert d.pipeline.detection.hop_seconds == 0.25
     feed(300)
