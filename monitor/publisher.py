@@ -433,6 +433,13 @@ class Publisher:
                 self._sender_stop = True
                 self._cond.notify_all()
             sender.join(max(0.2, deadline - time.monotonic()))
+        if client is not None and self._started:
+            # Detections already handed to paho may still be acknowledged: let them settle
+            # before counting what is lost, so the stats message and the log give one number.
+            settle = max(deadline, time.monotonic() + 0.5)
+            with self._cond:
+                while self._connected and self._inflight and time.monotonic() < settle:
+                    self._cond.wait(min(0.05, max(0.0, settle - time.monotonic())))
         lost = 0
         if self.spool is not None:
             self.spool.retry_disk(force=True)  # memory rows go to disk if it works now
