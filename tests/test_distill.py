@@ -209,6 +209,9 @@ def test_a_distilled_cv_run_reports_its_folds_as_soundmon_train_does(tmp_path):
                   "--cv", "1", "--no-progress", "--cache", str(tmp_path / "cache"), "--out", str(teacher))  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     out = tmp_path / "student"
+    stale = tmp_path / "student_cv" / "fold3.tflite"  # an earlier run's fold must not stay beside these
+    stale.parent.mkdir()
+    stale.write_bytes(b"an earlier run")
     r = _soundmon("train", "--dataset", str(CLIPS), "--teacher", str(teacher), "--cv", "1", "--epochs", "1",
                   "--distill-copies", "1", "--no-progress", "--cache", str(tmp_path / "cache"),
                   "--report-dir", str(tmp_path / "reports"), "--out", str(out))  # fmt: skip
@@ -222,5 +225,6 @@ def test_a_distilled_cv_run_reports_its_folds_as_soundmon_train_does(tmp_path):
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["metrics"]["per_fold"][0]["fold"] == 1 and meta["latency"]["median_ms"] > 0
     assert load_bundle(tmp_path / "student_cv" / "fold1").labels[-1] == BACKGROUND
+    assert not stale.exists()
     card = out.with_suffix(".md").read_text()
     assert "each CV fold from the teacher's bundle that never heard it: fold1" in card

@@ -68,6 +68,7 @@ from training.train_job import (  # noqa: E402
     bundle_meta,
     check_recordings,
     describe_run,
+    fresh_cv_dir,
     measure_bundle,
     plot_cv,
     rewrite_bundle_json,
@@ -732,8 +733,7 @@ def run_distill(job: TrainJob, dcfg: DistillConfig) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     cv_dir = None
     if cv_folds:
-        cv_dir = cv_dir_for(out)
-        cv_dir.mkdir(parents=True, exist_ok=True)
+        cv_dir = fresh_cv_dir(out)  # an earlier run's folds must not mix with these
         feats = compute_features(dataset.clips, params, cfg.window_seconds, cache_dir, None, False)
         y = dataset.y()
         for k in cv_folds:

@@ -46,6 +46,7 @@ __all__ = [
     "bundle_meta",
     "check_recordings",
     "describe_run",
+    "fresh_cv_dir",
     "measure_bundle",
     "peak_rss_mb",
     "plot_cv",
@@ -203,7 +204,7 @@ def _cross_validate(job: TrainJob, report: dict, report_dir: Path, feats: list, 
     absent = sorted(set(job.cv_folds) - set(ds.folds))
     if absent:
         raise DatasetError(f"--cv folds {absent} are not in the dataset (folds: {ds.folds})")
-    cv_dir = _fresh_cv_dir(job.out)
+    cv_dir = fresh_cv_dir(job.out)
     data_meta = {k: v for k, v in report["data"].items() if k in ("name", "root", "format")}
     starts = {k: fold_start(job.init_from, k, init.bundle, ds.name, params) if job.init_from else None
               for k in job.cv_folds}  # fmt: skip
@@ -224,7 +225,7 @@ def _cross_validate(job: TrainJob, report: dict, report_dir: Path, feats: list, 
     return final
 
 
-def _fresh_cv_dir(out: Path) -> Path:
+def fresh_cv_dir(out: Path) -> Path:
     """`<out>_cv/`, emptied of an earlier run's folds. Each fold's int8 bundle is kept there, so
     `soundmon evaluate --cv` re-scores the held-out folds without retraining."""
     cv_dir = cv_dir_for(out)
