@@ -384,7 +384,7 @@ class DetectionConfig(_Section):
         "`<base>/config/<label>/...` echoes, `<base>/set/<label>/...` commands and places in "
         "`<base>/scores`; the model still scores every label. A list of the model's labels, "
         "`all`, or null. null = the model's default list, or every label of a model without one; "
-        "the default list is the bundle JSON's `watch`: all 10 labels of `models/urban10`, 11 "
+        "the default list is the bundle JSON's `watch`: the 10 street sounds of `models/urban10` (not its `background` output), 11 "
         "sounds that matter in a home for `models/audioset` (its model card lists them and says "
         "why). `all` = every label (`models/audioset`: 521, about 1,570 entities). Names are "
         "checked against the model, with a suggestion for a typo; an empty list is an error; a "
