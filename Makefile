@@ -78,7 +78,8 @@ bench: venv
 # trained"): the small streaming CNN distilled from the YAMNet-backbone model models/urban10_yamnet
 # (its CV folds come from each fold's own teacher, made first in runs/urban10/; that command's final
 # model is not used), with a `background` output and three CV folds; then its 1 s start model, distilled
-# alike; the start model named in the 4 s bundle; and the card re-rendered with the detector comparison
+# alike; the start model named in the 4 s bundle; the short sounds it may open alone measured on the
+# held-out onset streams and written in; and the card re-rendered with the detector comparison
 # (the file python -m tools.detector_comparison wrote; docs/measuring.md). About 50 min on 2 cores;
 # CI never runs it.
 URBAN10_DATA := ../shared/data
@@ -94,6 +95,7 @@ urban10: venv
 	$(BIN)/soundmon train --dataset $(URBAN10_DATA)/UrbanSound8K --cv 1,2,3 --window-seconds 1 $(URBAN10_DISTILL) \
 	  --out models/urban10_start --experiments models/urban10_start_experiments.md
 	$(BIN)/python -m training.attach_start --model models/urban10 --start models/urban10_start
+	$(BIN)/python -m training.evaluation.fast_start_alone --model models/urban10 --dataset $(URBAN10_DATA)/UrbanSound8K --write
 	$(BIN)/python -m training.card models/urban10_metrics.json --experiments models/urban10_experiments.md \
 	  --detector-comparison models/urban10_detector_comparison.md
 

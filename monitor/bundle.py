@@ -67,6 +67,10 @@ class ModelBundle:
     # Per-label smoothing N this model is calibrated for ("detection": {"class_smoothing_windows":
     # {"air_conditioner": 7, ...}}), used where the config sets no N (`DetectionConfig.class_smoothing`)
     class_smoothing_windows: dict[str, int] = field(default_factory=dict)
+    # Labels whose start-model openings need no backing by the main model ("detection":
+    # {"fast_start_alone": ["gun_shot"]}), used where the config does not say
+    # (`DetectionConfig.fast_start_alone`): sounds that short, measured right when opened that way
+    fast_start_alone: list[str] = field(default_factory=list)
 
     def display_name(self, label: str) -> str:
         """The name people see for `label`: its display name, else the label itself."""
@@ -89,10 +93,12 @@ class ModelBundle:
         }
         if self.watch is not None:
             out["watch"] = list(self.watch)
-        if self.detection_defaults or self.class_smoothing_windows:
+        if self.detection_defaults or self.class_smoothing_windows or self.fast_start_alone:
             out["detection"] = dict(self.detection_defaults)
             if self.class_smoothing_windows:
                 out["detection"][CLASS_SMOOTHING_KEY] = dict(self.class_smoothing_windows)
+            if self.fast_start_alone:
+                out["detection"][FAST_START_ALONE_KEY] = list(self.fast_start_alone)
         if self.stream_tflite_path is not None:
             out["stream"] = {"tflite": self.stream_tflite_path.name, "hop_frames": self.stream_hop_frames,
                              **self.stream_meta}  # fmt: skip
@@ -202,6 +208,7 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
     watch = _watch(data, json_path, labels)
     detection_defaults = _detection_defaults(data, json_path)
     class_smoothing = _class_smoothing(data, json_path, labels)
+    fast_start_alone = _fast_start_alone(data, json_path, labels)
     return ModelBundle(
         name=str(data.get("name") or json_path.stem),
         tflite_path=tflite_path,
@@ -224,6 +231,7 @@ def load_bundle(path: str | Path, expected_frontend: FrontendParams | None = Non
         watch=watch,
         detection_defaults=detection_defaults,
         class_smoothing_windows=class_smoothing,
+        fast_start_alone=fast_start_alone,
     )
 
 
@@ -245,11 +253,11 @@ def _detection_defaults(data: dict, json_path: Path) -> dict[str, float | int]:
         raise BundleError(f"model bundle {json_path}: 'detection' must be a non-empty object")
     out: dict[str, float | int] = {}
     for key, value in section.items():
-        if key == CLASS_SMOOTHING_KEY:
-            continue  # per label: `_class_smoothing`
+        if key in (CLASS_SMOOTHING_KEY, FAST_START_ALONE_KEY):
+            continue  # per label: `_class_smoothing`, `_fast_start_alone`
         if key not in BUNDLE_DETECTION_KEYS:
             raise BundleError(f"model bundle {json_path}: 'detection' may set only "
-                              f"{sorted([*BUNDLE_DETECTION_KEYS, CLASS_SMOOTHING_KEY])}, not '{key}'")
+                              f"{sorted([*BUNDLE_DETECTION_KEYS, CLASS_SMOOTHING_KEY, FAST_START_ALONE_KEY])}, not '{key}'")
         kind, low, high = BUNDLE_DETECTION_KEYS[key]
         ok = isinstance(value, (int, float)) and not isinstance(value, bool) and low <= value <= high
         if not ok or (kind is int and value != int(value)):
@@ -281,6 +289,25 @@ def _class_smoothing(data: dict, json_path: Path, labels: list[str]) -> dict[str
     if bad:
         raise BundleError(f"{where} must give each label an integer in [{low}, {high}]; bad: {bad}")
     return {k: int(v) for k, v in section.items()}
+
+
+FAST_START_ALONE_KEY = "fast_start_alone"
+"""The "detection" key for the labels whose start-model openings need no backing: [label, ...]."""
+
+
+def _fast_start_alone(data: dict, json_path: Path, labels: list[str]) -> list[str]:
+    """The optional "detection": {"fast_start_alone": [label, ...]}: distinct labels of the bundle.
+    Called after `_detection_defaults`, which has refused a "detection" that is not an object."""
+    section = (data.get("detection") or {}).get(FAST_START_ALONE_KEY)
+    if section is None:
+        return []
+    where = f"model bundle {json_path}: 'detection.{FAST_START_ALONE_KEY}'"
+    if not isinstance(section, list) or not all(isinstance(x, str) for x in section) or len(set(section)) != len(section):
+        raise BundleError(f"{where} must be a list of distinct labels")
+    unknown = sorted(set(section) - set(labels))
+    if unknown:
+        raise BundleError(f"{where} names labels the model does not have: {unknown}")
+    return list(section)
 
 
 def _watch(data: dict, json_path: Path, labels: list[str]) -> list[str] | None:

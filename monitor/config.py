@@ -253,6 +253,15 @@ class ClassConfig(_Section):
         "3.5 s of such a sound, not one loud second, raises an alert), else "
         "`detection.smoothing_windows`.",
     )
+    fast_start_alone: bool | None = Field(
+        default=None,
+        description="true = with fast start on, the start model may open this label's event "
+        "without the main model's backing (`detection.fast_start_threshold`), so a sound shorter "
+        "than the 4 s model can confirm is still reported, and its event may be shorter than a "
+        "hop. Meant for sounds that short whose start-model openings are measured right. null = "
+        "the bundle's list (`models/urban10`: gun_shot only; its model card has the "
+        "measurement); false = always ask for backing.",
+    )
 
 
 class DetectionConfig(_Section):
@@ -455,6 +464,12 @@ class DetectionConfig(_Section):
         there is meant for every label) > smoothing_windows."""
         own = {} if "smoothing_windows" in self.model_fields_set else bundle_defaults
         return self._per_label("smoothing_windows", own, self.smoothing_windows, labels)
+
+    def fast_start_alone(self, bundle_labels: list[str], labels: list[str]) -> set[str]:
+        """Labels whose start-model openings need no backing: classes.<label>.fast_start_alone
+        when set, else whether the bundle lists the label."""
+        listed = {x: True for x in bundle_labels}
+        return {x for x, v in self._per_label("fast_start_alone", listed, False, labels).items() if v}
 
     def apply_bundle_defaults(self, defaults: dict[str, float | int]) -> None:
         """Take a bundle's own detection defaults (its JSON's "detection": the hop and smoothing

@@ -334,6 +334,12 @@ class Daemon:
         extra = "; ".join(f"{k}: {', '.join(labels)}" for k, labels in sorted(own.items()))
         return f"smoothing {n}" + (f" ({extra})" if extra else "")
 
+    def _fast_start_text(self) -> str:
+        """"0.9" or, with labels the start model may open alone, "0.9 (alone: gun_shot)"."""
+        detector = self.pipeline.detector
+        alone = [x for x in detector.labels if x in detector.fast_start_alone and x in detector.enabled]
+        return f"{self.cfg.detection.fast_start_threshold:g}" + (f" (alone: {', '.join(alone)})" if alone else "")
+
     def run(self) -> int:
         """Run until the file ends or a stop signal; returns the exit status (0 on a clean stop).
 
@@ -349,7 +355,7 @@ class Daemon:
             "starting: model %s (%s; runtime %s), source %s, hop %.2f s, %s%s, mqtt %s",
             self.bundle.name, self._watch_text(), self.runners.runner.runtime,
             self.source_spec, self.cfg.detection.hop_seconds, self._smoothing_text(),
-            "" if self.runners.start_runner is None else f", fast start {self.cfg.detection.fast_start_threshold:g}",
+            "" if self.runners.start_runner is None else f", fast start {self._fast_start_text()}",
             f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.cfg.mqtt.base}" if self.cfg.mqtt.enabled else "off",
         )  # fmt: skip
         self._announce(self.cfg, forget=True)

@@ -33,7 +33,9 @@ Rules (per label; labels are independent, so overlapping sounds can all be activ
    reaches the class's own threshold (a threshold of 1.0 set from Home Assistant silences the
    class for both models), and the main model *backs* it: its latest window score or its smoothed
    score for the label (between windows: the last window's) is at the release level, unless
-   the start model is sure alone (score >= `FAST_START_SURE`, 0.95). An opening neither backs is not
+   the start model is sure alone (score >= `FAST_START_SURE`, 0.95), or the label is one of
+   `fast_start_alone`: a sound that short that the main model may never back, whose start-model
+   openings were measured right (the bundle's `gun_shot`). An opening none of these backs is not
    published: on unseen street recordings every event shorter than a hop had been a start-model
    opening the main model never confirmed, and a false alarm (issue 21). Both tests use what is
    known when the start model fires, so no opening waits: one that passes opens where it did
@@ -141,12 +143,13 @@ def _check_settings(
     cooldown_seconds: float,
     fast_start_threshold: float | None = None,
     class_smoothing: Mapping[str, int] | None = None,
+    fast_start_alone: Iterable[str] | None = None,
 ) -> tuple[dict[str, float], set[str]]:
     """Validate detector settings; ValueError names the offending one (a programming error:
     the config schema already enforces these ranges for users)."""
     known = set(labels)
     enabled_set = set(enabled)
-    unknown = sorted((set(thresholds) | enabled_set | set(class_smoothing or {})) - known)
+    unknown = sorted((set(thresholds) | enabled_set | set(class_smoothing or {}) | set(fast_start_alone or ())) - known)
     if unknown:
         raise ValueError(f"detector: unknown label(s) {unknown}; labels are {labels}")
     missing = sorted(x for x in enabled_set if x not in thresholds)
@@ -180,7 +183,8 @@ class Detector:
     long below that level ends it; `cooldown_seconds` (>= 0), how long after an end the label may
     not start again; `fast_start_threshold`, in (0, 1], the start model's score that may open its
     top label's event (which must also reach the label's threshold and be backed: rule 4), or None (no fast
-    start); `class_smoothing`, label -> its own N where it is not `smoothing_windows`.
+    start); `class_smoothing`, label -> its own N where it is not `smoothing_windows`;
+    `fast_start_alone`, labels whose start-model openings need no backing (rule 4).
     Invalid settings raise ValueError (the config
     schema already enforces these ranges for users).
     """
@@ -196,6 +200,7 @@ class Detector:
         cooldown_seconds: float = 2.0,
         fast_start_threshold: float | None = None,
         class_smoothing: Mapping[str, int] | None = None,
+        fast_start_alone: Iterable[str] | None = None,
     ) -> None:
         if not labels or len(set(labels)) != len(labels):
             raise ValueError(f"detector: labels must be a non-empty list of unique names, got {labels}")
@@ -208,7 +213,7 @@ class Detector:
         self._last_offset: float | None = None
         self._apply(
             thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds, fast_start_threshold,
-            class_smoothing,
+            class_smoothing, fast_start_alone,
         )  # fmt: skip
 
     # -- settings ------------------------------------------------------------------------------
@@ -223,16 +228,18 @@ class Detector:
         cooldown_seconds: float,
         fast_start_threshold: float | None = None,
         class_smoothing: Mapping[str, int] | None = None,
+        fast_start_alone: Iterable[str] | None = None,
     ) -> None:
         thr, en = _check_settings(
             self.labels, thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds,
-            fast_start_threshold, class_smoothing,
+            fast_start_threshold, class_smoothing, fast_start_alone,
         )  # fmt: skip
         self.fast_start_threshold: float | None = (
             None if fast_start_threshold is None else float(fast_start_threshold)
         )
         self.thresholds: dict[str, float] = thr
         self.enabled: set[str] = en
+        self.fast_start_alone: frozenset[str] = frozenset(fast_start_alone or ())
         # The labels `update` looks at, in label order: the enabled ones (an open event's label is
         # always enabled: `reconfigure` ends the others). With AudioSet's 521 labels and a dozen
         # watched, the Python loop over all of them was most of the detector's time per window.
@@ -260,6 +267,7 @@ class Detector:
         cooldown_seconds: float,
         fast_start_threshold: float | None = None,
         class_smoothing: Mapping[str, int] | None = None,
+        fast_start_alone: Iterable[str] | None = None,
     ) -> list[DetectionEvent]:
         """New settings from the next window on, keeping score history and open events.
 
@@ -269,7 +277,7 @@ class Detector:
         """
         self._apply(
             thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds, fast_start_threshold,
-            class_smoothing,
+            class_smoothing, fast_start_alone,
         )  # fmt: skip
         ended: list[DetectionEvent] = []
         for label in self.labels:
@@ -370,9 +378,10 @@ class Detector:
 
     def _backed(self, i: int, label: str, score: float) -> bool:
         """A fast start of `label` (index `i`) at start-model `score` may open (rule 4): the main
-        model backs it (its latest window score or its smoothed score is at the release level)
-        or the start model is sure enough alone (`FAST_START_SURE`)."""
-        if score >= FAST_START_SURE - EPS:
+        model backs it (its latest window score or its smoothed score is at the release level),
+        the start model is sure enough alone (`FAST_START_SURE`), or the label is one the start
+        model may open alone (`fast_start_alone`)."""
+        if score >= FAST_START_SURE - EPS or label in self.fast_start_alone:
             return True
         if not self._history:
             return False

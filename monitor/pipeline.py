@@ -130,6 +130,7 @@ def _detector_settings(cfg: DetectionConfig, labels: list[str], bundle: ModelBun
         "enabled": cfg.enabled_labels(labels) & set(cfg.watched_labels(labels, bundle.watch)),
         "smoothing_windows": cfg.smoothing_windows,
         "class_smoothing": cfg.class_smoothing(bundle.class_smoothing_windows, labels),
+        "fast_start_alone": cfg.fast_start_alone(bundle.fast_start_alone, labels),
         "release_ratio": cfg.release_ratio,
         "hold_seconds": cfg.hold_seconds,
         "cooldown_seconds": cfg.cooldown_seconds,

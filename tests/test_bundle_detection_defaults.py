@@ -32,7 +32,7 @@ def test_a_bundle_declares_its_detection_defaults(tiny_bundle, tmp_path):
 @pytest.mark.parametrize(
     "section, message",
     [
-        ({"hop": 1.0}, "may set only ['class_smoothing_windows', 'hop_seconds', 'smoothing_windows'], not 'hop'"),
+        ({"hop": 1.0}, "may set only ['class_smoothing_windows', 'fast_start_alone', 'hop_seconds', 'smoothing_windows'], not 'hop'"),
         ({"class_smoothing_windows": {"siren": 0}}, "must give each label an integer in [1, 100]; bad: ['siren']"),
         ({"class_smoothing_windows": {"owl": 5}}, "names labels the model does not have: ['owl']"),
         ({"class_smoothing_windows": []}, "must be a non-empty object of label: windows"),

@@ -129,7 +129,7 @@ MALFORMED = {
     ),
     "classes as a list": (
         "detection:\n  classes: [siren, dog_bark]\n",
-        ["detection.classes: expected a mapping of class name to {enabled, threshold, smoothing_windows}"],
+        ["detection.classes: expected a mapping of class name to {enabled, threshold, smoothing_windows, fast_start_alone}"],
     ),
     "node_id with a slash": (
         "mqtt:\n  node_id: kitchen/pi\n",

@@ -124,6 +124,39 @@ def test_a_start_model_opening_the_main_model_does_not_back_is_not_published():
     assert (start.start_offset_s, start.label) == (0.5, "siren")
 
 
+def test_a_label_the_start_model_may_open_alone_needs_no_backing(tmp_path, tiny_bundle):
+    """Issue 21's exception for short sounds: a gun shot is over before the 4 s model can back it;
+    a label in `fast_start_alone` (the bundle's list, or classes.<label>.fast_start_alone) opens on
+    the start model's score alone (car_horn stands in for it here). Its event may be shorter than a hop."""
+    det = make(fast_start_threshold=0.8, fast_start_alone={"car_horn"})
+    (horn,) = det.update(0.5, row(), start_scores=row(car_horn=0.9))  # the main model scores 0
+    assert (horn.label, horn.opened_by, horn.score) == ("car_horn", "start_model", pytest.approx(0.9))
+    (end,) = det.update(1.5, row())  # no window backed it: it ends at its own start, one hold later
+    assert (end.label, end.duration_s) == ("car_horn", 0.0)
+    assert det.update(0.5 + 4.0, row(), start_scores=row(siren=0.9)) == []  # other labels still need backing
+    with pytest.raises(ValueError, match="unknown label"):
+        make(fast_start_alone={"thunder"})
+    # where it comes from: the config's per-label key wins over the bundle's list
+    bundle = tmp_path / "alone"
+    for suffix in (".tflite", ".json"):
+        shutil.copy(tiny_bundle.with_suffix(suffix), bundle.with_suffix(suffix))
+    meta = json.loads(bundle.with_suffix(".json").read_text())
+    labels = meta["labels"]
+    meta["detection"] = {"fast_start_alone": [labels[0]]}
+    bundle.with_suffix(".json").write_text(json.dumps(meta))
+    listed = load_bundle(bundle).fast_start_alone
+    assert listed == [labels[0]]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(f"detection:\n  classes:\n    {labels[0]}: {{fast_start_alone: false}}\n"
+                   f"    {labels[1]}: {{fast_start_alone: true}}\n")  # fmt: skip
+    assert load_config(None).detection.fast_start_alone(listed, labels) == {labels[0]}
+    assert load_config(cfg).detection.fast_start_alone(listed, labels) == {labels[1]}
+    meta["detection"] = {"fast_start_alone": ["thunder"]}
+    bundle.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(BundleError, match="fast_start_alone' names labels the model does not have"):
+        load_bundle(bundle)
+
+
 def test_a_backed_start_model_opening_opens_where_it_did_without_the_rule(monkeypatch):
     """The rule delays no opening it lets through: the same offsets as with the rule switched off
     (every start-model score sure alone)."""
@@ -357,9 +390,14 @@ def test_fast_start_answers_the_demo_recording_sooner():
 
 
 @pytest.mark.integration  # runs the daemon
-@pytest.mark.parametrize("detection, shown", [({}, "fast start 0.9"), ({"fast_start_threshold": 0.8}, "fast start 0.8")])
+@pytest.mark.parametrize("detection, shown", [
+    ({}, "fast start 0.9 (alone: gun_shot)"),
+    ({"fast_start_threshold": 0.8}, "fast start 0.8 (alone: gun_shot)"),
+    ({"classes": {"gun_shot": {"fast_start_alone": False}}}, "fast start 0.9, "),
+])  # fmt: skip
 def test_run_with_fast_start_logs_it_and_detects(detection, shown, tmp_path):
-    """The shipped bundle runs fast start by default (0.9), or at the threshold the config sets."""
+    """The shipped bundle runs fast start by default (0.9), or at the threshold the config sets;
+    the start line names the labels it may open alone (the bundle's gun_shot, unless the config says no)."""
     cfg = write_config(tmp_path / "c.yaml", detection=detection)
     d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--print",
                    "--model", str(need_shipped_model()))  # fmt: skip

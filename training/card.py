@@ -431,10 +431,30 @@ def write_card(path: str | Path, report: dict) -> None:
         lines.append("")
     if r.get("detector_comparison"):
         lines += ["## Detector on street recordings, against other models", "", r["detector_comparison"], ""]
+    if r.get("fast_start_alone"):
+        lines += _fast_start_alone_lines(r["fast_start_alone"])
     if r.get("experiments"):
         lines += ["## What was tried", "", r["experiments"], ""]
     lines += limits_lines(r)
     Path(path).write_text("\n".join(lines))
+
+
+def _fast_start_alone_lines(m: dict) -> list[str]:
+    """The measurement behind the bundle's `fast_start_alone` list (`training.evaluation.fast_start_alone`)."""
+    from training.evaluation.fast_start_alone import format_table
+
+    chosen = ", ".join(m["chosen"]) or "none"
+    return [
+        "## Short sounds the start model may open alone",
+        "",
+        f"Chosen: {chosen} (`detection.fast_start_alone`). On the held-out onset streams, a candidate "
+        "short sound qualifies when letting its start-model openings skip the main model's backing adds "
+        f"at least {m['min_events']} events and at least {100 * m['min_precision']:.0f} % of them are right "
+        "(`python -m training.evaluation.fast_start_alone --write`).",
+        "",
+        format_table(m["rows"], m["chosen"]),
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -459,6 +479,11 @@ def main(argv: list[str] | None = None) -> int:
             report["streaming"] = json.loads(Path(args.streaming).read_text())
         if args.detector_comparison:
             report["detector_comparison"] = Path(args.detector_comparison).read_text()
+        bundle_json = Path(report["bundle"]["tflite"]).with_suffix(".json")
+        if bundle_json.is_file():  # `python -m training.evaluation.fast_start_alone --write` measured
+            measured = json.loads(bundle_json.read_text()).get("fast_start_alone_measured")
+            if measured:
+                report["fast_start_alone"] = measured
     except (OSError, ValueError) as exc:
         print(f"training.card: {exc}", file=sys.stderr)
         return 2

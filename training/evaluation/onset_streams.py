@@ -95,6 +95,7 @@ def _row(key: str, value, answers: list[tuple[str, float | None]], rights: list[
         "median_delay_s": round(float(np.median(delays)), 2) if delays else None,
         "within_budget": round(float(np.mean(np.array(delays) <= budget + 1e-9)), 3) if delays else None,
         "events": len(rights),
+        "events_right": int(sum(rights)),
         "event_precision": round(sum(rights) / len(rights), 3) if rights else None,
     }
 
