@@ -24,6 +24,10 @@ from monitor.resample import StreamResampler, to_mono
 __all__ = ["FileSource"]
 
 _EMPTY = np.zeros(0, dtype=np.float32)
+READ_AHEAD_S = 0.5
+"""Seconds of the file decoded per libsndfile call; blocks are then cut from it. Each call has a
+fixed cost (a read syscall, cffi and numpy set-up): at 0.05 s blocks, one call per block was
+half of what reading a 16-bit WAV cost `soundmon run --pace fast` (`soundmon bench`)."""
 
 try:  # soundfile's cffi handles, for _read_frames (see there); absent -> the public read()
     from soundfile import _ffi as _sf_ffi
@@ -119,6 +123,10 @@ class FileSource:
         self.frames = int(self._file.frames)
         self.duration_s = self.frames / self.sample_rate if self.sample_rate else 0.0
         self._block = max(1, round(block_seconds * self.sample_rate))
+        # decoded per call: whole blocks, so the blocks are the ones one call per block gave
+        self._chunk = self._block * max(1, round(READ_AHEAD_S * self.sample_rate) // self._block)
+        self._ahead: np.ndarray = np.zeros((0, 1), dtype=np.float32)  # decoded, not yet a block
+        self._ahead_pos = 0
         self._resampler = StreamResampler(self.sample_rate, self.target_rate)
         self._lock = threading.Lock()
         self._frames_read = 0  # frames taken from the file so far
@@ -246,14 +254,28 @@ class FileSource:
         return block
 
     def _decode_block(self) -> np.ndarray | None:
+        """The next block of the file (shorter at its end or before a decode error), or None."""
+        ahead, pos = self._ahead, self._ahead_pos
+        if pos >= len(ahead):
+            chunk = self._decode_chunk()
+            if chunk is None:
+                return None
+            self._ahead = ahead = chunk
+            pos = 0
+        self._ahead_pos = pos + self._block
+        return ahead[pos : pos + self._block]
+
+    def _decode_chunk(self) -> np.ndarray | None:
+        """The next `_chunk` frames decoded (fewer at the end or before a decode error), or None."""
         if self._eof:
             return None
         try:
-            data = _read_frames(self._file, self._block)
+            data = _read_frames(self._file, self._chunk)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
             # Keep the blocks decoded so far; read() delivers them and raises this afterwards.
             self._eof = True
             partial = exc.data if isinstance(exc, _PartialRead) and len(exc.data) else None
+            # (a chunk is decoded once the blocks of the last one are all handed out and counted)
             decoded = self._frames_read + (len(partial) if partial is not None else 0)
             where = f" after {decoded / self.sample_rate:.1f} s of {self.duration_s:.1f} s" if decoded else ""
             self.error = AudioFileError(f"cannot decode {self.path}{where}: {_reason(exc)}")
@@ -261,6 +283,6 @@ class FileSource:
         if len(data) == 0:
             self._eof = True
             return None
-        if len(data) < self._block:
+        if len(data) < self._chunk:
             self._eof = True  # a short read is the end (mp3 frame counts can be estimates)
         return data
