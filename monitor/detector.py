@@ -414,6 +414,11 @@ class Detector:
         label, when its score reaches `fast_start_threshold` (None without a start model or setting)."""
         if self.fast_start_threshold is None or start_scores is None:
             return None, 0.0
+        floor = self.fast_start_threshold - EPS
+        # Nearly always no score reaches it: one max answers that (speed). float() of a float32
+        # is exact, so the test is the one below; a NaN max fails it and takes the full path.
+        if getattr(start_scores, "shape", None) == (len(self.labels),) and float(start_scores.max()) < floor:
+            return None, 0.0
         row = np.asarray(start_scores, dtype=np.float64).reshape(-1)
         if row.shape[0] != len(self.labels):
             raise ValueError(f"detector: got {row.shape[0]} start scores for {len(self.labels)} labels")
@@ -421,7 +426,7 @@ class Detector:
             row = np.nan_to_num(row, nan=0.0)
         top = int(row.argmax())
         score = float(row[top])
-        return (self.labels[top], score) if score >= self.fast_start_threshold - EPS else (None, 0.0)
+        return (self.labels[top], score) if score >= floor else (None, 0.0)
 
     def _end(self, label: str, end_offset_s: float, decision_offset_s: float) -> DetectionEvent:
         """Close `label`'s open event: build its "end" event and start its cooldown."""

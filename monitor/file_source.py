@@ -125,7 +125,7 @@ class FileSource:
         self._block = max(1, round(block_seconds * self.sample_rate))
         # decoded per call: whole blocks, so the blocks are the ones one call per block gave
         self._chunk = self._block * max(1, round(READ_AHEAD_S * self.sample_rate) // self._block)
-        self._ahead: np.ndarray = np.zeros((0, 1), dtype=np.float32)  # decoded, not yet a block
+        self._ahead: np.ndarray = _EMPTY  # decoded and downmixed, not yet cut into blocks
         self._ahead_pos = 0
         self._resampler = StreamResampler(self.sample_rate, self.target_rate)
         self._lock = threading.Lock()
@@ -225,7 +225,7 @@ class FileSource:
                 if not blocks and self._pending is not None:
                     time.sleep(max(0.0, timeout))
                     return _EMPTY
-            out = [self._resampler.process(to_mono(b)) for b in blocks if b is not None and len(b)]
+            out = [self._resampler.process(b) for b in blocks if b is not None and len(b)]
             if self._pending is None:  # end of file (or a decode error): flush the resampler's tail
                 out.append(self._resampler.process(np.zeros(0, dtype=np.float32), last=True))
                 if self.error is None:
@@ -254,13 +254,14 @@ class FileSource:
         return block
 
     def _decode_block(self) -> np.ndarray | None:
-        """The next block of the file (shorter at its end or before a decode error), or None."""
+        """The next block of the file, mono (shorter at its end or before a decode error), or None."""
         ahead, pos = self._ahead, self._ahead_pos
         if pos >= len(ahead):
             chunk = self._decode_chunk()
             if chunk is None:
                 return None
-            self._ahead = ahead = chunk
+            # downmixed once per chunk: a frame's mean is its own, whatever block it falls in
+            self._ahead = ahead = to_mono(chunk)
             pos = 0
         self._ahead_pos = pos + self._block
         return ahead[pos : pos + self._block]
