@@ -189,6 +189,9 @@ class Pipeline:
         self._primed_samples = 0  # silence fed ahead of the stream by warm starts
         self.warm_start = detection.warm_start if warm_start is None else bool(warm_start)
         self._until: int | None = None  # `samples_until_window`, kept until the next change
+        # (runner, frame count the window ended at, runner.scored after it) of the last window a
+        # streaming runner scored (`_predict`)
+        self._scored: tuple[object, int, int] | None = None
         self._prime()
         self._align_checks()
 
@@ -199,7 +202,7 @@ class Pipeline:
 
         Returns the "end" events of labels no longer enabled (`Detector.reconfigure`)."""
         self.detection = detection
-        self._until = None
+        self._until = self._scored = None
         self.ring.set_hop(hop_frames_for(detection.hop_seconds, self.bundle.frontend))
         if self.start_checks is not None:
             self.start_checks.set_hop(self.ring.hop_frames)
@@ -314,7 +317,7 @@ class Pipeline:
         start_scores, inference_ms = None, 0.0
         if level >= self.detection.min_level_dbfs:
             t0 = time.perf_counter()
-            start_scores = self.start_checks.scores(window)
+            start_scores = self.start_checks.scores(window, total_frames)
             inference_ms = (time.perf_counter() - t0) * 1000.0
             self.stats.inference_s += inference_ms / 1000.0
         t1 = time.perf_counter()
@@ -331,11 +334,12 @@ class Pipeline:
         inference_ms = 0.0
         if level >= self.detection.min_level_dbfs:
             t0 = time.perf_counter()
-            scores = self.runner.predict(window[:, :-1])
+            scores = self._predict(total_frames, window[:, :-1])
             if self._checking:
                 # the start ring's window, or the main window's newest frames while that ring
-                # fills (fast start just turned on)
-                start_scores = self.start_checks.scores(window if start_window is None else start_window)
+                # fills (fast start just turned on): the same frames
+                start_scores = self.start_checks.scores(window if start_window is None else start_window,
+                                                        total_frames)  # fmt: skip
             inference_ms = (time.perf_counter() - t0) * 1000.0
             self.stats.inference_s += inference_ms / 1000.0
             self.stats.recent_inference_ms.append(inference_ms)
@@ -347,6 +351,23 @@ class Pipeline:
         self.stats.windows += 1
         return WindowResult(self.stats.windows - 1, end_offset, level, scores, events, inference_ms, start_scores)
 
+    def _predict(self, end: int, window: np.ndarray) -> np.ndarray:
+        """The main model's scores on the window ending at frame count `end`. One hop of a
+        streaming runner after the last window it scored here, with no other call since, the
+        window is that one moved on by one hop, frame for frame (one stream, counted by the ring;
+        a gap or new settings forget the last window), so it steps without comparing the two
+        (`StreamingRunner.predict_next`, speed); otherwise `predict`."""
+        runner = self.runner
+        last, self._scored = self._scored, None
+        if (last is not None and last[0] is runner and end - last[1] == runner.hop_frames
+                and last[2] == runner.scored):  # fmt: skip
+            scores = runner.predict_next(window)
+        else:
+            scores = runner.predict(window)
+        if hasattr(runner, "predict_next"):
+            self._scored = (runner, end, runner.scored)
+        return scores
+
     def gap(self, missing_samples: int) -> list[DetectionEvent]:
         """The source lost audio (overrun or device reopen): restart framing, keep the clock true.
 
@@ -354,6 +375,7 @@ class Pipeline:
         Returns the events ended by the gap (`Detector.reset`)."""
         self._gap_samples += int(missing_samples)
         self._until = None
+        self._scored = None
         self.frontend.reset()
         self.ring.reset()
         if self.start_checks is not None:
