@@ -347,9 +347,14 @@ class Detector:
         n_by_label = self._n_by_label
         if n_by_label is None:
             n = min(self.smoothing_windows, len(history))
-            recent = [history[i] for i in range(len(history) - n, len(history))]
-            # np.mean(axis=0) is this sum divided by the count; without its wrapper (speed).
-            return np.add.reduce(np.stack(recent), axis=0) / n
+            if n == 1:
+                return history[-1] / 1
+            # np.mean(axis=0)'s arithmetic: np.add.reduce over the stacked rows adds them one after
+            # another, oldest first, then divides by the count; here without the stack (speed).
+            total = history[-n] + history[-n + 1]
+            for i in range(len(history) - n + 2, len(history)):
+                total += history[i]
+            return total / n
         # Running sums from the newest window back: sums[k - 1] is the sum of the newest k.
         k_max = min(int(n_by_label.max()), len(history))
         sums = np.cumsum(np.stack([history[-1 - i] for i in range(k_max)]), axis=0)
