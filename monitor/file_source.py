@@ -36,8 +36,12 @@ except ImportError:  # pragma: no cover - other soundfile builds
     _sf_ffi = _sf_lib = None
 
 
-def _read_frames(f: sf.SoundFile, frames: int) -> np.ndarray:
+def _read_frames(f: sf.SoundFile, frames: int, pcm16: bool = False) -> np.ndarray:
     """The next `frames` frames as (n, channels) float32, continuing exactly where the last read ended.
+
+    `pcm16` (a 16-bit PCM file): read as int16 and scaled by 1/32768 here, the very float32 values
+    libsndfile's float read gives (both exact: an int16 times a power of two), for a third of its
+    cost (`soundmon bench` streams a 16-bit WAV; see `_read_pcm16`).
 
     Why not `f.read(frames)`: python-soundfile follows every read with a seek to the position
     it just reached (`_cdata_io`: "Update read & write position"). For MP3 that seek restarts
@@ -53,6 +57,8 @@ def _read_frames(f: sf.SoundFile, frames: int) -> np.ndarray:
     handle = getattr(f, "_file", None)
     if _sf_lib is None or _sf_ffi is None or handle is None:
         return f.read(frames, dtype="float32", always_2d=True)
+    if pcm16:
+        return _read_pcm16(f, handle, frames)
     out = np.empty((frames, f.channels), dtype=np.float32)
     got = _sf_lib.sf_readf_float(handle, _sf_ffi.from_buffer("float[]", out), frames)
     err = _sf_lib.sf_error(handle)
@@ -60,6 +66,23 @@ def _read_frames(f: sf.SoundFile, frames: int) -> np.ndarray:
         text = _sf_ffi.string(_sf_lib.sf_error_number(err)).decode("utf-8", "replace")
         raise _PartialRead(text, out[: max(0, int(got))])
     return out[: max(0, int(got))]
+
+
+_PCM16_SCALE = np.float32(1.0 / 0x8000)  # libsndfile's normalisation of a 16-bit sample to float
+
+
+def _read_pcm16(f: sf.SoundFile, handle: object, frames: int) -> np.ndarray:
+    """`_read_frames` of a 16-bit PCM file: its int16 samples (sf_readf_short, a copy for a WAV)
+    times 1/32768 in float32, as libsndfile's float read computes them, without its per-sample loop."""
+    raw = np.empty((frames, f.channels), dtype=np.int16)
+    got = max(0, int(_sf_lib.sf_readf_short(handle, _sf_ffi.from_buffer("short[]", raw), frames)))
+    out = raw[:got].astype(np.float32)
+    out *= _PCM16_SCALE
+    err = _sf_lib.sf_error(handle)
+    if err:
+        text = _sf_ffi.string(_sf_lib.sf_error_number(err)).decode("utf-8", "replace")
+        raise _PartialRead(text, out)
+    return out
 
 
 class _PartialRead(RuntimeError):
@@ -127,6 +150,7 @@ class FileSource:
         self._chunk = self._block * max(1, round(READ_AHEAD_S * self.sample_rate) // self._block)
         self._ahead: np.ndarray = _EMPTY  # decoded and downmixed, not yet cut into blocks
         self._ahead_pos = 0
+        self._pcm16 = self._file.subtype == "PCM_16"  # read as int16 (`_read_frames`)
         self._resampler = StreamResampler(self.sample_rate, self.target_rate)
         self._lock = threading.Lock()
         self._frames_read = 0  # frames taken from the file so far
@@ -271,7 +295,7 @@ class FileSource:
         if self._eof:
             return None
         try:
-            data = _read_frames(self._file, self._chunk)
+            data = _read_frames(self._file, self._chunk, self._pcm16)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
             # Keep the blocks decoded so far; read() delivers them and raises this afterwards.
             self._eof = True
