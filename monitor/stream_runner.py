@@ -7,6 +7,8 @@ work at the default 0.5 s hop. `StreamingRunner.predict(window)` takes whole win
 `ModelRunner.predict`: when a window is the last one moved on by exactly one hop it runs one
 step; otherwise (the first window, after a gap or a level-gated stretch) it rebuilds the state
 from the window alone (one step per hop of the window), which gives that window's scores too.
+`predict_next(window)` skips the comparison for a caller that knows the window is the next one
+(the pipeline, which counts the frames of its one stream).
 """
 
 from __future__ import annotations
