@@ -355,9 +355,14 @@ class Detector:
         n_by_label = self._n_by_label
         if n_by_label is None:
             n = min(self.smoothing_windows, len(history))
-            recent = [history[i] for i in range(len(history) - n, len(history))]
-            # np.mean(axis=0) is this sum divided by the count; without its wrapper (speed).
-            return np.add.reduce(np.stack(recent), axis=0) / n
+            if n == 1:
+                return history[-1] / 1
+            # np.mean(axis=0)'s arithmetic: np.add.reduce over the stacked rows adds them one after
+            # another, oldest first, then divides by the count; here without the stack (speed).
+            total = history[-n] + history[-n + 1]
+            for i in range(len(history) - n + 2, len(history)):
+                total += history[i]
+            return total / n
         # Running sums from the newest window back: sums[k - 1] is the sum of the newest k.
         k_max = min(int(n_by_label.max()), len(history))
         sums = np.cumsum(np.stack([history[-1 - i] for i in range(k_max)]), axis=0)
@@ -423,6 +428,11 @@ class Detector:
         label, when its score reaches `fast_start_threshold` (None without a start model or setting)."""
         if self.fast_start_threshold is None or start_scores is None:
             return None, 0.0
+        floor = self.fast_start_threshold - EPS
+        # Nearly always no score reaches it: one max answers that (speed). float() of a float32
+        # is exact, so the test is the one below; a NaN max fails it and takes the full path.
+        if getattr(start_scores, "shape", None) == (len(self.labels),) and float(start_scores.max()) < floor:
+            return None, 0.0
         row = np.asarray(start_scores, dtype=np.float64).reshape(-1)
         if row.shape[0] != len(self.labels):
             raise ValueError(f"detector: got {row.shape[0]} start scores for {len(self.labels)} labels")
@@ -430,7 +440,7 @@ class Detector:
             row = np.nan_to_num(row, nan=0.0)
         top = int(row.argmax())
         score = float(row[top])
-        return (self.labels[top], score) if score >= self.fast_start_threshold - EPS else (None, 0.0)
+        return (self.labels[top], score) if score >= floor else (None, 0.0)
 
     def _end(self, label: str, end_offset_s: float, decision_offset_s: float) -> DetectionEvent:
         """Close `label`'s open event: build its "end" event and start its cooldown."""

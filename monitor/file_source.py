@@ -24,6 +24,10 @@ from monitor.resample import StreamResampler, to_mono
 __all__ = ["FileSource"]
 
 _EMPTY = np.zeros(0, dtype=np.float32)
+READ_AHEAD_S = 0.5
+"""Seconds of the file decoded per libsndfile call; blocks are then cut from it. Each call has a
+fixed cost (a read syscall, cffi and numpy set-up): at 0.05 s blocks, one call per block was
+half of what reading a 16-bit WAV cost `soundmon run --pace fast` (`soundmon bench`)."""
 
 try:  # soundfile's cffi handles, for _read_frames (see there); absent -> the public read()
     from soundfile import _ffi as _sf_ffi
@@ -32,8 +36,12 @@ except ImportError:  # pragma: no cover - other soundfile builds
     _sf_ffi = _sf_lib = None
 
 
-def _read_frames(f: sf.SoundFile, frames: int) -> np.ndarray:
+def _read_frames(f: sf.SoundFile, frames: int, pcm16: bool = False) -> np.ndarray:
     """The next `frames` frames as (n, channels) float32, continuing exactly where the last read ended.
+
+    `pcm16` (a 16-bit PCM file): read as int16 and scaled by 1/32768 here, the very float32 values
+    libsndfile's float read gives (both exact: an int16 times a power of two), for a third of its
+    cost (`soundmon bench` streams a 16-bit WAV; see `_read_pcm16`).
 
     Why not `f.read(frames)`: python-soundfile follows every read with a seek to the position
     it just reached (`_cdata_io`: "Update read & write position"). For MP3 that seek restarts
@@ -49,6 +57,8 @@ def _read_frames(f: sf.SoundFile, frames: int) -> np.ndarray:
     handle = getattr(f, "_file", None)
     if _sf_lib is None or _sf_ffi is None or handle is None:
         return f.read(frames, dtype="float32", always_2d=True)
+    if pcm16:
+        return _read_pcm16(f, handle, frames)
     out = np.empty((frames, f.channels), dtype=np.float32)
     got = _sf_lib.sf_readf_float(handle, _sf_ffi.from_buffer("float[]", out), frames)
     err = _sf_lib.sf_error(handle)
@@ -56,6 +66,23 @@ def _read_frames(f: sf.SoundFile, frames: int) -> np.ndarray:
         text = _sf_ffi.string(_sf_lib.sf_error_number(err)).decode("utf-8", "replace")
         raise _PartialRead(text, out[: max(0, int(got))])
     return out[: max(0, int(got))]
+
+
+_PCM16_SCALE = np.float32(1.0 / 0x8000)  # libsndfile's normalisation of a 16-bit sample to float
+
+
+def _read_pcm16(f: sf.SoundFile, handle: object, frames: int) -> np.ndarray:
+    """`_read_frames` of a 16-bit PCM file: its int16 samples (sf_readf_short, a copy for a WAV)
+    times 1/32768 in float32, as libsndfile's float read computes them, without its per-sample loop."""
+    raw = np.empty((frames, f.channels), dtype=np.int16)
+    got = max(0, int(_sf_lib.sf_readf_short(handle, _sf_ffi.from_buffer("short[]", raw), frames)))
+    out = raw[:got].astype(np.float32)
+    out *= _PCM16_SCALE
+    err = _sf_lib.sf_error(handle)
+    if err:
+        text = _sf_ffi.string(_sf_lib.sf_error_number(err)).decode("utf-8", "replace")
+        raise _PartialRead(text, out)
+    return out
 
 
 class _PartialRead(RuntimeError):
@@ -119,6 +146,11 @@ class FileSource:
         self.frames = int(self._file.frames)
         self.duration_s = self.frames / self.sample_rate if self.sample_rate else 0.0
         self._block = max(1, round(block_seconds * self.sample_rate))
+        # decoded per call: whole blocks, so the blocks are the ones one call per block gave
+        self._chunk = self._block * max(1, round(READ_AHEAD_S * self.sample_rate) // self._block)
+        self._ahead: np.ndarray = _EMPTY  # decoded and downmixed, not yet cut into blocks
+        self._ahead_pos = 0
+        self._pcm16 = self._file.subtype == "PCM_16"  # read as int16 (`_read_frames`)
         self._resampler = StreamResampler(self.sample_rate, self.target_rate)
         self._lock = threading.Lock()
         self._frames_read = 0  # frames taken from the file so far
@@ -217,7 +249,7 @@ class FileSource:
                 if not blocks and self._pending is not None:
                     time.sleep(max(0.0, timeout))
                     return _EMPTY
-            out = [self._resampler.process(to_mono(b)) for b in blocks if b is not None and len(b)]
+            out = [self._resampler.process(b) for b in blocks if b is not None and len(b)]
             if self._pending is None:  # end of file (or a decode error): flush the resampler's tail
                 out.append(self._resampler.process(np.zeros(0, dtype=np.float32), last=True))
                 if self.error is None:
@@ -246,14 +278,29 @@ class FileSource:
         return block
 
     def _decode_block(self) -> np.ndarray | None:
+        """The next block of the file, mono (shorter at its end or before a decode error), or None."""
+        ahead, pos = self._ahead, self._ahead_pos
+        if pos >= len(ahead):
+            chunk = self._decode_chunk()
+            if chunk is None:
+                return None
+            # downmixed once per chunk: a frame's mean is its own, whatever block it falls in
+            self._ahead = ahead = to_mono(chunk)
+            pos = 0
+        self._ahead_pos = pos + self._block
+        return ahead[pos : pos + self._block]
+
+    def _decode_chunk(self) -> np.ndarray | None:
+        """The next `_chunk` frames decoded (fewer at the end or before a decode error), or None."""
         if self._eof:
             return None
         try:
-            data = _read_frames(self._file, self._block)
+            data = _read_frames(self._file, self._chunk, self._pcm16)
         except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as exc:
             # Keep the blocks decoded so far; read() delivers them and raises this afterwards.
             self._eof = True
             partial = exc.data if isinstance(exc, _PartialRead) and len(exc.data) else None
+            # (a chunk is decoded once the blocks of the last one are all handed out and counted)
             decoded = self._frames_read + (len(partial) if partial is not None else 0)
             where = f" after {decoded / self.sample_rate:.1f} s of {self.duration_s:.1f} s" if decoded else ""
             self.error = AudioFileError(f"cannot decode {self.path}{where}: {_reason(exc)}")
@@ -261,6 +308,6 @@ class FileSource:
         if len(data) == 0:
             self._eof = True
             return None
-        if len(data) < self._block:
+        if len(data) < self._chunk:
             self._eof = True  # a short read is the end (mp3 frame counts can be estimates)
         return data

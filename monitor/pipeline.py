@@ -189,6 +189,10 @@ class Pipeline:
         self._gap_samples = 0
         self._primed_samples = 0  # silence fed ahead of the stream by warm starts
         self.warm_start = detection.warm_start if warm_start is None else bool(warm_start)
+        self._until: int | None = None  # `samples_until_window`, kept until the next change
+        # (runner, frame count the window ended at, runner.scored after it) of the last window a
+        # streaming runner scored (`_predict`)
+        self._scored: tuple[object, int, int] | None = None
         self._prime()
         self._align_checks()
 
@@ -199,6 +203,7 @@ class Pipeline:
 
         Returns the "end" events of labels no longer enabled (`Detector.reconfigure`)."""
         self.detection = detection
+        self._until = self._scored = None
         self.ring.set_hop(hop_frames_for(detection.hop_seconds, self.bundle.frontend))
         if self.start_checks is not None:
             self.start_checks.set_hop(self.ring.hop_frames)
@@ -218,6 +223,7 @@ class Pipeline:
 
     def _prime(self) -> None:
         """Warm start: put silence worth (window - hop) frames ahead of the audio to come."""
+        self._until = None
         if not self.warm_start:
             return
         n = warm_start_samples(self.window_frames, self.ring.hop_frames, self.bundle.frontend)
@@ -240,6 +246,7 @@ class Pipeline:
     def set_start_runner(self, start_runner) -> None:
         """Swap the start model (SIGHUP turning fast start on or off) without a gap in audio;
         checks between windows begin once its window has filled with new frames."""
+        self._until = None
         self._set_start_checks(start_runner)
         self._align_checks()
 
@@ -261,11 +268,15 @@ class Pipeline:
     def samples_until_window(self) -> int:
         """Samples still needed to complete the next window (or, with fast start, the next start
         check): a caller that batches its audio up to this point computes the front-end once per
-        result instead of once per block."""
-        frames = self.ring.frames_until_window
-        if self._checking:
-            frames = min(frames, self.start_checks.frames_until_check)
-        return self.frontend.samples_until(frames)
+        result instead of once per block. Kept from one change of the stream or settings to the
+        next (speed: the daemon asks at every audio block, 20 times per audio second)."""
+        until = self._until
+        if until is None:
+            frames = self.ring.frames_until_window
+            if self._checking:
+                frames = min(frames, self.start_checks.frames_until_check)
+            until = self._until = self.frontend.samples_until(frames)
+        return until
 
     def process(self, block: np.ndarray) -> list[WindowResult]:
         """Consume one block of audio; return the windows it completed (often none) and, with
@@ -273,6 +284,7 @@ class Pipeline:
         block = np.asarray(block, dtype=np.float32).reshape(-1)
         if block.size == 0:
             return []
+        self._until = None
         # A finite sum means every sample is finite (NaN and inf propagate through a sum); only
         # a non-finite sum (or one that overflowed) pays for the sample-by-sample test (speed).
         finite = np.isfinite(block) if not np.isfinite(np.add.reduce(block)) else None
@@ -306,7 +318,7 @@ class Pipeline:
         start_scores, inference_ms = None, 0.0
         if level >= self.detection.min_level_dbfs:
             t0 = time.perf_counter()
-            start_scores = self.start_checks.scores(window)
+            start_scores = self.start_checks.scores(window, total_frames)
             inference_ms = (time.perf_counter() - t0) * 1000.0
             self.stats.inference_s += inference_ms / 1000.0
         t1 = time.perf_counter()
@@ -323,11 +335,12 @@ class Pipeline:
         inference_ms = 0.0
         if level >= self.detection.min_level_dbfs:
             t0 = time.perf_counter()
-            scores = self.runner.predict(window[:, :-1])
+            scores = self._predict(total_frames, window[:, :-1])
             if self._checking:
                 # the start ring's window, or the main window's newest frames while that ring
-                # fills (fast start just turned on)
-                start_scores = self.start_checks.scores(window if start_window is None else start_window)
+                # fills (fast start just turned on): the same frames
+                start_scores = self.start_checks.scores(window if start_window is None else start_window,
+                                                        total_frames)  # fmt: skip
             inference_ms = (time.perf_counter() - t0) * 1000.0
             self.stats.inference_s += inference_ms / 1000.0
             self.stats.recent_inference_ms.append(inference_ms)
@@ -339,12 +352,31 @@ class Pipeline:
         self.stats.windows += 1
         return WindowResult(self.stats.windows - 1, end_offset, level, scores, events, inference_ms, start_scores)
 
+    def _predict(self, end: int, window: np.ndarray) -> np.ndarray:
+        """The main model's scores on the window ending at frame count `end`. One hop of a
+        streaming runner after the last window it scored here, with no other call since, the
+        window is that one moved on by one hop, frame for frame (one stream, counted by the ring;
+        a gap or new settings forget the last window), so it steps without comparing the two
+        (`StreamingRunner.predict_next`, speed); otherwise `predict`."""
+        runner = self.runner
+        last, self._scored = self._scored, None
+        if (last is not None and last[0] is runner and end - last[1] == runner.hop_frames
+                and last[2] == runner.scored):  # fmt: skip
+            scores = runner.predict_next(window)
+        else:
+            scores = runner.predict(window)
+        if hasattr(runner, "predict_next"):
+            self._scored = (runner, end, runner.scored)
+        return scores
+
     def gap(self, missing_samples: int) -> list[DetectionEvent]:
         """The source lost audio (overrun or device reopen): restart framing, keep the clock true.
 
         `missing_samples`, the audio lost, at the model's rate, is added to the stream offsets.
         Returns the events ended by the gap (`Detector.reset`)."""
         self._gap_samples += int(missing_samples)
+        self._until = None
+        self._scored = None
         self.frontend.reset()
         self.ring.reset()
         if self.start_checks is not None:

@@ -7,6 +7,8 @@ work at the default 0.5 s hop. `StreamingRunner.predict(window)` takes whole win
 `ModelRunner.predict`: when a window is the last one moved on by exactly one hop it runs one
 step; otherwise (the first window, after a gap or a level-gated stretch) it rebuilds the state
 from the window alone (one step per hop of the window), which gives that window's scores too.
+`predict_next(window)` skips the comparison for a caller that knows the window is the next one
+(the pipeline, which counts the frames of its one stream).
 """
 
 from __future__ import annotations
@@ -103,7 +105,8 @@ class StreamingRunner:
         n_mels = bundle.frontend.n_mels
         self._q = np.empty((self.hop_frames, n_mels), dtype=np.float32)
         self._last = np.empty((bundle.window_frames, n_mels), dtype=np.float32)
-        self._have_last = False
+        self._have_last = False  # `_last` holds the last window scored
+        self._have_state = False  # the state is that of the last window scored (`predict_next`)
         self._same = np.empty((max(bundle.window_frames - self.hop_frames, 0), n_mels), dtype=bool)
         # One-byte outputs dequantise through a table of all 256 codes, built with the same
         # float32 arithmetic as the formula in `predict` (so the scores are bit-identical).
@@ -150,12 +153,39 @@ class StreamingRunner:
             self._step(x[-hop:])
             self.steps += 1
         else:
+            self._have_state = False  # (until the rebuild is done)
             self._zero_states()
             for chunk in prime_chunks(x, hop):
                 self._step(chunk)
             self.rebuilds += 1
         np.copyto(self._last, x)
-        self._have_last = True
+        self._have_last = self._have_state = True
+        return self._scores()
+
+    @property
+    def scored(self) -> int:
+        """Windows scored so far (`steps` + `rebuilds`): a caller that noted it at its last
+        window knows from it whether anyone else has run this runner since (`predict_next`)."""
+        return self.steps + self.rebuilds
+
+    def predict_next(self, window: np.ndarray) -> np.ndarray:
+        """`predict(window)` for a caller that knows `window` is the last window this runner
+        scored (no other call since: `scored`) moved on by exactly `hop_frames` frames of the
+        same stream (the pipeline's next window): one step, without comparing the overlap or
+        keeping a copy of the window (speed). A later `predict` has nothing to compare with and
+        rebuilds. Without a last window, `predict`."""
+        if not self._have_state:
+            return self.predict(window)
+        x = np.asarray(window, dtype=np.float32)
+        if x.shape != self._last.shape:
+            raise ValueError(f"window shape {x.shape}, model wants {self._last.shape}")
+        self._have_last = False  # `_last` is not this window
+        self._step(x[-self.hop_frames :])
+        self.steps += 1
+        return self._scores()
+
+    def _scores(self) -> np.ndarray:
+        """The scores of the step just run, dequantised."""
         y = self._out_view().reshape(-1)  # a view: it must not outlive this call
         if self._out_lut is not None:
             return self._out_lut[y.view(np.uint8)]

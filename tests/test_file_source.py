@@ -200,3 +200,18 @@ def test_decode_error_part_way_delivers_the_decoded_audio_then_raises(tmp_path: 
     assert src.decoded_s == pytest.approx(len(audio) / RATE, abs=0.01)
     clean, _ = sf.read(str(DEMO), dtype="float32")
     np.testing.assert_allclose(audio, clean[: len(audio)], atol=1 / 32768)
+
+
+@pytest.mark.parametrize(("fmt", "channels"), [("WAV", 1), ("WAV", 2), ("FLAC", 3)])
+def test_16_bit_pcm_read_as_int16_equals_libsndfiles_float_read(tmp_path: Path, fmt: str, channels: int) -> None:
+    """A 16-bit file is read as int16 and scaled here (speed): the same float32 samples, bit for
+    bit, as libsndfile's own float read, full scale included."""
+    from monitor.resample import to_mono
+
+    pcm = np.random.default_rng(1).integers(-32768, 32768, size=(16000 * 2 + 77, channels), dtype=np.int16)
+    pcm[:4] = [[-32768], [32767], [0], [-1]]
+    path = tmp_path / f"x.{fmt.lower()}"
+    sf.write(str(path), pcm, RATE, format=fmt, subtype="PCM_16")
+    whole, _ = sf.read(str(path), dtype="float32", always_2d=True)
+    got = _drain(FileSource(path, RATE, pace="fast", block_seconds=0.05))
+    np.testing.assert_array_equal(got, to_mono(whole))
