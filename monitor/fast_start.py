@@ -26,6 +26,7 @@ from monitor.bundle import ModelBundle, load_bundle, macs_per_window
 from monitor.config import DetectionConfig
 from monitor.errors import BundleError
 from monitor.runner import open_model, streams_at
+from monitor.stream_runner import NextWindow
 from monitor.windows import WindowRing, hop_frames_for
 
 __all__ = [
@@ -109,8 +110,7 @@ class StartChecks:
         self.runner = runner
         self.window_frames: int = runner.bundle.window_frames
         self.ring = WindowRing(self.window_frames, check_frames(hop_frames), n_mels, start_at=start_at)
-        # (frame count the last window scored ended at, the runner's `scored` count after it)
-        self._scored: tuple[int, int] | None = None
+        self._next = NextWindow()  # the last window scored, for a streaming runner's next step
 
     @property
     def frames_until_check(self) -> int:
@@ -124,7 +124,7 @@ class StartChecks:
     def set_hop(self, hop_frames: int) -> None:
         """The main hop changed (SIGHUP): check every `check_frames` of the new one."""
         self.ring.set_hop(check_frames(hop_frames))
-        self._scored = None
+        self._next.forget()
 
     def push(self, frames: np.ndarray) -> dict[int, np.ndarray]:
         """Add frames; return the start windows they completed, by the frame count they end at."""
@@ -133,24 +133,14 @@ class StartChecks:
     def reset(self) -> None:
         """After a gap in the audio: the next check needs a whole start window of new frames."""
         self.ring.reset()
-        self._scored = None
+        self._next.forget()
 
     def scores(self, window: np.ndarray, end: int | None = None) -> np.ndarray:
         """The start model's scores on a ring window: its newest `window_frames` frames (a main
         window when the start ring has not filled yet), the energy column left out. `end`: the
         frame count the window ends at (the rings' `total_frames`); one runner hop after the last
-        window scored, a streaming runner steps without comparing them (`predict_next`)."""
-        x = window[-self.window_frames :, :-1]
-        runner = self.runner
-        last, self._scored = self._scored, None
-        if (last is not None and end is not None and end - last[0] == getattr(runner, "hop_frames", None)
-                and last[1] == getattr(runner, "scored", None)):  # fmt: skip
-            scores = runner.predict_next(x)
-        else:
-            scores = runner.predict(x)
-        if end is not None and hasattr(runner, "predict_next"):
-            self._scored = (end, runner.scored)
-        return scores
+        window scored, a streaming runner steps without comparing them (`NextWindow`)."""
+        return self._next.predict(self.runner, window[-self.window_frames :, :-1], end)
 
 
 # -- for `soundmon bench` ----------------------------------------------------------------------

@@ -61,11 +61,17 @@ def _read_frames(f: sf.SoundFile, frames: int, pcm16: bool = False) -> np.ndarra
         return _read_pcm16(f, handle, frames)
     out = np.empty((frames, f.channels), dtype=np.float32)
     got = _sf_lib.sf_readf_float(handle, _sf_ffi.from_buffer("float[]", out), frames)
+    return _checked(handle, out[: max(0, int(got))])
+
+
+def _checked(handle: object, out: np.ndarray) -> np.ndarray:
+    """`out`, the frames one read call decoded, unless libsndfile reports an error for that call:
+    then `_PartialRead` with them."""
     err = _sf_lib.sf_error(handle)
     if err:
         text = _sf_ffi.string(_sf_lib.sf_error_number(err)).decode("utf-8", "replace")
-        raise _PartialRead(text, out[: max(0, int(got))])
-    return out[: max(0, int(got))]
+        raise _PartialRead(text, out)
+    return out
 
 
 _PCM16_SCALE = np.float32(1.0 / 0x8000)  # libsndfile's normalisation of a 16-bit sample to float
@@ -78,11 +84,7 @@ def _read_pcm16(f: sf.SoundFile, handle: object, frames: int) -> np.ndarray:
     got = max(0, int(_sf_lib.sf_readf_short(handle, _sf_ffi.from_buffer("short[]", raw), frames)))
     out = raw[:got].astype(np.float32)
     out *= _PCM16_SCALE
-    err = _sf_lib.sf_error(handle)
-    if err:
-        text = _sf_ffi.string(_sf_lib.sf_error_number(err)).decode("utf-8", "replace")
-        raise _PartialRead(text, out)
-    return out
+    return _checked(handle, out)
 
 
 class _PartialRead(RuntimeError):

@@ -19,6 +19,7 @@ from monitor.config import DetectionConfig
 from monitor.detector import DetectionEvent, Detector
 from monitor.fast_start import StartChecks
 from monitor.frontend import FrontendParams, StreamingLogMel, frame_count
+from monitor.stream_runner import NextWindow
 from monitor.windows import WindowRing, hop_frames_for
 
 __all__ = ["Pipeline", "PipelineStats", "WindowResult", "expected_windows", "level_dbfs"]
@@ -190,9 +191,7 @@ class Pipeline:
         self._primed_samples = 0  # silence fed ahead of the stream by warm starts
         self.warm_start = detection.warm_start if warm_start is None else bool(warm_start)
         self._until: int | None = None  # `samples_until_window`, kept until the next change
-        # (runner, frame count the window ended at, runner.scored after it) of the last window a
-        # streaming runner scored (`_predict`)
-        self._scored: tuple[object, int, int] | None = None
+        self._next = NextWindow()  # the last window scored, for a streaming runner's next step
         self._prime()
         self._align_checks()
 
@@ -203,7 +202,8 @@ class Pipeline:
 
         Returns the "end" events of labels no longer enabled (`Detector.reconfigure`)."""
         self.detection = detection
-        self._until = self._scored = None
+        self._until = None
+        self._next.forget()
         self.ring.set_hop(hop_frames_for(detection.hop_seconds, self.bundle.frontend))
         if self.start_checks is not None:
             self.start_checks.set_hop(self.ring.hop_frames)
@@ -335,7 +335,9 @@ class Pipeline:
         inference_ms = 0.0
         if level >= self.detection.min_level_dbfs:
             t0 = time.perf_counter()
-            scores = self._predict(total_frames, window[:, :-1])
+            # one hop after the last window scored here, a streaming runner steps without
+            # comparing the two (`NextWindow`; the ring counts the frames of one stream)
+            scores = self._next.predict(self.runner, window[:, :-1], total_frames)
             if self._checking:
                 # the start ring's window, or the main window's newest frames while that ring
                 # fills (fast start just turned on): the same frames
@@ -352,23 +354,6 @@ class Pipeline:
         self.stats.windows += 1
         return WindowResult(self.stats.windows - 1, end_offset, level, scores, events, inference_ms, start_scores)
 
-    def _predict(self, end: int, window: np.ndarray) -> np.ndarray:
-        """The main model's scores on the window ending at frame count `end`. One hop of a
-        streaming runner after the last window it scored here, with no other call since, the
-        window is that one moved on by one hop, frame for frame (one stream, counted by the ring;
-        a gap or new settings forget the last window), so it steps without comparing the two
-        (`StreamingRunner.predict_next`, speed); otherwise `predict`."""
-        runner = self.runner
-        last, self._scored = self._scored, None
-        if (last is not None and last[0] is runner and end - last[1] == runner.hop_frames
-                and last[2] == runner.scored):  # fmt: skip
-            scores = runner.predict_next(window)
-        else:
-            scores = runner.predict(window)
-        if hasattr(runner, "predict_next"):
-            self._scored = (runner, end, runner.scored)
-        return scores
-
     def gap(self, missing_samples: int) -> list[DetectionEvent]:
         """The source lost audio (overrun or device reopen): restart framing, keep the clock true.
 
@@ -376,7 +361,7 @@ class Pipeline:
         Returns the events ended by the gap (`Detector.reset`)."""
         self._gap_samples += int(missing_samples)
         self._until = None
-        self._scored = None
+        self._next.forget()
         self.frontend.reset()
         self.ring.reset()
         if self.start_checks is not None:

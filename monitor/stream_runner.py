@@ -8,7 +8,7 @@ work at the default 0.5 s hop. `StreamingRunner.predict(window)` takes whole win
 step; otherwise (the first window, after a gap or a level-gated stretch) it rebuilds the state
 from the window alone (one step per hop of the window), which gives that window's scores too.
 `predict_next(window)` skips the comparison for a caller that knows the window is the next one
-(the pipeline, which counts the frames of its one stream).
+(the pipeline, which counts the frames of its one stream, through `NextWindow`).
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from monitor.bundle import ModelBundle
 from monitor.errors import BundleError
 from monitor.interpreter import load_interpreter_class, quiet_native_stderr
 
-__all__ = ["StreamingRunner", "first_requantised_state", "prime_chunks"]
+__all__ = ["NextWindow", "StreamingRunner", "first_requantised_state", "prime_chunks"]
 
 
 def prime_chunks(window: np.ndarray, hop_frames: int) -> list[np.ndarray]:
@@ -190,3 +190,30 @@ class StreamingRunner:
         if self._out_lut is not None:
             return self._out_lut[y.view(np.uint8)]
         return self._dequantise(y)
+
+
+class NextWindow:
+    """A caller's note of the last window it had a runner score, so that the next one, exactly one
+    runner hop on in the caller's own stream (frame counts) with no other call to the runner
+    between (`StreamingRunner.scored`), steps by `predict_next` (speed); anything else, and any
+    runner without it, goes through `predict`. The caller vouches for the frame counts: one
+    stream, counted without gaps; `forget()` after a gap or new settings."""
+
+    def __init__(self) -> None:
+        self._last: tuple[object, int, int] | None = None  # (runner, end frame count, runner.scored)
+
+    def forget(self) -> None:
+        """The next window is not the last one moved on by a hop (a gap, a new hop or runner)."""
+        self._last = None
+
+    def predict(self, runner, window: np.ndarray, end: int | None) -> np.ndarray:
+        """`runner`'s scores on `window`, which ends at frame count `end` (None: not counted)."""
+        last, self._last = self._last, None
+        if (last is not None and end is not None and last[0] is runner and end - last[1] == runner.hop_frames
+                and last[2] == runner.scored):  # fmt: skip
+            scores = runner.predict_next(window)
+        else:
+            scores = runner.predict(window)
+        if end is not None and hasattr(runner, "predict_next"):
+            self._last = (runner, end, runner.scored)
+        return scores
