@@ -105,7 +105,7 @@ class Broker:
         if exe is None:
             raise RuntimeError(
                 "mosquitto is not installed: the MQTT tests need a real broker "
-                "(`apt-get install mosquitto`, or `make deps`; or set $MOSQUITTO to its path)"
+                "(`apt-get install mosquitto`, or `make system-deps`; or set $MOSQUITTO to its path)"
             )
         self.exe = exe
         self._own_dir = workdir is None

@@ -164,21 +164,50 @@ def recording(ha: hass.HomeAssistant, path: Path) -> Iterator[Callable[[], list[
         proc.wait(10)
 
 
+def settled_states(ha: hass.HomeAssistant) -> dict[str, Any]:
+    """HA's states once every soundmon entity exists with a known state ({} until then)."""
+    states = ha.states()
+    ready = set(states) >= ALL and all(states[e]["state"] not in ("unknown", "unavailable", "") for e in ALL)
+    return states if ready else {}
+
+
+def discover_while_silent(ha: hass.HomeAssistant, cfg: Path, tmp_path: Path) -> None:
+    """Run the daemon on silence until HA has every entity with a known state, then stop it.
+
+    HA subscribes to an entity's state topic only once discovery has created the entity, which
+    takes it a few seconds; a sound starting before then (the demo's siren starts at 1.5 s) would
+    reach HA as a retained `on` and never as the `off` before it. Discovering first makes the
+    demo run's history exact whatever HA's speed. A binary sensor that shows `off` has read its
+    state topic, so HA is listening to every one of them.
+    """
+    silence = tmp_path / "silence.flac"
+    sf.write(silence, np.zeros(16000 * 300, dtype=np.float32), 16000)
+    d = DaemonProcess("--source", str(silence), "--pace", "realtime", "--config", str(cfg))
+    try:
+        wait_until(lambda: settled_states(ha), 120, "every soundmon entity in HA with a known state")
+        d.signal()
+        assert d.wait(30) == 0, d.text()
+    finally:
+        d.kill()
+    wait_until(lambda: all(s["state"] == "unavailable" for e, s in ha.states().items() if e in ALL),
+               30, "every soundmon entity unavailable after the silent run")  # fmt: skip
+
+
 def test_home_assistant_discovers_every_entity_and_shows_the_demo_run(ha, ha_broker, tmp_path):
     cfg = write_config(tmp_path / "c.yaml", ha_broker)
+    # Every entity appears by discovery and none stays unknown: the binary sensors of labels
+    # that have not fired are `off`, the level and stats sensors have values.
+    discover_while_silent(ha, cfg, tmp_path)
     with recording(ha, tmp_path / "events.jsonl") as events, Subscriber(ha_broker, f"{BASE}/detection") as sub:
         d = DaemonProcess("--source", str(DEMO), "--pace", "realtime", "--config", str(cfg))
         try:
-            # Every entity appears by discovery and none stays unknown: the binary sensors of
-            # labels that have not fired are `off`, the level and stats sensors have values.
-            def settled() -> dict[str, Any]:
-                states = ha.states()
-                ready = set(states) >= ALL and all(
-                    states[e]["state"] not in ("unknown", "unavailable", "") for e in ALL
-                )
-                return states if ready else {}
+            # ... and again for the demo run, each with the value the new daemon published, the
+            # stats once it has scored windows (its first stats message, at connect, has none)
+            def scoring() -> dict[str, Any]:
+                states = settled_states(ha)
+                return states if states and float(states[SENSORS["inference_ms_p95"]]["state"]) > 0 else {}
 
-            states = wait_until(settled, 120, "every soundmon entity in HA with a known state")
+            states = wait_until(scoring, 120, "every soundmon entity known again, the stats of scored windows")
             thresholds = default_thresholds()
             for label, entity in BINARY.items():
                 s = states[entity]
