@@ -12,7 +12,9 @@ samples (same rate, channels and sample format, so the same results) and streams
 decoding, which no microphone needs, is not counted in the pipeline's cost; `--encoded` streams
 the file as it is instead (the daemon then decodes it). With `--compare-tflite MODEL` it also times that
 raw-waveform model's inference alone (YAMNet's export, say) over the first `--compare-seconds` of
-the same audio and prints the pipeline's CPU as a ratio of it (`monitor.bench_compare`).
+the same audio, once before the daemon's run and once after it (so a change of the shared
+machine's load during the run weighs on both sides alike), and prints the pipeline's CPU as a
+ratio of the two passes' mean (`monitor.bench_compare`).
 Figures only: nothing here asserts a timing.
 The research harnesses built on these pieces (latency over labelled recordings, the soak) are
 in `tools/`, which is not installed.
@@ -37,7 +39,6 @@ import soundfile as sf
 
 from monitor.bench_compare import (
     COMPARE_HOP_S,
-    WaveformModel,
     open_waveform_model,
     read_compare_audio,
 )
@@ -348,9 +349,9 @@ def bench_main(argv: list[str]) -> int:
                     help="also time this raw-waveform TFLite model's inference alone (float32 input [1, N], "
                          "e.g. YAMNet's export) over the first --compare-seconds of the same audio, one window "
                          "every --compare-hop s, and print the pipeline's CPU per audio second as a ratio of it")
-    ap.add_argument("--compare-seconds", type=float, default=120.0,
+    ap.add_argument("--compare-seconds", type=float, default=300.0,
                     help="audio for the --compare-tflite timing: the first S seconds of the streamed "
-                         "file (default 120)")
+                         "file, timed before and after the daemon's run (default 300)")
     ap.add_argument("--compare-hop", type=float, default=COMPARE_HOP_S,
                     help=f"seconds between the --compare-tflite model's windows (default {COMPARE_HOP_S:g}, "
                          "YAMNet's own patch hop)")
@@ -381,6 +382,12 @@ def bench_main(argv: list[str]) -> int:
               f"mqtt {'on' if port else 'off'}"
               f"{'' if fast_start is None else f', fast start {fast_start:g}'}) ...", flush=True)  # fmt: skip
         print(STREAMED_TEXT[args.encoded], flush=True)
+        passes = []  # the --compare-tflite timing, before and after the run
+        if compare is not None:
+            print(f"timing {compare.path.name}'s inference alone over the first {len(compare_audio) / 16000:.0f} s "
+                  f"of the same audio, before and after the run (a {compare.window_samples}-sample window every "
+                  f"{args.compare_hop:g} s, {args.threads} thread(s)) ...", flush=True)  # fmt: skip
+            passes.append(compare.cpu_ms_per_audio_second(compare_audio, args.compare_hop))
         try:
             run = run_child(streamed, config, work / "report.json")
         finally:
@@ -396,10 +403,8 @@ def bench_main(argv: list[str]) -> int:
                 fig["speedup_vs_naive"] = round(naive / ours, 1)
         labels = BENCH_LABELS
         if compare is not None:
-            print(f"timing {compare.path.name}'s inference alone over the first {len(compare_audio) / 16000:.0f} s "
-                  f"of the same audio (a {compare.window_samples}-sample window every {args.compare_hop:g} s, "
-                  f"{args.threads} thread(s)) ...", flush=True)  # fmt: skip
-            fig.update(compare_figures(compare, compare_audio, args.compare_hop, fig["x_realtime"]))
+            passes.append(compare.cpu_ms_per_audio_second(compare_audio, args.compare_hop))
+            fig.update(compare_figures(compare.path, passes, args.compare_hop, fig["x_realtime"]))
             labels = {**BENCH_LABELS, **compare_labels(compare.path)}
         print_table(fig, labels)
         fig["streamed"] = "encoded file" if args.encoded else "pcm wav copy"
@@ -407,16 +412,19 @@ def bench_main(argv: list[str]) -> int:
     return 0
 
 
-def compare_figures(model: WaveformModel, audio: np.ndarray, hop: float, x_realtime: float) -> dict[str, Any]:
-    """The `--compare-tflite` figures: the model's inference CPU per audio second over `audio` and
-    the pipeline's (1000 / x real time, the child's steady state) as a ratio of it."""
-    model_ms, windows = model.cpu_ms_per_audio_second(audio, hop)
+def compare_figures(path: Path, passes: list[tuple[float, int]], hop: float, x_realtime: float) -> dict[str, Any]:
+    """The `--compare-tflite` figures: the model's inference CPU per audio second, the mean of its
+    timing passes (`WaveformModel.cpu_ms_per_audio_second`'s (ms, windows), each over the same
+    audio), and the pipeline's (1000 / x real time, the child's steady state) as a ratio of it."""
+    model_ms = sum(ms for ms, _ in passes) / len(passes)
+    windows = passes[0][1]
     pipeline_ms = 1000.0 / x_realtime
     return {
-        "compare_tflite": str(model.path),
+        "compare_tflite": str(path),
         "compare_audio_s": round(windows * hop, 2),
         "compare_hop_s": hop,
         "compare_windows": windows,
+        "compare_before_after_ms_per_audio_second": [round(ms, 4) for ms, _ in passes],
         "pipeline_cpu_ms_per_audio_second": round(pipeline_ms, 4),
         "compare_inference_ms_per_audio_second": round(model_ms, 4),
         "pipeline_vs_compare": round(pipeline_ms / model_ms, 3) if model_ms > 0 else None,
