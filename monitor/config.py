@@ -248,9 +248,8 @@ class ClassConfig(_Section):
         le=100,
         description="Windows averaged for this label (see `detection.smoothing_windows`). null = "
         "the bundle's own value for the label when its JSON names one and the file does not set "
-        "`detection.smoothing_windows` (`models/urban10` names none; "
-        "`docs/settings/steady_smoothing.yaml` sets 7 for its six steady sounds, so that about "
-        "3.5 s of such a sound, not one loud second, raises an alert), else "
+        "`detection.smoothing_windows` (`models/urban10` names 7 for its six steady sounds, so "
+        "that about 3.5 s of such a sound, not one loud second, raises an alert), else "
         "`detection.smoothing_windows`.",
     )
     fast_start_alone: bool | None = Field(

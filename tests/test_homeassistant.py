@@ -175,7 +175,7 @@ def discover_while_silent(ha: hass.HomeAssistant, cfg: Path, tmp_path: Path) -> 
     """Run the daemon on silence until HA has every entity with a known state, then stop it.
 
     HA subscribes to an entity's state topic only once discovery has created the entity, which
-    takes it a few seconds; a sound starting before then (the demo's siren starts at 1.5 s) would
+    takes it a few seconds; a sound starting before then (the demo's siren starts within 2 s) would
     reach HA as a retained `on` and never as the `off` before it. Discovering first makes the
     demo run's history exact whatever HA's speed. A binary sensor that shows `off` has read its
     state topic, so HA is listening to every one of them.

@@ -78,7 +78,7 @@ def format_table(rows: list[dict], chosen: list[str]) -> str:
     lines = ["| label | onsets | answered: backed / alone | median delay (s) | events added | of them right | alone |",
              "|---|---:|---:|---:|---:|---:|---|"]  # fmt: skip
     for r in rows:
-        prec = "-" if r["added_precision"] is None else f"{r['added_right']} ({100 * r['added_precision']:.0f} %)"
+        prec = "-" if r["added_precision"] is None else f"{r['added_right']} ({100 * r['added_precision']:.1f} %)"
         lines.append(f"| {r['label']} | {r['onsets']} | {r['answered_backed']} / {r['answered_alone']} | "
                      f"{r['median_delay_backed_s']} / {r['median_delay_alone_s']} | {r['events_added']} | {prec} | "
                      f"{'yes' if r['label'] in chosen else 'no'} |")  # fmt: skip
