@@ -308,7 +308,7 @@ def _through(pipe: Pipeline, audio: np.ndarray, block: int = 1600) -> list:
 
 def test_the_start_model_is_also_checked_half_a_hop_after_each_window():
     bundle, runner = open_model(need_shipped_model(), 1, 0.5)
-    cfg = _fast(0.9)
+    cfg = _fast(0.8)
     start = start_runner_for(bundle, cfg.detection)
     assert isinstance(start, StreamingRunner)  # the shipped start model steps by a quarter second
     heard, heard_main = _Heard(start), _Heard(runner)
@@ -325,8 +325,9 @@ def test_the_start_model_is_also_checked_half_a_hop_after_each_window():
     heard_at = [r for r in results if r.start_scores is not None]  # not level-gated
     at_windows = [h for h, r in zip(heard.windows, heard_at, strict=True) if r.kind == "window"]
     assert all(np.array_equal(h, w[-start_frames:]) for h, w in zip(at_windows, heard_main.windows, strict=True))
-    # the demo's gun shot is opened at a check, a quarter second before the next window, by the
-    # start model (0.93, backed by the main model's last window): one hop of latency saved by the check
+    # at 0.8 the demo's gun shot is opened at a check, a quarter second before the next window, by
+    # the start model (0.81, backed by the main model): a quarter second saved by the check (at 0.9
+    # the main model opens it at the next window)
     (gun,) = [e for c in checks for e in c.events if e.label == "gun_shot"]
     assert (gun.type, gun.opened_by, round(gun.start_offset_s % 0.5, 2)) == ("start", "start_model", 0.24)
     assert not [e for w in windows for e in w.events if e.label == "gun_shot" and e.type == "start"]
