@@ -171,6 +171,13 @@ def settled_states(ha: hass.HomeAssistant) -> dict[str, Any]:
     return states if ready else {}
 
 
+def wait_all_unavailable(ha: hass.HomeAssistant, when: str) -> None:
+    """Wait (30 s at most) until HA shows every soundmon entity `unavailable`; `when` names the
+    moment in the timeout's message ("after the daemon's exit")."""
+    wait_until(lambda: all(s["state"] == "unavailable" for e, s in ha.states().items() if e in ALL),
+               30, f"every soundmon entity unavailable {when}")  # fmt: skip
+
+
 def discover_while_silent(ha: hass.HomeAssistant, cfg: Path, tmp_path: Path) -> None:
     """Run the daemon on silence until HA has every entity with a known state, then stop it.
 
@@ -189,8 +196,7 @@ def discover_while_silent(ha: hass.HomeAssistant, cfg: Path, tmp_path: Path) -> 
         assert d.wait(30) == 0, d.text()
     finally:
         d.kill()
-    wait_until(lambda: all(s["state"] == "unavailable" for e, s in ha.states().items() if e in ALL),
-               30, "every soundmon entity unavailable after the silent run")  # fmt: skip
+    wait_all_unavailable(ha, "after the silent run")
 
 
 def test_home_assistant_discovers_every_entity_and_shows_the_demo_run(ha, ha_broker, tmp_path):
@@ -257,8 +263,7 @@ def test_home_assistant_discovers_every_entity_and_shows_the_demo_run(ha, ha_bro
         finally:
             d.kill()
         # At the daemon's exit (status `offline`) every entity is unavailable.
-        wait_until(lambda: all(s["state"] == "unavailable" for e, s in ha.states().items() if e in ALL),
-                   30, "every soundmon entity unavailable after the daemon's exit")  # fmt: skip
+        wait_all_unavailable(ha, "after the daemon's exit")
         detections = [m.json() for m in sub.get()]
     seen = events()
     # Each binary sensor went through exactly the daemon's events: one on/off pair per event
@@ -297,8 +302,7 @@ def test_home_assistant_shows_nothing_on_after_a_sigkill_and_a_restart(ha, ha_br
         with Subscriber(ha_broker, f"{BASE}/state/siren") as retained:
             left = retained.wait_for(f"{BASE}/state/siren", timeout=10)
             assert (left.text, left.retain) == ("ON", True), "the siren ended before the SIGKILL"
-        wait_until(lambda: all(s["state"] == "unavailable" for e, s in ha.states().items() if e in ALL),
-                   30, "every soundmon entity unavailable after the SIGKILL (the last will)")  # fmt: skip
+        wait_all_unavailable(ha, "after the SIGKILL (the last will)")
         restarted = time.time()
         d = DaemonProcess("--source", str(silence), "--pace", "realtime", "--config", str(cfg))
         try:
@@ -403,8 +407,7 @@ def test_home_assistant_tunes_the_running_daemon_and_shows_its_top_sound(ha, ha_
             assert d.wait(120) == 0, d.text()
         finally:
             d.kill()
-        wait_until(lambda: all(s["state"] == "unavailable" for e, s in ha.states().items() if e in ALL),
-                   30, "every soundmon entity unavailable after the daemon's exit")  # fmt: skip
+        wait_all_unavailable(ha, "after the daemon's exit")
         messages = sub.get()
     seen = events()
     assert_ha_clean(ha)
