@@ -79,9 +79,9 @@ bench: venv
 # YAMNet-backbone head trained on all nine folds (runs/urban10/nine_folds/, each CV fold from the
 # fold teacher that never heard it), with a `background` output, three CV folds and 7 windows of
 # smoothing declared for the six steady sounds (metadata: the weights do not depend on it); then its 1 s start
-# model, distilled alike from models/urban10_yamnet (the folds 1-4 model of the AudioSet issue, the CV
-# reference; its CV folds made first in runs/urban10/, that command's final model is not used); the
-# start model named in the 4 s bundle; the short sounds it may open alone measured on the held-out
+# model, distilled alike from the same teacher on 1 s copies; the start model named in the 4 s bundle
+# (the first command rebuilds models/urban10_yamnet, the folds 1-4 model of the AudioSet issue and the
+# CV reference, with its CV folds in runs/urban10/ for the detector comparison); the short sounds it may open alone measured on the held-out
 # onset streams and written in; and the card re-rendered with the detector comparison (the file
 # python -m tools.detector_comparison wrote; docs/measuring.md). About 85 min on 2 cores; CI never
 # runs it.
@@ -92,8 +92,8 @@ URBAN10_COMMON := --arch cnn_spn_s23t1 --no-baseline --epochs 25 --seed 0 --extr
 URBAN10_DISTILL := $(URBAN10_COMMON) --teacher $(URBAN10_WORK)/nine_folds/urban10_yamnet \
   --teacher-folds $(URBAN10_WORK)/nine_folds/urban10_yamnet_cv --distill-copies 8 \
   --class-smoothing air_conditioner,children_playing,drilling,engine_idling,jackhammer,street_music=7
-URBAN10_START_DISTILL := $(URBAN10_COMMON) --teacher models/urban10_yamnet \
-  --teacher-folds $(URBAN10_WORK)/urban10_yamnet_cv
+URBAN10_START_DISTILL := $(URBAN10_COMMON) --teacher $(URBAN10_WORK)/nine_folds/urban10_yamnet \
+  --teacher-folds $(URBAN10_WORK)/nine_folds/urban10_yamnet_cv --distill-copies 8
 urban10: venv
 	$(BIN)/soundmon train --dataset $(URBAN10_DATA)/UrbanSound8K --folds 1,2,3,4 --cv 1,2,3 --backbone yamnet \
 	  --head-hidden 0 --out $(URBAN10_WORK)/urban10_yamnet --report-dir $(URBAN10_WORK)

@@ -271,8 +271,9 @@ class DetectionConfig(_Section):
     model's own: 4 s for `models/urban10`, 0.975 s for `models/audioset` and
     `models/urban10_yamnet`). Per label, the scores of the last `smoothing_windows` windows are
     averaged; an event starts when the smoothed score reaches the label's threshold, stays on
-    while it is at least threshold x `release_ratio`, and ends once it has stayed below that
-    for `hold_seconds` (the end is reported at the last window above it). After an end, the
+    while it or the latest window's own score is at least threshold x `release_ratio`, and ends
+    once both have stayed below that for `hold_seconds` (the end is reported at the last window
+    above it). After an end, the
     label waits `cooldown_seconds` before it can start again. Labels are independent:
     overlapping sounds give overlapping events. A reload (SIGHUP) applies these keys from the
     next window on, without a gap in the audio.
@@ -318,8 +319,9 @@ class DetectionConfig(_Section):
         default=0.8,
         gt=0.0,
         le=1.0,
-        description="Hysteresis: an open event stays on while its smoothed score is at least "
-        "threshold x release_ratio. 1.0 = no hysteresis.",
+        description="Hysteresis: an open event stays on while its smoothed score, or the latest "
+        "window's own score, is at least threshold x release_ratio (the release level). 1.0 = no "
+        "hysteresis.",
     )
     hold_seconds: float = Field(
         default=1.0,

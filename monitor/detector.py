@@ -19,8 +19,11 @@ Rules (per label; labels are independent, so overlapping sounds can all be activ
    cooldown, and its smoothed score >= its threshold. `start_offset_s` is the offset (window
    end) of that window; `score` and `peak_score` are the smoothed score there.
 3. **Hysteresis.** An open event stays active while smoothed >= threshold x `release_ratio`
-   (the *release level*); it does not need to stay above the threshold itself.
-4. **Hold.** Once the smoothed score drops below the release level, the event ends only when
+   (the *release level*), or while the latest window's own score is (the mean of 7 windows lags
+   a steady sound that has just begun; the window that backed a fast start keeps its event on,
+   where the smoothed score alone had ended it as a 0-second event); it does not need to stay
+   above the threshold itself. A window "at the release level" below means either.
+4. **Hold.** Once both drop below the release level, the event ends only when
    no window has been at or above the release level for `hold_seconds`, measured from the
    last such window (so a dip shorter than the hold does not split one siren into many
    events; a window back above the release level cancels the pending end). With
@@ -338,7 +341,7 @@ class Detector:
             opened = self._open.get(label)
             if opened is not None:
                 opened.peak = max(opened.peak, s)
-                if s >= self._release_level(label) - EPS:
+                if max(s, float(row[i])) >= self._release_level(label) - EPS:
                     opened.last_above_s = offset_s
                 elif offset_s - opened.last_above_s >= self.hold_seconds - EPS:
                     ends.append(self._end(label, opened.last_above_s, offset_s))
@@ -472,7 +475,8 @@ class Detector:
             opened = self._open.get(label)
             if opened is None:
                 continue
-            s = float(self._smoothed[self._index[label]])
+            i = self._index[label]
+            s = max(float(self._smoothed[i]), float(self._history[-1][i]) if self._history else 0.0)
             in_hold = s < self._release_level(label) - EPS
             end = opened.last_above_s if in_hold else max(offset_s, opened.last_above_s)
             ended.append(self._end(label, end, max(offset_s, self._decision_offset())))

@@ -79,6 +79,20 @@ def test_a_fast_started_event_ends_by_the_main_models_scores():
     assert [(t, e.type, e.end_offset_s) for t, e in events] == [(1.5, "end", 0.5)]
 
 
+def test_a_fast_started_event_stays_on_while_the_main_models_windows_back_it():
+    # a steady sound with 7 windows of smoothing: the main model's windows rise at once, its
+    # 7-window mean only slowly; the event opened on the latest window's backing stays on by it
+    # (rule 3 tests the latest window too), instead of ending as a 0-second event
+    det = make(fast_start_threshold=0.8, class_smoothing={"siren": 7})
+    events = feed(det, [row(), row(), row(), row(siren=0.45)], first_offset=0.5)
+    assert [(t, e.type) for t, e in events] == []
+    (start,) = det.update(2.5, row(siren=0.7), start_scores=row(siren=0.9))
+    assert start.opened_by == "start_model"
+    later = feed(det, [row(siren=0.7)] * 6, first_offset=3.0)
+    assert later == []  # smoothed 0.16 ... 0.56: below the release level 0.4 until 4.5 s, still on
+    assert det.active["siren"].id == start.id
+
+
 def test_a_check_between_windows_opens_an_event_and_moves_nothing_else():
     det = make(fast_start_threshold=0.8, hold_seconds=0.0)
     det.update(0.5, row(siren=0.45))

@@ -240,8 +240,9 @@ def _smoothing_lines(r: dict) -> list[str]:
             "(for every label or for one) overrides it."]
 
 
-def _distill_lines(d: dict) -> list[str]:
-    """How a distilled run (`soundmon train --teacher`, training/distill.py) trained: teacher, loss, sources, augmentation."""
+def _distill_lines(d: dict, seconds: float = 4.0) -> list[str]:
+    """How a distilled run (`soundmon train --teacher`, training/distill.py) trained: teacher, loss, sources,
+    augmentation; `seconds`, the training window (each copy is one window long)."""
     folds = sorted(k for k in d.get("teachers", {}) if k != "final")
     extra = [f"ESC-10 clips of `{d['esc50']}`" if d.get("esc50") else "",
              f"4 s stretches of the seen recordings of `{d['recordings']}`" if d.get("recordings") else ""]  # fmt: skip
@@ -253,7 +254,7 @@ def _distill_lines(d: dict) -> list[str]:
         f"temperature T = {d['temperature']:g}.",
         f"- {d['sources']} sources ({d['dataset_clips']} dataset clips"
         + (f", {extra_text}" if extra_text else "")
-        + f"), {d['copies']} augmented 4 s copies of each, the teacher scoring the very audio the student hears.",
+        + f"), {d['copies']} augmented {seconds:g} s copies of each, the teacher scoring the very audio the student hears.",
         f"- Copies: {d['p_start']:.0%} from the clip's start, {d['p_onset']:.0%} with only an onset of at least "
         f"{d['onset_min_seconds']:g} s at the window's end, gain within +/-{d['gain_db']:g} dB, {d['p_mix']:.0%} mixed "
         f"with another source at {d['mix_snr_db'][0]:g}-{d['mix_snr_db'][1]:g} dB SNR, {d['p_noise']:.0%} with noise at "
@@ -321,7 +322,7 @@ def write_card(path: str | Path, report: dict) -> None:
         f"{t['warmup_epochs']} warm-up epochs then cosine decay, label smoothing {t['label_smoothing']}, dropout {t['dropout']}, seed {t['seed']}.",
     ]
     a = t["augment"] if not r.get("distill") else {}
-    lines += _distill_lines(r["distill"]) if r.get("distill") else [_augment_text(a)]
+    lines += _distill_lines(r["distill"], t.get("window_seconds", 4.0)) if r.get("distill") else [_augment_text(a)]
     if a.get("p_onset"):
         lines.append(
             f"- Onset placement in {a['p_onset']:.0%} of the training windows: only the clip's first "
