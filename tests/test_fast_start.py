@@ -413,7 +413,7 @@ def test_fast_start_answers_the_demo_recording_sooner():
 def test_run_with_fast_start_logs_it_and_detects(detection, shown, tmp_path):
     """The shipped bundle runs fast start by default (0.9), or at the threshold the config sets;
     the start line names the labels it may open alone: none by the shipped bundle's measurement
-    (gun shots 18 of 19 right, under its 95 %), gun_shot when the config says so."""
+    (gun shots 10 of 16 right, under its 95 %), gun_shot when the config says so."""
     cfg = write_config(tmp_path / "c.yaml", detection=detection)
     d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--print",
                    "--model", str(need_shipped_model()))  # fmt: skip
