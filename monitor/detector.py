@@ -344,7 +344,7 @@ class Detector:
             opened = self._open.get(label)
             if opened is not None:
                 opened.peak = max(opened.peak, s)
-                if max(s, float(row[i])) >= self._release_level(label) - EPS:
+                if self._at_release(i, label):
                     opened.last_above_s = offset_s
                 elif offset_s - opened.last_above_s >= self.hold_seconds - EPS:
                     ends.append(self._end(label, opened.last_above_s, offset_s))
@@ -394,10 +394,13 @@ class Detector:
         model may open alone (`fast_start_alone`)."""
         if score >= FAST_START_SURE - EPS or label in self.fast_start_alone:
             return True
-        if not self._history:
-            return False
-        level = self._release_level(label)
-        return max(float(self._history[-1][i]), float(self._smoothed[i])) >= level - EPS
+        return bool(self._history) and self._at_release(i, label)
+
+    def _at_release(self, i: int, label: str) -> bool:
+        """`label` (index `i`) is at its release level: its latest window score or its smoothed
+        score is. What keeps an open event on (rule 3) and what backs a fast start (rule 4)."""
+        latest = float(self._history[-1][i]) if self._history else 0.0
+        return max(latest, float(self._smoothed[i])) >= self._release_level(label) - EPS
 
     def _advance(self, offset_s: float) -> float:
         """Check and record the offset of the next window or check (finite, never backwards)."""
@@ -478,9 +481,7 @@ class Detector:
             opened = self._open.get(label)
             if opened is None:
                 continue
-            i = self._index[label]
-            s = max(float(self._smoothed[i]), float(self._history[-1][i]) if self._history else 0.0)
-            in_hold = s < self._release_level(label) - EPS
+            in_hold = not self._at_release(self._index[label], label)
             end = opened.last_above_s if in_hold else max(offset_s, opened.last_above_s)
             ended.append(self._end(label, end, max(offset_s, self._decision_offset())))
         return ended
