@@ -335,10 +335,13 @@ class Daemon:
         return f"smoothing {n}" + (f" ({extra})" if extra else "")
 
     def _fast_start_text(self) -> str:
-        """"0.9" or, with labels the start model may open alone, "0.9 (alone: gun_shot)"."""
+        """"0.9", with the start model's weight in each window's score "0.9 (weight 0.3)", with
+        labels it may open alone "0.9 (alone: gun_shot)"."""
         detector = self.pipeline.detector
         alone = [x for x in detector.labels if x in detector.fast_start_alone and x in detector.enabled]
-        return f"{self.cfg.detection.fast_start_threshold:g}" + (f" (alone: {', '.join(alone)})" if alone else "")
+        notes = ([f"weight {detector.start_weight:g}"] if detector.start_weight else []) + (
+            [f"alone: {', '.join(alone)}"] if alone else [])  # fmt: skip
+        return f"{self.cfg.detection.fast_start_threshold:g}" + (f" ({'; '.join(notes)})" if notes else "")
 
     def run(self) -> int:
         """Run until the file ends or a stop signal; returns the exit status (0 on a clean stop).
@@ -484,7 +487,10 @@ class Daemon:
     def scores_text(self, res: WindowResult) -> str:
         """`<base>/scores` for window `res` as JSON text (`monitor.payloads.ScoresText`: the text
         of `monitor.payloads.scores_payload`)."""
-        return self._scores_text(self._watched_idx, self.pipeline.detector.smoothed, res.scores,
+        detector = self.pipeline.detector
+        # `raw`: the window's score as the detector counts it (with a start-model weight, both models')
+        raw = None if res.scores is None else detector.latest
+        return self._scores_text(self._watched_idx, detector.smoothed, raw,
                                  res.end_offset_s, res.level_dbfs, self._stream_start())  # fmt: skip
 
     # -- events --------------------------------------------------------------------------------

@@ -15,6 +15,12 @@ Rules (per label; labels are independent, so overlapping sounds can all be activ
    the level gate skipped (`scores=None`) counts as all-zero scores, so events still end in
    silence. Non-finite scores (NaN) count as 0. A one-window spike is divided by N, which is
    what keeps a single click from firing a 0.5 threshold at N = 3.
+   **Two views of a window** (`start_weight` w > 0, with fast start on): a window's score is
+   (1 - w) x the main model's + w x the start model's on the window's newest second, so a sound
+   that has just begun or just stopped counts sooner, and two models must agree for a steady
+   high score (`models/urban10`'s bundle sets w = 0.3: on held-out clips the events were more
+   often right and came sooner than on the 4 s model's scores alone). Every rule below sees this
+   score.
 2. **Start.** An event starts when the label is enabled, has no open event, is not in
    cooldown, and its smoothed score >= its threshold. `start_offset_s` is the offset (window
    end) of that window; `score` and `peak_score` are the smoothed score there.
@@ -150,6 +156,7 @@ def _check_settings(
     fast_start_threshold: float | None = None,
     class_smoothing: Mapping[str, int] | None = None,
     fast_start_alone: Iterable[str] | None = None,
+    start_weight: float = 0.0,
 ) -> tuple[dict[str, float], set[str]]:
     """Validate detector settings; ValueError names the offending one (a programming error:
     the config schema already enforces these ranges for users)."""
@@ -171,6 +178,8 @@ def _check_settings(
         raise ValueError(f"detector: release_ratio must be in (0, 1], got {release_ratio}")
     if fast_start_threshold is not None and not (0.0 < float(fast_start_threshold) <= 1.0):
         raise ValueError(f"detector: fast_start_threshold must be in (0, 1] or None, got {fast_start_threshold}")
+    if not (0.0 <= start_weight < 1.0):
+        raise ValueError(f"detector: start_weight must be in [0, 1), got {start_weight}")
     for name, value in (("hold_seconds", hold_seconds), ("cooldown_seconds", cooldown_seconds)):
         if not (value >= 0.0 and math.isfinite(value)):
             raise ValueError(f"detector: {name} must be a finite number >= 0, got {value}")
@@ -190,7 +199,9 @@ class Detector:
     not start again; `fast_start_threshold`, in (0, 1], the start model's score that may open its
     top label's event (which must also reach the label's threshold and be backed: rule 4), or None (no fast
     start); `class_smoothing`, label -> its own N where it is not `smoothing_windows`;
-    `fast_start_alone`, labels whose start-model openings need no backing (rule 4).
+    `fast_start_alone`, labels whose start-model openings need no backing (rule 4);
+    `start_weight`, in [0, 1), the start model's share of a window's score (rule 1; 0 = the main
+    model's scores alone).
     Invalid settings raise ValueError (the config
     schema already enforces these ranges for users).
     """
@@ -207,6 +218,7 @@ class Detector:
         fast_start_threshold: float | None = None,
         class_smoothing: Mapping[str, int] | None = None,
         fast_start_alone: Iterable[str] | None = None,
+        start_weight: float = 0.0,
     ) -> None:
         if not labels or len(set(labels)) != len(labels):
             raise ValueError(f"detector: labels must be a non-empty list of unique names, got {labels}")
@@ -219,7 +231,7 @@ class Detector:
         self._last_offset: float | None = None
         self._apply(
             thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds, fast_start_threshold,
-            class_smoothing, fast_start_alone,
+            class_smoothing, fast_start_alone, start_weight,
         )  # fmt: skip
 
     # -- settings ------------------------------------------------------------------------------
@@ -235,11 +247,13 @@ class Detector:
         fast_start_threshold: float | None = None,
         class_smoothing: Mapping[str, int] | None = None,
         fast_start_alone: Iterable[str] | None = None,
+        start_weight: float = 0.0,
     ) -> None:
         thr, en = _check_settings(
             self.labels, thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds,
-            fast_start_threshold, class_smoothing, fast_start_alone,
+            fast_start_threshold, class_smoothing, fast_start_alone, start_weight,
         )  # fmt: skip
+        self.start_weight = float(start_weight)
         self.fast_start_threshold: float | None = (
             None if fast_start_threshold is None else float(fast_start_threshold)
         )
@@ -274,6 +288,7 @@ class Detector:
         fast_start_threshold: float | None = None,
         class_smoothing: Mapping[str, int] | None = None,
         fast_start_alone: Iterable[str] | None = None,
+        start_weight: float = 0.0,
     ) -> list[DetectionEvent]:
         """New settings from the next window on, keeping score history and open events.
 
@@ -283,7 +298,7 @@ class Detector:
         """
         self._apply(
             thresholds, enabled, smoothing_windows, release_ratio, hold_seconds, cooldown_seconds, fast_start_threshold,
-            class_smoothing, fast_start_alone,
+            class_smoothing, fast_start_alone, start_weight,
         )  # fmt: skip
         ended: list[DetectionEvent] = []
         for label in self.labels:
@@ -297,6 +312,12 @@ class Detector:
     def active(self) -> dict[str, DetectionEvent]:
         """Open events by label (their "start" event, with `peak_score` so far)."""
         return {label: replace(o.start, peak_score=o.peak) for label, o in self._open.items()}
+
+    @property
+    def latest(self) -> np.ndarray:
+        """The newest window's scores as the rules count them (rule 1: with `start_weight`, both
+        models'; zeros for a gated window and before the first)."""
+        return self._history[-1].copy() if self._history else np.zeros(len(self.labels))
 
     @property
     def smoothed(self) -> np.ndarray:
@@ -317,7 +338,8 @@ class Detector:
         """Add one window's scores (None = gated, i.e. all zero); return events it decided.
 
         `start_scores`: the start model's scores for the same window end (None: no start model
-        or a gated window); used only with `fast_start_threshold` set. `offset_s` is the stream
+        or a gated window); used with `fast_start_threshold` set, and weighted into the window's
+        score by `start_weight` (rule 1). `offset_s` is the stream
         offset of the window's end; ValueError when it is not finite or goes backwards (call
         `reset` first) or when a score row's length is not `len(labels)`.
         """
@@ -331,6 +353,8 @@ class Detector:
                 raise ValueError(f"detector: got {row.shape[0]} scores for {len(self.labels)} labels")
             if not np.isfinite(row).all():  # speed: nan_to_num costs ~7 us even on finite rows
                 row = np.nan_to_num(row, nan=0.0, posinf=1.0, neginf=0.0)
+            if self.start_weight and start_scores is not None:
+                row = self._two_views(row, start_scores)
         history = self._history
         history.append(row)
         self._smoothed = self._smooth(history)
@@ -431,6 +455,14 @@ class Detector:
         self._open[label] = _Open(start=start, peak=start.peak_score, last_above_s=offset_s)
         self._cooldown_until.pop(label, None)
         return start
+
+    def _two_views(self, row: np.ndarray, start_scores: np.ndarray) -> np.ndarray:
+        """Rule 1's window score: (1 - w) x the main model's row + w x the start model's."""
+        start = np.asarray(start_scores, dtype=np.float64).reshape(-1)
+        if start.shape[0] != row.shape[0]:
+            raise ValueError(f"detector: got {start.shape[0]} start-model scores for {row.shape[0]} labels")
+        start = np.nan_to_num(start, nan=0.0, posinf=1.0, neginf=0.0)
+        return (1.0 - self.start_weight) * row + self.start_weight * start
 
     def _fast_label(self, start_scores: np.ndarray | None) -> tuple[str | None, float]:
         """The label a fast start may open on this window and its score: the start model's top

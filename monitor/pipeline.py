@@ -136,6 +136,7 @@ def _detector_settings(cfg: DetectionConfig, labels: list[str], bundle: ModelBun
         "hold_seconds": cfg.hold_seconds,
         "cooldown_seconds": cfg.cooldown_seconds,
         "fast_start_threshold": cfg.fast_start_threshold,
+        "start_weight": cfg.start_model_weight,
     }
 
 

@@ -32,7 +32,9 @@ def test_a_bundle_declares_its_detection_defaults(tiny_bundle, tmp_path):
 @pytest.mark.parametrize(
     "section, message",
     [
-        ({"hop": 1.0}, "may set only ['class_smoothing_windows', 'fast_start_alone', 'hop_seconds', 'smoothing_windows'], not 'hop'"),
+        ({"hop": 1.0}, "may set only ['class_smoothing_windows', 'fast_start_alone', 'hop_seconds', 'smoothing_windows', "
+                       "'start_model_weight'], not 'hop'"),
+        ({"start_model_weight": 1.0}, "'detection.start_model_weight' must be a float in [0, 0.9]"),
         ({"class_smoothing_windows": {"siren": 0}}, "must give each label an integer in [1, 100]; bad: ['siren']"),
         ({"class_smoothing_windows": {"owl": 5}}, "names labels the model does not have: ['owl']"),
         ({"class_smoothing_windows": []}, "must be a non-empty object of label: windows"),
@@ -61,6 +63,16 @@ def test_the_bundles_defaults_apply_only_where_the_config_is_silent():
     plain = DetectionConfig()
     plain.apply_bundle_defaults({})
     assert (plain.hop_seconds, plain.smoothing_windows) == (0.5, 3)
+
+
+def test_a_bundle_declares_its_start_models_weight_and_a_written_one_wins():
+    silent = DetectionConfig()
+    silent.apply_bundle_defaults({"start_model_weight": 0.3})
+    assert silent.start_model_weight == 0.3
+    written = parse_config({"detection": {"start_model_weight": 0}}).detection
+    written.apply_bundle_defaults({"start_model_weight": 0.3})
+    assert written.start_model_weight == 0.0  # 0 written: the main model's scores alone
+    assert DetectionConfig().start_model_weight == 0.0  # a bundle that names none
 
 
 def test_a_bundle_declares_its_own_smoothing_for_some_labels(tiny_bundle, tmp_path):

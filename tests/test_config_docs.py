@@ -23,14 +23,14 @@ from tools import config_docs
 
 # What config.yaml sets uncommented (every other key is a comment there): the values it set
 # before it was generated. mqtt.node_id and storage.state_dir (computed at start),
-# detection.fast_start_threshold (its default depends on the bundle) and the deprecated
-# detection.window_seconds are left unset.
+# detection.fast_start_threshold, hop_seconds, smoothing_windows and start_model_weight (their
+# defaults depend on the bundle) and the deprecated detection.window_seconds are left unset.
 SHIPPED_SETTINGS = {
     "audio": {"device": None, "sample_rate": None, "channels": 1, "block_seconds": 0.05,
               "ring_seconds": 10.0, "stall_seconds": 3.0, "silence_seconds": 10.0,
               "reopen_backoff_max": 30.0},
     "model": {"path": None, "threads": 1},
-    "detection": {"hop_seconds": 0.5, "smoothing_windows": 3, "default_threshold": 0.5,
+    "detection": {"default_threshold": 0.5,
                   "release_ratio": 0.8, "hold_seconds": 1.0, "cooldown_seconds": 2.0,
                   "min_level_dbfs": -70.0, "warm_start": True, "level_interval": 5.0,
                   "scores_interval": 1.0, "watch": None, "classes": {}},
@@ -79,6 +79,23 @@ def test_shipped_config_sets_the_same_values_as_before():
         assert {k: getattr(part, k) for k in values} == values, section
 
 
+@pytest.mark.parametrize("model", ["urban10", "urban10_yamnet", "audioset"])
+def test_a_copy_of_the_shipped_config_detects_as_the_bundle_is_calibrated(model):
+    """/etc/soundmon/config.yaml is a copy of config.yaml: it must leave every shipped bundle the
+    detector an empty file gives it (the bundle's hop, its steady sounds' 7 windows, its start
+    model's weight), not the generic values written out."""
+    from monitor.bundle import load_bundle
+    from monitor.pipeline import _detector_settings
+
+    bundle = load_bundle(REPO / "models" / model)
+    shipped, empty = load_config(REPO / "config.yaml"), Config()
+    for cfg in (shipped, empty):
+        cfg.detection.apply_bundle_defaults(bundle.detection_defaults)
+    assert shipped.detection.hop_seconds == empty.detection.hop_seconds
+    assert (_detector_settings(shipped.detection, bundle.labels, bundle)
+            == _detector_settings(empty.detection, bundle.labels, bundle))  # fmt: skip
+
+
 def test_every_key_and_section_is_described():
     for name, field in Config.model_fields.items():
         heading, _ = config_docs.doc_parts(field.annotation)
@@ -100,7 +117,8 @@ def test_the_comments_are_the_descriptions():
 def test_every_commented_key_loads_when_uncommented():
     """The keys config.yaml leaves as comments hold valid values (their example or default)."""
     lines = config_docs.CONFIG_YAML.read_text().splitlines()
-    keys = ("window_seconds", "fast_start_threshold", "node_id", "state_dir")
+    keys = ("window_seconds", "fast_start_threshold", "hop_seconds", "smoothing_windows", "start_model_weight",
+            "node_id", "state_dir")  # fmt: skip
     uncommented = [line.replace("# ", "", 1) if line.lstrip().startswith(tuple(f"# {k}:" for k in keys))
                    else line for line in lines]  # fmt: skip
     cfg = parse_config(yaml.safe_load("\n".join(uncommented)))

@@ -6,7 +6,8 @@ default and `examples`. This module renders them twice:
 
 - `config.yaml`: a fixed header, then every section with every key at its default, the
   description as the comment above it. Keys whose default is computed at start (`mqtt.node_id`,
-  `storage.state_dir`), depends on the model (`detection.fast_start_threshold`) or is
+  `storage.state_dir`), depends on the model (`detection.fast_start_threshold`, `hop_seconds`,
+  `smoothing_windows`, `start_model_weight`) or is
   deprecated are written as comments, so the file stays the built-in defaults.
 - `docs/configuration.md`: a fixed introduction, then one table per section (key, type,
   default, description) under the section's docstring.
@@ -45,8 +46,17 @@ WIDTH = 100  # config.yaml's line length
 
 # Written as comments in config.yaml (the reason is in each description): a default computed at
 # start (any default_factory but a section's or the classes mapping) would be frozen by writing
-# it; these two would change what the file means.
-COMMENTED_OUT = {"detection.fast_start_threshold", "detection.window_seconds"}
+# it; these would change what the file means. A bundle's own value applies to the hop, the
+# smoothing and the start model's weight only where the file leaves them unset (written out, 3
+# windows for every label overrode `models/urban10`'s 7 for its steady sounds in every install
+# that copied config.yaml to /etc/soundmon).
+COMMENTED_OUT = {
+    "detection.fast_start_threshold",
+    "detection.hop_seconds",
+    "detection.smoothing_windows",
+    "detection.start_model_weight",
+    "detection.window_seconds",
+}
 
 # The reference's "default" column where the default is computed at start.
 COMPUTED_DEFAULT = {

@@ -9,7 +9,11 @@ cross-validation fold bundles (`<model>_cv/foldK.json`) that has a start model o
 that never heard the clips. Every pair is opened as the daemon opens it first (same labels and
 front-end, a start window no longer than the main one); nothing is written if one fails.
 
-    python -m training.attach_start --model models/urban10 --start models/urban10_start
+`--start-weight W` also writes `"detection": {"start_model_weight": W}`: the start model's share of
+each window's score in the detector (`monitor.detector`, rule 1), a calibration of the pair like the
+bundle's thresholds, so it goes where they go. 0 (the default) removes it.
+
+    python -m training.attach_start --model models/urban10 --start models/urban10_start --start-weight 0.3
 """
 
 from __future__ import annotations
@@ -21,11 +25,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from monitor.bundle import bundle_paths, load_bundle
+from monitor.bundle import BUNDLE_DETECTION_KEYS, bundle_paths, load_bundle
 from monitor.errors import SoundmonError
 from monitor.fast_start import open_start_model
 
 __all__ = ["attach_start", "main"]
+
+WEIGHT_KEY = "start_model_weight"
 
 
 def _pairs(model: Path, start: Path) -> list[tuple[Path, Path]]:
@@ -39,8 +45,13 @@ def _pairs(model: Path, start: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def attach_start(model: str | Path, start: str | Path) -> list[tuple[Path, str]]:
-    """Write `start_model` into the bundle at `model` (and its folds); returns (JSON, reference) pairs."""
+def attach_start(model: str | Path, start: str | Path, start_weight: float = 0.0) -> list[tuple[Path, str]]:
+    """Write `start_model` (and `detection.start_model_weight`, when not 0) into the bundle at
+    `model` and its folds; returns (JSON, reference) pairs. ValueError for a weight outside
+    the bundle's range."""
+    _, low, high = BUNDLE_DETECTION_KEYS[WEIGHT_KEY]
+    if not low <= start_weight <= high:
+        raise ValueError(f"--start-weight must be in [{low:g}, {high:g}], got {start_weight:g}")
     planned: list[tuple[Path, str]] = []
     for main_path, start_path in _pairs(Path(model), Path(start)):
         json_path = bundle_paths(main_path)[1]
@@ -52,6 +63,13 @@ def attach_start(model: str | Path, start: str | Path) -> list[tuple[Path, str]]
     for json_path, ref in planned:
         data = json.loads(json_path.read_text())
         data["start_model"] = ref
+        detection = data.setdefault("detection", {})
+        if start_weight:
+            detection[WEIGHT_KEY] = float(start_weight)
+        else:
+            detection.pop(WEIGHT_KEY, None)
+        if not detection:
+            del data["detection"]
         json_path.write_text(json.dumps(data, indent=2) + "\n")
     return planned
 
@@ -60,14 +78,17 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.attach_start", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", required=True, help="the main bundle (its JSON gets the start_model key)")
     ap.add_argument("--start", required=True, help="the start model's bundle (trained with --window-seconds 1)")
+    ap.add_argument("--start-weight", type=float, default=0.0, metavar="W",
+                    help="the start model's share of each window's score (detection.start_model_weight; "
+                         "0 = none, the default)")  # fmt: skip
     args = ap.parse_args(argv)
     try:
-        done = attach_start(args.model, args.start)
-    except SoundmonError as exc:
+        done = attach_start(args.model, args.start, args.start_weight)
+    except (SoundmonError, ValueError) as exc:
         print(f"attach_start: {exc}", file=sys.stderr)
         return 1
     for json_path, ref in done:
-        print(f"{json_path}: start_model = {ref}")
+        print(f"{json_path}: start_model = {ref}" + (f", start_model_weight = {args.start_weight:g}" if args.start_weight else ""))
     return 0
 
 
