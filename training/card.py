@@ -240,6 +240,19 @@ def _smoothing_lines(r: dict) -> list[str]:
             "(for every label or for one) overrides it."]
 
 
+def _start_model_lines(r: dict) -> list[str]:
+    """Fast start's start model named in the bundle, and its weight in each window's score
+    (`python -m training.attach_start --start-weight`)."""
+    start = r.get("start_model")
+    if not start:
+        return []
+    weight = start.get("weight") or 0.0
+    return [f"- Start model (fast start, `detection.fast_start_threshold`): `{start['name']}`, a classifier of the same "
+            "labels on a shorter window" + (f"; each window's score the detector counts is {1 - weight:g} x this model's + {weight:g} x the "
+                        "start model's on the window's newest part (its JSON's `detection.start_model_weight`)"
+                        if weight else "") + "."]  # fmt: skip
+
+
 def _distill_lines(d: dict, seconds: float = 4.0) -> list[str]:
     """How a distilled run (`soundmon train --teacher`, training/distill.py) trained: teacher, loss, sources,
     augmentation; `seconds`, the training window (each copy is one window long)."""
@@ -287,6 +300,7 @@ def write_card(path: str | Path, report: dict) -> None:
         "give a window every 0.5 s and a clip's score is the mean of its window scores (what "
         "`soundmon classify` does).",
         *_smoothing_lines(r),
+        *_start_model_lines(r),
         f"- Architecture `{r['arch']}`{ARCH_TEXT.get(r['arch'], '')}: {r['model']['params']:,} parameters, "
         f"{r['model']['macs_per_window'] / 1e6:.1f} M multiply-accumulates per window, "
         f"int8 file {r['model']['tflite_bytes'] / 1024:.0f} KiB.",
@@ -482,9 +496,12 @@ def main(argv: list[str] | None = None) -> int:
             report["detector_comparison"] = Path(args.detector_comparison).read_text()
         bundle_json = Path(report["bundle"]["tflite"]).with_suffix(".json")
         if bundle_json.is_file():  # `python -m training.evaluation.fast_start_alone --write` measured
-            measured = json.loads(bundle_json.read_text()).get("fast_start_alone_measured")
-            if measured:
-                report["fast_start_alone"] = measured
+            data = json.loads(bundle_json.read_text())
+            if data.get("fast_start_alone_measured"):
+                report["fast_start_alone"] = data["fast_start_alone_measured"]
+            if data.get("start_model"):  # `python -m training.attach_start`
+                report["start_model"] = {"name": data["start_model"],
+                                         "weight": (data.get("detection") or {}).get("start_model_weight", 0.0)}  # fmt: skip
     except (OSError, ValueError) as exc:
         print(f"training.card: {exc}", file=sys.stderr)
         return 2
