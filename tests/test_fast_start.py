@@ -288,17 +288,21 @@ def test_a_start_model_that_does_not_fit_is_refused(tmp_path):
         start_runner_for(load_bundle(main), _fast().detection)
 
 
-def test_attach_start_names_it_in_the_bundle_and_its_folds(tmp_path):
+def _pair_with_a_fold(models: Path) -> tuple[Path, Path, Path]:
+    """Copies of the shipped bundle, its start model and each one's fold 1 in `models`:
+    (main, start, main's fold 1)."""
     shipped = need_shipped_model()
-    models = tmp_path / "models"
-    for sub in ("", "_cv"):
-        (models / f"urban10{sub}").parent.mkdir(parents=True, exist_ok=True)
-    (models / "urban10_cv").mkdir()
+    (models / "urban10_cv").mkdir(parents=True)
     (models / "urban10_start_cv").mkdir()
     main = _copy_bundle(shipped, models)
     start = _copy_bundle(shipped.parent / "urban10_start", models)
     fold_main = _copy_bundle(shipped.parent / "urban10_cv" / "fold1", models / "urban10_cv")
     _copy_bundle(shipped.parent / "urban10_start_cv" / "fold1", models / "urban10_start_cv")
+    return main, start, fold_main
+
+
+def test_attach_start_names_it_in_the_bundle_and_its_folds(tmp_path):
+    main, start, fold_main = _pair_with_a_fold(tmp_path / "models")
     for b in (main, fold_main):
         data = json.loads(b.with_suffix(".json").read_text())
         data.pop("start_model", None)
@@ -312,13 +316,7 @@ def test_attach_start_names_it_in_the_bundle_and_its_folds(tmp_path):
 
 
 def test_attach_start_writes_the_start_models_weight_into_the_bundle_and_its_folds(tmp_path):
-    shipped = need_shipped_model()
-    (tmp_path / "urban10_cv").mkdir()
-    (tmp_path / "urban10_start_cv").mkdir()
-    main = _copy_bundle(shipped, tmp_path)
-    start = _copy_bundle(shipped.parent / "urban10_start", tmp_path)
-    fold_main = _copy_bundle(shipped.parent / "urban10_cv" / "fold1", tmp_path / "urban10_cv")
-    _copy_bundle(shipped.parent / "urban10_start_cv" / "fold1", tmp_path / "urban10_start_cv")
+    main, start, fold_main = _pair_with_a_fold(tmp_path)
     attach_start(main, start, start_weight=0.25)
     for b in (main, fold_main):
         assert load_bundle(b).detection_defaults["start_model_weight"] == 0.25
