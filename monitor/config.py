@@ -397,8 +397,8 @@ class DetectionConfig(_Section):
         "with the newest window's time, stream offset, level and its 5 top watched labels: "
         '`{"time", "stream_offset_s", "dbfs", "top": [{"label", "name", "score", "raw"}, ...]}`, '
         "`score` being the smoothed score the threshold is compared with, `raw` the window's "
-        "own (with `start_model_weight`, both models' as the detector counts it). For tuning thresholds by watching what the model hears (Home Assistant's \"Top "
-        "sound\" sensor).",
+        "own (with `start_model_weight`, both models' as the detector counts it). For tuning "
+        "thresholds by watching what the model hears (Home Assistant's \"Top sound\" sensor).",
     )
     watch: list[str] | Literal["all"] | None = Field(
         default=None,
