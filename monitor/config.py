@@ -496,6 +496,25 @@ class DetectionConfig(_Section):
                 setattr(self, key, value)
                 self.model_fields_set.discard(key)  # still the config's "unset": a later bundle may differ
 
+    def overridden_calibration(self, defaults: dict[str, float | int], class_smoothing: dict[str, int]) -> list[str]:
+        """The bundle's calibrated detection settings (its JSON's "detection") that keys written in
+        the file override, one text each (`detection.hop_seconds 0.5 (the bundle's: 0.975)`), so the
+        daemon can say so once at start: a `config.yaml` copied before 2026-12-05 wrote out the
+        hop and the smoothing and silently overrode both."""
+        out = [
+            f"detection.{key} {_fmt(getattr(self, key))} (the bundle's: {_fmt(value)})"
+            for key, value in defaults.items()
+            if key in self.model_fields_set and getattr(self, key) != value
+        ]
+        if "smoothing_windows" in self.model_fields_set:
+            own = {x: n for x, n in class_smoothing.items()
+                   if (self.classes.get(x) is None or self.classes[x].smoothing_windows is None)
+                   and n != self.smoothing_windows}  # fmt: skip
+            if own:
+                listed = ", ".join(f"{x} {n}" for x, n in sorted(own.items()))
+                out.append(f"detection.smoothing_windows {self.smoothing_windows} for every label (the bundle's: {listed})")
+        return out
+
     def enabled_labels(self, labels: list[str]) -> set[str]:
         """Labels that may fire: all of them unless classes.<label>.enabled is false."""
         return {x for x in labels if self.classes.get(x, ClassConfig()).enabled}

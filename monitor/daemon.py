@@ -361,6 +361,11 @@ class Daemon:
             "" if self.runners.start_runner is None else f", fast start {self._fast_start_text()}",
             f"{self.cfg.mqtt.host}:{self.cfg.mqtt.port} as {self.cfg.mqtt.base}" if self.cfg.mqtt.enabled else "off",
         )  # fmt: skip
+        overridden = self.cfg.detection.overridden_calibration(
+            self.bundle.detection_defaults, self.bundle.class_smoothing_windows)
+        if overridden:
+            log.info("config overrides model %s's calibration: %s; leave the key out to use the bundle's",
+                     self.bundle.name, "; ".join(overridden))  # fmt: skip
         self._announce(self.cfg, forget=True)
         self.publisher.start()
         failed: BaseException | None = None

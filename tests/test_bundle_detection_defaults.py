@@ -100,6 +100,26 @@ def test_a_labels_smoothing_comes_from_its_class_then_the_bundle_then_the_one_nu
     assert calibrated.class_smoothing(bundle_own, labels) == {"air_conditioner": 7, "dog_bark": 2, "siren": 3}
 
 
+def test_the_settings_a_file_overrides_are_named_for_the_start_log():
+    """A config.yaml copied before 2026-12-05 wrote out the hop and the smoothing, overriding the
+    bundle's calibration unseen: the daemon now names each override once at start."""
+    bundle_defaults, steady = {"hop_seconds": 0.975, "smoothing_windows": 1}, {"air_conditioner": 7, "jackhammer": 7}
+    copied = parse_config({"detection": {"hop_seconds": 0.5, "smoothing_windows": 3}}).detection
+    copied.apply_bundle_defaults(bundle_defaults)
+    assert copied.overridden_calibration(bundle_defaults, steady) == [
+        "detection.hop_seconds 0.5 (the bundle's: 0.975)",
+        "detection.smoothing_windows 3 (the bundle's: 1)",
+        "detection.smoothing_windows 3 for every label (the bundle's: air_conditioner 7, jackhammer 7)",
+    ]
+    silent = DetectionConfig()
+    silent.apply_bundle_defaults(bundle_defaults)
+    assert silent.overridden_calibration(bundle_defaults, steady) == []
+    # the same value as the bundle's, or a label's own N, overrides nothing
+    same = parse_config({"detection": {"hop_seconds": 0.975, "smoothing_windows": 7,
+                                       "classes": {"jackhammer": {"smoothing_windows": 3}}}}).detection  # fmt: skip
+    assert same.overridden_calibration({"hop_seconds": 0.975}, steady) == []
+
+
 @pytest.mark.integration  # runs the daemon
 @pytest.mark.parametrize("detection, shown", [({}, "hop 1.00 s"), ({"hop_seconds": 0.5}, "hop 0.50 s")])
 def test_the_daemon_runs_at_the_bundles_hop_unless_the_config_sets_one(tiny_bundle, tmp_path, detection, shown):
@@ -108,3 +128,7 @@ def test_the_daemon_runs_at_the_bundles_hop_unless_the_config_sets_one(tiny_bund
     d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--model", str(model))
     assert d.proc.returncode == 0, d.text()
     assert shown in d.text()
+    overrides = "config overrides model" in d.text()
+    assert overrides == bool(detection)
+    if overrides:
+        assert "detection.hop_seconds 0.5 (the bundle's: 1); leave the key out to use the bundle's" in d.text()
