@@ -347,14 +347,10 @@ class Detector:
         if scores is None:
             row = np.zeros(len(self.labels), dtype=np.float64)
         else:
-            # np.array copies, so the history never shares the caller's array.
-            row = np.array(scores, dtype=np.float64).reshape(-1)
-            if row.shape[0] != len(self.labels):
-                raise ValueError(f"detector: got {row.shape[0]} scores for {len(self.labels)} labels")
-            if not np.isfinite(row).all():  # speed: nan_to_num costs ~7 us even on finite rows
-                row = np.nan_to_num(row, nan=0.0, posinf=1.0, neginf=0.0)
+            row = self._score_row(scores, "scores")
             if self.start_weight and start_scores is not None:
-                row = self._two_views(row, start_scores)
+                # rule 1: (1 - w) x the main model's row + w x the start model's
+                row = (1.0 - self.start_weight) * row + self.start_weight * self._score_row(start_scores, "start-model scores")
         history = self._history
         history.append(row)
         self._smoothed = self._smooth(history)
@@ -456,13 +452,16 @@ class Detector:
         self._cooldown_until.pop(label, None)
         return start
 
-    def _two_views(self, row: np.ndarray, start_scores: np.ndarray) -> np.ndarray:
-        """Rule 1's window score: (1 - w) x the main model's row + w x the start model's."""
-        start = np.asarray(start_scores, dtype=np.float64).reshape(-1)
-        if start.shape[0] != row.shape[0]:
-            raise ValueError(f"detector: got {start.shape[0]} start-model scores for {row.shape[0]} labels")
-        start = np.nan_to_num(start, nan=0.0, posinf=1.0, neginf=0.0)
-        return (1.0 - self.start_weight) * row + self.start_weight * start
+    def _score_row(self, scores: np.ndarray, what: str) -> np.ndarray:
+        """One model's scores for a window as a float64 row of `len(labels)`, non-finite values as 0
+        (inf as 1); a copy, so the history never shares the caller's array. ValueError naming
+        `what` for another length."""
+        row = np.array(scores, dtype=np.float64).reshape(-1)
+        if row.shape[0] != len(self.labels):
+            raise ValueError(f"detector: got {row.shape[0]} {what} for {len(self.labels)} labels")
+        if not np.isfinite(row).all():  # speed: nan_to_num costs ~7 us even on finite rows
+            row = np.nan_to_num(row, nan=0.0, posinf=1.0, neginf=0.0)
+        return row
 
     def _fast_label(self, start_scores: np.ndarray | None) -> tuple[str | None, float]:
         """The label a fast start may open on this window and its score: the start model's top
