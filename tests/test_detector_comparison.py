@@ -23,15 +23,17 @@ def test_the_table_has_a_line_per_row_and_a_dash_where_a_model_has_no_streams() 
     unseen = {"segment_f1": 0.74, "segment_precision": 0.72, "segment_recall": 0.75,
               "other_class_alarms_per_minute": 2.06, "other_class_alarms": 11,
               "median_onset_latency_s": 1.49, "events": 23, "short_events": 0}  # fmt: skip
-    streams = [{"fold": 1, "onsets": 100, "answered": 50, "median_delay_s": 1.25, "event_precision": 0.75},
-               {"fold": 2, "onsets": 10, "answered": 4, "median_delay_s": None, "event_precision": None}]  # fmt: skip
+    streams = [{"fold": 1, "onsets": 100, "answered": 50, "median_delay_s": 1.25, "event_precision": 0.75,
+                "segment_f1": 0.375, "short_events": 2},
+               {"fold": 2, "onsets": 10, "answered": 4, "median_delay_s": None, "event_precision": None,
+                "segment_f1": None, "short_events": 0}]  # fmt: skip
     table = markdown([{"name": "new", "unseen": unseen, "streams": streams},
                       {"name": "teacher", "unseen": unseen, "streams": None}])  # fmt: skip
     lines = table.splitlines()
     assert len(lines) == 4
     assert lines[2] == ("| new | 0.74 (0.72 / 0.75) | 2.06 (11) | 1.49 s | 0 of 23 | 50 % / 40 % "
-                        "| 1.25 s / - | 75 % / - |")  # fmt: skip
-    assert lines[3].endswith("| 0 of 23 | - | - | - |")
+                        "| 1.25 s / - | 75 % / - | 0.38 / - | 2 / 0 |")  # fmt: skip
+    assert lines[3].endswith("| 0 of 23 | - | - | - | - | - |")
 
 
 def test_the_shipped_model_with_and_without_fast_start_on_the_demo(tmp_path: Path, capsys) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -411,5 +412,10 @@ def test_onset_streams_run_the_shipped_fold_models_on_the_bundled_clips(capsys):
     per_fold = [[c.strip() for c in row.split("|")[1:-1]] for row in table[2:]]
     assert sum(int(c[1]) for c in cells) == sum(int(c[2]) for c in per_fold)  # onsets
     assert sum(int(c[5]) for c in cells) == sum(int(c[6]) for c in per_fold)  # events
+    # issue 21's metric on the streams too: segment F1 per second against the clips' exact times
+    assert table[0].endswith("| segment F1 (P / R) | shorter than a hop |")
+    for row in per_fold:
+        assert row[8] == "-" or re.fullmatch(r"\d\.\d\d \((\d\.\d\d|-) / (\d\.\d\d|-)\)", row[8])
+    assert sum(int(c[8]) for c in cells) == sum(int(c[9]) for c in per_fold)  # short events
     assert main(["--model", "no/such/model", "--dataset", str(CLIPS)]) != 0
     assert "onset_streams:" in capsys.readouterr().err

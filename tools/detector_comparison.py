@@ -12,7 +12,8 @@ Each `--row NAME=MODEL[:CONFIG]` runs `soundmon evaluate --recordings`'s detecto
 CONFIG's) over the recordings, split into the ones whose clips the model heard in training and
 the ones it did not; and, when `--dataset` is given and the bundle keeps its cross-validation fold
 models (`<model>_cv/`), the onset streams of its held-out folds
-(`training.evaluation.onset_streams`). One JSON with every figure, one Markdown table.
+(`training.evaluation.onset_streams`: answered onsets, delays, events right, and the same segment F1
+and short events against the clips' exact times). One JSON with every figure, one Markdown table.
 """
 
 from __future__ import annotations
@@ -67,15 +68,16 @@ def compare(rows: list[Row], recordings: Path, dataset: Path | None) -> list[dic
 def _streams_cell(rows: list[dict] | None, key: str, fmt) -> str:
     if not rows:
         return "-"
-    return " / ".join("-" if r[key] is None else fmt(r[key]) for r in rows)
+    return " / ".join("-" if r.get(key) is None else fmt(r[key]) for r in rows)
 
 
 def markdown(results: list[dict]) -> str:
     """The comparison as one Markdown table: the unseen recordings, then the onset streams."""
     lines = [
         "| model and settings | segment F1 (P / R) | other-class alarms per min | median onset latency | "
-        "events shorter than a hop | onset streams: answered | median delay | events right |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "events shorter than a hop | onset streams: answered | median delay | events right | segment F1 | "
+        "shorter than a hop |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         u = r["unseen"] or {}
@@ -88,7 +90,9 @@ def markdown(results: list[dict]) -> str:
             f"| {r['name']} | {f1} | {u.get('other_class_alarms_per_minute', '-')} ({u.get('other_class_alarms', '-')}) "
             f"| {lat} | {u.get('short_events', '-')} of {u.get('events', '-')} | {answered} "
             f"| {_streams_cell(s, 'median_delay_s', lambda v: f'{v:.2f} s')} "
-            f"| {_streams_cell(s, 'event_precision', lambda v: f'{100 * v:.0f} %')} |"
+            f"| {_streams_cell(s, 'event_precision', lambda v: f'{100 * v:.0f} %')} "
+            f"| {_streams_cell(s, 'segment_f1', lambda v: f'{v:.2f}')} "
+            f"| {_streams_cell(s, 'short_events', str)} |"
         )
     return "\n".join(lines)
 

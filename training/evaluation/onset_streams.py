@@ -7,8 +7,11 @@ stream (every clip boundary where the class changes is an onset, its time exact)
 through the daemon's pipeline and detector (warm start, the config's detection settings) by
 that fold's model, which never trained on them. Per fold it reports the onsets, the share that
 got a new event of their class (decided between the onset and the clip's end + one hop, as
-`tools.latency` counts), the median delay and the share within hop + 0.3 s, and the event
-precision (an event is right when a clip of its class lies in the window that fired it).
+`tools.latency` counts), the median delay and the share within hop + 0.3 s, the event
+precision (an event is right when a clip of its class lies in the window that fired it), and
+issue 21's segment F1 per whole second and events shorter than one hop
+(`training.evaluation.segment_metrics`, with each clip an occurrence at its exact place; every
+class is in every stream, so there are no other-class alarms to count).
 
 Joined clips end abruptly, so a new sound never starts over an old one that goes on (easier than
 a street), and many clips are short or quiet (harder): compare models and detector settings with
@@ -38,6 +41,7 @@ from training.evaluation.clip_accuracy import check_labels
 from training.evaluation.cv_accuracy import fold_bundles
 from training.evaluation.detector_metrics import percent
 from training.evaluation.labelled_onsets import first_new_event
+from training.evaluation.segment_metrics import RecordingTally, tally_recording
 
 __all__ = ["Segment", "fold_stream", "main", "onset_answers", "stream_report"]
 
@@ -82,8 +86,10 @@ def _right(label: str, start_s: float, window_s: float, segments: list[Segment])
     return any(s.label == label and s.start_s < start_s and start_s - window_s < s.end_s for s in segments)
 
 
-def _row(key: str, value, answers: list[tuple[str, float | None]], rights: list[bool], budget: float) -> dict:
-    """One report row from its onsets' answers and its events' rightness."""
+def _row(key: str, value, answers: list[tuple[str, float | None]], rights: list[bool], budget: float,
+         segment: tuple[int, int, int, int] | None = None) -> dict:  # fmt: skip
+    """One report row from its onsets' answers, its events' rightness and (`segment`) its
+    per-second tp, fp, fn and events shorter than one hop."""
     delays = [d for _, d in answers if d is not None]
     # Delays here are differences of stream offsets (window end - onset), so a nominal 0.8 s
     # can come out a hair above it; 1e-9 s of slack counts it in. (`tools.latency` measures
@@ -97,6 +103,16 @@ def _row(key: str, value, answers: list[tuple[str, float | None]], rights: list[
         "events": len(rights),
         "events_right": int(sum(rights)),
         "event_precision": round(sum(rights) / len(rights), 3) if rights else None,
+        **(_segment_figures(*segment) if segment is not None else {}),
+    }
+
+
+def _segment_figures(tp: int, fp: int, fn: int, short: int) -> dict:
+    """Segment F1, precision and recall per whole second (`training.evaluation.segment_metrics`)."""
+    tally = RecordingTally(tp=tp, fp=fp, fn=fn)
+    s = tally.summary()
+    return {k: s[k] for k in ("segment_f1", "segment_precision", "segment_recall", "tp", "fp", "fn")} | {
+        "short_events": short
     }
 
 
@@ -110,6 +126,8 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_cla
     rows = []
     pooled_answers: list[tuple[str, float | None]] = []
     pooled_events: list[tuple[str, bool]] = []
+    pooled_tally = RecordingTally()
+    pooled_short: list[str] = []
     for fold, fold_bundle in sorted(fold_bundles(model).items()):
         if fold not in ds.folds:
             continue
@@ -119,39 +137,60 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_cla
         start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
         pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=cfg.detection.warm_start,
                             start_runner=start_runner)  # fmt: skip
-        events = []
+        events, ended = [], []
         block = bundle.frontend.sample_rate  # 1 s blocks, as a file source hands them over
         for k in range(0, len(audio), block):
             for result in pipeline.process(audio[k : k + block]):
                 events += [(e.label, e.start_offset_s) for e in result.events if e.type == "start"]
+                ended += [e for e in result.events if e.type == "end"]
+        ended += pipeline.finish()[1]
         answers = onset_answers(segments, events, hop)
         rights = [_right(label, s, bundle.window_seconds, segments) for label, s in events]
+        tally = tally_recording([(e.label, e.start_offset_s, e.end_offset_s) for e in ended],
+                                [(s.label, s.start_s, s.end_s) for s in segments],
+                                len(audio) / bundle.frontend.sample_rate, hop)  # fmt: skip
         pooled_answers += answers
         pooled_events += [(label, r) for (label, _), r in zip(events, rights, strict=True)]
-        row = _row("fold", fold, answers, rights, budget)
+        pooled_tally += tally
+        pooled_short += [e.label for e in ended if e.end_offset_s - e.start_offset_s < hop - 1e-9]
+        row = _row("fold", fold, answers, rights, budget, (tally.tp, tally.fp, tally.fn, tally.short_events))
         rows.append({"fold": fold, "minutes": round(len(audio) / bundle.frontend.sample_rate / 60, 1), **row})
     if not rows:
         raise SystemExit(f"onset_streams: no fold model of {model} is held out on a fold of {dataset}")
     if by_class:
         labels = sorted({label for label, _ in pooled_answers} | {label for label, _ in pooled_events})
         return [_row("class", label, [a for a in pooled_answers if a[0] == label],
-                     [r for lab, r in pooled_events if lab == label], budget) for label in labels]  # fmt: skip
+                     [r for lab, r in pooled_events if lab == label], budget,
+                     (*pooled_tally.per_class.get(label, [0, 0, 0]), pooled_short.count(label)))
+                for label in labels]  # fmt: skip
     return rows
+
+
+def segment_cell(r: dict) -> str:
+    """`0.62 (0.70 / 0.56)`: a row's segment F1 (precision / recall), or "-"."""
+    def two(x: float | None) -> str:
+        return "-" if x is None else f"{x:.2f}"
+
+    if r.get("segment_f1") is None:
+        return "-"
+    return f"{two(r['segment_f1'])} ({two(r['segment_precision'])} / {two(r['segment_recall'])})"
 
 
 def format_rows(rows: list[dict], hop: float) -> str:
     """The report as a Markdown table, one row per fold (or per class)."""
     key, extra = ("fold", "audio (min) | ") if "fold" in rows[0] else ("class", "")
     lines = [
-        f"| {key} | {extra}onsets | answered | median delay (s) | within {hop + 0.3:.1f} s | events | events right |",
-        "|---:|" + "---:|" * (7 if extra else 6),
+        f"| {key} | {extra}onsets | answered | median delay (s) | within {hop + 0.3:.1f} s | events | events right "
+        "| segment F1 (P / R) | shorter than a hop |",
+        "|---:|" + "---:|" * (9 if extra else 8),
     ]
     for r in rows:
         median = "-" if r["median_delay_s"] is None else r["median_delay_s"]
         minutes = f"{r['minutes']} | " if extra else ""
         lines.append(
             f"| {r[key]} | {minutes}{r['onsets']} | {r['answered']} | {median} | "
-            f"{percent(r['within_budget'])} | {r['events']} | {percent(r['event_precision'])} |"
+            f"{percent(r['within_budget'])} | {r['events']} | {percent(r['event_precision'])} "
+            f"| {segment_cell(r)} | {r.get('short_events', '-')} |"
         )
     return "\n".join(lines)
 
