@@ -41,7 +41,7 @@ from training.evaluation.clip_accuracy import check_labels
 from training.evaluation.cv_accuracy import fold_bundles
 from training.evaluation.detector_metrics import percent
 from training.evaluation.labelled_onsets import first_new_event
-from training.evaluation.segment_metrics import RecordingTally, tally_recording
+from training.evaluation.segment_metrics import RecordingTally, shorter_than_hop, tally_recording
 
 __all__ = ["Segment", "fold_stream", "main", "onset_answers", "stream_report"]
 
@@ -152,7 +152,7 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_cla
         pooled_answers += answers
         pooled_events += [(label, r) for (label, _), r in zip(events, rights, strict=True)]
         pooled_tally += tally
-        pooled_short += [e.label for e in ended if e.end_offset_s - e.start_offset_s < hop - 1e-9]
+        pooled_short += [e.label for e in ended if shorter_than_hop(e.start_offset_s, e.end_offset_s, hop)]
         row = _row("fold", fold, answers, rights, budget, (tally.tp, tally.fp, tally.fn, tally.short_events))
         rows.append({"fold": fold, "minutes": round(len(audio) / bundle.frontend.sample_rate / 60, 1), **row})
     if not rows:
@@ -166,7 +166,7 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_cla
     return rows
 
 
-def segment_cell(r: dict) -> str:
+def _segment_cell(r: dict) -> str:
     """`0.62 (0.70 / 0.56)`: a row's segment F1 (precision / recall), or "-"."""
     def two(x: float | None) -> str:
         return "-" if x is None else f"{x:.2f}"
@@ -190,7 +190,7 @@ def format_rows(rows: list[dict], hop: float) -> str:
         lines.append(
             f"| {r[key]} | {minutes}{r['onsets']} | {r['answered']} | {median} | "
             f"{percent(r['within_budget'])} | {r['events']} | {percent(r['event_precision'])} "
-            f"| {segment_cell(r)} | {r.get('short_events', '-')} |"
+            f"| {_segment_cell(r)} | {r.get('short_events', '-')} |"
         )
     return "\n".join(lines)
 

@@ -21,12 +21,17 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["Event", "Occurrence", "RecordingTally", "tally_recording"]
+__all__ = ["Event", "Occurrence", "RecordingTally", "shorter_than_hop", "tally_recording"]
 
 Event = tuple[str, float, float]
 """(label, start_s, end_s) of one detector event."""
 Occurrence = tuple[str, float, float]
 """(class, start_s, end_s) of one labelled occurrence."""
+
+
+def shorter_than_hop(start: float, end: float, hop_s: float) -> bool:
+    """An event shorter than one hop (module docstring: a flick on and off in Home Assistant)."""
+    return end - start < hop_s - 1e-9
 
 
 def _event_in_second(start: float, end: float, k: int) -> bool:
@@ -129,5 +134,5 @@ def tally_recording(
         tally.per_class[cls] = counts
         tally.tp, tally.fp, tally.fn = tally.tp + counts[0], tally.fp + counts[1], tally.fn + counts[2]
     tally.other_class_alarms = sum(1 for label, _, _ in events if label not in labelled)
-    tally.short_events = sum(1 for _, a, b in events if b - a < hop_s - 1e-9)
+    tally.short_events = sum(1 for _, a, b in events if shorter_than_hop(a, b, hop_s))
     return tally
