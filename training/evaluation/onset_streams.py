@@ -87,9 +87,9 @@ def _right(label: str, start_s: float, window_s: float, segments: list[Segment])
 
 
 def _row(key: str, value, answers: list[tuple[str, float | None]], rights: list[bool], budget: float,
-         segment: tuple[int, int, int, int] | None = None) -> dict:  # fmt: skip
+         segment: RecordingTally | None = None) -> dict:  # fmt: skip
     """One report row from its onsets' answers, its events' rightness and (`segment`) its
-    per-second tp, fp, fn and events shorter than one hop."""
+    per-second counts and events shorter than one hop."""
     delays = [d for _, d in answers if d is not None]
     # Delays here are differences of stream offsets (window end - onset), so a nominal 0.8 s
     # can come out a hair above it; 1e-9 s of slack counts it in. (`tools.latency` measures
@@ -103,17 +103,15 @@ def _row(key: str, value, answers: list[tuple[str, float | None]], rights: list[
         "events": len(rights),
         "events_right": int(sum(rights)),
         "event_precision": round(sum(rights) / len(rights), 3) if rights else None,
-        **(_segment_figures(*segment) if segment is not None else {}),
+        **(_segment_figures(segment) if segment is not None else {}),
     }
 
 
-def _segment_figures(tp: int, fp: int, fn: int, short: int) -> dict:
-    """Segment F1, precision and recall per whole second (`training.evaluation.segment_metrics`)."""
-    tally = RecordingTally(tp=tp, fp=fp, fn=fn)
+def _segment_figures(tally: RecordingTally) -> dict:
+    """Segment F1, precision and recall per whole second (`training.evaluation.segment_metrics`),
+    the counts behind them and the events shorter than one hop."""
     s = tally.summary()
-    return {k: s[k] for k in ("segment_f1", "segment_precision", "segment_recall", "tp", "fp", "fn")} | {
-        "short_events": short
-    }
+    return {k: s[k] for k in ("segment_f1", "segment_precision", "segment_recall", "tp", "fp", "fn", "short_events")}
 
 
 def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_class: bool = False) -> list[dict]:
@@ -146,22 +144,23 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_cla
         ended += pipeline.finish()[1]
         answers = onset_answers(segments, events, hop)
         rights = [_right(label, s, bundle.window_seconds, segments) for label, s in events]
+        seconds = len(audio) / bundle.frontend.sample_rate
         tally = tally_recording([(e.label, e.start_offset_s, e.end_offset_s) for e in ended],
-                                [(s.label, s.start_s, s.end_s) for s in segments],
-                                len(audio) / bundle.frontend.sample_rate, hop)  # fmt: skip
+                                [(s.label, s.start_s, s.end_s) for s in segments], seconds, hop)  # fmt: skip
         pooled_answers += answers
         pooled_events += [(label, r) for (label, _), r in zip(events, rights, strict=True)]
         pooled_tally += tally
         pooled_short += [e.label for e in ended if shorter_than_hop(e.start_offset_s, e.end_offset_s, hop)]
-        row = _row("fold", fold, answers, rights, budget, (tally.tp, tally.fp, tally.fn, tally.short_events))
-        rows.append({"fold": fold, "minutes": round(len(audio) / bundle.frontend.sample_rate / 60, 1), **row})
+        row = _row("fold", fold, answers, rights, budget, tally)
+        rows.append({"fold": fold, "minutes": round(seconds / 60, 1), **row})
     if not rows:
         raise SystemExit(f"onset_streams: no fold model of {model} is held out on a fold of {dataset}")
     if by_class:
         labels = sorted({label for label, _ in pooled_answers} | {label for label, _ in pooled_events})
         return [_row("class", label, [a for a in pooled_answers if a[0] == label],
                      [r for lab, r in pooled_events if lab == label], budget,
-                     (*pooled_tally.per_class.get(label, [0, 0, 0]), pooled_short.count(label)))
+                     RecordingTally(*pooled_tally.per_class.get(label, [0, 0, 0]),
+                                    short_events=pooled_short.count(label)))
                 for label in labels]  # fmt: skip
     return rows
 
