@@ -164,7 +164,7 @@ def test_tiny_distilled_run_makes_a_background_bundle_the_daemon_runs(tmp_path):
                                                 .normal(size=16000 * 10).astype(np.float32), audio]), 16000)  # fmt: skip
     (rec / "labels.csv").write_text("fsID,fold,class,classID,start,end\n999,1,air_conditioner,0,10.0,14.0\n")
     r = _soundmon("train", "--dataset", str(CLIPS), "--teacher", str(TEACHER), "--epochs", "2",
-                  "--distill-copies", "1", "--extra-recordings", str(rec), "--no-progress",
+                  "--distill-copies", "1", "--extra-recordings", str(rec), "--no-progress", "--student-masks", "0,0",
                   "--cache", str(tmp_path / "cache"), "--out", str(out))  # fmt: skip
     assert r.returncode == 0, r.stderr[-3000:]
     bundle = load_bundle(out)
@@ -173,6 +173,7 @@ def test_tiny_distilled_run_makes_a_background_bundle_the_daemon_runs(tmp_path):
     assert bundle.stream_tflite_path is not None and bundle.stream_tflite_path.is_file()
     meta = json.loads(out.with_suffix(".json").read_text())
     assert meta["distill"]["teachers"] == {"final": str(TEACHER)}
+    assert (meta["distill"]["time_masks"], meta["distill"]["freq_masks"]) == (0, 0)  # the teacher's own view
     # 14 s recording: 0-4, 2-6, 4-8 s are background (>= 0.5 s before the label), 10-14 s is the label
     assert meta["distill"]["sources"] == 20 + 4
     assert "4 stretches of the seen recordings (3 background)" in r.stderr
@@ -195,6 +196,11 @@ def test_tiny_distilled_run_makes_a_background_bundle_the_daemon_runs(tmp_path):
                   "--out", str(tmp_path / "x"))  # fmt: skip
     assert r.returncode != 0
     assert "trained on fold 1" in r.stderr.strip().splitlines()[-1]
+    r = _soundmon("train", "--dataset", str(CLIPS), "--teacher", str(TEACHER), "--student-masks", "2",
+                  "--no-progress", "--out", str(tmp_path / "y"))  # fmt: skip
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1] == ("soundmon train: --student-masks: expected TIME,FREQ counts such as "
+                                                 "2,2 or 0,0, got '2'")  # fmt: skip
 
 
 

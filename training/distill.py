@@ -787,6 +787,17 @@ def _report(job: TrainJob, distill_meta: dict, outputs: list[str], results: list
     return report
 
 
+def student_masks(text: str) -> dict[str, int]:
+    """`--student-masks TIME,FREQ` as DistillConfig fields; DatasetError (one line) if malformed."""
+    try:
+        time_masks, freq_masks = (int(v) for v in str(text).split(","))
+    except ValueError:
+        raise DatasetError(f"--student-masks: expected TIME,FREQ counts such as 2,2 or 0,0, got {text!r}") from None
+    if time_masks < 0 or freq_masks < 0:
+        raise DatasetError(f"--student-masks: counts must be >= 0, got {text!r}")
+    return {"time_masks": time_masks, "freq_masks": freq_masks}
+
+
 def train_distill(job: TrainJob, args) -> int:
     """`soundmon train --teacher`: the CLI's entry (`job` built as for the CNN, the teacher options in `args`)."""
     dcfg = DistillConfig(teacher=args.teacher, teacher_folds=args.teacher_folds, alpha=args.distill_alpha,
@@ -794,6 +805,7 @@ def train_distill(job: TrainJob, args) -> int:
                          esc50=args.extra_esc50, recordings=args.extra_recordings)  # fmt: skip
     if not 0.0 <= dcfg.alpha <= 1.0 or dcfg.temperature <= 0 or dcfg.copies < 1:
         raise DatasetError("--distill-alpha must be in [0, 1], --temperature > 0, --distill-copies >= 1")
+    dcfg = replace(dcfg, **student_masks(args.student_masks))
     if args.init_from:
         raise DatasetError("--teacher does not take --init-from")
     run_distill(job, dcfg)

@@ -27,3 +27,6 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--extra-recordings", metavar="DIR",
                    help="recordings folder with labels.csv: 4 s stretches of the recordings whose fold the "
                    "dataset trains on join the sources (labelled spans with their class, unlabelled ones as background)")  # fmt: skip
+    d.add_argument("--student-masks", metavar="TIME,FREQ", default="2,2",
+                   help="SpecAugment time and frequency masks on the student's batches (the teacher hears every copy "
+                   "unmasked; 0,0 = student and teacher hear the same audio); default 2,2")  # fmt: skip
