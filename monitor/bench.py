@@ -337,8 +337,8 @@ def bench_main(argv: list[str]) -> int:
                          f"{DetectionConfig().hop_seconds:g})")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fast-start", type=fast_start_arg, default=None, metavar="T|off",
-                    help="detection.fast_start_threshold for the run (default: the daemon's default, "
-                         f"{DetectionConfig().fast_start_threshold:g} with a bundle that has a start model)")
+                    help="detection.fast_start_threshold for the run (default: the daemon's: the bundle's own, "
+                         f"else {DetectionConfig().fast_start_threshold:g} with a bundle that has a start model)")
     ap.add_argument("--no-mqtt", action="store_true", help="run without a broker (publisher disabled)")
     ap.add_argument("--encoded", action="store_true",
                     help="stream the audio file as it is, so the daemon's CPU includes decoding it (FLAC), "

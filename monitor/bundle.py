@@ -241,13 +241,14 @@ BUNDLE_DETECTION_KEYS: dict[str, tuple[type, float, float]] = {
     "hop_seconds": (float, 0.01, 10.0),
     "smoothing_windows": (int, 1, 100),
     "start_model_weight": (float, 0.0, 0.9),
+    "fast_start_threshold": (float, 0.01, 1.0),
 }
 
 
 def _detection_defaults(data: dict, json_path: Path) -> dict[str, float | int]:
     """The optional "detection" section: {"hop_seconds": s, "smoothing_windows": n,
-    "start_model_weight": w}, the settings the model's thresholds were calibrated with, applied
-    where the config does not set them."""
+    "start_model_weight": w, "fast_start_threshold": t}, the settings the model's thresholds (and
+    its start model's) were calibrated with, applied where the config does not set them."""
     section = data.get("detection")
     if section is None:
         return {}

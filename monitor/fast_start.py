@@ -158,12 +158,14 @@ def fast_start_arg(text: str) -> float | str:
 
 def effective_fast_start(bundle: ModelBundle, requested: float | str | None) -> float | None:
     """The fast-start threshold a bench run uses: `--fast-start T`, `off`, or (not given) what the
-    daemon does by default with this bundle (`fast_start_on`)."""
+    daemon does by default with this bundle (`fast_start_on`; the bundle's own threshold when its
+    JSON names one)."""
     if requested == "off":
         return None
     if requested is not None:
         return float(requested)
     default = DetectionConfig()
+    default.apply_bundle_defaults(bundle.detection_defaults)
     return default.fast_start_threshold if fast_start_on(bundle, default) else None
 
 

@@ -32,8 +32,9 @@ def test_a_bundle_declares_its_detection_defaults(tiny_bundle, tmp_path):
 @pytest.mark.parametrize(
     "section, message",
     [
-        ({"hop": 1.0}, "may set only ['class_smoothing_windows', 'fast_start_alone', 'hop_seconds', 'smoothing_windows', "
-                       "'start_model_weight'], not 'hop'"),
+        ({"hop": 1.0}, "may set only ['class_smoothing_windows', 'fast_start_alone', 'fast_start_threshold', "
+                       "'hop_seconds', 'smoothing_windows', 'start_model_weight'], not 'hop'"),
+        ({"fast_start_threshold": 0}, "'detection.fast_start_threshold' must be a float in [0.01, 1]"),
         ({"start_model_weight": 1.0}, "'detection.start_model_weight' must be a float in [0, 0.9]"),
         ({"class_smoothing_windows": {"siren": 0}}, "must give each label an integer in [1, 100]; bad: ['siren']"),
         ({"class_smoothing_windows": {"owl": 5}}, "names labels the model does not have: ['owl']"),

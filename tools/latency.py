@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--hop", type=float, default=0.5)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--fast-start", type=fast_start_arg, default=None, metavar="T|off",
-                    help="detection.fast_start_threshold for the runs (default: the daemon's default)")  # fmt: skip
+                    help="detection.fast_start_threshold for the runs (default: the daemon's: the bundle's own, else 0.9)")  # fmt: skip
     ap.add_argument("--parallel", type=int, default=10, help="recordings played at once")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)

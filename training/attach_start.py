@@ -11,9 +11,12 @@ front-end, a start window no longer than the main one); nothing is written if on
 
 `--start-weight W` also writes `"detection": {"start_model_weight": W}`: the start model's share of
 each window's score in the detector (`monitor.detector`, rule 1), a calibration of the pair like the
-bundle's thresholds, so it goes where they go. 0 (the default) removes it.
+bundle's thresholds, so it goes where they go. 0 (the default) removes it. `--fast-start-threshold T`
+writes `"detection": {"fast_start_threshold": T}` alike: how sure this start model must be to open an
+event depends on how its scores are calibrated, so the bundle carries it (unset: the daemon's 0.9).
 
-    python -m training.attach_start --model models/urban10 --start models/urban10_start --start-weight 0.3
+    python -m training.attach_start --model models/urban10 --start models/urban10_start --start-weight 0.5 \
+        --fast-start-threshold 0.8
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from monitor.fast_start import open_start_model
 __all__ = ["attach_start", "main"]
 
 WEIGHT_KEY = "start_model_weight"
+THRESHOLD_KEY = "fast_start_threshold"
 
 
 def _pairs(model: Path, start: Path) -> list[tuple[Path, Path]]:
@@ -45,13 +49,17 @@ def _pairs(model: Path, start: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-def attach_start(model: str | Path, start: str | Path, start_weight: float = 0.0) -> list[tuple[Path, str]]:
-    """Write `start_model` (and `detection.start_model_weight`, when not 0) into the bundle at
-    `model` and its folds; returns (JSON, reference) pairs. ValueError for a weight outside
-    the bundle's range."""
+def attach_start(model: str | Path, start: str | Path, start_weight: float = 0.0,
+                 fast_start_threshold: float | None = None) -> list[tuple[Path, str]]:  # fmt: skip
+    """Write `start_model` (and `detection.start_model_weight`, when not 0, and
+    `detection.fast_start_threshold`, when given) into the bundle at `model` and its folds;
+    returns (JSON, reference) pairs. ValueError for a value outside the bundle's range."""
     _, low, high = BUNDLE_DETECTION_KEYS[WEIGHT_KEY]
     if not low <= start_weight <= high:
         raise ValueError(f"--start-weight must be in [{low:g}, {high:g}], got {start_weight:g}")
+    _, low, high = BUNDLE_DETECTION_KEYS[THRESHOLD_KEY]
+    if fast_start_threshold is not None and not low <= fast_start_threshold <= high:
+        raise ValueError(f"--fast-start-threshold must be in [{low:g}, {high:g}], got {fast_start_threshold:g}")
     planned: list[tuple[Path, str]] = []
     for main_path, start_path in _pairs(Path(model), Path(start)):
         json_path = bundle_paths(main_path)[1]
@@ -68,6 +76,10 @@ def attach_start(model: str | Path, start: str | Path, start_weight: float = 0.0
             detection[WEIGHT_KEY] = float(start_weight)
         else:
             detection.pop(WEIGHT_KEY, None)
+        if fast_start_threshold is not None:
+            detection[THRESHOLD_KEY] = float(fast_start_threshold)
+        else:
+            detection.pop(THRESHOLD_KEY, None)
         if not detection:
             del data["detection"]
         json_path.write_text(json.dumps(data, indent=2) + "\n")
@@ -81,14 +93,18 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--start-weight", type=float, default=0.0, metavar="W",
                     help="the start model's share of each window's score (detection.start_model_weight; "
                          "0 = none, the default)")  # fmt: skip
+    ap.add_argument("--fast-start-threshold", type=float, default=None, metavar="T",
+                    help="the start model's score that opens an event (detection.fast_start_threshold; "
+                         "default: none written, the daemon's 0.9)")  # fmt: skip
     args = ap.parse_args(argv)
     try:
-        done = attach_start(args.model, args.start, args.start_weight)
+        done = attach_start(args.model, args.start, args.start_weight, args.fast_start_threshold)
     except (SoundmonError, ValueError) as exc:
         print(f"attach_start: {exc}", file=sys.stderr)
         return 1
     for json_path, ref in done:
-        print(f"{json_path}: start_model = {ref}" + (f", start_model_weight = {args.start_weight:g}" if args.start_weight else ""))
+        print(f"{json_path}: start_model = {ref}" + (f", start_model_weight = {args.start_weight:g}" if args.start_weight else "")
+              + (f", fast_start_threshold = {args.fast_start_threshold:g}" if args.fast_start_threshold is not None else ""))
     return 0
 
 

@@ -247,7 +247,9 @@ def _start_model_lines(r: dict) -> list[str]:
     if not start:
         return []
     weight = start.get("weight") or 0.0
-    return [f"- Start model (fast start, `detection.fast_start_threshold`): `{start['name']}`, a classifier of the same "
+    threshold = start.get("threshold")
+    return ["- Start model (fast start, `detection.fast_start_threshold`"
+            + (f", {threshold:g} by its JSON" if threshold is not None else "") + f"): `{start['name']}`, a classifier of the same "
             "labels on a shorter window" + (f"; each window's score the detector counts is {1 - weight:g} x this model's + {weight:g} x the "
                         "start model's on the window's newest part (its JSON's `detection.start_model_weight`)"
                         if weight else "") + "."]  # fmt: skip
@@ -501,7 +503,8 @@ def main(argv: list[str] | None = None) -> int:
                 report["fast_start_alone"] = data["fast_start_alone_measured"]
             if data.get("start_model"):  # `python -m training.attach_start`
                 report["start_model"] = {"name": data["start_model"],
-                                         "weight": (data.get("detection") or {}).get("start_model_weight", 0.0)}  # fmt: skip
+                                         "weight": (data.get("detection") or {}).get("start_model_weight", 0.0),
+                                         "threshold": (data.get("detection") or {}).get("fast_start_threshold")}  # fmt: skip
     except (OSError, ValueError) as exc:
         print(f"training.card: {exc}", file=sys.stderr)
         return 2
