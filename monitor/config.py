@@ -1085,8 +1085,8 @@ def _shown_labels(labels: list[str]) -> str:
     return ", ".join(labels[:_LISTED_LABELS]) + f", ... ({len(labels)} labels)"
 
 
-def _fmt(x: float) -> str:
-    return f"{x:g}"
+def _fmt(x: float | None) -> str:
+    return "null" if x is None else f"{x:g}"  # null: fast start turned off in the file
 
 
 def field_bounds(metadata: list[Any]) -> tuple[Any, bool, Any, bool]:

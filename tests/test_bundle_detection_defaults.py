@@ -119,6 +119,12 @@ def test_the_settings_a_file_overrides_are_named_for_the_start_log():
     same = parse_config({"detection": {"hop_seconds": 0.975, "smoothing_windows": 7,
                                        "classes": {"jackhammer": {"smoothing_windows": 3}}}}).detection  # fmt: skip
     assert same.overridden_calibration({"hop_seconds": 0.975}, steady) == []
+    # fast start turned off in the file, against the bundle's calibrated threshold
+    off = parse_config({"detection": {"fast_start_threshold": None}}).detection
+    off.apply_bundle_defaults({"fast_start_threshold": 0.8})
+    assert off.fast_start_threshold is None
+    assert off.overridden_calibration({"fast_start_threshold": 0.8}, {}) == [
+        "detection.fast_start_threshold null (the bundle's: 0.8)"]
 
 
 @pytest.mark.integration  # runs the daemon
