@@ -49,17 +49,21 @@ def _pairs(model: Path, start: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
+def _check_range(option: str, key: str, value: float) -> None:
+    """ValueError unless `value` lies in the bundle key's range (checked before anything is written)."""
+    _, low, high = BUNDLE_DETECTION_KEYS[key]
+    if not low <= value <= high:
+        raise ValueError(f"{option} must be in [{low:g}, {high:g}], got {value:g}")
+
+
 def attach_start(model: str | Path, start: str | Path, start_weight: float = 0.0,
                  fast_start_threshold: float | None = None) -> list[tuple[Path, str]]:  # fmt: skip
     """Write `start_model` (and `detection.start_model_weight`, when not 0, and
     `detection.fast_start_threshold`, when given) into the bundle at `model` and its folds;
     returns (JSON, reference) pairs. ValueError for a value outside the bundle's range."""
-    _, low, high = BUNDLE_DETECTION_KEYS[WEIGHT_KEY]
-    if not low <= start_weight <= high:
-        raise ValueError(f"--start-weight must be in [{low:g}, {high:g}], got {start_weight:g}")
-    _, low, high = BUNDLE_DETECTION_KEYS[THRESHOLD_KEY]
-    if fast_start_threshold is not None and not low <= fast_start_threshold <= high:
-        raise ValueError(f"--fast-start-threshold must be in [{low:g}, {high:g}], got {fast_start_threshold:g}")
+    _check_range("--start-weight", WEIGHT_KEY, start_weight)
+    if fast_start_threshold is not None:
+        _check_range("--fast-start-threshold", THRESHOLD_KEY, fast_start_threshold)
     planned: list[tuple[Path, str]] = []
     for main_path, start_path in _pairs(Path(model), Path(start)):
         json_path = bundle_paths(main_path)[1]

@@ -502,9 +502,10 @@ def main(argv: list[str] | None = None) -> int:
             if data.get("fast_start_alone_measured"):
                 report["fast_start_alone"] = data["fast_start_alone_measured"]
             if data.get("start_model"):  # `python -m training.attach_start`
+                detection = data.get("detection") or {}
                 report["start_model"] = {"name": data["start_model"],
-                                         "weight": (data.get("detection") or {}).get("start_model_weight", 0.0),
-                                         "threshold": (data.get("detection") or {}).get("fast_start_threshold")}  # fmt: skip
+                                         "weight": detection.get("start_model_weight", 0.0),
+                                         "threshold": detection.get("fast_start_threshold")}  # fmt: skip
     except (OSError, ValueError) as exc:
         print(f"training.card: {exc}", file=sys.stderr)
         return 2
