@@ -79,7 +79,9 @@ bench: venv
 # YAMNet-backbone head trained on all nine folds (runs/urban10/nine_folds/, each CV fold from the
 # fold teacher that never heard it), with a `background` output, three CV folds and 7 windows of
 # smoothing declared for the six steady sounds (metadata: the weights do not depend on it); then its 1 s start
-# model, distilled alike from the same teacher on 1 s copies; the start model named in the 4 s bundle, with its share of each window's score (0.3)
+# model, distilled alike from the same teacher on 1 s copies but without SpecAugment masks (two 0.4 s time masks
+# hide most of a 1 s window: card step 63); the start model named in the 4 s bundle, with its share of each
+# window's score (0.5) and the score that opens an event (0.75), both chosen on the held-out onset streams (step 64)
 # (the first command rebuilds models/urban10_yamnet, the folds 1-4 model of the AudioSet issue and the
 # CV reference, with its CV folds in runs/urban10/ for the detector comparison); the short sounds it may open alone measured on the held-out
 # onset streams and written in; and the card re-rendered with the detector comparison (the file
@@ -93,7 +95,7 @@ URBAN10_DISTILL := $(URBAN10_COMMON) --teacher $(URBAN10_WORK)/nine_folds/urban1
   --teacher-folds $(URBAN10_WORK)/nine_folds/urban10_yamnet_cv --distill-copies 8 \
   --class-smoothing air_conditioner,children_playing,drilling,engine_idling,jackhammer,street_music=7
 URBAN10_START_DISTILL := $(URBAN10_COMMON) --teacher $(URBAN10_WORK)/nine_folds/urban10_yamnet \
-  --teacher-folds $(URBAN10_WORK)/nine_folds/urban10_yamnet_cv --distill-copies 8
+  --teacher-folds $(URBAN10_WORK)/nine_folds/urban10_yamnet_cv --distill-copies 8 --student-masks 0,0
 urban10: venv
 	$(BIN)/soundmon train --dataset $(URBAN10_DATA)/UrbanSound8K --folds 1,2,3,4 --cv 1,2,3 --backbone yamnet \
 	  --head-hidden 0 --out $(URBAN10_WORK)/urban10_yamnet --report-dir $(URBAN10_WORK)
@@ -103,7 +105,8 @@ urban10: venv
 	  --out models/urban10 --experiments models/urban10_experiments.md
 	$(BIN)/soundmon train --dataset $(URBAN10_DATA)/UrbanSound8K --cv 1,2,3 --window-seconds 1 $(URBAN10_START_DISTILL) \
 	  --out models/urban10_start --experiments models/urban10_start_experiments.md
-	$(BIN)/python -m training.attach_start --model models/urban10 --start models/urban10_start --start-weight 0.3
+	$(BIN)/python -m training.attach_start --model models/urban10 --start models/urban10_start --start-weight 0.5 \
+	  --fast-start-threshold 0.75
 	$(BIN)/python -m training.evaluation.fast_start_alone --model models/urban10 --dataset $(URBAN10_DATA)/UrbanSound8K --write
 	$(BIN)/python -m training.card models/urban10_metrics.json --experiments models/urban10_experiments.md \
 	  --detector-comparison models/urban10_detector_comparison.md

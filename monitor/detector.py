@@ -40,11 +40,13 @@ Rules (per label; labels are independent, so overlapping sounds can all be activ
    starts when the label is the start model's top label with a score >= `fast_start_threshold`
    (same conditions otherwise: enabled, no open event, not in cooldown), that score also
    reaches the class's own threshold (a threshold of 1.0 set from Home Assistant silences the
-   class for both models), and the main model *backs* it: its latest window score or its smoothed
-   score for the label (between windows: the last window's) is at the release level, unless
-   the start model is sure alone (score >= `FAST_START_SURE`, 0.95), or the label is one of
+   class for both models), and the main model *backs* it: its own latest window score or the
+   mean of its own last N (between windows: as of the last window) is at the release level,
+   unless the start model is sure alone (score >= `FAST_START_SURE`, 0.95), or the label is one of
    `fast_start_alone`: a sound that short that the main model may never back, whose start-model
-   openings were measured right (the bundle's `gun_shot`). An opening none of these backs is not
+   openings were measured right (the bundle's `gun_shot`). Its own scores: rule 1's blend holds
+   the start model's, and a start model sure of the wrong label would back itself (card step 64:
+   a dog's first bark after a siren). An opening none of these backs is not
    published: on unseen street recordings every event shorter than a hop had been a start-model
    opening the main model never confirmed, and a false alarm (issue 21). Both tests use what is
    known when the start model fires, so no opening waits: one that passes opens where it did
@@ -225,6 +227,9 @@ class Detector:
         self.labels: list[str] = list(labels)
         self._index = {label: i for i, label in enumerate(self.labels)}
         self._history: deque[np.ndarray] = deque(maxlen=HISTORY_KEEP)
+        # the main model's own rows, without rule 1's blend: what backs a fast start (rule 4);
+        # the same as _history while start_weight is 0
+        self._main_history: deque[np.ndarray] = deque(maxlen=HISTORY_KEEP)
         self._smoothed = np.zeros(len(self.labels), dtype=np.float64)
         self._open: dict[str, _Open] = {}
         self._cooldown_until: dict[str, float] = {}
@@ -346,8 +351,10 @@ class Detector:
         offset_s = self._advance(offset_s)
         if scores is None:
             row = np.zeros(len(self.labels), dtype=np.float64)
+            self._main_history.append(row)
         else:
             row = self._score_row(scores, "scores")
+            self._main_history.append(row)
             if self.start_weight and start_scores is not None:
                 # rule 1: (1 - w) x the main model's row + w x the start model's
                 row = (1.0 - self.start_weight) * row + self.start_weight * self._score_row(start_scores, "start-model scores")
@@ -409,16 +416,21 @@ class Detector:
 
     def _backed(self, i: int, label: str, score: float) -> bool:
         """A fast start of `label` (index `i`) at start-model `score` may open (rule 4): the main
-        model backs it (its latest window score or its smoothed score is at the release level),
-        the start model is sure enough alone (`FAST_START_SURE`), or the label is one the start
+        model backs it (its own latest window score or the mean of its own last N, without rule
+        1's blend, is at the release level), the start model is sure enough alone (`FAST_START_SURE`), or the label is one the start
         model may open alone (`fast_start_alone`)."""
         if score >= FAST_START_SURE - EPS or label in self.fast_start_alone:
             return True
-        return bool(self._history) and self._at_release(i, label)
+        if not self._history:
+            return False
+        # Rare (a start-model score at the threshold), so the main model's own smoothed scores are
+        # computed here, not at every window.
+        main = self._main_history
+        return max(float(main[-1][i]), float(self._smooth(main)[i])) >= self._release_level(label) - EPS
 
     def _at_release(self, i: int, label: str) -> bool:
         """`label` (index `i`) is at its release level: its latest window score or its smoothed
-        score is. What keeps an open event on (rule 3) and what backs a fast start (rule 4)."""
+        score is. What keeps an open event on (rule 3)."""
         latest = float(self._history[-1][i]) if self._history else 0.0
         return max(latest, float(self._smoothed[i])) >= self._release_level(label) - EPS
 
@@ -532,6 +544,7 @@ class Detector:
         ]
         self._history.clear()
         self._smoothed = np.zeros(len(self.labels), dtype=np.float64)
+        self._main_history.clear()
         self._cooldown_until.clear()
         self._last_offset = None
         return ended

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import argparse
+import itertools
 import json
 import re
 from pathlib import Path
@@ -13,7 +15,7 @@ from monitor.bundle import load_bundle
 from monitor.runner import ModelRunner
 from tests.fixtures_model import CLIPS
 from tests.paths import SHIPPED_MODEL
-from training.datasets import read_urbansound8k
+from training.datasets import read_dataset, read_urbansound8k
 from training.features import clip_windows, compute_features
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -393,6 +395,26 @@ def test_onset_streams_count_onsets_at_class_changes_and_answers_of_that_class()
     assert onset_answers(segments, starts, hop=0.5) == [("siren", 1.0), ("dog_bark", 0.5), ("siren", 1.5)]
     # A start after the clip's end + one hop answers nothing.
     assert onset_answers([Segment(0.0, 1.0, "gun_shot")], [("gun_shot", 1.6)], hop=0.5) == [("gun_shot", None)]
+
+
+def test_onset_streams_with_gaps_put_a_silence_before_every_clip_in_the_same_order():
+    """`--gaps 1,4`: each onset also follows an event that has just closed (card step 64)."""
+    from training.evaluation.onset_streams import fold_stream, gap_range, main
+
+    ds = read_dataset(CLIPS)
+    joined, plain = fold_stream(ds, 1, 16000)
+    gapped, spaced = fold_stream(ds, 1, 16000, gaps=(1.0, 4.0))
+    assert [s.label for s in spaced] == [s.label for s in plain] and spaced[0].start_s == 0.0
+    silences = [b.start_s - a.end_s for a, b in itertools.pairwise(spaced)]
+    assert all(1.0 <= g <= 4.0 for g in silences)
+    assert len(gapped) == len(joined) + round(sum(silences) * 16000)
+    assert [s.end_s - s.start_s for s in spaced] == pytest.approx([s.end_s - s.start_s for s in plain])
+    assert gap_range("0,0") == (0.0, 0.0)
+    for bad in ("4,1", "-1,2", "1", "a,b"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            gap_range(bad)
+    with pytest.raises(SystemExit):  # argparse: one line on stderr, exit 2
+        main(["--model", str(SHIPPED_MODEL), "--dataset", str(CLIPS), "--gaps", "4,1"])
 
 
 def test_onset_streams_run_the_shipped_fold_models_on_the_bundled_clips(capsys):

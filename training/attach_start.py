@@ -15,8 +15,8 @@ bundle's thresholds, so it goes where they go. 0 (the default) removes it. `--fa
 writes `"detection": {"fast_start_threshold": T}` alike: how sure this start model must be to open an
 event depends on how its scores are calibrated, so the bundle carries it (unset: the daemon's 0.9).
 
-    python -m training.attach_start --model models/urban10 --start models/urban10_start --start-weight 0.3
-    (the shipped pair; a start model calibrated otherwise may add e.g. --fast-start-threshold 0.8)
+    python -m training.attach_start --model models/urban10 --start models/urban10_start --start-weight 0.5 \
+        --fast-start-threshold 0.75    (the shipped pair, as `make urban10` attaches it)
 """
 
 from __future__ import annotations

@@ -15,7 +15,10 @@ class is in every stream, so there are no other-class alarms to count).
 
 Joined clips end abruptly, so a new sound never starts over an old one that goes on (easier than
 a street), and many clips are short or quiet (harder): compare models and detector settings with
-it, not its median with the budget.
+it, not its median with the budget. Joined end to end, the previous sound's event is usually still
+open when the next one begins; `--gaps 1,4` puts a silence before every clip, so each onset also
+follows an event that has just closed: the case where a start model that mistakes a new sound for
+the one before can open a wrong event (card step 64).
 
 Usage: `python -m training.evaluation.onset_streams --model models/urban10 --dataset ../shared/data/UrbanSound8K`
 (the bundle's `<model>_cv/fold<k>` models, as `soundmon evaluate --cv` uses them).
@@ -43,7 +46,7 @@ from training.evaluation.detector_metrics import percent
 from training.evaluation.labelled_onsets import first_new_event
 from training.evaluation.segment_metrics import RecordingTally, shorter_than_hop, tally_recording
 
-__all__ = ["Segment", "fold_stream", "main", "onset_answers", "stream_report"]
+__all__ = ["Segment", "fold_stream", "gap_range", "main", "onset_answers", "stream_report"]
 
 
 @dataclass(frozen=True)
@@ -55,12 +58,19 @@ class Segment:
     label: str
 
 
-def fold_stream(dataset: Dataset, fold: int, sample_rate: int, seed: int = 0) -> tuple[np.ndarray, list[Segment]]:
-    """The fold's clips joined end to end in a seeded random order, and where each one lies."""
+def fold_stream(dataset: Dataset, fold: int, sample_rate: int, seed: int = 0,
+                gaps: tuple[float, float] | None = None) -> tuple[np.ndarray, list[Segment]]:  # fmt: skip
+    """The fold's clips joined in a seeded random order, and where each one lies: end to end, or
+    with `gaps` = (lo, hi), a silence drawn uniformly from lo..hi seconds before every clip but
+    the first (the same order as without gaps)."""
     clips = [c for c in dataset.clips if c.fold == fold]
     order = np.random.default_rng([seed, fold]).permutation(len(clips))
+    silences = np.random.default_rng([seed, fold, 1]).uniform(*(gaps or (0.0, 0.0)), len(clips))
     pieces, segments, t = [], [], 0.0
-    for i in order:
+    for n, i in enumerate(order):
+        if gaps is not None and n > 0:
+            pieces.append(np.zeros(int(round(silences[n] * sample_rate)), np.float32))
+            t += len(pieces[-1]) / sample_rate
         audio = load_audio(clips[i].path, sample_rate)
         pieces.append(audio)
         segments.append(Segment(t, t + len(audio) / sample_rate, clips[i].label))
@@ -114,9 +124,11 @@ def _segment_figures(tally: RecordingTally) -> dict:
     return {k: s[k] for k in ("segment_f1", "segment_precision", "segment_recall", "tp", "fp", "fn", "short_events")}
 
 
-def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_class: bool = False) -> list[dict]:
+def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_class: bool = False,
+                  gaps: tuple[float, float] | None = None) -> list[dict]:  # fmt: skip
     """One row per fold model (or, `by_class`, per class over all folds): onsets, answered, median
-    delay, share within budget, events and their precision."""
+    delay, share within budget, events and their precision. `gaps`: silences between the clips
+    (`fold_stream`)."""
     ds = read_dataset(dataset)
     cfg.detection.apply_bundle_defaults(load_bundle(model).detection_defaults)  # as `soundmon run` does
     hop = cfg.detection.hop_seconds
@@ -131,7 +143,7 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_cla
             continue
         bundle, runner = open_model(fold_bundle.tflite_path.with_suffix(""), cfg.model.threads, hop)
         check_labels(ds, bundle, model)
-        audio, segments = fold_stream(ds, fold, bundle.frontend.sample_rate, seed)
+        audio, segments = fold_stream(ds, fold, bundle.frontend.sample_rate, seed, gaps)
         start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
         pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=cfg.detection.warm_start,
                             start_runner=start_runner)  # fmt: skip
@@ -194,6 +206,17 @@ def format_rows(rows: list[dict], hop: float) -> str:
     return "\n".join(lines)
 
 
+def gap_range(text: str) -> tuple[float, float]:
+    """`--gaps LO,HI`: two finite seconds, 0 <= LO <= HI."""
+    try:
+        lo, hi = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected LO,HI in seconds, e.g. 1,4; got {text!r}") from None
+    if not (0.0 <= lo <= hi < float("inf")):
+        raise argparse.ArgumentTypeError(f"expected 0 <= LO <= HI seconds; got {text!r}")
+    return lo, hi
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.evaluation.onset_streams", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="bundle whose <model>_cv/ fold models to use")
@@ -201,10 +224,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--config", type=Path, default=None, help="detection settings (default: the daemon's)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--by-class", action="store_true", help="one row per class over all folds instead of per fold")
+    ap.add_argument("--gaps", type=gap_range, default=None, metavar="LO,HI",
+                    help="a silence of LO..HI seconds (drawn per clip) before every clip but the first")  # fmt: skip
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        rows = stream_report(args.model, args.dataset, cfg, args.seed, by_class=args.by_class)
+        rows = stream_report(args.model, args.dataset, cfg, args.seed, by_class=args.by_class, gaps=args.gaps)
     except SoundmonError as exc:  # a bad model, dataset or config: one line, not a traceback
         print(f"onset_streams: {exc}", file=sys.stderr)
         return exc.exit_code
