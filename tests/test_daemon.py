@@ -108,15 +108,19 @@ def test_a_start_says_which_model_opened_it_and_never_scores_below_that_models_t
 
 
 def test_the_demo_with_the_defaults_has_no_zero_second_event_and_no_start_below_its_threshold(broker, tmp_path):
-    """`make demo`'s recording with the shipped model and the defaults (fast start at 0.9): every
-    event lasts at least one hop and every START's score reaches the threshold that opened it."""
+    """`make demo`'s recording with the shipped model and the defaults (fast start at the bundle's
+    0.75): every event lasts at least one hop and every START's score reaches the threshold that
+    opened it."""
     from monitor.bundle import load_bundle
     from monitor.config import DetectionConfig
 
     model = need_shipped_model()
     bundle = load_bundle(model)
     thresholds = DetectionConfig().thresholds(bundle.thresholds, bundle.labels)
-    fast = DetectionConfig().fast_start_threshold
+    detection = DetectionConfig()
+    detection.apply_bundle_defaults(bundle.detection_defaults)
+    fast = detection.fast_start_threshold
+    assert fast == 0.75
     cfg = write_config(tmp_path / "c.yaml", broker)
     with Subscriber(broker, "soundmon/testnode/detection") as sub:
         d = run_to_end("--source", str(DEMO), "--pace", "fast", "--config", str(cfg), "--model", str(model))
