@@ -419,8 +419,9 @@ class Detector:
     def _backed(self, i: int, label: str, score: float) -> bool:
         """A fast start of `label` (index `i`) at start-model `score` may open (rule 4): the main
         model backs it (its own latest window score or the mean of its own last N, without rule
-        1's blend, is at the release level), the start model is sure enough alone (`FAST_START_SURE`), or the label is one the start
-        model may open alone (`fast_start_alone`)."""
+        1's blend, is at the release level), the start model is sure enough alone
+        (`FAST_START_SURE`), or the label is one the start model may open alone
+        (`fast_start_alone`)."""
         if score >= FAST_START_SURE - EPS or label in self.fast_start_alone:
             return True
         if not self._history:

@@ -25,12 +25,13 @@ BASE = "soundmon/ctl"
 def make_pub(tmp_path: Path) -> Iterator[Callable[..., Publisher]]:
     made: list[Publisher] = []
 
-    def make(broker: Broker, **mqtt: Any) -> Publisher:
+    def make(broker: Broker, start: bool = True, **mqtt: Any) -> Publisher:
         cfg = broker.mqtt_config(node_id="ctl", **mqtt)
         pub = Publisher(cfg, StorageConfig(state_dir=tmp_path / "state"), LABELS, "urban10",
                         logger=logging.getLogger("test.control"))  # fmt: skip
         made.append(pub)
-        pub.start()
+        if start:
+            pub.start()
         return pub
 
     yield make
@@ -99,8 +100,11 @@ def test_values_in_force_are_retained_echoes_sent_before_online_and_after_each_c
     broker: Broker, make_pub
 ) -> None:
     with Subscriber(broker, f"{BASE}/#") as sub:
-        pub = make_pub(broker)
+        # as the daemon does: the values in force first, then connect (set after start, they
+        # could race the connection and follow `online`)
+        pub = make_pub(broker, start=False)
         pub.set_config({"siren": (0.5, True), "dog_bark": (0.25, False), "car_horn": (1.0, True)})
+        pub.start()
         sub.wait_for(f"{BASE}/status", lambda m: m.text == "online")
         seen = [(m.topic, m.text) for m in sub.get()]
         online = seen.index((f"{BASE}/status", "online"))
