@@ -351,15 +351,11 @@ class Detector:
         `reset` first) or when a score row's length is not `len(labels)`.
         """
         offset_s = self._advance(offset_s)
-        if scores is None:
-            row = np.zeros(len(self.labels), dtype=np.float64)
-            self._main_history.append(row)
-        else:
-            row = self._score_row(scores, "scores")
-            self._main_history.append(row)
-            if self.start_weight and start_scores is not None:
-                # rule 1: (1 - w) x the main model's row + w x the start model's
-                row = (1.0 - self.start_weight) * row + self.start_weight * self._score_row(start_scores, "start-model scores")
+        row = np.zeros(len(self.labels), dtype=np.float64) if scores is None else self._score_row(scores, "scores")
+        self._main_history.append(row)
+        if scores is not None and self.start_weight and start_scores is not None:
+            # rule 1: (1 - w) x the main model's row + w x the start model's
+            row = (1.0 - self.start_weight) * row + self.start_weight * self._score_row(start_scores, "start-model scores")
         history = self._history
         history.append(row)
         self._smoothed = self._smooth(history)
@@ -424,11 +420,11 @@ class Detector:
         (`fast_start_alone`)."""
         if score >= FAST_START_SURE - EPS or label in self.fast_start_alone:
             return True
-        if not self._history:
+        main = self._main_history
+        if not main:
             return False
         # Rare (a start-model score at the threshold), so the main model's own smoothed scores are
         # computed here, not at every window.
-        main = self._main_history
         return max(float(main[-1][i]), float(self._smooth(main)[i])) >= self._release_level(label) - EPS
 
     def _at_release(self, i: int, label: str) -> bool:

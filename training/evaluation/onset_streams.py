@@ -65,10 +65,10 @@ def fold_stream(dataset: Dataset, fold: int, sample_rate: int, seed: int = 0,
     the first (the same order as without gaps)."""
     clips = [c for c in dataset.clips if c.fold == fold]
     order = np.random.default_rng([seed, fold]).permutation(len(clips))
-    silences = np.random.default_rng([seed, fold, 1]).uniform(*(gaps or (0.0, 0.0)), len(clips))
+    silences = None if gaps is None else np.random.default_rng([seed, fold, 1]).uniform(*gaps, len(clips))
     pieces, segments, t = [], [], 0.0
     for n, i in enumerate(order):
-        if gaps is not None and n > 0:
+        if silences is not None and n > 0:
             pieces.append(np.zeros(int(round(silences[n] * sample_rate)), np.float32))
             t += len(pieces[-1]) / sample_rate
         audio = load_audio(clips[i].path, sample_rate)
