@@ -182,6 +182,39 @@ def test_with_a_start_weight_the_start_model_does_not_back_itself():
     assert det.fast_start(0.75, row(siren=0.83)) == []
 
 
+def test_a_main_model_score_rising_into_the_release_level_backs_a_fast_start():
+    """A sound that has just begun fills only the newest half second of the main model's 4 s
+    window: its own score there is low but rising. Rising at least half the release level (0.2 of
+    0.4) to at least that level backs the start model; the same score on its way down (the tail of
+    a sound that has stopped) does not (card step 66)."""
+    det = make(fast_start_threshold=0.8)
+    feed(det, [row(siren=0.05)])
+    (start,) = det.update(1.0, row(siren=0.3), start_scores=row(siren=0.9))  # 0.05 -> 0.3: rising
+    assert (start.start_offset_s, start.opened_by, start.score) == (1.0, "start_model", pytest.approx(0.9))
+    # the same 0.3 falling (smoothed 0.325, under the release level): not backed, nor between windows
+    det = make(fast_start_threshold=0.8)
+    feed(det, [row(siren=0.35)])
+    assert det.update(1.0, row(siren=0.3), start_scores=row(siren=0.9)) == []
+    assert det.fast_start(1.25, row(siren=0.9)) == []
+    # rising by less than 0.2, or to less than 0.2: not backed
+    det = make(fast_start_threshold=0.8)
+    feed(det, [row(siren=0.15)])
+    assert det.update(1.0, row(siren=0.34), start_scores=row(siren=0.9)) == []
+    det = make(fast_start_threshold=0.8)
+    feed(det, [row()])
+    assert det.update(1.0, row(siren=0.19), start_scores=row(siren=0.9)) == []
+    # between windows, the rise of the last two windows backs the check half a hop later
+    det = make(fast_start_threshold=0.8)
+    feed(det, [row(), row(siren=0.25)])
+    (start,) = det.fast_start(1.25, row(siren=0.85))
+    assert (start.start_offset_s, start.label) == (1.25, "siren")
+    # a class with a higher threshold asks for a higher rise: 0.8 -> release 0.64, steps of 0.32
+    det = make(fast_start_threshold=0.8, thresholds={"siren": 0.8, "dog_bark": 0.5, "car_horn": 0.5})
+    feed(det, [row()])
+    assert det.update(1.0, row(siren=0.3), start_scores=row(siren=0.9)) == []
+    assert det.update(1.5, row(siren=0.63), start_scores=row(siren=0.9))[0].opened_by == "start_model"
+
+
 def test_a_label_the_start_model_may_open_alone_needs_no_backing(tmp_path, tiny_bundle):
     """Issue 21's exception for short sounds: a gun shot is over before the 4 s model can back it;
     a label in `fast_start_alone` (the bundle's list, or classes.<label>.fast_start_alone) opens on
