@@ -18,9 +18,9 @@ Rules (per label; labels are independent, so overlapping sounds can all be activ
    **Two views of a window** (`start_weight` w > 0, with fast start on): a window's score is
    (1 - w) x the main model's + w x the start model's on the window's newest second, so a sound
    that has just begun or just stopped counts sooner, and two models must agree for a steady
-   high score (`models/urban10`'s bundle sets w = 0.3: on held-out clips the events were more
-   often right and came sooner than on the 4 s model's scores alone). Every rule below sees this
-   score.
+   high score (`models/urban10`'s bundle sets w = 0.5, its start model's calibration: on held-out
+   clips the events were more often right and came sooner than on the 4 s model's scores alone).
+   Every rule below sees this score, except rule 4's backing.
 2. **Start.** An event starts when the label is enabled, has no open event, is not in
    cooldown, and its smoothed score >= its threshold. `start_offset_s` is the offset (window
    end) of that window; `score` and `peak_score` are the smoothed score there.
