@@ -47,9 +47,9 @@ Rules (per label; labels are independent, so overlapping sounds can all be activ
    half second of a 4 s window, while the tail of one that has stopped falls), unless the start
    model is sure alone (score >= `FAST_START_SURE`, 0.95), or the label is one of
    `fast_start_alone`: a sound that short that the main model may never back, whose start-model
-   openings were measured right (a gun shot, say; the shipped bundle names none). Its own scores: rule 1's blend holds
-   the start model's, and a start model sure of the wrong label would back itself (card step 64:
-   a dog's first bark after a siren). An opening none of these backs is not
+   openings were measured right (a gun shot, say; the shipped bundle names none). Its own
+   scores: rule 1's blend holds the start model's, and a start model sure of the wrong label would
+   back itself (card step 64: a dog's first bark after a siren). An opening none of these backs is not
    published: on unseen street recordings every event shorter than a hop had been a start-model
    opening the main model never confirmed, and a false alarm (issue 21). Both tests use what is
    known when the start model fires, so no opening waits: one that passes opens where it did
