@@ -113,6 +113,25 @@ def test_copies_are_seeded_4s_waveforms_with_energy_weighted_mixed_labels():
     assert not y4.any() and np.abs(x4).max() > 0
 
 
+def test_a_lowpass_copy_keeps_the_lows_loses_the_highs_and_leaves_the_old_copies_alone():
+    """--distill-lowpass: the copy is heard through a 0.8-5 kHz low-pass (a window, a wall); with it
+    off, the copies and their cache key are those of the recipe before the option."""
+    srcs = [Source(_tone(4.0, 300) + _tone(4.0, 7000), 0, 1)]
+    plain = DistillConfig(p_onset=0.0, p_start=1.0, gain_db=0.0, p_noise=0.0, p_speed=0.0, p_mix=0.0)
+    x, _ = make_copy(srcs, 0, np.array([], int), 11, plain, np.random.default_rng(0))
+    lp = DistillConfig(**{**plain.to_dict(), "p_lowpass": 1.0})
+    y, _ = make_copy(srcs, 0, np.array([], int), 11, lp, np.random.default_rng(0))
+
+    def band_power(a, hz):
+        spec = np.abs(np.fft.rfft(a[16000:])) ** 2  # past the filter's settling
+        k = int(round(hz * len(a[16000:]) / 16000))
+        return spec[k - 5 : k + 6].sum()
+
+    assert band_power(y, 300) == pytest.approx(band_power(x, 300), rel=0.05)
+    assert band_power(y, 7000) < band_power(x, 7000) * 10 ** (-12 / 10)  # 2nd order, 5 kHz cutoff at worst
+    assert "p_lowpass" not in plain.augment_dict() and lp.augment_dict()["p_lowpass"] == 1.0
+
+
 def test_recording_stretches_only_from_training_folds_background_away_from_labels(tmp_path):
     labels = ["air_conditioner", "car_horn", BACKGROUND]
     sf.write(tmp_path / "111.flac", _tone(20.0, 500), 16000)
@@ -201,6 +220,10 @@ def test_tiny_distilled_run_makes_a_background_bundle_the_daemon_runs(tmp_path):
     assert r.returncode != 0
     assert r.stderr.strip().splitlines()[-1] == ("soundmon train: --student-masks: expected TIME,FREQ counts such as "
                                                  "2,2 or 0,0, got '2'")  # fmt: skip
+    r = _soundmon("train", "--dataset", str(CLIPS), "--teacher", str(TEACHER), "--distill-lowpass", "1.5",
+                  "--no-progress", "--out", str(tmp_path / "z"))  # fmt: skip
+    assert r.returncode != 0
+    assert r.stderr.strip().splitlines()[-1] == "soundmon train: --distill-lowpass must be a probability in [0, 1], got 1.5"
 
 
 

@@ -129,6 +129,9 @@ class DistillConfig:
     noise_snr_db: tuple[float, float] = (10.0, 40.0)
     p_speed: float = 0.3
     speed: tuple[float, float] = (0.9, 1.1)
+    # the path to the microphone: a closed window, a wall or distance takes the highs off a sound
+    p_lowpass: float = 0.0  # probability that a copy is heard through a low-pass filter
+    lowpass_hz: tuple[float, float] = (800.0, 5000.0)  # its cutoff, drawn log-uniformly
     # student-only (per batch)
     time_masks: int = 2
     time_mask_frames: int = 40
@@ -143,6 +146,8 @@ class DistillConfig:
         """The fields that change the cached copies (part of their cache key)."""
         keep = ("copies", "background", "p_start", "p_onset", "onset_min_seconds", "gain_db", "p_mix",
                 "mix_snr_db", "p_noise", "noise_snr_db", "p_speed", "speed")  # fmt: skip
+        if self.p_lowpass:  # only when on, so the copies cached before the option keep their key
+            keep += ("p_lowpass", "lowpass_hz")
         return {k: v for k, v in self.to_dict().items() if k in keep}
 
 
@@ -263,6 +268,16 @@ def _noise(n: int, power: float, rng: np.random.Generator) -> np.ndarray:
     return (y * math.sqrt(power / max(float(np.mean(y * y)), 1e-20))).astype(np.float32)
 
 
+def _lowpass(x: np.ndarray, rng: np.random.Generator, cutoff_hz: tuple[float, float]) -> np.ndarray:
+    """`x` heard through a low-pass: a Butterworth of order 2 or 4 (12 or 24 dB per octave, a pane of
+    glass to a wall) with its cutoff drawn log-uniformly from `cutoff_hz`."""
+    from scipy.signal import butter, sosfilt
+
+    lo, hi = (math.log(f) for f in cutoff_hz)
+    sos = butter(int(rng.choice([2, 4])), math.exp(rng.uniform(lo, hi)), "low", fs=SAMPLE_RATE, output="sos")
+    return sosfilt(sos, x).astype(np.float32)
+
+
 def make_copy(sources: list[Source], i: int, partners: np.ndarray, n_classes: int, cfg: DistillConfig,
               rng: np.random.Generator, seconds: float = 4.0) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
     """One augmented `seconds` waveform of source `i` and its soft label (mixing partners drawn
@@ -292,6 +307,8 @@ def make_copy(sources: list[Source], i: int, partners: np.ndarray, n_classes: in
             y *= 1.0 - lam
             if sources[k].label >= 0:
                 y[sources[k].label] += lam
+    if cfg.p_lowpass and rng.random() < cfg.p_lowpass:  # the whole scene, before the microphone's own noise
+        x = _lowpass(x, rng, cfg.lowpass_hz)
     if cfg.gain_db:
         x = x * 10.0 ** (rng.uniform(-cfg.gain_db, cfg.gain_db) / 20.0)
     if cfg.p_noise and rng.random() < cfg.p_noise:
@@ -802,9 +819,12 @@ def train_distill(job: TrainJob, args) -> int:
     """`soundmon train --teacher`: the CLI's entry (`job` built as for the CNN, the teacher options in `args`)."""
     dcfg = DistillConfig(teacher=args.teacher, teacher_folds=args.teacher_folds, alpha=args.distill_alpha,
                          temperature=args.temperature, copies=args.distill_copies, background=not args.no_background,
-                         esc50=args.extra_esc50, recordings=args.extra_recordings)  # fmt: skip
+                         esc50=args.extra_esc50, recordings=args.extra_recordings,
+                         p_lowpass=args.distill_lowpass)  # fmt: skip
     if not 0.0 <= dcfg.alpha <= 1.0 or dcfg.temperature <= 0 or dcfg.copies < 1:
         raise DatasetError("--distill-alpha must be in [0, 1], --temperature > 0, --distill-copies >= 1")
+    if not 0.0 <= dcfg.p_lowpass <= 1.0:
+        raise DatasetError(f"--distill-lowpass must be a probability in [0, 1], got {dcfg.p_lowpass}")
     dcfg = replace(dcfg, **student_masks(args.student_masks))
     if args.init_from:
         raise DatasetError("--teacher does not take --init-from")

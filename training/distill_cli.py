@@ -20,6 +20,9 @@ def add_distill_args(p: argparse.ArgumentParser) -> None:
     d.add_argument("--temperature", type=float, default=2.0, help="distillation temperature (default 2)")
     d.add_argument("--distill-copies", type=int, default=4,
                    help="augmented waveforms per training source, scored by the teacher (default 4)")  # fmt: skip
+    d.add_argument("--distill-lowpass", type=float, default=0.0, metavar="P",
+                   help="probability that a copy is heard through a low-pass filter (a closed window, a wall, "
+                   "distance: order 2 or 4, cutoff 0.8-5 kHz); teacher and student hear the same copy (default 0)")  # fmt: skip
     d.add_argument("--no-background", action="store_true",
                    help="no 11th 'background' output (extra audio then trains through the teacher only)")  # fmt: skip
     d.add_argument("--extra-esc50", metavar="DIR",
