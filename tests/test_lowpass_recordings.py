@@ -1,4 +1,4 @@
-"""tools.lowpass_recordings: a recordings folder as heard through a window, same layout."""
+"""training.lowpass and tools.lowpass_recordings: a recordings folder as heard through a window, same layout."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from tools.lowpass_recordings import lowpass, lowpass_recordings, main
+from tools.lowpass_recordings import lowpass_recordings, main
+from training.lowpass import lowpass
 
 
 def _tones(sr: int = 16000, seconds: float = 2.0) -> np.ndarray:

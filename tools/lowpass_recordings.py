@@ -6,8 +6,9 @@
 A closed window or a wall takes the highs off a street sound (a pane of glass loses about 6 dB
 more per octave, heavier walls more), and so does distance. The copy keeps the folder's layout
 (`labels.csv` and the CSVs beside it, the same file names, 16-bit FLAC), so issue 21's detector
-metric runs on it unchanged and its figures sit beside the original's. The filter is a
-Butterworth low-pass (scipy), order 2 by default: 12 dB per octave past the cutoff.
+metric runs on it unchanged and its figures sit beside the original's. The filter is
+`training.lowpass` (the one `soundmon train --distill-lowpass` trains with), order 2 by default:
+12 dB per octave past the cutoff.
 """
 
 from __future__ import annotations
@@ -17,17 +18,11 @@ import shutil
 import sys
 from pathlib import Path
 
-import numpy as np
 import soundfile as sf
-from scipy.signal import butter, sosfilt
 
-__all__ = ["lowpass", "lowpass_recordings"]
+from training.lowpass import lowpass
 
-
-def lowpass(x: np.ndarray, sample_rate: int, cutoff_hz: float, order: int = 2) -> np.ndarray:
-    """`x` through a Butterworth low-pass of `order` at `cutoff_hz` (float32, same length)."""
-    sos = butter(order, cutoff_hz, "low", fs=sample_rate, output="sos")
-    return sosfilt(sos, np.asarray(x, dtype=np.float64)).astype(np.float32)
+__all__ = ["lowpass_recordings"]
 
 
 def lowpass_recordings(src: Path, dst: Path, cutoff_hz: float, order: int = 2) -> int:

@@ -271,11 +271,11 @@ def _noise(n: int, power: float, rng: np.random.Generator) -> np.ndarray:
 def _lowpass(x: np.ndarray, rng: np.random.Generator, cutoff_hz: tuple[float, float]) -> np.ndarray:
     """`x` heard through a low-pass: a Butterworth of order 2 or 4 (12 or 24 dB per octave, a pane of
     glass to a wall) with its cutoff drawn log-uniformly from `cutoff_hz`."""
-    from scipy.signal import butter, sosfilt
+    from training.lowpass import lowpass
 
     lo, hi = (math.log(f) for f in cutoff_hz)
-    sos = butter(int(rng.choice([2, 4])), math.exp(rng.uniform(lo, hi)), "low", fs=SAMPLE_RATE, output="sos")
-    return sosfilt(sos, x).astype(np.float32)
+    order = int(rng.choice([2, 4]))
+    return lowpass(x, SAMPLE_RATE, math.exp(rng.uniform(lo, hi)), order)
 
 
 def make_copy(sources: list[Source], i: int, partners: np.ndarray, n_classes: int, cfg: DistillConfig,
