@@ -39,7 +39,7 @@ class RingRead(NamedTuple):
 class AudioRing:
     """Single-writer, single-reader ring of `capacity` frames x `channels` float32 samples.
 
-    Writer: `write(block, overflow)` from the audio callback. Reader: `wait(timeout)` then
+    Writer: `write(block, overflow)` from the audio callback. Reader: `wait(timeout, min_frames)` then
     `read()`. "Samples" in `dropped_samples` are sample frames (one per channel) at the
     stream's own rate.
 
@@ -58,6 +58,10 @@ class AudioRing:
         self._buf = np.zeros((self.capacity, self.channels), dtype=np.float32)
         self._lock = threading.Lock()
         self._data_ready = threading.Event()
+        # Frames the waiting reader wants before it is woken (`wait`'s `min_frames`): the writer
+        # sets `_data_ready` only once that many are unread, so a reader that needs a hop of audio
+        # sleeps through the callbacks before it instead of waking at each one.
+        self._wake_at = 1
         # Positions are running totals of frames (never wrapped), so available = written - read.
         self._written = 0
         self._read = 0
@@ -96,7 +100,9 @@ class AudioRing:
             if lost > 0:
                 self.dropped_samples += lost
                 self._read += lost
-        self._data_ready.set()
+            ready = self._written - self._read >= self._wake_at
+        if ready:
+            self._data_ready.set()
 
     # ---- reader side (the worker thread) ------------------------------------------------
     @property
@@ -109,19 +115,32 @@ class AudioRing:
         """Frames written and not yet read (at most `capacity`)."""
         return self._written - self._read
 
-    def wait(self, timeout: float) -> bool:
-        """Wait up to `timeout` s until there is unread audio; True if there is."""
+    def wait(self, timeout: float, min_frames: int = 1) -> bool:
+        """Wait up to `timeout` s until at least `min_frames` (>= 1) frames are unread; True if
+        they are. At the timeout, False even when fewer are there (`available` says how many).
+
+        Why `min_frames`: the daemon needs audio only when it completes its next window or
+        start check (4 times per audio second with the defaults), while the callback writes 20
+        blocks per second; waking once per block cost about as much CPU as the whole pipeline
+        (`python -m tools.realtime_cpu`). The writer wakes the reader only when
+        `min_frames` are there, so the callbacks in between cost the reader nothing."""
+        want = max(1, int(min_frames))
+        self._wake_at = want
         deadline = time.monotonic() + max(0.0, timeout)
-        while self.available <= 0:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return False
-            self._data_ready.wait(remaining)
-            if self.available <= 0:
-                # A set() for audio that read() already took (the writer sets after unlocking):
-                # clear it and re-check at the top of the loop, so no wake-up is lost.
-                self._data_ready.clear()
-        return True
+        try:
+            while self.available < want:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._data_ready.wait(remaining)
+                if self.available < want:
+                    # A set() for audio that read() already took, or one from before `_wake_at`
+                    # was raised: clear it and re-check at the top of the loop, so no wake-up is
+                    # lost (the writer sets it again once `want` frames are unread).
+                    self._data_ready.clear()
+            return True
+        finally:
+            self._wake_at = 1
 
     def read(self, max_frames: int | None = None) -> RingRead:
         """Take up to `max_frames` (default: all) unread frames, oldest first, as a new array.

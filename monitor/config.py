@@ -152,15 +152,17 @@ class AudioConfig(_Section):
         "detection works on.",
     )
     # 0.05 s: a start found between windows waits for the block that completes it (up to 0.06 s
-    # with 0.1 s blocks); the wake-ups cost nothing measurable (`soundmon bench`, 2026-12-02).
+    # with 0.1 s blocks). The daemon's worker wakes only for its results, whatever the block;
+    # PortAudio's callback thread wakes for every block (`python -m tools.realtime_cpu`, 2026-12-06).
     block_seconds: float = Field(
         default=0.05,
         gt=0.0,
         le=1.0,
         description="Seconds of audio per PortAudio callback block. Smaller = lower latency and "
         "more wake-ups: a fast start found half a hop after a window waits for the block that "
-        "completes it (up to 0.06 s with 0.1 s blocks), and 0.05 s blocks cost nothing "
-        "`soundmon bench` could measure.",
+        "completes it (up to 0.06 s with 0.1 s blocks), and each block wakes PortAudio's "
+        "callback thread (at 0.05 s about 5 ms of CPU per second of audio, a third of the "
+        "daemon's, measured live on a 2-core Xeon).",
     )
     ring_seconds: float = Field(
         default=10.0,

@@ -66,6 +66,11 @@ log = logging.getLogger("soundmon")
 ANNOUNCED_FILENAME = "announced.json"  # in the state dir: the labels this node was published for
 MAX_LABEL_CHARS = 200  # a label read back from announced.json longer than this is ignored
 COMMANDS_PER_ITERATION = 256  # commands taken from the publisher per loop iteration
+READ_TIMEOUT_S = 0.3
+"""The loop's longest wait for audio. It asks the source for the audio of its next result (a window
+or start check, every 0.25 s with the defaults) and wakes when that has arrived, so this bounds only
+how late a stop, reload or MQTT command is seen while audio is late or the next result is a 0.5 s
+window away (fast start off: two wakes per hop)."""
 
 
 class LogLimiter:
@@ -132,8 +137,8 @@ class RepeatedFileSource:
     gap_count = 0
     last_gap_samples = 0
 
-    def read(self, timeout: float) -> np.ndarray:
-        block = self._src.read(timeout)
+    def read(self, timeout: float, want: int = 1) -> np.ndarray:
+        block = self._src.read(timeout, want)
         if self._src.finished and self.remaining > 1:
             self.remaining -= 1
             self._src = self._make()
@@ -375,7 +380,7 @@ class Daemon:
                     self.flags.reload = False
                     self.reload()
                 self._handle_commands()
-                block = self.source.read(timeout=0.2)
+                block = self.source.read(timeout=READ_TIMEOUT_S, want=self._wanted())
                 self._handle_gap()
                 if len(block):
                     if self._stream_start_wall is None:
@@ -442,6 +447,11 @@ class Daemon:
                                self.publisher.spool_depth)  # fmt: skip
         self.publisher.stop(timeout=3.0)
         log.info("stopped: %d windows, %d events", self.pipeline.stats.windows, self._events_started)
+
+    def _wanted(self) -> int:
+        """Samples the pipeline still needs for its next window or start check, beyond those held
+        (`_feed`): what the loop asks the source for, so it wakes once per result, not per block."""
+        return max(1, self.pipeline.samples_until_window() - self._held_samples)
 
     def _feed(self, block: np.ndarray) -> None:
         """Hold audio back until it completes the next window, then run the pipeline once.
@@ -536,7 +546,8 @@ class Daemon:
     def _periodic(self) -> None:
         """The watchdog ping, `<base>/level` and `<base>/stats` when each is due.
 
-        Called once per audio block (20 times per audio second), so it first compares the clock
+        Called at every turn of the loop (each read of audio: about 4 times per audio second
+        with the defaults, more while commands arrive), so it first compares the clock
         with the earliest moment any of them can be due (`_periodic_due`, computed after each
         full pass) and returns; a reload resets that moment, as it may change the intervals."""
         now = time.monotonic()

@@ -19,7 +19,7 @@ import numpy as np
 import soundfile as sf
 
 from monitor.errors import AudioFileError
-from monitor.resample import StreamResampler, to_mono
+from monitor.resample import StreamResampler, device_frames_for, to_mono
 
 __all__ = ["FileSource"]
 
@@ -219,12 +219,15 @@ class FileSource:
             "duration_s": self.duration_s,
         }
 
-    def read(self, timeout: float) -> np.ndarray:
+    def read(self, timeout: float, want: int = 1) -> np.ndarray:
         """The next audio at `target_rate` (may be empty); waits at most `timeout` s (realtime).
 
-        fast: one block per call. realtime: every block whose last sample is due by now; if
-        none is due within `timeout`, sleeps `timeout` and returns nothing. After the last
-        block (and the resampler's tail) `finished` is True and reads return empty arrays.
+        Blocks are taken until about `want` samples at `target_rate` are (as `MicSource.read`:
+        never more than `want` needs), one at least. fast: at once. realtime: each block when
+        its last sample is due, and then every block already due; if none is due within
+        `timeout`, sleeps `timeout` and returns nothing, and at the timeout returns what it has.
+        After the last block (and the resampler's tail) `finished` is True and reads return
+        empty arrays.
         """
         with self._lock:
             if self.finished:
@@ -236,20 +239,30 @@ class FileSource:
                 raise self.error
             if self._t0 is None:
                 self._t0 = time.monotonic()
+            need = device_frames_for(want, self.sample_rate, self.target_rate)
+            blocks: list[np.ndarray | None] = []
+            got = 0
             if self.pace == "fast":
-                blocks = [self._take()]
+                while self._pending is not None and (not blocks or got < need):
+                    got += len(self._pending)
+                    blocks.append(self._take())
             else:
-                blocks = []
+                deadline = time.monotonic() + max(0.0, timeout)
                 while self._pending is not None:
                     due = self._t0 + (self._frames_read + len(self._pending)) / self.sample_rate
-                    wait = due - time.monotonic()
-                    if wait > 0:
-                        if blocks or wait > timeout:
+                    now = time.monotonic()
+                    if due > now:
+                        if (blocks and got >= need) or due > deadline:
                             break
-                        time.sleep(wait)
+                        # One sleep, until the block that completes `need` is due (blocks are
+                        # `_block` frames from the file's start), not one per block: a wake per
+                        # block cost a live daemon more CPU than the pipeline's own work.
+                        last = -(-(self._frames_read + max(1, need - got)) // self._block) * self._block
+                        time.sleep(max(due, min(self._t0 + last / self.sample_rate, deadline)) - now)
+                    got += len(self._pending)
                     blocks.append(self._take())
                 if not blocks and self._pending is not None:
-                    time.sleep(max(0.0, timeout))
+                    time.sleep(max(0.0, deadline - time.monotonic()))
                     return _EMPTY
             out = [self._resampler.process(b) for b in blocks if b is not None and len(b)]
             if self._pending is None:  # end of file (or a decode error): flush the resampler's tail

@@ -33,7 +33,7 @@ from monitor.audio_ring import AudioRing
 from monitor.config import AudioConfig
 from monitor.devices import import_sounddevice, rescan_devices, resolve_input_device
 from monitor.errors import DeviceError
-from monitor.resample import StreamResampler, to_mono
+from monitor.resample import StreamResampler, device_frames_for, to_mono
 
 __all__ = ["HEALTH_STATES", "MicSource"]
 
@@ -176,18 +176,22 @@ class MicSource:
                 self._state = "stopped"
                 self.log.debug("audio: stopped")
 
-    def read(self, timeout: float) -> np.ndarray:
+    def read(self, timeout: float, want: int = 1) -> np.ndarray:
         """Mono float32 audio at `target_rate` that has arrived since the last call (may be empty).
 
-        Waits up to `timeout` seconds for the first sample. Never raises for device trouble:
-        that shows in `health` and is repaired in the background. If `gap_count` changed during
-        this call, the returned audio starts after a break in continuity.
+        Waits up to `timeout` seconds until about `want` samples (at `target_rate`) have arrived
+        (`device_frames_for`: never more than `want` needs, so the caller gets its audio at the
+        same callback as it would by reading every block), then returns all that is there; at
+        the timeout, whatever has arrived. Never raises for device trouble: that shows in
+        `health` and is repaired in the background. If `gap_count` changed during this call,
+        the returned audio starts after a break in continuity.
         """
         ring = self._ring
         if ring is None:
             self._stop_evt.wait(max(0.0, timeout))
             return _EMPTY
-        if not ring.wait(timeout):
+        ring.wait(timeout, device_frames_for(want, ring.sample_rate, self.target_rate))
+        if ring.available <= 0:
             return _EMPTY
         got = ring.read()
         return self._process(ring, got.data, got.dropped_total)
@@ -320,7 +324,11 @@ class MicSource:
 
     # ---- supervision (the watcher thread) -----------------------------------------------
     def _watch(self) -> None:
-        tick = max(0.01, min(0.1, self.cfg.stall_seconds / 4.0))
+        # Every 0.5 s with the default 3 s stall (a sixth of it when shorter): each tick wakes
+        # this thread, and at 0.1 s the ticks cost about 1 ms of CPU per second of audio on
+        # the real input path (`python -m tools.realtime_cpu`); a stall or stream error
+        # is still seen within half a second, and reopening backs off by 1 s at least.
+        tick = max(0.01, min(0.5, self.cfg.stall_seconds / 6.0))
         failed_before = False
         while not self._stop_evt.wait(tick):
             try:

@@ -270,7 +270,7 @@ class Pipeline:
         """Samples still needed to complete the next window (or, with fast start, the next start
         check): a caller that batches its audio up to this point computes the front-end once per
         result instead of once per block. Kept from one change of the stream or settings to the
-        next (speed: the daemon asks at every audio block, 20 times per audio second)."""
+        next (speed: the daemon asks before every read of audio)."""
         until = self._until
         if until is None:
             frames = self.ring.frames_until_window

@@ -96,6 +96,11 @@ _NOT_AUTHORIZED = 135  # "Not authorized"
 
 # A broker that accepts TCP but has sent no CONNACK after this long is worth a warning.
 NO_CONNACK_SECONDS = 5.0
+SENDER_IDLE_WAIT_S = 1.0
+"""How long the idle sender thread sleeps before it looks again (new rows, PUBACKs, connects and
+disconnects wake it at once; the look is for the warnings paho gives no callback for and the
+spool's disk retries). It was 0.25 s: 4 wakes per second, about 1 ms of CPU per audio second on
+the real input path (cold caches at every wake; `python -m tools.realtime_cpu`)."""
 # Duplicate client id: this many losses, each within QUICK_LOSS_SECONDS of its connect, within
 # FLAP_WINDOW_SECONDS (two clients with one id throw each other off every 1-2 s).
 FLAP_LOSSES = 3
@@ -910,7 +915,7 @@ class Publisher:
                 continue  # maybe more behind them
             with self._cond:
                 if not self._kick and not self._sender_stop:
-                    self._cond.wait(0.25)
+                    self._cond.wait(SENDER_IDLE_WAIT_S)
                 self._kick = False
 
     def _send_row(self, row: SpoolRow, epoch: int) -> bool:
@@ -1028,7 +1033,7 @@ class Publisher:
     def take_commands(self, limit: int = COMMAND_QUEUE) -> list[tuple[str, bytes, bool]]:
         """Up to `limit` commands received since the last call, oldest first: (topic, payload
         (at most one byte longer than a valid command), retained). Never blocks."""
-        # Called once per audio block: an empty queue (nearly always) costs one length test of
+        # Called at every turn of the daemon's loop: an empty queue (nearly always) costs one length test of
         # its deque instead of a locked get_nowait that raises Empty. Without the lock a command
         # put at this very moment may be seen empty: it is taken at the next call.
         if not self._commands.queue:

@@ -14,6 +14,18 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(audio, dtype=np.float32)
 
 
+def device_frames_for(samples: int, device_rate: int, target_rate: int) -> int:
+    """Device frames after which `samples` more at `target_rate` are (nearly) due: a frame or two
+    short of the exact count, never over it, so a reader that waits for them wakes at the same
+    callback as one that reads every block, or one early (and waits again), never one late.
+    At least 1; `samples` itself when the rates agree (or one is unknown)."""
+    if samples <= 1:
+        return 1
+    if device_rate <= 0 or target_rate <= 0 or device_rate == target_rate:
+        return int(samples)
+    return max(1, int((samples - 1) * device_rate // target_rate) - 1)
+
+
 def resample(audio: np.ndarray, in_rate: int, out_rate: int) -> np.ndarray:
     """Resample a whole mono signal (no-op when the rates agree)."""
     if in_rate == out_rate:

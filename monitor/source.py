@@ -27,10 +27,11 @@ class Source(Protocol):
         """Stop delivering and release the device or file; idempotent."""
         ...
 
-    def read(self, timeout: float) -> np.ndarray:
-        """The audio available now, waiting at most `timeout` seconds for some: a 1-D float32
-        array at the target rate, possibly empty. A file source raises AudioFileError on a decode
-        error (after delivering everything before it)."""
+    def read(self, timeout: float, want: int = 1) -> np.ndarray:
+        """The audio available now, waiting at most `timeout` seconds for about `want` samples
+        (never waiting past the moment `want` arrive: `monitor.resample.device_frames_for`): a
+        1-D float32 array at the target rate, possibly empty. A file source raises AudioFileError
+        on a decode error (after delivering everything before it)."""
         ...
 
     @property

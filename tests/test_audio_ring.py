@@ -128,3 +128,67 @@ def test_wait_never_reports_nothing_early_while_a_writer_is_busy() -> None:
         stop.set()
         t.join()
     assert empties == 0
+
+
+def test_a_reader_waiting_for_a_hop_sleeps_through_the_blocks_before_it() -> None:
+    """`wait(timeout, min_frames)`: the reader that needs 4 blocks is woken once, when the 4th is
+    written (not at each block), and at the timeout it says False with what has arrived unread."""
+    ring = AudioRing(10_000)
+    wakes: list[int] = []
+    written = threading.Event()
+
+    def reader() -> None:
+        written.set()
+        assert ring.wait(5.0, min_frames=400)
+        wakes.append(ring.available)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    written.wait()
+    time.sleep(0.05)  # let the reader block in wait (not needed for correctness)
+    for i in range(3):
+        ring.write(_ramp(i * 100, 100))
+        time.sleep(0.01)
+        assert not wakes  # 100, 200, 300 frames: still asleep
+    ring.write(_ramp(300, 100))
+    t.join(5.0)
+    assert wakes == [400]
+    assert ring.read().data[:, 0].tolist() == list(range(400))
+    ring.write(_ramp(400, 50))
+    assert not ring.wait(0.02, min_frames=100)  # timed out: 50 of the 100 arrived
+    assert ring.available == 50
+
+
+def test_waiting_for_many_frames_never_misses_the_write_that_completes_them() -> None:
+    """No lost wake-up when the writer is busy: every wait for 64 frames returns True."""
+    ring = AudioRing(1 << 16)
+    stop = threading.Event()
+
+    def writer() -> None:
+        block = np.ones((16, 1), dtype=np.float32)
+        while not stop.is_set():
+            ring.write(block)
+            time.sleep(0.0001)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        misses = 0
+        for _ in range(200):
+            if not ring.wait(5.0, min_frames=64) or len(ring.read().data) < 64:
+                misses += 1
+    finally:
+        stop.set()
+        t.join()
+    assert misses == 0
+
+
+def test_device_frames_for_a_number_of_samples_at_the_models_rate() -> None:
+    from monitor.resample import device_frames_for
+
+    assert device_frames_for(4000, 16000, 16000) == 4000  # the same rate: exact
+    assert device_frames_for(0, 48000, 16000) == device_frames_for(1, 48000, 16000) == 1
+    for rate in (44100, 48000, 8000, 22050):
+        n = device_frames_for(4000, rate, 16000)
+        assert 1 <= n <= 4000 * rate / 16000  # never more than the samples need: never a block late
+        assert n >= 4000 * rate / 16000 - 2 * rate / 16000 - 1  # and only a frame or two short

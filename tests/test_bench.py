@@ -263,3 +263,23 @@ def test_the_peak_rss_is_the_daemons_own_not_its_parents(tiny_bundle, tmp_path):
     run = run_child(DEMO, tmp_path / "c.yaml", tmp_path / "r.json")
     assert 0 < run["peak_rss_mb"] < 200, run["peak_rss_mb"]
     del ballast
+
+
+@pytest.mark.integration  # runs the daemon as a child, at real speed
+@pytest.mark.parametrize("source", ["file", "mic"])
+def test_realtime_cpu_reads_a_live_daemons_cpu_per_audio_second(tiny_stream_bundle, tmp_path, source):
+    """tools.realtime_cpu: the daemon at real speed, its CPU per audio second and per thread (a few
+    seconds of the demo here; `mic` plays it through a private PulseAudio into PortAudio)."""
+    if source == "mic":
+        import shutil
+
+        if shutil.which("pulseaudio") is None:
+            pytest.skip("needs pulseaudio (make system-deps)")
+    out = tool("realtime_cpu", "--model", str(tiny_stream_bundle), "--source", source, "--recordings",
+               str(tmp_path / "none"), "--settle", "3", "--seconds", "2", "--repeat", "1",
+               "--json-out", str(tmp_path / "r.json"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "ms CPU per audio s" in out.stdout and "threads (ms/s, wakes/s)" in out.stdout
+    figures = json.loads((tmp_path / "r.json").read_text())
+    assert figures["source"] == source and len(figures["ms_cpu_per_audio_s"]) == 1
+    assert figures["runs"][0]["threads"] and figures["median_ms_cpu_per_audio_s"] >= 0

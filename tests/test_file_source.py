@@ -215,3 +215,31 @@ def test_16_bit_pcm_read_as_int16_equals_libsndfiles_float_read(tmp_path: Path, 
     whole, _ = sf.read(str(path), dtype="float32", always_2d=True)
     got = _drain(FileSource(path, RATE, pace="fast", block_seconds=0.05))
     np.testing.assert_array_equal(got, to_mono(whole))
+
+
+def test_asked_for_a_hop_a_read_returns_the_blocks_that_complete_it(tmp_path: Path) -> None:
+    """`read(timeout, want)`: the blocks up to `want` samples in one call (the daemon asks for
+    the audio of its next window), one block when `want` is 1; the same samples either way."""
+    path = tmp_path / "t.wav"
+    sf.write(str(path), _tone(440, 2.0, RATE), RATE, subtype="PCM_16")
+    block = RATE // 20
+    fast = FileSource(path, RATE, pace="fast", block_seconds=0.05)
+    assert len(fast.read(0.1)) == block
+    assert len(fast.read(0.1, want=4000)) == 5 * block  # 4000 samples: 5 blocks of 800
+    assert len(fast.read(0.1, want=800)) == block
+    rest = _drain(fast)
+    one_by_one = _drain(FileSource(path, RATE, pace="fast", block_seconds=0.05))
+    assert len(rest) + 7 * block == len(one_by_one)
+    paced = FileSource(path, RATE, pace="realtime", block_seconds=0.05)
+    paced.start()
+    assert len(paced.read(1.0, want=4000)) == 5 * block  # waits for the 5th block, then returns
+
+
+def test_asked_for_44k1_audio_at_16k_a_read_never_takes_a_block_more_than_needed(tmp_path: Path) -> None:
+    path = tmp_path / "t44.wav"
+    sf.write(str(path), _tone(440, 2.0, 44100), 44100, subtype="PCM_16")
+    src = FileSource(path, RATE, pace="fast", block_seconds=0.05)  # 2205 frames per block
+    src.read(0.1)
+    before = src.stats["position_s"]
+    src.read(0.1, want=4000)  # 4000 samples at 16 kHz = 11025 frames at 44.1 kHz: 5 blocks, not 6
+    assert round((src.stats["position_s"] - before) * 44100) == 5 * 2205

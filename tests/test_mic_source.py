@@ -158,6 +158,29 @@ def test_capture_latency_is_measured(pulse_sink: PulseSink, log: logging.Logger)
         src.stop()
 
 
+@pytest.mark.parametrize("device_rate", [RATE, 44100])
+def test_a_read_asked_for_a_hop_returns_at_the_callback_that_completes_it(
+    pulse_sink: PulseSink, log: logging.Logger, device_rate: int
+) -> None:
+    """`read(timeout, want)` on the real input path: the worker sleeps until `want` samples (at
+    the model's rate) have arrived, then gets all of them at once: at most one callback's worth
+    more, or (resampled) the filter's few ms less, never a block's worth less."""
+    block_s = 0.05
+    src = MicSource(AudioConfig(device=pulse_sink.device, sample_rate=device_rate, block_seconds=block_s),
+                    RATE, logger=log)  # fmt: skip
+    src.start()
+    try:
+        wait_for_audio(src.read)
+        sizes = []
+        for _ in range(4):
+            src.read(0)  # drop what is queued
+            sizes.append(len(src.read(2.0, want=4000)))
+    finally:
+        src.stop()
+    slack = 0.02 * RATE if device_rate != RATE else 0  # soxr keeps about 14 ms back at 44.1 kHz
+    assert all(4000 - slack <= n < 4000 + block_s * RATE for n in sizes), sizes
+
+
 @pytest.mark.needs_shared
 def test_captures_a_real_recording(pulse_sink: PulseSink, log: logging.Logger) -> None:
     path = SHARED_DATA / "recordings" / "118101.flac"  # dog barks, 16 kHz mono 16-bit
