@@ -106,28 +106,32 @@ def test_callback_cost_is_a_copy() -> None:
     assert ring.callbacks == n
 
 
-def test_wait_never_reports_nothing_early_while_a_writer_is_busy() -> None:
-    """Regression: the writer sets the event after unlocking, so a reader could wake for audio it
-    had already taken and return empty long before its timeout."""
-    ring = AudioRing(4096)
+def _short_waits(min_frames: int, waits: int, timeout: float, pause: float = 0.0) -> int:
+    """Waits for `min_frames` (each read whole) while a writer adds 16-frame blocks, `pause` s
+    apart: how many timed out or read fewer frames than asked for."""
+    ring = AudioRing(1 << 16)
     stop = threading.Event()
 
     def writer() -> None:
         block = np.ones((16, 1), dtype=np.float32)
         while not stop.is_set():
             ring.write(block)
+            if pause:
+                time.sleep(pause)
 
     t = threading.Thread(target=writer)
     t.start()
     try:
-        empties = 0
-        for _ in range(300):
-            if not ring.wait(2.0) or len(ring.read().data) == 0:
-                empties += 1
+        return sum(not ring.wait(timeout, min_frames) or len(ring.read().data) < min_frames for _ in range(waits))
     finally:
         stop.set()
         t.join()
-    assert empties == 0
+
+
+def test_wait_never_reports_nothing_early_while_a_writer_is_busy() -> None:
+    """Regression: the writer sets the event after unlocking, so a reader could wake for audio it
+    had already taken and return empty long before its timeout."""
+    assert _short_waits(1, 300, timeout=2.0) == 0
 
 
 def test_a_reader_waiting_for_a_hop_sleeps_through_the_blocks_before_it() -> None:
@@ -161,26 +165,7 @@ def test_a_reader_waiting_for_a_hop_sleeps_through_the_blocks_before_it() -> Non
 
 def test_waiting_for_many_frames_never_misses_the_write_that_completes_them() -> None:
     """No lost wake-up when the writer is busy: every wait for 64 frames returns True."""
-    ring = AudioRing(1 << 16)
-    stop = threading.Event()
-
-    def writer() -> None:
-        block = np.ones((16, 1), dtype=np.float32)
-        while not stop.is_set():
-            ring.write(block)
-            time.sleep(0.0001)
-
-    t = threading.Thread(target=writer)
-    t.start()
-    try:
-        misses = 0
-        for _ in range(200):
-            if not ring.wait(5.0, min_frames=64) or len(ring.read().data) < 64:
-                misses += 1
-    finally:
-        stop.set()
-        t.join()
-    assert misses == 0
+    assert _short_waits(64, 200, timeout=5.0, pause=0.0001) == 0
 
 
 def test_device_frames_for_a_number_of_samples_at_the_models_rate() -> None:
