@@ -69,10 +69,11 @@ demo: venv
 	$(BIN)/soundmon run --source demo/street_demo.flac --pace realtime --print --config demo/demo.yaml
 
 # The README's figures loop the street recordings beside the checkout (../shared); without them,
-# the bundled demo recording. Research harnesses: python -m tools.latency, python -m tools.soak.
+# the bundled demo recording; `--live 60` adds a minute at real speed (the live CPU). Research
+# harnesses: python -m tools.latency, python -m tools.soak, python -m tools.realtime_cpu (the mic path).
 bench: venv
 	$(BIN)/soundmon bench $(if $(wildcard ../shared/data/recordings),--recordings ../shared/data/recordings) \
-	  $(if $(wildcard ../shared/models/yamnet.tflite),--compare-tflite ../shared/models/yamnet.tflite)
+	  $(if $(wildcard ../shared/models/yamnet.tflite),--compare-tflite ../shared/models/yamnet.tflite) --live 60
 
 # The shipped default, retrained from ../shared/data by its recipe (models/urban10.md, "How it was
 # trained"): the small streaming CNN distilled, from 8 augmented copies of each source, from the

@@ -238,6 +238,22 @@ def naive_ms_per_hop(model: Path, threads: int, seconds: float, recordings: Path
     return 1000.0 * (time.process_time() - t0) / len(starts)
 
 
+def live_run(streamed: Path, config: Path, work: Path, seconds: float) -> dict[str, Any]:
+    """The daemon at `--pace realtime` over the first `seconds` of `streamed` (a PCM copy): its
+    steady CPU per audio second (all threads, from its first window on), as the live figures."""
+    info = sf.info(streamed)
+    frames = min(info.frames, int(seconds * info.samplerate))
+    audio, rate = sf.read(streamed, frames=frames, dtype="int16" if info.subtype == "PCM_16" else "float32")
+    clip = work / "live.wav"
+    sf.write(clip, audio, rate, subtype=info.subtype)
+    print(f"streaming the first {frames / rate:.0f} s at real speed (`soundmon run --pace realtime`) ...", flush=True)
+    run = run_child(clip, config, work / "live_report.json", pace="realtime")
+    audio_s = run["audio_s"] - run["first_window_audio_s"]
+    ms = 1000 * (run["cpu_s_at_end"] - run["cpu_s_at_first_window"]) / audio_s if audio_s > 0 else float("nan")
+    return {"live_audio_s": round(frames / rate, 1), "live_cpu_ms_per_audio_second": round(ms, 3),
+            "live_core_percent": round(ms / 10, 3)}  # fmt: skip
+
+
 # -- report ------------------------------------------------------------------------------------
 
 
@@ -305,6 +321,8 @@ BENCH_LABELS = {
     "naive_librosa_ms_per_hop": "naive librosa pipeline ms per hop",
     "speedup_vs_naive": "speed-up vs naive (x)",
     "events": "detection events",
+    "live_cpu_ms_per_audio_second": "live (real speed): CPU ms per audio s",
+    "live_core_percent": "live (real speed): share of one core (%)",
 }
 """The table's rows: figure key -> label, printed in the order of the figures."""
 LABEL_WIDTH = 35  # the label column, as wide as tools.latency's longest label: one layout for both
@@ -355,10 +373,16 @@ def bench_main(argv: list[str]) -> int:
     ap.add_argument("--compare-hop", type=float, default=COMPARE_HOP_S,
                     help=f"seconds between the --compare-tflite model's windows (default {COMPARE_HOP_S:g}, "
                          "YAMNet's own patch hop)")
+    ap.add_argument("--live", type=float, default=0.0, metavar="SECONDS",
+                    help="also run the daemon at real speed over the first SECONDS of the audio and print "
+                         "its CPU per audio second live (`make bench`: 60): a live daemon wakes from cold "
+                         "caches for each result and costs several times the fast-pace figure (0 = skip)")
     ap.add_argument("--json-out", type=Path, default=None, help="also write the figures here")
     args = ap.parse_args(argv)
     if args.compare_seconds <= 0 or args.compare_hop <= 0:
         ap.error("--compare-seconds and --compare-hop must be > 0")
+    if not 0 <= args.live < 1e6:
+        ap.error("--live must be a number of seconds >= 0")
 
     from monitor.bundle import load_bundle
 
@@ -390,11 +414,14 @@ def bench_main(argv: list[str]) -> int:
             passes.append(compare.cpu_ms_per_audio_second(compare_audio, args.compare_hop))
         try:
             run = run_child(streamed, config, work / "report.json")
+            live = live_run(streamed, config, work, args.live) if args.live > 0 else None
         finally:
             if broker is not None:
                 broker.terminate()
         fig = figures_from(run, bundle.meta, hop, bundle.stream_meta.get("macs_per_hop"),
                            start_macs_per_hop(bundle, hop) if fast_start is not None else 0)  # fmt: skip
+        if live is not None:
+            fig.update(live)
         if args.naive_seconds > 0:
             naive = naive_ms_per_hop(model, args.threads, args.naive_seconds, args.recordings)
             if naive is not None:

@@ -99,6 +99,19 @@ def test_soak_samples_the_daemon_and_writes_table_and_plot(tiny_bundle, tmp_path
     assert "errors in the log: 0" in text
 
 
+@pytest.mark.integration  # runs the daemon as a child (soundmon bench), then at real speed
+def test_bench_live_adds_the_cpu_of_a_run_at_real_speed(tiny_stream_bundle, tmp_path):
+    """`--live S`: after the fast-pace run, the first S seconds at real speed, the daemon's CPU per
+    audio second live (several times the fast-pace figure on a real machine; not asserted)."""
+    out = bench("--model", str(tiny_stream_bundle), "--audio", str(DEMO), "--naive-seconds", "0",
+                "--live", "3", "--json-out", str(tmp_path / "b.json"))  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "live (real speed): CPU ms per audio s" in out.stdout
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert figures["live_audio_s"] == 3.0 and figures["live_cpu_ms_per_audio_second"] > 0
+    assert bench("--model", str(tiny_stream_bundle), "--live", "-1").returncode == 2
+
+
 @pytest.mark.integration  # runs the daemon as a child (soundmon bench)
 def test_latency_bench_lists_every_onset(tiny_bundle, tmp_path):
     """tools.latency plays recordings at real speed: here 6 s of the demo's siren, one labelled onset."""
