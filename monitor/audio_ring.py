@@ -124,7 +124,7 @@ class AudioRing:
         blocks per second; waking once per block cost about as much CPU as the whole pipeline
         (`python -m tools.realtime_cpu`). The writer wakes the reader only when
         `min_frames` are there, so the callbacks in between cost the reader nothing."""
-        want = max(1, int(min_frames))
+        want = min(max(1, int(min_frames)), self.capacity)  # more than the ring holds never comes
         self._wake_at = want
         deadline = time.monotonic() + max(0.0, timeout)
         try:

@@ -177,3 +177,9 @@ def test_device_frames_for_a_number_of_samples_at_the_models_rate() -> None:
         n = device_frames_for(4000, rate, 16000)
         assert 1 <= n <= 4000 * rate / 16000  # never more than the samples need: never a block late
         assert n >= 4000 * rate / 16000 - 2 * rate / 16000 - 1  # and only a frame or two short
+
+
+def test_waiting_for_more_than_the_ring_holds_waits_for_a_full_ring() -> None:
+    ring = AudioRing(100)
+    ring.write(_ramp(0, 150))  # the oldest 50 overwritten
+    assert ring.wait(0.01, min_frames=500)  # 100 unread: all a 100-frame ring can hold
