@@ -258,6 +258,7 @@ class FileSource:
                         # `_block` frames from the file's start), not one per block: a wake per
                         # block cost a live daemon more CPU than the pipeline's own work.
                         last = -(-(self._frames_read + max(1, need - got)) // self._block) * self._block
+                        last = min(last, self.frames) if self.frames > 0 else last  # not past the end
                         time.sleep(max(due, min(self._t0 + last / self.sample_rate, deadline)) - now)
                     got += len(self._pending)
                     blocks.append(self._take())
