@@ -238,6 +238,12 @@ def naive_ms_per_hop(model: Path, threads: int, seconds: float, recordings: Path
     return 1000.0 * (time.process_time() - t0) / len(starts)
 
 
+def steady_audio_and_cpu(run: dict[str, Any]) -> tuple[float, float]:
+    """A child's audio seconds and CPU seconds from its first window result to its end (its
+    timing report): the steady state, start-up left out."""
+    return run["audio_s"] - run["first_window_audio_s"], run["cpu_s_at_end"] - run["cpu_s_at_first_window"]
+
+
 def live_run(streamed: Path, config: Path, work: Path, seconds: float) -> dict[str, Any]:
     """The daemon at `--pace realtime` over the first `seconds` of `streamed` (a PCM copy): its
     steady CPU per audio second (all threads, from its first window on), as the live figures."""
@@ -248,8 +254,8 @@ def live_run(streamed: Path, config: Path, work: Path, seconds: float) -> dict[s
     sf.write(clip, audio, rate, subtype=info.subtype)
     print(f"streaming the first {frames / rate:.0f} s at real speed (`soundmon run --pace realtime`) ...", flush=True)
     run = run_child(clip, config, work / "live_report.json", pace="realtime")
-    audio_s = run["audio_s"] - run["first_window_audio_s"]
-    ms = 1000 * (run["cpu_s_at_end"] - run["cpu_s_at_first_window"]) / audio_s if audio_s > 0 else float("nan")
+    audio_s, cpu_s = steady_audio_and_cpu(run)
+    ms = 1000 * cpu_s / audio_s if audio_s > 0 else float("nan")
     return {"live_audio_s": round(frames / rate, 1), "live_cpu_ms_per_audio_second": round(ms, 3),
             "live_core_percent": round(ms / 10, 3)}  # fmt: skip
 
@@ -270,8 +276,7 @@ def figures_from(run: dict[str, Any], bundle_meta: dict[str, Any], hop: float,
     """The table's figures from a child's timing report; `start_macs_per_hop`: the start model's
     work when fast start was on (added to the per-hop and per-second MACs)."""
     windows = max(run["windows"], 1)
-    steady_audio = run["audio_s"] - run["first_window_audio_s"]
-    steady_cpu = run["cpu_s_at_end"] - run["cpu_s_at_first_window"]
+    steady_audio, steady_cpu = steady_audio_and_cpu(run)
     xrt = steady_audio / steady_cpu if steady_cpu > 0 else float("inf")
     macs = macs_per_window(bundle_meta)
     streaming = run.get("runner") == "streaming" and bool(stream_macs_per_hop)

@@ -128,12 +128,12 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = [sys.executable, "-m", "monitor", "run", "--source", str(pcm_copy(audio, work / "audio.wav")),
                        "--pace", "realtime",
                        "--config", str(config)]  # fmt: skip
+            played = None  # what the null sink plays at each run (read once)
+            if sink is not None:
+                played = sf.read(str(audio), dtype="float32", frames=int((args.settle + args.seconds + 5) * 16000))
             runs = []
             for i in range(args.repeat):
-                player = None
-                if sink is not None:
-                    data, rate = sf.read(str(audio), dtype="float32", frames=int((args.settle + args.seconds + 5) * 16000))
-                    player = sink.play_array(data, rate)
+                player = None if played is None else sink.play_array(*played)
                 try:
                     run = measure(cmd, env, args.settle, args.seconds)
                 finally:
