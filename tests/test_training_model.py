@@ -439,5 +439,32 @@ def test_onset_streams_run_the_shipped_fold_models_on_the_bundled_clips(capsys):
     for row in per_fold:
         assert row[8] == "-" or re.fullmatch(r"\d\.\d\d \((\d\.\d\d|-) / (\d\.\d\d|-)\)", row[8])
     assert sum(int(c[8]) for c in cells) == sum(int(c[9]) for c in per_fold)  # short events
+    # --sure-at: how soon each model is sure of an onset at all, whatever the detector does
+    assert main(["--model", str(SHIPPED_MODEL), "--dataset", str(CLIPS), "--sure-at", "0.5,0.9"]) == 0
+    sure = capsys.readouterr().out.split("\n\n")[1].splitlines()
+    assert sure[0] == "| model | top at >= | onsets reached | median delay (s) | within 0.8 s |"
+    reached = {(c[0], c[1]): c[2] for c in ([x.strip() for x in row.split("|")[1:-1]] for row in sure[2:])}
+    assert set(reached) == {("start model", "0.5"), ("start model", "0.9"), ("4 s model", "0.5"), ("4 s model", "0.9")}
+    onsets = sum(int(c[2]) for c in per_fold)
+    for key, cell in reached.items():
+        assert re.fullmatch(rf"\d+ of {onsets}", cell), (key, cell)
+    # a higher bar is reached by no more onsets
+    assert int(reached[("start model", "0.9")].split()[0]) <= int(reached[("start model", "0.5")].split()[0])
+    with pytest.raises(SystemExit):  # argparse: one line on stderr, exit 2
+        main(["--model", str(SHIPPED_MODEL), "--dataset", str(CLIPS), "--sure-at", "0,1.5"])
     assert main(["--model", "no/such/model", "--dataset", str(CLIPS)]) != 0
     assert "onset_streams:" in capsys.readouterr().err
+
+
+def test_first_sure_finds_the_first_result_that_ranks_the_class_top_after_the_onset():
+    """The floor under any detection rule's delay: when a model first ranks the onset's class
+    top at the threshold, in (onset, end]; results the model did not score (None) are skipped."""
+    from training.evaluation.onset_streams import first_sure
+
+    scored = [(1.0, np.array([0.9, 0.1])), (1.25, None), (1.5, np.array([0.4, 0.6])),
+              (1.75, np.array([0.2, 0.8])), (2.0, np.array([0.1, 0.9]))]  # fmt: skip
+    assert first_sure(scored, 1, onset=1.0, end=3.0, threshold=0.6) == 1.5  # not the result at the onset itself
+    assert first_sure(scored, 1, onset=1.0, end=3.0, threshold=0.75) == 1.75
+    assert first_sure(scored, 1, onset=1.0, end=1.7, threshold=0.75) is None  # sure only after the end
+    assert first_sure(scored, 0, onset=0.5, end=3.0, threshold=0.5) == 1.0
+    assert first_sure(scored, 0, onset=1.0, end=3.0, threshold=0.3) is None  # never top again

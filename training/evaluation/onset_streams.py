@@ -20,6 +20,11 @@ open when the next one begins; `--gaps 1,4` puts a silence before every clip, so
 follows an event that has just closed: the case where a start model that mistakes a new sound for
 the one before can open a wrong event (card step 64).
 
+`--sure-at 0.5,0.75` adds how soon each model is sure of an onset at all: the onsets whose class
+the start model (at its windows and checks) or the 4 s model (at its windows) first ranks top at
+>= T, and their median delay. No detector rule stands between: it is what opening the moment a
+model is sure would give, with no regard for the wrong labels it is also sure of (card step 70).
+
 Usage: `python -m training.evaluation.onset_streams --model models/urban10 --dataset ../shared/data/UrbanSound8K`
 (the bundle's `<model>_cv/fold<k>` models, as `soundmon evaluate --cv` uses them).
 """
@@ -35,9 +40,10 @@ import numpy as np
 
 from monitor.bundle import load_bundle
 from monitor.config import Config, load_config
+from monitor.detector import DetectionEvent
 from monitor.errors import SoundmonError
 from monitor.fast_start import start_runner_for
-from monitor.pipeline import Pipeline
+from monitor.pipeline import Pipeline, WindowResult
 from monitor.runner import open_model
 from training.datasets import Dataset, load_audio, read_dataset
 from training.evaluation.clip_accuracy import check_labels
@@ -46,7 +52,8 @@ from training.evaluation.detector_metrics import percent
 from training.evaluation.labelled_onsets import first_new_event
 from training.evaluation.segment_metrics import RecordingTally, shorter_than_hop, tally_recording
 
-__all__ = ["Segment", "fold_stream", "gap_range", "main", "onset_answers", "stream_report"]
+__all__ = ["FoldRun", "Segment", "first_sure", "fold_runs", "fold_stream", "format_sure", "gap_range", "main", "onset_answers",
+           "stream_report", "sure_report"]
 
 
 @dataclass(frozen=True)
@@ -124,20 +131,28 @@ def _segment_figures(tally: RecordingTally) -> dict:
     return {k: s[k] for k in ("segment_f1", "segment_precision", "segment_recall", "tp", "fp", "fn", "short_events")}
 
 
-def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_class: bool = False,
-                  gaps: tuple[float, float] | None = None) -> list[dict]:  # fmt: skip
-    """One row per fold model (or, `by_class`, per class over all folds): onsets, answered, median
-    delay, share within budget, events and their precision. `gaps`: silences between the clips
-    (`fold_stream`)."""
+@dataclass
+class FoldRun:
+    """One fold's stream through the daemon's pipeline: where its clips lie, every result
+    (windows and start checks, in stream order), the events that started and those that ended."""
+
+    fold: int
+    seconds: float
+    labels: list[str]
+    segments: list[Segment]
+    results: list[WindowResult]
+    starts: list[tuple[str, float]]
+    ended: list[DetectionEvent]
+
+
+def fold_runs(model: Path, dataset: Path, cfg: Config, seed: int = 0,
+              gaps: tuple[float, float] | None = None) -> list[FoldRun]:  # fmt: skip
+    """Each held-out fold's stream (`fold_stream`) through its fold model, the daemon's pipeline
+    and detector with `cfg`'s detection settings (after the bundle's defaults, as `soundmon run`)."""
     ds = read_dataset(dataset)
     cfg.detection.apply_bundle_defaults(load_bundle(model).detection_defaults)  # as `soundmon run` does
     hop = cfg.detection.hop_seconds
-    budget = hop + 0.3
-    rows = []
-    pooled_answers: list[tuple[str, float | None]] = []
-    pooled_events: list[tuple[str, bool]] = []
-    pooled_tally = RecordingTally()
-    pooled_short: list[str] = []
+    runs = []
     for fold, fold_bundle in sorted(fold_bundles(model).items()):
         if fold not in ds.folds:
             continue
@@ -147,26 +162,45 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_cla
         start_runner = start_runner_for(bundle, cfg.detection, cfg.model.threads)
         pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=cfg.detection.warm_start,
                             start_runner=start_runner)  # fmt: skip
-        events, ended = [], []
+        results: list[WindowResult] = []
         block = bundle.frontend.sample_rate  # 1 s blocks, as a file source hands them over
         for k in range(0, len(audio), block):
-            for result in pipeline.process(audio[k : k + block]):
-                events += [(e.label, e.start_offset_s) for e in result.events if e.type == "start"]
-                ended += [e for e in result.events if e.type == "end"]
-        ended += pipeline.finish()[1]
+            results += pipeline.process(audio[k : k + block])
+        starts = [(e.label, e.start_offset_s) for r in results for e in r.events if e.type == "start"]
+        ended = [e for r in results for e in r.events if e.type == "end"] + pipeline.finish()[1]
+        runs.append(FoldRun(fold, len(audio) / bundle.frontend.sample_rate, list(bundle.labels), segments,
+                            results, starts, ended))  # fmt: skip
+    if not runs:
+        raise SystemExit(f"onset_streams: no fold model of {model} is held out on a fold of {dataset}")
+    return runs
+
+
+def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_class: bool = False,
+                  gaps: tuple[float, float] | None = None, runs: list[FoldRun] | None = None) -> list[dict]:  # fmt: skip
+    """One row per fold model (or, `by_class`, per class over all folds): onsets, answered, median
+    delay, share within budget, events and their precision. `gaps`: silences between the clips
+    (`fold_stream`); `runs`: the folds already streamed (`fold_runs`, with the same settings)."""
+    runs = fold_runs(model, dataset, cfg, seed, gaps) if runs is None else runs
+    hop = cfg.detection.hop_seconds
+    budget = hop + 0.3
+    rows = []
+    pooled_answers: list[tuple[str, float | None]] = []
+    pooled_events: list[tuple[str, bool]] = []
+    pooled_tally = RecordingTally()
+    pooled_short: list[str] = []
+    window_s = load_bundle(model).window_seconds
+    for run in runs:
+        segments, events, ended = run.segments, run.starts, run.ended
         answers = onset_answers(segments, events, hop)
-        rights = [_right(label, s, bundle.window_seconds, segments) for label, s in events]
-        seconds = len(audio) / bundle.frontend.sample_rate
+        rights = [_right(label, s, window_s, segments) for label, s in events]
         tally = tally_recording([(e.label, e.start_offset_s, e.end_offset_s) for e in ended],
-                                [(s.label, s.start_s, s.end_s) for s in segments], seconds, hop)  # fmt: skip
+                                [(s.label, s.start_s, s.end_s) for s in segments], run.seconds, hop)  # fmt: skip
         pooled_answers += answers
         pooled_events += [(label, r) for (label, _), r in zip(events, rights, strict=True)]
         pooled_tally += tally
         pooled_short += [e.label for e in ended if shorter_than_hop(e.start_offset_s, e.end_offset_s, hop)]
-        row = _row("fold", fold, answers, rights, budget, tally)
-        rows.append({"fold": fold, "minutes": round(seconds / 60, 1), **row})
-    if not rows:
-        raise SystemExit(f"onset_streams: no fold model of {model} is held out on a fold of {dataset}")
+        row = _row("fold", run.fold, answers, rights, budget, tally)
+        rows.append({"fold": run.fold, "minutes": round(run.seconds / 60, 1), **row})
     if by_class:
         labels = sorted({label for label, _ in pooled_answers} | {label for label, _ in pooled_events})
         return [_row("class", label, [a for a in pooled_answers if a[0] == label],
@@ -175,6 +209,61 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_cla
                                     short_events=pooled_short.count(label)))
                 for label in labels]  # fmt: skip
     return rows
+
+
+def first_sure(scored: list[tuple[float, np.ndarray | None]], index: int, onset: float, end: float,
+               threshold: float) -> float | None:  # fmt: skip
+    """The offset of the first result in (onset, end] whose scores rank label `index` top at
+    >= `threshold` (None scores: not run there), or None."""
+    for offset, scores in scored:
+        if offset <= onset:
+            continue
+        if offset > end:
+            return None
+        if scores is not None and int(np.argmax(scores)) == index and scores[index] >= threshold - 1e-6:
+            return offset
+    return None
+
+
+def sure_report(runs: list[FoldRun], thresholds: list[float], hop: float) -> list[dict]:
+    """How soon each model is sure of an onset at all: per model and threshold T, the onsets
+    (as `onset_answers` counts them) whose class the model first ranks top at >= T between the
+    onset and the clip's end + one hop, and their median delay. No detector rule, smoothing or
+    backing, and no count of the wrong labels it would be sure of: the floor under the delay
+    of any detection setting with these models (issue 21's latency)."""
+    models = {"start model": lambda r: r.start_scores, "4 s model": lambda r: r.scores}
+    rows = []
+    for name, scores_of in models.items():
+        for t in thresholds:
+            delays, onsets = [], 0
+            for run in runs:
+                scored = [(r.end_offset_s, scores_of(r)) for r in run.results]
+                if all(s is None for _, s in scored):
+                    continue
+                previous = None
+                for seg in run.segments:
+                    if seg.label != previous:
+                        onsets += 1
+                        first = first_sure(scored, run.labels.index(seg.label), seg.start_s, seg.end_s + hop + 1e-9, t)
+                        if first is not None:
+                            delays.append(first - seg.start_s)
+                    previous = seg.label
+            if onsets:
+                rows.append({"model": name, "threshold": t, "onsets": onsets, "reached": len(delays),
+                             "median_delay_s": round(float(np.median(delays)), 2) if delays else None,
+                             "within_budget": round(float(np.mean(np.array(delays) <= hop + 0.3 + 1e-9)), 3)
+                             if delays else None})  # fmt: skip
+    return rows
+
+
+def format_sure(rows: list[dict], hop: float) -> str:
+    """`sure_report` as a Markdown table."""
+    lines = [f"| model | top at >= | onsets reached | median delay (s) | within {hop + 0.3:.1f} s |", "|---|---:|---:|---:|---:|"]
+    for r in rows:
+        median = "-" if r["median_delay_s"] is None else r["median_delay_s"]
+        lines.append(f"| {r['model']} | {r['threshold']:g} | {r['reached']} of {r['onsets']} | {median} | "
+                     f"{percent(r['within_budget'])} |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def _segment_cell(r: dict) -> str:
@@ -217,6 +306,17 @@ def gap_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
+def thresholds(text: str) -> list[float]:
+    """`--sure-at 0.5,0.75`: scores in (0, 1]."""
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected scores such as 0.5,0.75; got {text!r}") from None
+    if not all(0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected scores in (0, 1]; got {text!r}")
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.evaluation.onset_streams", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="bundle whose <model>_cv/ fold models to use")
@@ -226,14 +326,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--by-class", action="store_true", help="one row per class over all folds instead of per fold")
     ap.add_argument("--gaps", type=gap_range, default=None, metavar="LO,HI",
                     help="a silence of LO..HI seconds (drawn per clip) before every clip but the first")  # fmt: skip
+    ap.add_argument("--sure-at", type=thresholds, default=None, metavar="T,...",
+                    help="also print how soon each model ranks an onset's class top at >= each T at all "
+                    "(the floor under any detection setting's delay)")  # fmt: skip
     args = ap.parse_args(argv)
     try:
         cfg = load_config(args.config)
-        rows = stream_report(args.model, args.dataset, cfg, args.seed, by_class=args.by_class, gaps=args.gaps)
+        runs = fold_runs(args.model, args.dataset, cfg, args.seed, args.gaps)
+        rows = stream_report(args.model, args.dataset, cfg, by_class=args.by_class, runs=runs)
     except SoundmonError as exc:  # a bad model, dataset or config: one line, not a traceback
         print(f"onset_streams: {exc}", file=sys.stderr)
         return exc.exit_code
     print(format_rows(rows, cfg.detection.hop_seconds))
+    if args.sure_at:
+        print()
+        print(format_sure(sure_report(runs, args.sure_at, cfg.detection.hop_seconds), cfg.detection.hop_seconds))
     return 0
 
 
