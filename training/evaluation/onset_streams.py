@@ -32,7 +32,10 @@ Usage: `python -m training.evaluation.onset_streams --model models/urban10 --dat
 from __future__ import annotations
 
 import argparse
+import bisect
+import itertools
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,7 +214,7 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_cla
     return rows
 
 
-def first_sure(scored: list[tuple[float, np.ndarray | None]], index: int, onset: float, end: float,
+def first_sure(scored: Iterable[tuple[float, np.ndarray | None]], index: int, onset: float, end: float,
                threshold: float) -> float | None:  # fmt: skip
     """The offset of the first result in (onset, end] whose scores rank label `index` top at
     >= `threshold` (None scores: not run there), or None."""
@@ -240,11 +243,13 @@ def sure_report(runs: list[FoldRun], thresholds: list[float], hop: float) -> lis
                 scored = [(r.end_offset_s, scores_of(r)) for r in run.results]
                 if all(s is None for _, s in scored):
                     continue
+                offsets = [offset for offset, _ in scored]
                 previous = None
                 for seg in run.segments:
                     if seg.label != previous:
                         onsets += 1
-                        first = first_sure(scored, run.labels.index(seg.label), seg.start_s, seg.end_s + hop + 1e-9, t)
+                        after = itertools.islice(scored, bisect.bisect_right(offsets, seg.start_s), None)  # speed
+                        first = first_sure(after, run.labels.index(seg.label), seg.start_s, seg.end_s + hop + 1e-9, t)
                         if first is not None:
                             delays.append(first - seg.start_s)
                     previous = seg.label
