@@ -214,7 +214,10 @@ class Daemon:
         self._last_scores_offset = -math.inf
         self.source: Source | None = None
         self.clips: ClipRecorder | None = None
+        # The wall-clock time of stream offset 0 (`_anchor_clock`), and each open event's start time
+        # as its START said it, so its END says the same.
         self._stream_start_wall: float | None = None
+        self._start_times: dict[str, float] = {}
         self._start_monotonic = time.monotonic()
         self._last_level = 0.0
         self._last_stats = 0.0
@@ -383,8 +386,7 @@ class Daemon:
                 block = self.source.read(timeout=READ_TIMEOUT_S, want=self._wanted())
                 self._handle_gap()
                 if len(block):
-                    if self._stream_start_wall is None:
-                        self._stream_start_wall = time.time() - len(block) / self.bundle.frontend.sample_rate
+                    self._anchor_clock(len(block))
                     if self.clips is not None:
                         self.clips.add_audio(block)
                     self._feed(block)
@@ -510,13 +512,32 @@ class Daemon:
 
     # -- events --------------------------------------------------------------------------------
 
+    def _anchor_clock(self, new_samples: int) -> None:
+        """Tie stream offsets to the wall clock as `new_samples` more arrive (before they are fed).
+
+        A file is anchored once, at its first block: its offsets are its own timeline. A
+        microphone is anchored again at every read, to the moment its newest sample arrived, so
+        event times follow the system clock: a Raspberry Pi without a real-time clock steps its
+        clock when NTP first answers, often after the service started, and a sound card's sample
+        clock drifts from the system's by tens of ppm (minutes a month); an offset counted from a
+        start anchored once would carry either error for as long as the daemon runs."""
+        if self._stream_start_wall is not None and self.source_spec != "mic":
+            return
+        received = self.pipeline.offset_s + (self._held_samples + new_samples) / self.bundle.frontend.sample_rate
+        self._stream_start_wall = time.time() - received
+
     def _stream_start(self) -> float:
         """The wall-clock time of stream offset 0 (now, before any audio has arrived)."""
         return self._stream_start_wall or time.time()
 
     def detection_payload(self, ev: DetectionEvent) -> dict[str, Any]:
-        """`<base>/detection` for `ev` (`monitor.payloads.detection_payload`)."""
-        return detection_payload(ev, self._stream_start(), self.node, self.bundle.name)
+        """`<base>/detection` for `ev` (`monitor.payloads.detection_payload`); an END carries the
+        start time its START did, even if the clock was re-anchored in between."""
+        start = self._stream_start()
+        if ev.type == "start":
+            self._start_times[ev.id] = start + ev.start_offset_s
+            return detection_payload(ev, start, self.node, self.bundle.name)
+        return detection_payload(ev, start, self.node, self.bundle.name, start_time=self._start_times.pop(ev.id, None))
 
     def _emit(self, events: list[DetectionEvent]) -> None:
         for ev in events:
@@ -833,7 +854,9 @@ class Daemon:
             # the open events end under the old model (their END names it), then the new one runs
             self._emit(self.pipeline.detector.close(self.pipeline.offset_s))
             self.runners = runners
-            self.pipeline = Pipeline(bundle, runners.runner, detection, start_runner=start_runner)
+            # offsets go on from the old pipeline's (the audio held back comes right after them)
+            self.pipeline = Pipeline(bundle, runners.runner, detection, start_runner=start_runner,
+                                     start_offset_s=self.pipeline.offset_s)  # fmt: skip
             log.info("reload: model %s loaded, pipeline rebuilt", bundle.name)
         else:
             # the same model: only its runners may be new (another hop, fast start on or off); the

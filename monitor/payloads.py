@@ -50,12 +50,16 @@ def iso_utc(ts: float) -> str:
     return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def detection_payload(ev: DetectionEvent, stream_start: float, node: str, model: str) -> dict[str, Any]:
+def detection_payload(
+    ev: DetectionEvent, stream_start: float, node: str, model: str, start_time: float | None = None
+) -> dict[str, Any]:
     """The `<base>/detection` message of one event start or end.
 
     Parameters: `ev`, the detector's event; `stream_start`, the wall-clock time (epoch seconds)
     of stream offset 0, so that offset `x` happened at `stream_start + x`; `node`, the node id;
-    `model`, the bundle's name.
+    `model`, the bundle's name; `start_time`, the event's start time (epoch seconds) when it is
+    already known (an end whose start was published before the clock was re-anchored), else
+    `stream_start + ev.start_offset_s`.
 
     Returns `{"id", "type", "label", "score", "peak_score", "time", "stream_offset_s", "node",
     "model"}`, plus `"opened_by"` (`model`, or `start_model` for an event fast start opened) on
@@ -68,7 +72,7 @@ def detection_payload(ev: DetectionEvent, stream_start: float, node: str, model:
         "label": ev.label,
         "score": round(float(ev.score), 4),
         "peak_score": round(float(ev.peak_score), 4),
-        "time": iso_utc(stream_start + ev.start_offset_s),
+        "time": iso_utc(stream_start + ev.start_offset_s if start_time is None else start_time),
         "stream_offset_s": round(ev.start_offset_s, 3),
         "node": node,
         "model": model,

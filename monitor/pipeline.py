@@ -160,7 +160,9 @@ class Pipeline:
     Parameters: `bundle`, the model's bundle (labels, front-end, window); `runner` and
     `start_runner` as above (None: no fast start); `detection`, the detection settings in force
     (hop, gate, detector settings; `apply_detection_config` swaps them); `warm_start`, None =
-    `detection.warm_start`.
+    `detection.warm_start`; `start_offset_s`, the stream offset of its first sample: a pipeline
+    that takes over a running stream (the daemon's model reload) goes on counting from there, so
+    offsets stay "seconds since the audio stream began" and their wall-clock times stay true.
     """
 
     def __init__(
@@ -170,6 +172,7 @@ class Pipeline:
         detection: DetectionConfig,
         warm_start: bool | None = None,
         start_runner=None,
+        start_offset_s: float = 0.0,
     ) -> None:
         self.bundle = bundle
         self.runner = runner
@@ -188,7 +191,7 @@ class Pipeline:
         self.detection = detection
         self.detector = Detector(self.labels, **_detector_settings(detection, self.labels, bundle))
         self.stats = PipelineStats()
-        self._gap_samples = 0
+        self._gap_samples = round(start_offset_s * self._sr)  # stream samples before this pipeline's first
         self._primed_samples = 0  # silence fed ahead of the stream by warm starts
         self.warm_start = detection.warm_start if warm_start is None else bool(warm_start)
         self._until: int | None = None  # `samples_until_window`, kept until the next change

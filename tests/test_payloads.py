@@ -49,6 +49,10 @@ def test_detection_start_and_end_payloads() -> None:
     # an end without an end offset (closed at once) lasts 0 s
     p = detection_payload(DetectionEvent("end", "x", "dog", 0.1, 0.5, 3.0), T0, "pi", "m")
     assert (p["duration_s"], p["end_offset_s"]) == (0.0, 3.0)
+    # an end whose start was published before the clock moved keeps the start's time; its end
+    # time follows the clock in force
+    p = detection_payload(end, T0 + 3600.0, "pi", "urban10", start_time=T0 + 12.5)
+    assert (p["time"], p["end_time"]) == ("2023-11-14T22:13:32.500Z", "2023-11-14T23:13:35.250Z")
 
 
 def test_scores_payload_top_watched_by_smoothed_score() -> None:

@@ -4,6 +4,7 @@ cold start once a full window of audio has arrived."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from monitor.bundle import load_bundle
 from monitor.config import DetectionConfig
@@ -75,3 +76,18 @@ def test_warm_start_again_after_a_gap(tiny_bundle):  # noqa: F811
     assert len(after) == 1
     assert after[0].end_offset_s - results[-1].end_offset_s > 1.0  # the clock counts the gap
     assert after[0].end_offset_s <= 6.0 + 1.0 + 0.5 + 1e-9
+
+
+def test_a_pipeline_taking_over_a_stream_goes_on_counting_its_offsets(tiny_bundle):  # noqa: F811
+    """`start_offset_s` (the daemon's model reload): the same windows and scores, their offsets
+    counted from where the stream had got to, so offsets (and the wall-clock times made from
+    them) do not start again at 0."""
+    bundle = load_bundle(tiny_bundle)
+    audio = real_audio(6.0)[: 6 * 16000]
+    fresh_pipe, fresh_runner, fresh = run(bundle, audio, warm=True)
+    runner = RecordingRunner(len(bundle.labels))
+    later = Pipeline(bundle, runner, DetectionConfig(min_level_dbfs=-200.0), warm_start=True, start_offset_s=3600.0)
+    taken = [r for i in range(0, len(audio), 1000) for r in later.process(audio[i : i + 1000])]
+    assert [r.end_offset_s - 3600.0 for r in taken] == pytest.approx([r.end_offset_s for r in fresh], abs=1e-9)
+    assert all(np.array_equal(a, b) for a, b in zip(runner.windows, fresh_runner.windows, strict=True))
+    assert later.offset_s == pytest.approx(fresh_pipe.offset_s + 3600.0, abs=1e-9)
