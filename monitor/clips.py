@@ -33,7 +33,8 @@ class ClipRecorder:
     """Save [event start - pre, event end + post] (capped at `max_clip_seconds`) as FLAC files.
 
     So that a detection can be listened to afterwards (the `end` message names its clip). Offsets
-    are stream seconds, counted from the audio given to `add_audio`. Parameters: `directory`,
+    are stream seconds, counted from the audio given to `add_audio` and the gaps given to `add_gap`
+(the pipeline's own timeline). Parameters: `directory`,
     where clips go (created if missing); `sample_rate`, the audio's rate in Hz; `pre_seconds` and
     `post_seconds`, audio kept before the start and after the end; `max_bytes`, the directory's
     budget for `*.flac` (oldest deleted first); `max_clip_seconds`, the longest clip. `saved` and
@@ -63,12 +64,26 @@ class ClipRecorder:
         n = len(self._hist)
         if len(pcm) >= n:
             pcm = pcm[-n:]
-        idx = (self._total + np.arange(len(pcm))) % n
+        idx = (self._total + len(block) - len(pcm) + np.arange(len(pcm))) % n
         self._hist[idx] = pcm
         self._total += len(block)
+        self._write_ready()
+
+    def add_gap(self, samples: int) -> None:
+        """Audio the source lost (a device reopened, samples dropped): the timeline moves on by
+        `samples` of silence, as the pipeline's offsets count the gap, so later clips still hold
+        their own events' audio."""
+        samples = max(0, int(samples))
+        n = len(self._hist)
+        k = min(samples, n)
+        self._hist[(self._total + samples - k + np.arange(k)) % n] = 0
+        self._total += samples
+        self._write_ready()
+
+    def _write_ready(self) -> None:
+        """Write the ended events' clips whose post-roll has arrived."""
         now = self._total / self.sr
-        ready = [c for c in self._done if c.end_s is not None and now >= c.end_s + self.post]
-        for clip in ready:
+        for clip in [c for c in self._done if c.end_s is not None and now >= c.end_s + self.post]:
             self._write(clip)
 
     def event_started(self, event_id: str, label: str, start_s: float) -> None:

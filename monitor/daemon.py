@@ -481,6 +481,8 @@ class Daemon:
             self._feed_pending()
             missing = int(self.source.last_gap_samples)
             self._emit(self.pipeline.gap(missing))
+            if self.clips is not None:
+                self.clips.add_gap(missing)  # the clips' timeline counts the gap as the pipeline's does
 
     def _on_window(self, res: WindowResult) -> None:
         if res.kind == "start_check":  # fast start between two windows: only its event, if any

@@ -1,4 +1,5 @@
-"""Event times through a model reload and a system clock that steps (the daemon's `_anchor_clock`).
+"""Event times and clips through a model reload, a gap and a system clock that steps (the daemon's
+`_anchor_clock`, `_handle_gap`).
 
 In process, with the shipped model on the bundled demo (a siren 0-12 s, dog barks from 13 s): the
 daemon's loop steps (`_anchor_clock`, then `_feed`) driven block by block, and a stand-in publisher
@@ -15,6 +16,7 @@ from types import SimpleNamespace
 import numpy as np
 import soundfile as sf
 
+from monitor.clips import ClipRecorder
 from monitor.config import load_config
 from monitor.daemon import Daemon
 from monitor.runner import open_model
@@ -109,3 +111,24 @@ def test_a_microphones_events_follow_the_system_clock_when_it_steps(tmp_path, mo
     for p in later:  # stamped by the clock after the step
         assert abs(_epoch(p["time"]) - (T0 + step + p["stream_offset_s"])) < 0.06, p
     assert np.isfinite(d.pipeline.offset_s)
+
+
+def test_detection_clips_count_a_gap_as_the_pipeline_does(tmp_path):
+    """After the source lost audio, an event's clip is cut from its own audio: the clips' timeline
+    moves on by the gap as the pipeline's offsets do (it used to lag by every gap so far)."""
+    d, _ = _daemon(tmp_path, source="mic")
+    d.clips = ClipRecorder(tmp_path / "clips", 16000, pre_seconds=1.0, post_seconds=1.0, max_bytes=10**7)
+    audio, sr = sf.read(DEMO, dtype="float32")
+
+    def play(a: np.ndarray) -> None:
+        for k in range(0, len(a), BLOCK):
+            d._handle_gap()
+            d.clips.add_audio(a[k : k + BLOCK])
+            d._feed(a[k : k + BLOCK])
+
+    play(audio[: 5 * sr])
+    d.source.gap_count, d.source.last_gap_samples = 1, 30 * sr  # the microphone was gone for 30 s
+    play(audio[5 * sr :])
+    received = d.pipeline.offset_s + d._held_samples / sr
+    assert received == 33.0 + 30.0
+    assert d.clips._total == received * sr  # one timeline
