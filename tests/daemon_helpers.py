@@ -1,4 +1,5 @@
-"""Helpers for running the real daemon (`python -m monitor run`) as a child process in tests."""
+"""Helpers for running the real daemon (`python -m monitor run`) as a child process in tests, and a
+stand-in publisher for driving a `Daemon` in process."""
 
 from __future__ import annotations
 
@@ -11,6 +12,25 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+
+class StandIn:
+    """A publisher or notifier stand-in for a `Daemon` driven in process (no broker, no systemd):
+    it keeps the detection payloads it is given (`payloads`); every other method does nothing."""
+
+    connected = False
+    spool_depth = 0
+    state = "disabled"
+
+    def __init__(self) -> None:
+        self.payloads: list[dict] = []
+
+    def publish_detection(self, payload: dict) -> None:
+        self.payloads.append(payload)
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: None
+
 
 LABELS = [
     "air_conditioner", "car_horn", "children_playing", "dog_bark", "drilling",

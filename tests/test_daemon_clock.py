@@ -20,37 +20,20 @@ from monitor.clips import ClipRecorder
 from monitor.config import load_config
 from monitor.daemon import Daemon
 from monitor.runner import open_model
-from tests.daemon_helpers import write_config
+from tests.daemon_helpers import StandIn, write_config
 from tests.paths import DEMO, need_shipped_model
 
 T0 = 1_800_000_000.0
 BLOCK = 800  # 0.05 s, the default audio block
 
 
-class Detections:
-    """A publisher stand-in that keeps the detection payloads; every other method does nothing."""
-
-    connected = False
-    spool_depth = 0
-    state = "disabled"
-
-    def __init__(self) -> None:
-        self.payloads: list[dict] = []
-
-    def publish_detection(self, payload: dict) -> None:
-        self.payloads.append(payload)
-
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: None
-
-
-def _daemon(tmp_path, source: str, threads: int = 1) -> tuple[Daemon, Detections]:
+def _daemon(tmp_path, source: str, threads: int = 1) -> tuple[Daemon, StandIn]:
     model = need_shipped_model()
     path = write_config(tmp_path / "c.yaml", model={"path": str(model), "threads": threads})
     bundle, runner = open_model(model, threads, 0.5)
-    publisher = Detections()
+    publisher = StandIn()
     d = Daemon(load_config(path), bundle, runner, source=source, config_path=path, publisher=publisher,
-               notifier=Detections())  # fmt: skip
+               notifier=StandIn())  # fmt: skip
     d.source = SimpleNamespace(gap_count=0, last_gap_samples=0, health="ok", stats={})
     return d, publisher
 

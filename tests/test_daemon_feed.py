@@ -12,26 +12,15 @@ import numpy as np
 from monitor.config import load_config
 from monitor.daemon import Daemon
 from monitor.runner import open_model
-from tests.daemon_helpers import write_config
-
-
-class _Quiet:
-    """A publisher or notifier stand-in: every method does nothing."""
-
-    connected = False
-    spool_depth = 0
-    state = "disabled"
-
-    def __getattr__(self, name: str):
-        return lambda *args, **kwargs: None
+from tests.daemon_helpers import StandIn, write_config
 
 
 def test_batches_end_where_the_pipeline_says_through_gaps_and_reloads(tiny_bundle, tmp_path):
     # the config names the model the daemon runs: a reload reopens it (here at another hop)
     path = write_config(tmp_path / "c.yaml", detection={"hop_seconds": 0.5}, model={"path": str(tiny_bundle)})
     bundle, runner = open_model(tiny_bundle, 1)
-    d = Daemon(load_config(path), bundle, runner, source="x.wav", config_path=path, publisher=_Quiet(),
-               notifier=_Quiet())  # fmt: skip
+    d = Daemon(load_config(path), bundle, runner, source="x.wav", config_path=path, publisher=StandIn(),
+               notifier=StandIn())  # fmt: skip
     d.source = SimpleNamespace(gap_count=0, last_gap_samples=0, health="ok", stats={})
     rng = np.random.default_rng(7)
     fed = 0
