@@ -34,10 +34,11 @@ class ClipRecorder:
 
     So that a detection can be listened to afterwards (the `end` message names its clip). Offsets
     are stream seconds, counted from the audio given to `add_audio` and the gaps given to `add_gap`
-    (the pipeline's own timeline). Parameters: `directory`, where clips go (created if missing); `sample_rate`, the audio's rate in Hz; `pre_seconds` and
-    `post_seconds`, audio kept before the start and after the end; `max_bytes`, the directory's
-    budget for `*.flac` (oldest deleted first); `max_clip_seconds`, the longest clip. `saved` and
-    `deleted` count clips written and removed. A clip that cannot be written is logged, not
+    (the pipeline's own timeline). Parameters: `directory`, where clips go (created if missing);
+    `sample_rate`, the audio's rate in Hz; `pre_seconds` and `post_seconds`, audio kept before the
+    start and after the end; `max_bytes`, the directory's budget for `*.flac` (oldest deleted
+    first); `max_clip_seconds`, the longest clip. `saved` and `deleted` count clips written and
+    removed. A clip that cannot be written is logged, not
     raised.
     """
 
