@@ -38,8 +38,7 @@ class ClipRecorder:
     `sample_rate`, the audio's rate in Hz; `pre_seconds` and `post_seconds`, audio kept before the
     start and after the end; `max_bytes`, the directory's budget for `*.flac` (oldest deleted
     first); `max_clip_seconds`, the longest clip. `saved` and `deleted` count clips written and
-    removed. A clip that cannot be written is logged, not
-    raised.
+    removed. A clip that cannot be written is logged, not raised.
     """
 
     def __init__(self, directory: Path, sample_rate: int, pre_seconds: float, post_seconds: float,
