@@ -41,3 +41,13 @@ def test_a_gap_longer_than_the_memory_leaves_silence_before_the_new_audio(tmp_pa
     assert len(audio) == 2 * SR  # 61.2-63.2 s: the pre-roll, capped at the longest clip
     assert np.all(audio[: int(1.8 * SR)] == 0.0)  # 61.2-63 s was lost: silence, not the old 0.3
     assert np.allclose(audio[int(1.8 * SR) :], 0.4, atol=1e-3)
+
+
+def test_a_block_longer_than_the_memory_keeps_its_newest_audio_in_place(tmp_path):
+    clips = ClipRecorder(tmp_path, SR, pre_seconds=1.0, post_seconds=1.0, max_bytes=10**7, max_clip_seconds=2.0)
+    ramp = (np.arange(12 * SR, dtype=np.float32) / (12 * SR)) * 0.9  # its level says where it is
+    clips.event_started("e3", "siren", 10.0)
+    name = clips.event_ended("e3", 11.0)
+    clips.add_audio(ramp)  # 12 s at once; the recorder keeps 9 s
+    audio, _ = sf.read(tmp_path / name, dtype="float32")
+    assert audio == pytest.approx(ramp[9 * SR : 11 * SR], abs=1e-4)  # 9-11 s (the longest clip), not older audio
