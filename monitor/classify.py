@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -22,7 +23,7 @@ from monitor.bundle import ModelBundle
 from monitor.config import Config
 from monitor.errors import AudioFileError, BundleError
 from monitor.file_source import FileSource
-from monitor.pipeline import Pipeline
+from monitor.pipeline import Pipeline, WindowResult
 from monitor.runners import runners_for_opened
 
 __all__ = ["ClipResult", "classify_file", "clip_score_rule", "format_table", "run_classify"]
@@ -74,6 +75,7 @@ def classify_file(
     cfg: Config,
     warm_start: bool = False,
     start_runner=None,
+    on_result: Callable[[WindowResult], None] | None = None,
 ) -> ClipResult:
     """Stream one recording through the pipeline; raise AudioFileError if it cannot be opened.
 
@@ -82,7 +84,9 @@ def classify_file(
 
     Without `warm_start` (the clip rule of `soundmon classify`) the first window needs a full
     window of audio; with it, the events are the ones `soundmon run` would publish. `start_runner`:
-    the bundle's start model (`monitor.fast_start.start_runner_for`) for `detection.fast_start_threshold`."""
+    the bundle's start model (`monitor.fast_start.start_runner_for`) for `detection.fast_start_threshold`;
+    `on_result`, called with every result of the pipeline in stream order (an evaluation that
+    looks at the scores themselves)."""
     source = FileSource(path, bundle.frontend.sample_rate, pace="fast", block_seconds=1.0)
     pipeline = Pipeline(bundle, runner, cfg.detection, warm_start=warm_start, start_runner=start_runner)
     score_sum = np.zeros(len(bundle.labels), dtype=np.float64)
@@ -93,6 +97,8 @@ def classify_file(
     def consume(results) -> None:
         nonlocal scored
         for res in results:
+            if on_result is not None:
+                on_result(res)
             if res.scores is not None:  # a window the level gate let through (a start check has none)
                 score_sum[:] += res.scores
                 np.maximum(score_max, res.scores, out=score_max)

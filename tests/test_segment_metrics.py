@@ -63,3 +63,26 @@ def test_evaluate_reports_the_detector_on_a_labelled_recording(tmp_path: Path) -
     # fsID 900001 is no UrbanSound8K recording: unseen when the dataset is here, unknown if not
     assert set(rep["detector"]) in ({"all", "unseen"}, {"all", "unknown"})
     assert format_detector_lines(rep)[0].startswith("all (1 recordings, 0.6 min): segment F1 ")
+
+
+def test_evaluate_sure_at_says_how_soon_the_start_model_is_sure_of_each_onset(tmp_path: Path) -> None:
+    """`soundmon evaluate --recordings --sure-at 0.5,0.9`: per split, how many labelled onsets the
+    start model ranks top at each threshold and after how long: the floor under any setting's
+    latency, beside the detector's own."""
+    from training.cli import evaluate_main
+    from training.evaluation.detector_metrics import detector_metrics_on_recordings
+
+    model = need_shipped_model()
+    rec = demo_as_labelled_recordings(tmp_path)
+    rep = detector_metrics_on_recordings(model, rec, sure_at=[0.5, 0.9])
+    rows = rep["detector"]["all"]["start_model_sure"]
+    assert [r["threshold"] for r in rows] == [0.5, 0.9]
+    onsets = rows[0]["onsets"]
+    assert onsets >= 3 and all(r["onsets"] == onsets for r in rows)  # the siren, a dog bark, gun shots
+    assert rows[1]["reached"] <= rows[0]["reached"] <= onsets  # a higher bar is reached by no more onsets
+    assert rows[0]["median_delay_s"] is not None and 0.0 < rows[0]["median_delay_s"] < 2.0
+    assert "start_model_sure" not in detector_metrics_on_recordings(model, rec)["detector"]["all"]  # only when asked
+    assert evaluate_main(["--model", str(model), "--recordings", str(rec), "--out", str(tmp_path / "ev"),
+                          "--sure-at", "0.5"]) == 0  # fmt: skip
+    with pytest.raises(SystemExit):  # argparse: one line on stderr, exit 2
+        evaluate_main(["--model", str(model), "--recordings", str(rec), "--sure-at", "2"])

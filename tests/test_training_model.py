@@ -459,7 +459,7 @@ def test_onset_streams_run_the_shipped_fold_models_on_the_bundled_clips(capsys):
 def test_first_sure_finds_the_first_result_that_ranks_the_class_top_after_the_onset():
     """The floor under any detection rule's delay: when a model first ranks the onset's class
     top at the threshold, in (onset, end]; results the model did not score (None) are skipped."""
-    from training.evaluation.onset_streams import first_sure
+    from training.evaluation.labelled_onsets import first_sure
 
     scored = [(1.0, np.array([0.9, 0.1])), (1.25, None), (1.5, np.array([0.4, 0.6])),
               (1.75, np.array([0.2, 0.8])), (2.0, np.array([0.1, 0.9]))]  # fmt: skip

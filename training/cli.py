@@ -407,6 +407,12 @@ def _train_mlp_only(args, dataset) -> int:
     return 0
 
 
+def _sure_at(text: str) -> list[float]:
+    from training.evaluation.labelled_onsets import sure_at_arg
+
+    return sure_at_arg(text)
+
+
 def _evaluate_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="soundmon evaluate",
@@ -430,6 +436,14 @@ def _evaluate_parser() -> argparse.ArgumentParser:
         default=None,
         help="with --recordings: the daemon configuration whose detection settings to use "
         "(default: the daemon's defaults)",
+    )
+    p.add_argument(
+        "--sure-at",
+        type=_sure_at,
+        default=(),
+        metavar="T,...",
+        help="with --recordings: also how soon the start model is sure of a labelled onset at all "
+        "(ranks its class top at >= T): the floor under any detection setting's latency",
     )
     p.add_argument(
         "--cv",
@@ -519,7 +533,7 @@ def evaluate_main(argv: list[str]) -> int:
                 format_detector_lines,
             )
 
-            det = detector_metrics_on_recordings(Path(args.model), Path(args.recordings), args.config)
+            det = detector_metrics_on_recordings(Path(args.model), Path(args.recordings), args.config, args.sure_at)
             write_metrics(Path(args.out) / "detector.json", det)
             lines += [f"detector, {line}" for line in format_detector_lines(det)]
             lines.append(f"wrote {args.out}/detector.json")

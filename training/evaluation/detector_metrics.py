@@ -30,6 +30,7 @@ import argparse
 import json
 import sys
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -38,8 +39,9 @@ from monitor.bundle import bundle_paths, load_bundle
 from monitor.classify import classify_file
 from monitor.config import load_config
 from monitor.fast_start import start_runner_for
+from monitor.pipeline import WindowResult
 from monitor.runner import open_model
-from training.evaluation.labelled_onsets import first_new_event, labelled_onsets
+from training.evaluation.labelled_onsets import first_new_event, first_sure, labelled_onsets
 from training.evaluation.labelled_recordings import read_occurrences, training_fsids
 from training.evaluation.segment_metrics import RecordingTally, tally_recording
 
@@ -50,9 +52,12 @@ def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
     return a0 < b1 and b0 < a1
 
 
-def detector_metrics_on_recordings(model: Path, recordings: Path, config: Path | None = None) -> dict:
+def detector_metrics_on_recordings(model: Path, recordings: Path, config: Path | None = None,
+                                   sure_at: Sequence[float] = ()) -> dict:  # fmt: skip
     """Segment F1, other-class alarms, onset latency, per-class occurrence recall and event
-    precision of the daemon's pipeline over every `<fsID>.flac` in labels.csv."""
+    precision of the daemon's pipeline over every `<fsID>.flac` in labels.csv. `sure_at`: also,
+    per split and threshold, how soon the start model is sure of a labelled onset at all
+    (`first_sure` at its windows and checks; the floor under any detection setting's latency)."""
     cfg = load_config(config)
     cfg.detection.apply_bundle_defaults(load_bundle(model).detection_defaults)  # as `soundmon run` does
     bundle, runner = open_model(model, cfg.model.threads, cfg.detection.hop_seconds)
@@ -69,9 +74,13 @@ def detector_metrics_on_recordings(model: Path, recordings: Path, config: Path |
     tallies: dict[str, RecordingTally] = defaultdict(RecordingTally)  # all / seen / unseen
     split_delays: dict[str, list[float]] = defaultdict(list)
     per_file = []
+    sure: dict[str, dict[float, list[float | None]]] = defaultdict(lambda: defaultdict(list))  # split -> T -> delays
     for fsid, occurrences in sorted(by_file.items()):
+        results: list[WindowResult] = []  # (with `sure_at` only)
         result = classify_file(recordings / f"{fsid}.flac", bundle, runner, cfg,
-                               warm_start=cfg.detection.warm_start, start_runner=start_runner)  # as `soundmon run` does  # fmt: skip
+                               warm_start=cfg.detection.warm_start, start_runner=start_runner,  # as `soundmon run` does
+                               on_result=results.append if sure_at and start_runner is not None else None)  # fmt: skip
+        start_scored = [(r.end_offset_s, r.start_scores) for r in results]
         events = [(e["label"], e["start_s"], e["end_s"] if e["end_s"] is not None else e["start_s"])
                   for e in result.events]  # fmt: skip
         for cls, o0, o1 in occurrences:
@@ -93,6 +102,10 @@ def detector_metrics_on_recordings(model: Path, recordings: Path, config: Path |
             if first is not None:
                 onset_delays.append(first - o0)
                 split_delays[split].append(first - o0)
+            for t in sure_at if start_scored else ():
+                ready = first_sure(start_scored, bundle.labels.index(cls), o0, o1 + cfg.detection.hop_seconds + 1e-9, t)
+                for name in ("all", split):
+                    sure[name][t].append(None if ready is None else ready - o0)
         for label, e0, e1 in events:
             ok = any(
                 cls == label and _overlaps(e0 - bundle.window_seconds, e1, o0, o1)
@@ -122,6 +135,7 @@ def detector_metrics_on_recordings(model: Path, recordings: Path, config: Path |
                 **t.summary(),
                 "median_onset_latency_s": (round(float(np.median(onset_delays if name == "all" else split_delays[name])), 2)
                                            if (onset_delays if name == "all" else split_delays[name]) else None),
+                **({"start_model_sure": [_sure_row(t, delays) for t, delays in sure[name].items()]} if name in sure else {}),
             }  # fmt: skip
             for name, t in tallies.items()
         },
@@ -134,6 +148,24 @@ def detector_metrics_on_recordings(model: Path, recordings: Path, config: Path |
         },
         "per_file": per_file,
     }
+
+
+def _sure_row(threshold: float, delays: list[float | None]) -> dict:
+    """How many onsets the start model was sure of at `threshold`, and the median delay."""
+    reached = [d for d in delays if d is not None]
+    return {"threshold": threshold, "onsets": len(delays), "reached": len(reached),
+            "median_delay_s": round(float(np.median(reached)), 2) if reached else None}  # fmt: skip
+
+
+def _sure_text(rows: list[dict]) -> str:
+    """`; the start model is sure of 8 of 10 onsets at >= 0.5 after 0.83 s, 6 at >= 0.75 after
+    1.06 s` (empty without rows)."""
+    parts = []
+    for k, r in enumerate(rows):
+        of = "" if k else f" of {r['onsets']} onsets"
+        after = "" if r["median_delay_s"] is None else f" after {r['median_delay_s']} s"
+        parts.append(f"{r['reached']}{of} at >= {r['threshold']:g}{after}")
+    return f"; the start model is sure of {', '.join(parts)}" if parts else ""
 
 
 def percent(x: float | None) -> str:
@@ -156,6 +188,7 @@ def format_detector_lines(rep: dict) -> list[str]:
             f"(precision {p}, recall {r}), other-class alarms {d['other_class_alarms_per_minute']} "
             f"per min ({d['other_class_alarms']}), median onset latency {d['median_onset_latency_s']} s, "
             f"events shorter than a hop {d['short_events']} of {d['events']}"
+            + _sure_text(d.get("start_model_sure", []))
         )
     return lines
 

@@ -4,16 +4,21 @@ The recordings folder (`../shared/data/recordings`) has a `labels.csv` of UrbanS
 kept per recording, and perhaps a `slices.csv`; `labelled_onsets` takes each row back to where its
 sound began (UrbanSound8K's slice timing). `first_new_event` is how the latency harness
 (`tools/latency.py`), `training.evaluation.detector_metrics` and `training.evaluation.onset_streams` decide which event
-answers an occurrence, so the three count alike.
+answers an occurrence, so the three count alike; `first_sure` is when a model is first sure of the
+onset's class at all, whatever a detector then does (their `--sure-at`).
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["SLICE_STEP_S", "first_new_event", "labelled_onsets"]
+import numpy as np
+
+__all__ = ["SLICE_STEP_S", "first_new_event", "first_sure", "labelled_onsets", "sure_at_arg"]
 
 
 SLICE_STEP_S = 2.0
@@ -63,3 +68,28 @@ def first_new_event(start_offsets: list[float], onset: float, end: float, hop: f
     event still running from earlier does not count). `training.evaluation.detector_metrics` counts the same."""
     new = [s for s in start_offsets if onset <= s <= end + hop]
     return min(new) if new else None
+
+
+def first_sure(scored: Iterable[tuple[float, np.ndarray | None]], index: int, onset: float, end: float,
+               threshold: float) -> float | None:  # fmt: skip
+    """The offset of the first result in (onset, end] whose scores rank label `index` top at
+    >= `threshold` (None scores: not run there), or None."""
+    for offset, scores in scored:
+        if offset <= onset:
+            continue
+        if offset > end:
+            return None
+        if scores is not None and int(np.argmax(scores)) == index and scores[index] >= threshold - 1e-6:
+            return offset
+    return None
+
+
+def sure_at_arg(text: str) -> list[float]:
+    """`--sure-at 0.5,0.75`: scores in (0, 1] (the thresholds `first_sure` is asked about)."""
+    try:
+        values = [float(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected scores such as 0.5,0.75; got {text!r}") from None
+    if not all(0.0 < v <= 1.0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected scores in (0, 1]; got {text!r}")
+    return values

@@ -35,7 +35,6 @@ import argparse
 import bisect
 import itertools
 import sys
-from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,10 +51,10 @@ from training.datasets import Dataset, load_audio, read_dataset
 from training.evaluation.clip_accuracy import check_labels
 from training.evaluation.cv_accuracy import fold_bundles
 from training.evaluation.detector_metrics import percent
-from training.evaluation.labelled_onsets import first_new_event
+from training.evaluation.labelled_onsets import first_new_event, first_sure, sure_at_arg
 from training.evaluation.segment_metrics import RecordingTally, shorter_than_hop, tally_recording
 
-__all__ = ["FoldRun", "Segment", "first_sure", "fold_runs", "fold_stream", "format_sure", "gap_range", "main", "onset_answers",
+__all__ = ["FoldRun", "Segment", "fold_runs", "fold_stream", "format_sure", "gap_range", "main", "onset_answers",
            "stream_report", "sure_report"]
 
 
@@ -214,20 +213,6 @@ def stream_report(model: Path, dataset: Path, cfg: Config, seed: int = 0, by_cla
     return rows
 
 
-def first_sure(scored: Iterable[tuple[float, np.ndarray | None]], index: int, onset: float, end: float,
-               threshold: float) -> float | None:  # fmt: skip
-    """The offset of the first result in (onset, end] whose scores rank label `index` top at
-    >= `threshold` (None scores: not run there), or None."""
-    for offset, scores in scored:
-        if offset <= onset:
-            continue
-        if offset > end:
-            return None
-        if scores is not None and int(np.argmax(scores)) == index and scores[index] >= threshold - 1e-6:
-            return offset
-    return None
-
-
 def sure_report(runs: list[FoldRun], thresholds: list[float], hop: float) -> list[dict]:
     """How soon each model is sure of an onset at all: per model and threshold T, the onsets
     (as `onset_answers` counts them) whose class the model first ranks top at >= T between the
@@ -311,17 +296,6 @@ def gap_range(text: str) -> tuple[float, float]:
     return lo, hi
 
 
-def thresholds(text: str) -> list[float]:
-    """`--sure-at 0.5,0.75`: scores in (0, 1]."""
-    try:
-        values = [float(x) for x in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected scores such as 0.5,0.75; got {text!r}") from None
-    if not all(0.0 < v <= 1.0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected scores in (0, 1]; got {text!r}")
-    return values
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m training.evaluation.onset_streams", description=__doc__.split("\n\n")[0])
     ap.add_argument("--model", type=Path, required=True, help="bundle whose <model>_cv/ fold models to use")
@@ -331,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--by-class", action="store_true", help="one row per class over all folds instead of per fold")
     ap.add_argument("--gaps", type=gap_range, default=None, metavar="LO,HI",
                     help="a silence of LO..HI seconds (drawn per clip) before every clip but the first")  # fmt: skip
-    ap.add_argument("--sure-at", type=thresholds, default=None, metavar="T,...",
+    ap.add_argument("--sure-at", type=sure_at_arg, default=None, metavar="T,...",
                     help="also print how soon each model ranks an onset's class top at >= each T at all "
                     "(the floor under any detection setting's delay)")  # fmt: skip
     args = ap.parse_args(argv)
