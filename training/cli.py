@@ -408,6 +408,7 @@ def _train_mlp_only(args, dataset) -> int:
 
 
 def _sure_at(text: str) -> list[float]:
+    # imported when the option is used: this module loads no evaluation code (nor numpy) up front
     from training.evaluation.labelled_onsets import sure_at_arg
 
     return sure_at_arg(text)

@@ -41,7 +41,12 @@ from monitor.config import load_config
 from monitor.fast_start import start_runner_for
 from monitor.pipeline import WindowResult
 from monitor.runner import open_model
-from training.evaluation.labelled_onsets import first_new_event, first_sure, labelled_onsets
+from training.evaluation.labelled_onsets import (
+    first_new_event,
+    first_sure,
+    labelled_onsets,
+    sure_row,
+)
 from training.evaluation.labelled_recordings import read_occurrences, training_fsids
 from training.evaluation.segment_metrics import RecordingTally, tally_recording
 
@@ -135,7 +140,7 @@ def detector_metrics_on_recordings(model: Path, recordings: Path, config: Path |
                 **t.summary(),
                 "median_onset_latency_s": (round(float(np.median(onset_delays if name == "all" else split_delays[name])), 2)
                                            if (onset_delays if name == "all" else split_delays[name]) else None),
-                **({"start_model_sure": [_sure_row(t, delays) for t, delays in sure[name].items()]} if name in sure else {}),
+                **({"start_model_sure": [sure_row(t, delays) for t, delays in sure[name].items()]} if name in sure else {}),
             }  # fmt: skip
             for name, t in tallies.items()
         },
@@ -148,13 +153,6 @@ def detector_metrics_on_recordings(model: Path, recordings: Path, config: Path |
         },
         "per_file": per_file,
     }
-
-
-def _sure_row(threshold: float, delays: list[float | None]) -> dict:
-    """How many onsets the start model was sure of at `threshold`, and the median delay."""
-    reached = [d for d in delays if d is not None]
-    return {"threshold": threshold, "onsets": len(delays), "reached": len(reached),
-            "median_delay_s": round(float(np.median(reached)), 2) if reached else None}  # fmt: skip
 
 
 def _sure_text(rows: list[dict]) -> str:

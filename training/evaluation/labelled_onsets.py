@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SLICE_STEP_S", "first_new_event", "first_sure", "labelled_onsets", "sure_at_arg"]
+__all__ = ["SLICE_STEP_S", "first_new_event", "first_sure", "labelled_onsets", "sure_at_arg", "sure_row"]
 
 
 SLICE_STEP_S = 2.0
@@ -82,6 +82,14 @@ def first_sure(scored: Iterable[tuple[float, np.ndarray | None]], index: int, on
         if scores is not None and int(np.argmax(scores)) == index and scores[index] >= threshold - 1e-6:
             return offset
     return None
+
+
+def sure_row(threshold: float, delays: list[float | None]) -> dict:
+    """`threshold`, the onsets counted, how many a model was sure of (`first_sure`; None: never)
+    and their median delay in seconds."""
+    reached = [d for d in delays if d is not None]
+    return {"threshold": threshold, "onsets": len(delays), "reached": len(reached),
+            "median_delay_s": round(float(np.median(reached)), 2) if reached else None}  # fmt: skip
 
 
 def sure_at_arg(text: str) -> list[float]:

@@ -51,11 +51,11 @@ from training.datasets import Dataset, load_audio, read_dataset
 from training.evaluation.clip_accuracy import check_labels
 from training.evaluation.cv_accuracy import fold_bundles
 from training.evaluation.detector_metrics import percent
-from training.evaluation.labelled_onsets import first_new_event, first_sure, sure_at_arg
+from training.evaluation.labelled_onsets import first_new_event, first_sure, sure_at_arg, sure_row
 from training.evaluation.segment_metrics import RecordingTally, shorter_than_hop, tally_recording
 
 __all__ = ["FoldRun", "Segment", "fold_runs", "fold_stream", "format_sure", "gap_range", "main", "onset_answers",
-           "stream_report", "sure_report"]
+           "onset_segments", "stream_report", "sure_report"]
 
 
 @dataclass(frozen=True)
@@ -87,16 +87,18 @@ def fold_stream(dataset: Dataset, fold: int, sample_rate: int, seed: int = 0,
     return (np.concatenate(pieces) if pieces else np.zeros(0, np.float32)), segments
 
 
+def onset_segments(segments: list[Segment]) -> list[Segment]:
+    """The clips that are onsets: each one whose class differs from the clip's before it."""
+    return [seg for k, seg in enumerate(segments) if k == 0 or seg.label != segments[k - 1].label]
+
+
 def onset_answers(segments: list[Segment], starts: list[tuple[str, float]], hop: float) -> list[tuple[str, float | None]]:
-    """(class, delay or None) per onset: an onset is a clip whose class differs from the one before
-    it; it is answered by the first start of its class between its start and its end + hop."""
+    """(class, delay or None) per onset (`onset_segments`); an onset is answered by the first start
+    of its class between its start and its end + hop."""
     out: list[tuple[str, float | None]] = []
-    previous = None
-    for seg in segments:
-        if seg.label != previous:
-            first = first_new_event([s for label, s in starts if label == seg.label], seg.start_s, seg.end_s, hop)
-            out.append((seg.label, None if first is None else first - seg.start_s))
-        previous = seg.label
+    for seg in onset_segments(segments):
+        first = first_new_event([s for label, s in starts if label == seg.label], seg.start_s, seg.end_s, hop)
+        out.append((seg.label, None if first is None else first - seg.start_s))
     return out
 
 
@@ -222,27 +224,23 @@ def sure_report(runs: list[FoldRun], thresholds: list[float], hop: float) -> lis
     models = {"start model": lambda r: r.start_scores, "4 s model": lambda r: r.scores}
     rows = []
     for name, scores_of in models.items():
+        streams = []  # per run the model scored: its (offset, scores) in stream order and the offsets alone
+        for run in runs:
+            scored = [(r.end_offset_s, scores_of(r)) for r in run.results]
+            if any(s is not None for _, s in scored):
+                streams.append((run, scored, [offset for offset, _ in scored]))
         for t in thresholds:
-            delays, onsets = [], 0
-            for run in runs:
-                scored = [(r.end_offset_s, scores_of(r)) for r in run.results]
-                if all(s is None for _, s in scored):
-                    continue
-                offsets = [offset for offset, _ in scored]
-                previous = None
-                for seg in run.segments:
-                    if seg.label != previous:
-                        onsets += 1
-                        after = itertools.islice(scored, bisect.bisect_right(offsets, seg.start_s), None)  # speed
-                        first = first_sure(after, run.labels.index(seg.label), seg.start_s, seg.end_s + hop + 1e-9, t)
-                        if first is not None:
-                            delays.append(first - seg.start_s)
-                    previous = seg.label
-            if onsets:
-                rows.append({"model": name, "threshold": t, "onsets": onsets, "reached": len(delays),
-                             "median_delay_s": round(float(np.median(delays)), 2) if delays else None,
-                             "within_budget": round(float(np.mean(np.array(delays) <= hop + 0.3 + 1e-9)), 3)
-                             if delays else None})  # fmt: skip
+            delays: list[float | None] = []
+            for run, scored, offsets in streams:
+                for seg in onset_segments(run.segments):
+                    after = itertools.islice(scored, bisect.bisect_right(offsets, seg.start_s), None)  # speed
+                    first = first_sure(after, run.labels.index(seg.label), seg.start_s, seg.end_s + hop + 1e-9, t)
+                    delays.append(None if first is None else first - seg.start_s)
+            if delays:
+                reached = np.array([d for d in delays if d is not None])
+                rows.append({"model": name, **sure_row(t, delays),
+                             "within_budget": round(float(np.mean(reached <= hop + 0.3 + 1e-9)), 3)
+                             if len(reached) else None})  # fmt: skip
     return rows
 
 
