@@ -68,14 +68,15 @@ def _load_config(path: Path | None):
     return load_config(path)
 
 
-def _open_model(cfg, override: Path | None):
-    """Bundle + runner from --model, model.path or the shipped model, checked against the config.
+def _open_model(cfg, override: Path | None, config_path: Path | None = None):
+    """Bundle + runner from --model, model.path or the shipped model, checked against the config
+    (`config_path`, the file it came from, names it in an error; None: the built-in defaults).
 
     Also puts numpy's BLAS on one thread: both commands that open a model stream audio through
     tiny matrix products, where BLAS worker threads only spin (`monitor.blas`)."""
     from monitor.blas import single_threaded_blas
     from monitor.bundle import load_bundle
-    from monitor.config import check_model_path
+    from monitor.config import check_model_path, config_source
     from monitor.runner import open_model
 
     single_threaded_blas()
@@ -87,7 +88,7 @@ def _open_model(cfg, override: Path | None):
     cfg.detection.apply_bundle_defaults(load_bundle(cfg.model.resolved_path()).detection_defaults)
     bundle, runner = open_model(cfg.model.resolved_path(), num_threads=cfg.model.threads,
                                 hop_seconds=cfg.detection.hop_seconds)  # fmt: skip
-    cfg.check_against_labels(bundle.labels, default_watch=bundle.watch)
+    cfg.check_against_labels(bundle.labels, source=config_source(config_path), default_watch=bundle.watch)
     return bundle, runner
 
 
@@ -95,7 +96,7 @@ def _cmd_classify(args: argparse.Namespace) -> int:
     from monitor.classify import run_classify
 
     cfg = _load_config(args.config)
-    bundle, runner = _open_model(cfg, args.model)
+    bundle, runner = _open_model(cfg, args.model, args.config)
     return run_classify(args.paths, bundle, runner, cfg, as_json=args.json)
 
 
@@ -112,7 +113,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     cfg = _load_config(args.config)
     check_state_dir(cfg)
-    bundle, runner = _open_model(cfg, args.model)
+    bundle, runner = _open_model(cfg, args.model, args.config)
     # Each label becomes a topic level (<base>/state/<label>, its discovery config): a bundle
     # whose label the broker would reject is refused here, before anything connects.
     cfg.mqtt.check_label_topics(bundle.labels, source=f"model {cfg.model.resolved_path()}")

@@ -60,6 +60,7 @@ __all__ = [
     "StorageConfig",
     "check_model_path",
     "check_state_dir",
+    "config_source",
     "default_model_path",
     "default_state_dir",
     "shipped_models_dir",
@@ -260,7 +261,7 @@ class ClassConfig(_Section):
         "without the main model's backing (`detection.fast_start_threshold`), so a sound shorter "
         "than the 4 s model can confirm is still reported, and its event may be shorter than a "
         "hop. Meant for sounds that short whose start-model openings are measured right. null = "
-        "the bundle's list (`models/urban10` lists none: its gun shots opened alone were 7 of 13 "
+        "the bundle's list (`models/urban10` lists none: its gun shots opened alone were 31 of 35 "
         "right on held-out clips against the 95 % asked; its model card has the measurement); "
         "false = always ask for backing.",
     )
@@ -358,7 +359,8 @@ class DetectionConfig(_Section):
         "label at the release level, or its latest rising into it, unless the start model's "
         "score is 0.95 or more), so an "
         "alert comes sooner after a sound begins. The event then ends by the "
-        "usual rules on the main model's scores. How sure a start model must be depends on how "
+        "usual rules on the window scores (the main model's, with the start model's share: "
+        "`start_model_weight`). How sure a start model must be depends on how "
         "its scores are calibrated, so unset, a bundle's own value applies when its JSON names "
         "one (`models/urban10`: 0.75; on held-out clips 4 % more onsets answered than the "
         "previous default pair at 0.9, and as many events right), else 0.9. Higher: fewer wrong "
@@ -1273,6 +1275,11 @@ def parse_config(data: Any, source: str = "config") -> Config:
     return cfg
 
 
+def config_source(path: str | Path | None) -> str:
+    """How an error names a configuration: `config <path>`, or `config` for the built-in defaults."""
+    return "config" if path is None else f"config {path}"
+
+
 def load_config(path: str | Path | None) -> Config:
     """Read and validate a YAML file; None gives the defaults."""
     if path is None:
@@ -1300,7 +1307,7 @@ def load_config(path: str | Path | None) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or "invalid YAML"
         raise ConfigError(_one_line(f"config {path}: YAML syntax error{where}: {problem}")) from None
-    return parse_config(data, source=f"config {path}")
+    return parse_config(data, source=config_source(path))
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

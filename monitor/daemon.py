@@ -40,7 +40,7 @@ import numpy as np
 from monitor import topics
 from monitor.bundle import ModelBundle, load_bundle
 from monitor.clips import ClipRecorder
-from monitor.config import Config, DetectionConfig, check_state_dir, load_config
+from monitor.config import Config, DetectionConfig, check_state_dir, config_source, load_config
 from monitor.control import CommandError, Overrides, parse_command
 from monitor.detector import DetectionEvent
 from monitor.discovery import label_topic_level, pretty_name
@@ -836,7 +836,7 @@ class Daemon:
             # streaming and the window runner); the start model also when fast start turns on or off
             runners = build_runners(model_path, new.model.threads, self._detection(new), reuse=self.runners)
             bundle, start_runner = runners.bundle, runners.start_runner
-            new.check_against_labels(bundle.labels, default_watch=bundle.watch)
+            new.check_against_labels(bundle.labels, source=config_source(self.config_path), default_watch=bundle.watch)
             new.mqtt.check_label_topics(bundle.labels, source=f"model {model_path}")
             publisher_key = self._publisher_settings(new)  # reads the password: ConfigError if it cannot
             if publisher_key != self._publisher_key:

@@ -135,7 +135,7 @@ def test_a_watch_value_that_is_not_a_list_of_labels_is_refused(value, message):
     assert str(err.value).startswith(f"config: {message}"), str(err.value)
 
 
-def test_the_cli_refuses_a_typo_with_exit_status_2_before_anything_runs(tmp_path):
+def test_the_cli_refuses_a_typo_with_exit_status_2_before_anything_runs_naming_the_file(tmp_path):
     audioset()
     cfg = tmp_path / "c.yaml"
     cfg.write_text("mqtt: {enabled: false}\ndetection:\n  watch: [dog, doorbel]\n")
@@ -143,7 +143,7 @@ def test_the_cli_refuses_a_typo_with_exit_status_2_before_anything_runs(tmp_path
         out = soundmon(*command, "--model", str(AUDIOSET), "--config", str(cfg))
         assert out.returncode == 2
         assert out.stderr.strip().splitlines() == [
-            f"soundmon {command[0]}: config: detection.watch: the model has no class 'doorbel' (did you mean "
+            f"soundmon {command[0]}: config {cfg}: detection.watch: the model has no class 'doorbel' (did you mean "
             "'doorbell'?); allowed: one of the model's 521 labels (its JSON's \"labels\"; `soundmon classify "
             "--model <bundle> <recording>` shows the best ones for a recording)"
         ]
@@ -355,7 +355,7 @@ def test_sighup_with_a_typo_in_the_watch_list_keeps_the_running_one(broker, tmp_
         write_config(cfg, broker, detection={"watch": ["dog", "sirne"]})
         d.signal(signal.SIGHUP)
         line = d.wait_log("reload refused")
-        assert "detection.watch: the model has no class 'sirne' (did you mean 'siren'?)" in line
+        assert f"config {cfg}: detection.watch: the model has no class 'sirne' (did you mean 'siren'?)" in line
         d.signal(signal.SIGTERM)
         assert d.wait(10) == 0
     finally:
