@@ -71,6 +71,9 @@ READ_TIMEOUT_S = 0.3
 or start check, every 0.25 s with the defaults) and wakes when that has arrived, so this bounds only
 how late a stop, reload or MQTT command is seen while audio is late or the next result is a 0.5 s
 window away (fast start off: two wakes per hop)."""
+RELOAD_FLUSH_SECONDS = 5.0
+"""How long a SIGHUP that changes `mqtt.*` or the state directory waits for the old broker to
+acknowledge what is spooled (open events' ENDs last) before the new connection takes the rest."""
 
 
 class LogLimiter:
@@ -946,9 +949,11 @@ class Daemon:
             log.info("reload: MQTT settings changed: ending %d open event(s) first",
                      sum(ev.type == "end" for ev in closing))  # fmt: skip
         self._emit(closing)
-        # Short: this blocks the audio loop (the microphone's ring buffer holds 10 s); what is
-        # not acknowledged by then stays spooled and the new publisher sends it.
-        self.publisher.stop(timeout=1.0)
+        # Bounded: this blocks the audio loop (the microphone's ring buffer holds 10 s). It returns
+        # as soon as the old broker has acknowledged everything, at once if it is not connected;
+        # what is not acknowledged by then (a backlog of more than ~5 s of sending ahead of the
+        # ENDs) stays spooled, and the new publisher sends it, to the new broker.
+        self.publisher.stop(timeout=RELOAD_FLUSH_SECONDS)
         try:
             publisher = self._make_publisher(new)
         except SoundmonError as exc:  # checked before, so only a file that vanished since
@@ -977,6 +982,7 @@ class Daemon:
             return
         target = publisher.spool  # None when MQTT is off
         moved = 0
+        dropped_before = target.dropped if target is not None else 0
         try:
             with Spool(old_dir, max_messages=new.storage.spool_max_messages, logger=log) as old:
                 if old.depth and (target is None or not target.persistent):
@@ -993,9 +999,11 @@ class Daemon:
             log.error("reload: moving the spool from %s to %s stopped after %d detection(s) (%s); "
                       "the rest stay in %s", old_dir, new_dir, moved, exc, old_dir / SPOOL_FILENAME)  # fmt: skip
             return
+        dropped = target.dropped - dropped_before if target is not None else 0
         if moved or left:
-            log.info("reload: moved %d undelivered detection(s) from %s to %s%s", moved, old_dir, new_dir,
-                     f"; {left} left behind" if left else "")  # fmt: skip
+            log.info("reload: moved %d undelivered detection(s) from %s to %s%s%s", moved, old_dir, new_dir,
+                     f"; {left} left behind" if left else "",
+                     f"; the oldest {dropped} dropped: more than storage.spool_max_messages" if dropped else "")  # fmt: skip
 
 
 def run_daemon(cfg: Config, bundle: ModelBundle, runner, source: str = "mic", pace: str = "realtime",

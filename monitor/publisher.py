@@ -543,7 +543,6 @@ class Publisher:
                 self._connected_at = time.monotonic()
         try:
             depth = self.spool_depth
-            self._spool_full_logged = self.spool is not None and depth >= self.spool.max_messages
             log = self.log.debug if self._flapping else self.log.info
             log(
                 "MQTT: connected to %s as %s%s",
@@ -936,6 +935,12 @@ class Publisher:
                 self.log.error(
                     "MQTT: spooled message %d cannot be published (%s); dropping it", row.id, exc
                 )
+            except BaseException:  # anything else: the row stays for a later try (the sender logs it)
+                with self._lock:
+                    self._publishing -= 1
+                    if not self._publishing:
+                        self._early.clear()
+                raise
             early = sent = False
             with self._lock:
                 self._publishing -= 1
@@ -991,20 +996,26 @@ class Publisher:
 
         topic = f"{self.base}/detection"
         text = _dumps(payload)
-        dropped_before = self.spool.dropped
+        spool = self.spool
+        dropped_before = spool.dropped
         try:
-            self.spool.put(topic, text)
+            spool.put(topic, text)
         except SpoolError as exc:  # only a closed spool (after stop)
             self._spool_problem(exc)
             return
-        if self.spool.dropped > dropped_before and not self._spool_full_logged:
+        # One line per episode of drops: it ends once the spool has room again.
+        if spool.dropped > dropped_before and not self._spool_full_logged:
             self._spool_full_logged = True
             self.log.warning(
-                "MQTT: spool full (%d): dropping the oldest detections until the broker is back "
-                "(dropped so far: %d)",
-                self.spool.max_messages,
-                self.spool.dropped,
+                "MQTT: spool full (%d): dropped the oldest %d detection(s)%s (dropped so far: %d)",
+                spool.max_messages,
+                spool.dropped - dropped_before,
+                "; dropping the oldest until the broker is back" if not self._connected
+                else "; the backlog is larger than storage.spool_max_messages",
+                spool.dropped,
             )
+        elif self._spool_full_logged and spool.depth < spool.max_messages:
+            self._spool_full_logged = False
         self._wake()
 
     def set_state(self, label: str, on: bool) -> None:

@@ -13,11 +13,15 @@ disk before they return (synchronous=FULL); deletions (`ack`) are not synced on 
 (synchronous=NORMAL), because losing an ack to a power cut only means a duplicate later.
 
 A spool file that SQLite cannot read (corrupt, not a database, written by an incompatible
-version) never stops the daemon: it is renamed `spool.sqlite3.corrupt-<UTC time>` (with its
-WAL), what can still be read from it is copied into a fresh spool, one line is logged and
-the persistent `corrupt_files` counter goes up. If the state directory cannot be written at
-all at start, the spool lives in memory until the next start (logged once at ERROR) so
-detections still flow.
+version), at start or found damaged while running, never stops the daemon: it is renamed
+`spool.sqlite3.corrupt-<UTC time>` (with its WAL), what can still be read from it is copied into
+a fresh spool with the same ids (so a PUBACK for a row in flight still deletes that row, and new
+rows still come after every id handed out), one line is logged and the persistent
+`corrupt_files` counter goes up. If the state directory cannot be written at all at start, or
+no fresh file can be made after a damage (disk full, read-only), the spool lives in memory
+until the next start (logged once at ERROR, counted as memory-only) so detections still flow.
+A file that holds more rows than `max_messages` (the setting was lowered) loses its oldest at
+open, with one WARNING line.
 
 A spool that stops accepting writes later (disk full, I/O error) keeps new messages in a
 bounded in-memory queue instead (one ERROR line when that starts, one INFO line when it ends):
@@ -128,6 +132,7 @@ class Spool:
         self._retry_at = 0.0  # monotonic time of the next disk retry while _mem/_unlinked exist
         self.retry_seconds = 1.0
         self._retry_delay = 1.0
+        self._disk_down = False  # a write failed and no write has worked since (one ERROR line each)
         self.persistent = True
         self._open()
 
@@ -191,6 +196,7 @@ class Spool:
                 self._recover(str(exc))
                 return
             self._load_counters()
+            self._trim_at_open()
         except (OSError, sqlite3.OperationalError) as exc:
             self.log.error(
                 "spool: cannot use %s (%s); keeping detections in memory only until restart",
@@ -201,8 +207,31 @@ class Spool:
             self._conn = self._connect(":memory:")
             self._load_counters()
 
+    def _trim_at_open(self) -> None:
+        """Hold the bound from the start: a file written under a larger `max_messages` (the
+        setting was lowered) loses its oldest rows now, with one line, not silently at the
+        first put. A disk that cannot be written now leaves that to the first put."""
+        try:
+            n = self._trim()
+        except (sqlite3.Error, SpoolError):
+            return
+        if n:
+            self.log.warning(
+                "spool: %s held more than storage.spool_max_messages (%d): dropped the oldest %d "
+                "detection(s) (dropped so far: %d)",
+                self.path,
+                self.max_messages,
+                n,
+                self._dropped,
+            )
+
     def _recover(self, reason: str) -> None:
-        """Move an unusable spool file aside, salvage what is readable, start a fresh one."""
+        """Move an unusable spool file aside, salvage what is readable, start a fresh one.
+
+        Salvaged rows keep their ids, and the fresh file's sequence continues after the highest
+        id handed out: the publisher may hold ids of rows in flight (a recovery while running),
+        and an acknowledgement must delete the row it was for. If no fresh file can be made
+        (the disk is full or read-only), the salvaged rows go into memory as at a failed start."""
         if self._conn is not None:
             with contextlib.suppress(sqlite3.Error):
                 self._conn.close()
@@ -213,44 +242,79 @@ class Spool:
         while aside.exists():
             n += 1
             aside = self.path.with_name(f"{self.path.name}.corrupt-{stamp}-{n}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(self.path) + suffix)
-            if src.exists():
-                src.replace(Path(str(aside) + suffix))
-        salvaged = self._salvage(aside)
-        self._conn = self._connect(self.path)
+        unusable: Exception | None = None
+        try:
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(self.path) + suffix)
+                if src.exists():
+                    src.replace(Path(str(aside) + suffix))
+            source = aside
+        except OSError as exc:  # cannot even rename it: read what we can where it is
+            source, unusable = self.path, exc
+        salvaged = self._salvage(source)
+        old = self._counters_from(source)
+        # this run's counters, if the old file's cannot be read (they were kept there too)
+        old = {"dropped": max(self._dropped, old.get("dropped", 0)),
+               "corrupt_files": max(self._corrupt, old.get("corrupt_files", 0))}  # fmt: skip
+        try:
+            if unusable is not None:
+                raise unusable
+            self._conn = self._connect(self.path)
+            self._fill(salvaged, old)
+        except (OSError, sqlite3.Error, _Unusable) as exc:
+            if self._conn is not None:
+                with contextlib.suppress(sqlite3.Error):
+                    self._conn.close()
+            self.log.error(
+                "spool: %s is unreadable (%s) and no new spool file can be made (%s); keeping "
+                "detections in memory only until restart",
+                self.path,
+                reason,
+                exc,
+            )
+            self.persistent = False
+            self._conn = self._connect(":memory:")
+            self._fill(salvaged, old)
+            self._trim()
+            return
+        trimmed = self._trim()
+        self.log.error(
+            "spool: %s is unreadable (%s); moved it to %s, salvaged %d message(s)%s, started a new "
+            "spool (corrupt spool files so far: %d)",
+            self.path,
+            reason,
+            aside.name,
+            len(salvaged),
+            f" (the oldest {trimmed} dropped: more than storage.spool_max_messages)" if trimmed else "",
+            self._corrupt,
+        )
+
+    def _fill(self, salvaged: list[tuple[int, str, str, float]], old: dict[str, int]) -> None:
+        """A fresh spool's rows and counters after a recovery: the salvaged rows with their ids,
+        the sequence after the highest id ever handed out, the old file's counters added."""
         self._load_counters()
-        old = self._counters_from(aside)
         with self._transaction() as conn:
-            for topic, payload, created in salvaged:
-                conn.execute(
-                    "INSERT INTO messages (topic, payload, created) VALUES (?, ?, ?)",
-                    (topic, payload, created),
-                )
+            conn.executemany(
+                "INSERT INTO messages (id, topic, payload, created) VALUES (?, ?, ?, ?)", salvaged
+            )
+            self._last_id = max([self._last_id, *(row[0] for row in salvaged)])
+            conn.execute("DELETE FROM sqlite_sequence WHERE name = 'messages'")
+            conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('messages', ?)", (self._last_id,))
             self._dropped += old.get("dropped", 0)
             self._corrupt += old.get("corrupt_files", 0) + 1
             self._set_meta(conn, "dropped", self._dropped)
             self._set_meta(conn, "corrupt_files", self._corrupt)
         self._depth += len(salvaged)
-        self._trim()
-        self.log.error(
-            "spool: %s is unreadable (%s); moved it to %s, salvaged %d message(s), started a new spool "
-            "(corrupt spool files so far: %d)",
-            self.path,
-            reason,
-            aside.name,
-            len(salvaged),
-            self._corrupt,
-        )
 
     @staticmethod
-    def _salvage(path: Path) -> list[tuple[str, str, float]]:
-        """Best effort: the rows of an unusable spool that can still be read, in order.
+    def _salvage(path: Path) -> list[tuple[int, str, str, float]]:
+        """Best effort: the rows (id, topic, payload, created) of an unusable spool that can
+        still be read, in order.
 
         Reads in id order; when a damaged page stops the scan, probes further ids (growing
         steps) so that rows stored after the damage are still recovered.
         """
-        rows: list[tuple[str, str, float]] = []
+        rows: list[tuple[int, str, str, float]] = []
         try:
             conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, isolation_level=None)
         except sqlite3.Error:
@@ -270,7 +334,7 @@ class Spool:
                             and isinstance(payload, str)
                             and isinstance(created, (int, float))
                         ):
-                            rows.append((topic, payload, float(created)))
+                            rows.append((int(row_id), topic, payload, float(created)))
                     break  # reached the end
                 except (sqlite3.Error, TypeError, ValueError):
                     after += step  # skip past the damage and try again
@@ -360,7 +424,8 @@ class Spool:
 
     def _disk_failed(self, exc: SpoolError) -> None:
         """A write failed: say so once per episode and schedule the next retry."""
-        first = not self._mem and not self._unlinked
+        first = not self._disk_down
+        self._disk_down = True
         # every retry_seconds at first, backing off to 10x while it keeps failing: a retry
         # writes every memory row again, which is not free with thousands of them
         self._retry_delay = (
@@ -422,11 +487,16 @@ class Spool:
         self._depth += len(mem) - deleted
         self._mem.clear()
         self._unlinked.clear()
-        if mem:
+        self._disk_ok(len(mem))
+
+    def _disk_ok(self, moved: int = 0) -> None:
+        """A write worked: end a disk-failure episode (one INFO line)."""
+        if self._disk_down or moved:
+            self._disk_down = False
             self.log.info(
                 "spool: %s can be written again; moved %d detection(s) from memory to disk",
                 self.path,
-                len(mem),
+                moved,
             )
 
     def _retry_locked(self, force: bool = False) -> bool:
@@ -472,7 +542,9 @@ class Spool:
                     raise SpoolError(f"spool {self.path}: the disk cannot be written now")
                 return self._put_mem(topic, payload)  # keep the order: behind the memory rows
             try:
-                return self._run_locked(self._put, topic, payload)
+                row = self._run_locked(self._put, topic, payload)
+                self._disk_ok()
+                return row
             except SpoolError as exc:
                 if self._conn is None:
                     raise
@@ -524,11 +596,14 @@ class Spool:
             return False
         try:
             n = self._conn.execute("DELETE FROM messages WHERE id = ?", (row_id,)).rowcount
-        except sqlite3.OperationalError:
+        except sqlite3.OperationalError as exc:
             # cannot write (disk full): forget the row now, delete it once the disk works
             if self._conn.execute("SELECT 1 FROM messages WHERE id = ?", (row_id,)).fetchone():
                 self._unlinked.add(row_id)
-                self._retry_at = min(self._retry_at, time.monotonic() + self.retry_seconds)
+                if self._disk_down:
+                    self._retry_at = min(self._retry_at, time.monotonic() + self.retry_seconds)
+                else:  # the episode starts here (a PUBACK can come before the next put)
+                    self._disk_failed(SpoolError(f"spool {self.path}: {exc}"))
                 return True
             return False
         self._depth -= n

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import shutil
 import sqlite3
 import subprocess
 import threading
@@ -338,3 +339,93 @@ def test_put_without_memory_refuses_when_the_disk_is_full(small_disk: SmallDisk)
     assert s.put("t", "e", memory_ok=False).payload == "e"  # moves "c" to disk first
     assert [r.payload for r in s.pending()] == ["a", "c", "e"] and s.memory_depth == 0
     s.close()
+
+
+def _damage_while_open(s: Spool, page: int) -> None:
+    """Smash one page of an open spool's file (after a checkpoint put every row there) and drop
+    the connection's page cache, so its next full read meets the damage: a real
+    "database disk image is malformed" at run time, not at open."""
+    assert s._conn is not None
+    s._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    with open(s.path, "r+b") as f:
+        f.seek(4096 * page)
+        f.write(os.urandom(4096))
+    s._conn.execute("PRAGMA shrink_memory")
+
+
+def test_a_spool_damaged_while_running_keeps_its_row_ids(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The publisher holds ids of rows in flight; after a recovery an acknowledgement must still
+    delete the row it was for, and new rows must come after the ones it has already seen."""
+    s = Spool(tmp_path, 10_000)
+    rows = {r.id: r.payload for r in (s.put("t", f"{i:05d}" + "x" * 200) for i in range(2000))}
+    _damage_while_open(s, 40)
+    with caplog.at_level(logging.ERROR):
+        salvaged = s.pending()  # meets the damage: moved aside, rows salvaged, a fresh file
+    assert s.corrupt_files == 1 and s.persistent and 1000 < len(salvaged) < 2000
+    assert all(rows[r.id] == r.payload for r in salvaged)  # every row under its old id
+    assert s.put("t", "new").id == 2001  # after every id handed out, not after the salvaged count
+    in_flight = salvaged[-5:]
+    for r in in_flight:  # their PUBACKs arrive
+        assert s.ack(r.id)
+    left = [r.payload for r in s.pending()]
+    assert left[-1] == "new" and not {r.payload for r in in_flight} & set(left)
+    assert len(left) == len(salvaged) - 5 + 1
+    assert any("salvaged" in r.getMessage() for r in caplog.records)
+    s.close()
+
+
+def test_a_spool_damaged_on_a_full_disk_keeps_its_rows_in_memory(
+    small_disk: SmallDisk, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """No fresh file can be made: the salvaged rows and new ones live in memory (counted as
+    memory-only, so a stop reports them), instead of the spool closing for the rest of the run."""
+    with Spool(tmp_path, 1000) as built:  # written where there is room, then moved onto the small disk
+        for i in range(600):
+            built.put("t", f"{i:03d}" + "x" * 40)
+    shutil.copyfile(tmp_path / SPOOL_FILENAME, small_disk.path / SPOOL_FILENAME)
+    s = Spool(small_disk.path, 1000)
+    _damage_while_open(s, 5)
+    small_disk.fill()
+    with caplog.at_level(logging.ERROR):
+        salvaged = s.pending()
+    assert not s.persistent and 0 < len(salvaged) < 600
+    assert s.put("t", "new").id == 601 and [r.payload for r in s.pending()][-1] == "new"
+    assert s.memory_depth == s.depth == len(salvaged) + 1
+    assert any("in memory only" in r.getMessage() for r in caplog.records)
+    s.close()
+
+
+def test_a_disk_that_fills_before_an_acknowledgement_is_reported(
+    small_disk: SmallDisk, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The usual order is put, publish, PUBACK: the first failed write can be an ack's. The
+    ERROR line that says detections are now kept in memory must come all the same."""
+    caplog.set_level(logging.INFO)
+    s = Spool(small_disk.path, 100)
+    s.retry_seconds = 0.0
+    first = s.put("t", "a")
+    small_disk.fill()
+    assert s.ack(first.id)  # cannot be deleted now: remembered
+    for i in range(3):
+        s.put("t", f"b{i}")
+    assert s.memory_depth == 3
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "keeping detections in memory" in errors[0]
+    small_disk.free()
+    assert s.retry_disk(force=True)
+    assert any("can be written again" in r.getMessage() for r in caplog.records)
+    s.close()
+
+
+def test_a_lowered_bound_drops_the_oldest_at_open_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with Spool(tmp_path, 300) as s:
+        for i in range(300):
+            s.put("t", str(i))
+    with caplog.at_level(logging.WARNING), Spool(tmp_path, 100) as s:
+        assert (s.depth, s.dropped) == (100, 200) and _msgs(s)[0] == "200"
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 1 and "dropped the oldest 200" in lines[0]
