@@ -117,40 +117,56 @@ class Overrides:
     (the caller logs it once) and treated as empty, never a reason not to run.
 
     Parameters: `path`, the JSON file (`in_state_dir` names the usual one). `thresholds` (label
-    -> value in [0, 1]) and `enabled` (label -> bool) hold the values; a label absent from both
-    has no override.
+    -> value in [0, 1]) and `enabled` (label -> bool) hold the values of the running model's
+    labels; a label absent from both has no override. Values the file holds for labels the
+    running model lacks (set under another model) are kept and written back by `save`, so
+    switching models and back restores them.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.thresholds: dict[str, float] = {}
         self.enabled: dict[str, bool] = {}
+        self._other_thresholds: dict[str, float] = {}
+        self._other_enabled: dict[str, bool] = {}
 
     @classmethod
     def in_state_dir(cls, state_dir: str | Path) -> Overrides:
         """An empty store for `<state_dir>/overrides.json` (call `load` to read it)."""
         return cls(Path(state_dir) / OVERRIDES_FILENAME)
 
+    def moved_to(self, path: Path) -> Overrides:
+        """A store for `path` holding the same values (all labels'), not yet saved."""
+        out = Overrides(path)
+        out.thresholds, out.enabled = dict(self.thresholds), dict(self.enabled)
+        out._other_thresholds, out._other_enabled = dict(self._other_thresholds), dict(self._other_enabled)
+        return out
+
     def load(self, labels: Iterable[str]) -> str | None:
         """Read the file, keeping only valid values of `labels` (the running bundle's); returns a
         one-line problem (the store is then empty) or None (also for a missing file)."""
         known = set(labels)
         self.thresholds, self.enabled = {}, {}
+        self._other_thresholds, self._other_enabled = {}, {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            return f"{self.path}: unreadable ({exc}); starting without values set over MQTT"
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # ValueError: bad JSON, a huge number
+            return f"{self.path}: unreadable ({_short(str(exc), 120)}); starting without values set over MQTT"
         if not isinstance(data, dict):
             return f"{self.path}: not a JSON object; starting without values set over MQTT"
-        for label, value in (data.get("thresholds") or {}).items():
-            number = isinstance(value, (int, float)) and not isinstance(value, bool)
-            if label in known and number and math.isfinite(value) and 0.0 <= value <= 1.0:
-                self.thresholds[label] = float(value)
-        for label, value in (data.get("enabled") or {}).items():
-            if label in known and isinstance(value, bool):
-                self.enabled[label] = value
+        thresholds, enabled = data.get("thresholds") or {}, data.get("enabled") or {}
+        if not isinstance(thresholds, dict) or not isinstance(enabled, dict):
+            return (f"{self.path}: \"thresholds\" and \"enabled\" must be JSON objects; starting without "
+                    "values set over MQTT")  # fmt: skip
+        for label, value in thresholds.items():
+            # (a comparison, not float(): a 400-digit integer would overflow; NaN and inf fail it)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and 0.0 <= value <= 1.0:
+                (self.thresholds if label in known else self._other_thresholds)[label] = float(value)
+        for label, value in enabled.items():
+            if isinstance(value, bool):
+                (self.enabled if label in known else self._other_enabled)[label] = value
         return None
 
     def set(self, cmd: Command) -> bool:
@@ -172,7 +188,9 @@ class Overrides:
 
         Creates the directory if needed; an OSError (read-only or full disk) reaches the caller."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps({"thresholds": self.thresholds, "enabled": self.enabled}, indent=1, sort_keys=True)
+        data = {"thresholds": {**self._other_thresholds, **self.thresholds},
+                "enabled": {**self._other_enabled, **self.enabled}}  # fmt: skip
+        text = json.dumps(data, indent=1, sort_keys=True)
         fd, tmp = tempfile.mkstemp(prefix=".overrides-", dir=self.path.parent)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
@@ -184,6 +202,13 @@ class Overrides:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        # the rename itself reaches the disk (else a power cut soon after can bring the old file back)
+        with contextlib.suppress(OSError):
+            dir_fd = os.open(self.path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
 
     def apply(self, detection: DetectionConfig) -> DetectionConfig:
         """A copy of `detection` with the MQTT values written over `classes` (they win)."""

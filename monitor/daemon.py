@@ -235,6 +235,9 @@ class Daemon:
         self.timings = RunTimings()
         self._held: list[np.ndarray] = []
         self._held_samples = 0
+        # all-time counters of the microphones a reload replaced (`_source_stats`)
+        self._replaced_input_counts = {"dropped_samples": 0, "overflows": 0, "reopen_count": 0,
+                                       "nonfinite_samples": 0}  # fmt: skip
 
     @property
     def bundle(self) -> ModelBundle:
@@ -323,13 +326,16 @@ class Daemon:
 
     @staticmethod
     def ignore_stop_signals() -> None:
-        """After the shutdown: SIGTERM/SIGINT are ignored for the rest of the process's life.
+        """After the shutdown: SIGTERM/SIGINT (and SIGHUP) are ignored for the rest of the
+        process's life.
 
         Why not keep the Python handler: at interpreter exit CPython puts every signal that has
         a Python handler back to SIG_DFL, so a SIGTERM arriving in those last milliseconds would
-        still kill the process (status 143). SIG_IGN is left alone by that clean-up.
+        still kill the process (status 143), and a SIGHUP (`systemctl reload`, logrotate) would
+        end it by signal, which systemd records as a failure. SIG_IGN is left alone by that
+        clean-up.
         """
-        for sig in (signal.SIGTERM, signal.SIGINT):
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
             signal.signal(sig, signal.SIG_IGN)
 
     # -- main loop -----------------------------------------------------------------------------
@@ -610,10 +616,18 @@ class Daemon:
         return stats_payload(
             now=time.time(), uptime_s=time.monotonic() - self._start_monotonic, stats=self.pipeline.stats,
             audio_seconds=self.pipeline.offset_s, audio_state=self._audio_health(),
-            source_stats=self.source.stats if self.source is not None else {}, publisher=self.publisher,
+            source_stats=self._source_stats(), publisher=self.publisher,
             events=self._events_started, active=self.pipeline.detector.active, model=self.bundle.name,
             version=sw_version(), host=socket.gethostname(),
         )  # fmt: skip
+
+    def _source_stats(self) -> dict[str, Any]:
+        """The source's counters, with those of the inputs a reload replaced added: the stats'
+        all-time counts never go backwards."""
+        stats = dict(self.source.stats) if self.source is not None else {}
+        for key, before in self._replaced_input_counts.items():
+            stats[key] = int(stats.get(key, 0)) + before
+        return stats
 
     def _audio_health(self) -> str:
         """The source's health (`ok` before the source is open)."""
@@ -643,8 +657,8 @@ class Daemon:
         return self.overrides.apply(cfg.detection) if self._control_on(cfg) else cfg.detection
 
     def _load_overrides(self, cfg: Config, labels: list[str]) -> None:
-        """Read overrides.json (values of labels the model lacks are dropped); a broken file is
-        logged, never fatal."""
+        """Read overrides.json (values of labels the model lacks are not applied, and kept in the
+        file for a later model that has them); a broken file is logged, never fatal."""
         problem = self.overrides.load(labels)
         if problem:
             log.warning("control: %s", problem)
@@ -876,14 +890,9 @@ class Daemon:
         self._set_names(new)
         if model_changed or self._watched() != watched_before:
             log.info("reload: %s", self._watch_text())
+        input_kept = ""
         if new.audio != self.cfg.audio and self.source_spec == "mic":
-            log.info("reload: audio settings changed, reopening the input")
-            self.source.stop()
-            self.cfg = new
-            self.source = self._open_source()
-            self.source.start()
-            self._gap_seen = self.source.gap_count
-            self.pipeline.gap(0)
+            input_kept = self._reopen_input(new, old_cfg)
         if new.logging.level != old_cfg.logging.level:
             logging.getLogger().setLevel(new.logging.level)
             log.info("reload: log level %s", new.logging.level)
@@ -897,12 +906,40 @@ class Daemon:
                                          scores=new.detection.scores_interval > 0)  # fmt: skip
             self.publisher.set_config(self._config_values())
         self._announce(new, forget=False)
-        if restart_needed:
-            log.warning("reload: configuration applied, except %s: needs a restart to take effect",
-                        ", ".join(restart_needed))  # fmt: skip
+        if restart_needed or input_kept:
+            log.warning("reload: configuration applied, except %s",
+                        "; ".join(([f"{', '.join(restart_needed)}: needs a restart to take effect"]
+                                   if restart_needed else []) + ([input_kept] if input_kept else [])))  # fmt: skip
         else:
             log.info("reload: configuration applied")
         self.notifier.ready(self._status_line())
+
+    def _reopen_input(self, new: Config, old_cfg: Config) -> str:
+        """SIGHUP with new audio settings: reopen the microphone with them. One that cannot be
+        opened (a mistyped or missing device) is logged and the previous settings are reopened, so
+        a reload never stops the daemon for it; returns what was not applied ("" when all was).
+        If even the previous device cannot be opened now (unplugged meanwhile), it is retried in the
+        background as after an unplug."""
+        log.info("reload: audio settings changed, reopening the input")
+        self._feed_pending()  # the old input's audio goes in before the gap, not after it
+        old_stats = self.source.stats
+        for key in self._replaced_input_counts:
+            self._replaced_input_counts[key] += int(old_stats.get(key, 0))
+        self.source.stop()
+        self.cfg = new  # `_open_source` reads self.cfg.audio
+        kept = ""
+        try:
+            self.source = self._open_source()
+            self.source.start()
+        except SoundmonError as exc:
+            log.error("reload: cannot open the new input (%s); reopening the previous one", exc)
+            new.audio = old_cfg.audio
+            kept = "audio.* (the new input could not be opened; the previous one is in use)"
+            self.source = self._open_source()
+            self.source.start(retry=True)  # gone too (unplugged meanwhile): retried as after an unplug
+        self._gap_seen = self.source.gap_count
+        self.pipeline.gap(0)
+        return kept
 
     def _reload_overrides(self, new: Config, bundle: ModelBundle, model_changed: bool) -> None:
         """SIGHUP: the values set over MQTT follow a new state_dir (copied there unless it has its
@@ -911,7 +948,7 @@ class Daemon:
         if moved.path.resolve() != self.overrides.path.resolve():
             held = self.overrides.thresholds or self.overrides.enabled
             if held and not moved.path.exists():
-                moved.thresholds, moved.enabled = dict(self.overrides.thresholds), dict(self.overrides.enabled)
+                moved = self.overrides.moved_to(moved.path)
                 try:
                     moved.save()
                     log.info("reload: the values set over MQTT moved to %s", moved.path)

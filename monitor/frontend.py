@@ -327,6 +327,11 @@ class StreamingLogMel:
         self.samples_seen = 0
         self.frames_emitted = 0
 
+    @property
+    def pending_samples(self) -> int:
+        """Samples received but not yet framed (the start of the next frame); `reset` drops them."""
+        return len(self._pending)
+
     def reset(self) -> None:
         """Forget buffered audio (after a gap in the stream)."""
         self._pending = np.zeros(0, dtype=np.float32)

@@ -138,18 +138,33 @@ class MicSource:
         self._nonfinite_unreported = 0
 
     # ---- public interface -------------------------------------------------------------
-    def start(self) -> None:
-        """Open the device and start capturing. DeviceError (one line) if it cannot be opened."""
+    def start(self, retry: bool = False) -> None:
+        """Open the device and start capturing. DeviceError (one line) if it cannot be opened,
+        unless `retry`: then the failure is logged and the device is retried in the background
+        with the reopen backoff, as after an unplug (a reload must not stop the daemon)."""
         with self._lock:
             if self._state != "stopped":
                 return
             self._stop_evt.clear()
             try:
-                self._open()
-            except DeviceError:
-                raise
-            except Exception as exc:  # PortAudioError, ValueError from sounddevice, OSError
-                raise DeviceError(f"audio: cannot open input device: {_one_line(exc)}") from None
+                try:
+                    self._open()
+                except DeviceError:
+                    raise
+                except Exception as exc:  # PortAudioError, ValueError from sounddevice, OSError
+                    raise DeviceError(f"audio: cannot open input device: {_one_line(exc)}") from None
+            except DeviceError as exc:
+                if not retry:
+                    raise
+                msg = _one_line(exc)
+                self.log.warning("audio: %s; retrying with backoff up to %g s", msg, self.cfg.reopen_backoff_max)
+                self._state = self._fail_reason = "error"
+                self._attempts = 1
+                self._last_open_error = msg
+                self._next_attempt_at = time.monotonic() + self._backoff()
+                self._watcher = threading.Thread(target=self._watch, name="soundmon-audio-watch", daemon=True)
+                self._watcher.start()
+                return
             self._state = "ok"
             self._attempts = 0
             dev = self._device or {}

@@ -192,6 +192,7 @@ class Pipeline:
         self.detector = Detector(self.labels, **_detector_settings(detection, self.labels, bundle))
         self.stats = PipelineStats()
         self._gap_samples = round(start_offset_s * self._sr)  # stream samples before this pipeline's first
+        self._unframed_samples = 0  # received, then dropped unframed by a gap (`gap`)
         self._primed_samples = 0  # silence fed ahead of the stream by warm starts
         self.warm_start = detection.warm_start if warm_start is None else bool(warm_start)
         self._until: int | None = None  # `samples_until_window`, kept until the next change
@@ -223,7 +224,7 @@ class Pipeline:
 
     def _frame_end_offset(self, total_frames: int) -> float:
         end_sample = (total_frames - 1) * self._hop_length + self._frame_span
-        return (end_sample + self._gap_samples - self._primed_samples) / self._sr
+        return (end_sample + self._gap_samples + self._unframed_samples - self._primed_samples) / self._sr
 
     def _prime(self) -> None:
         """Warm start: put silence worth (window - hop) frames ahead of the audio to come."""
@@ -364,6 +365,10 @@ class Pipeline:
         `missing_samples`, the audio lost, at the model's rate, is added to the stream offsets.
         Returns the events ended by the gap (`Detector.reset`)."""
         self._gap_samples += int(missing_samples)
+        # The audio the front-end held for its next frame is dropped with the framing: the frames
+        # after the gap start that much later in the stream than the frame count says, so window
+        # ends count it (else every later window ended up to a frame early, more after each gap).
+        self._unframed_samples += self.frontend.pending_samples
         self._until = None
         self._next.forget()
         self.frontend.reset()

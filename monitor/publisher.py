@@ -252,10 +252,9 @@ class Publisher:
         self._tokens = float(self.window)  # rate limit: token bucket, `window` deep
         self._tokens_at = time.monotonic()
         # Every watched label has a retained state from the first connection on (never
-        # `unknown` in HA), and a state left ON by an unclean exit is reset at connect.
-        self._states: dict[str, bool] = {
-            x: False for x in self._labels if self._enabled is None or x in self._enabled
-        }
+        # `unknown` in HA), and a state left ON by an unclean exit is reset at connect: a
+        # disabled one's too (it detects nothing, so OFF; disabled after that exit, it kept ON).
+        self._states: dict[str, bool] = {x: False for x in self._labels}
         # labels no longer watched: their retained state is cleared (an empty retained payload)
         self._states_removed: set[str] = set()
         self._stats: str | None = None
@@ -1151,8 +1150,7 @@ class Publisher:
             self._labels = labels
             self._enabled = set(enabled)
             for label in labels:
-                if label in self._enabled:
-                    self._states.setdefault(label, False)
+                self._states.setdefault(label, False)
             if self._connected:
                 self._send_discovery(self._client)
                 self._send_states(self._client)

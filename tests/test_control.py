@@ -96,3 +96,37 @@ def test_values_persist_and_a_broken_file_is_no_reason_not_to_run(tmp_path: Path
     store.path.write_text("{not json")
     problem = again.load(LABELS)
     assert problem is not None and "unreadable" in problem and (again.thresholds, again.enabled) == ({}, {})
+
+
+@pytest.mark.parametrize("text", [
+    '{"thresholds": ["siren"]}',  # a section that is not an object
+    '{"enabled": 1}',
+    '{"thresholds": {"siren": 1' + "0" * 400 + "}}",  # a number too large for a float
+    '{"thresholds": {"siren": ' + "9" * 5000 + "}}",  # more digits than Python parses
+])  # fmt: skip
+def test_a_malformed_file_of_any_shape_is_reported_not_raised(tmp_path: Path, text: str) -> None:
+    store = Overrides.in_state_dir(tmp_path)
+    store.path.write_text(text)
+    problem = store.load(LABELS)
+    assert (store.thresholds, store.enabled) == ({}, {})
+    assert problem is None or "starting without values set over MQTT" in problem
+
+
+def test_values_of_another_models_labels_survive_a_switch_and_back(tmp_path: Path) -> None:
+    """Switched OFF under model A, a class stays OFF after a while on model B (which lacks it)
+    and a command there: the file keeps what B cannot apply."""
+    store = Overrides.in_state_dir(tmp_path)
+    store.set(Command("gun_shot", "enabled", False))
+    store.set(Command("dog_bark", "threshold", 0.8))
+    store.save()
+    on_b = Overrides.in_state_dir(tmp_path)
+    assert on_b.load(["siren", "car_horn"]) is None and (on_b.thresholds, on_b.enabled) == ({}, {})
+    on_b.set(Command("siren", "threshold", 0.3))
+    on_b.save()
+    back = Overrides.in_state_dir(tmp_path)
+    assert back.load(LABELS) is None
+    assert (back.thresholds, back.enabled) == ({"siren": 0.3, "dog_bark": 0.8}, {"gun_shot": False})
+    moved = back.moved_to(tmp_path / "elsewhere" / "overrides.json")
+    moved.save()
+    assert moved.load(["car_horn"]) is None and moved.save() is None
+    assert json.loads(moved.path.read_text())["enabled"] == {"gun_shot": False}

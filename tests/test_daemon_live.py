@@ -106,3 +106,23 @@ def test_ready_and_watchdog_reach_a_real_notify_socket(tiny_bundle, tmp_path):
     assert ready and "STATUS=" in ready[0]
     assert sum("WATCHDOG=1" in x for x in received) >= 2
     assert any("STOPPING=1" in x for x in received)
+
+
+def test_a_reload_to_an_input_that_cannot_be_opened_keeps_the_previous_one(pulse_sink, tiny_bundle, tmp_path):
+    """A mistyped `audio.device` in a SIGHUP is logged and the microphone in use is reopened; the
+    daemon keeps listening (it once stopped with exit status 1), and the next reload applies."""
+    cfg = write_config(tmp_path / "c.yaml", audio={"device": pulse_sink.device})
+    d = DaemonProcess("--source", "mic", "--config", str(cfg), "--model", str(tiny_bundle), env=pulse_sink.env)
+    try:
+        d.wait_log("audio flowing", timeout=30)
+        write_config(cfg, audio={"device": "no such microphone"})
+        d.signal(signal.SIGHUP)
+        assert "no such microphone" in d.wait_log("reload: cannot open the new input")
+        assert "the previous one is in use" in d.wait_log("reload: configuration applied, except audio.*")
+        write_config(cfg, audio={"device": pulse_sink.device, "block_seconds": 0.1})
+        d.signal(signal.SIGHUP)
+        d.wait_log("blocks of 4410 frames")
+        d.signal(signal.SIGTERM)
+        assert d.wait(15) == 0, d.text()
+    finally:
+        d.kill()

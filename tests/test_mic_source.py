@@ -501,6 +501,28 @@ def test_fake_unplug_error_backoff_then_replug_ok(log: logging.Logger, caplog: p
     assert src.gap_count == 1 and src.stats["reopen_count"] >= 4
 
 
+def test_fake_start_with_retry_waits_for_a_missing_mic_instead_of_raising(
+    log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`start(retry=True)`, as a reload reopens the previous input: a mic unplugged at that
+    moment is retried in the background (as after an unplug) and captured once it is back."""
+    mic = FakeUsbMic()
+    mic.plugged = False
+    src = MicSource(AudioConfig(device="usb", reopen_backoff_max=1.0), RATE, logger=log, stream_factory=mic)
+    with pytest.raises(DeviceError):
+        src.start()  # at start-up the daemon stops with one line
+    src.start(retry=True)
+    try:
+        assert src.health == "error" and src.read(0.05).size == 0
+        mic.replug()
+        _read_until(src, lambda: src.health == "ok", timeout=10)
+        audio = wait_for_audio(src.read)
+    finally:
+        src.stop()
+    assert np.abs(audio).max() > 0.1
+    assert any("retrying with backoff" in m for m in _messages(caplog, logging.WARNING))
+
+
 def test_fake_stall_is_detected_and_reopened(log: logging.Logger, caplog: pytest.LogCaptureFixture) -> None:
     mic = FakeUsbMic()
     src = MicSource(AudioConfig(stall_seconds=0.3), RATE, logger=log, stream_factory=mic)

@@ -91,3 +91,22 @@ def test_a_pipeline_taking_over_a_stream_goes_on_counting_its_offsets(tiny_bundl
     assert [r.end_offset_s - 3600.0 for r in taken] == pytest.approx([r.end_offset_s for r in fresh], abs=1e-9)
     assert all(np.array_equal(a, b) for a, b in zip(runner.windows, fresh_runner.windows, strict=True))
     assert later.offset_s == pytest.approx(fresh_pipe.offset_s + 3600.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("before", [6 * 16000, 6 * 16000 + 77, 5 * 16000 + 3333])
+def test_after_a_gap_windows_end_where_the_stream_has_got_to(tiny_bundle, before):  # noqa: F811
+    """A gap restarts the framing like a pipeline taking over the stream at that offset: the
+    windows after it end exactly where those of such a pipeline do. The audio the front-end held
+    for its next frame counts as lost with the gap; it once did not, and every later window and
+    event ended up to a frame (32 ms) early, more so after each gap."""
+    bundle = load_bundle(tiny_bundle)
+    audio = real_audio(9.0)[: 9 * 16000]
+    pipe, _, _ = run(bundle, audio[:before], warm=True)
+    pipe.gap(16000)
+    after = [r for i in range(0, 3 * 16000, 1000) for r in pipe.process(audio[6 * 16000 :][i : i + 1000])]
+    runner = RecordingRunner(len(bundle.labels))
+    fresh = Pipeline(bundle, runner, DetectionConfig(min_level_dbfs=-200.0), warm_start=True,
+                     start_offset_s=(before + 16000) / 16000)  # fmt: skip
+    expected = [r for i in range(0, 3 * 16000, 1000) for r in fresh.process(audio[6 * 16000 :][i : i + 1000])]
+    assert [r.end_offset_s for r in after] == pytest.approx([r.end_offset_s for r in expected], abs=1e-9)
+    assert pipe.offset_s == pytest.approx(fresh.offset_s, abs=1e-9)
