@@ -685,3 +685,18 @@ def test_discovery_payloads_are_pure_and_json() -> None:
     assert on["default_entity_id"] == "binary_sensor.soundmon_pi_kitchen_dog_bark"
     json.dumps(msgs[2][1])
     assert discovery.state_topic("b", "a/b+c#") == "b/state/a_b_c_"
+
+
+def test_a_state_left_on_is_reset_at_connect_for_a_disabled_label_too(
+    broker: Broker, make_pub: Callable[..., Publisher]
+) -> None:
+    """An unclean exit left `siren` ON, and the restart disables it in the config: its retained
+    state is reset all the same (it once stayed ON for anything reading the topic directly)."""
+    with Subscriber(broker, "none") as other:  # what the previous run left behind
+        other.client.publish("soundmon/dis/state/siren", "ON", qos=1, retain=True).wait_for_publish(5)
+    pub = make_pub(broker.mqtt_config(node_id="dis"), enabled=[x for x in LABELS if x != "siren"])
+    wait_until(lambda: pub.connected)
+    with Subscriber(broker, "soundmon/dis/state/siren") as states:  # the retained copy now
+        states.wait_for("soundmon/dis/state/siren", lambda m: m.payload == b"OFF")
+    with Subscriber(broker, "soundmon/dis/state/siren") as later:  # and it stays so
+        assert later.wait_for("soundmon/dis/state/siren").payload == b"OFF"
