@@ -409,6 +409,15 @@ class MicSource:
             else:
                 self.log.debug("audio: %s after reopen attempt %d", reason, self._attempts)
             self._next_attempt_at = now + self._backoff()
+        elif state in ("stalled", "silent") and self._problem(now) is None:
+            # the stream came back by itself while waiting for the next attempt (callbacks again,
+            # or sound after digital zeros): keep it, a reopen now would only cut live audio
+            n = self._attempts
+            self.log.info("audio: ok again after %d reopen attempt%s", n, "" if n == 1 else "s")
+            self._state = "ok"
+            self._attempts = 0
+            self._last_open_error = None
+            return
         if self._state in _DEGRADED and now >= self._next_attempt_at:
             self._reopen()
 

@@ -596,3 +596,28 @@ def test_read_before_start_and_after_stop_returns_nothing() -> None:
     src.stop()  # idempotent
     assert src.health == "stopped"
     assert src.stats["dropped_samples"] == 0
+
+
+def test_fake_silent_mic_that_starts_to_sound_is_kept_without_a_reopen(
+    log: logging.Logger, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Digital zeros (a noise-gated mic in a quiet room) make the state "silent"; when sound
+    comes while the next reopen attempt is still backing off, the stream is fine: it goes back
+    to "ok" at once, without the reopen that would cut the sound (and end its event)."""
+    mic = FakeUsbMic()
+    mic.mode = "zeros"
+    cfg = AudioConfig(silence_seconds=0.5, reopen_backoff_max=30.0, block_seconds=0.05)
+    src = MicSource(cfg, RATE, logger=log, stream_factory=mic)
+    src.start()
+    try:
+        _read_until(src, lambda: len(mic.streams) >= 3, timeout=10)  # reopened twice: backoff 2 s next
+        _read_until(src, lambda: src.health == "silent", timeout=5)
+        gaps, streams = src.gap_count, len(mic.streams)
+        mic.mode = "tone"
+        _read_until(src, lambda: src.health == "ok", timeout=1.5)  # well before the next attempt
+        audio = wait_for_audio(src.read)
+    finally:
+        src.stop()
+    assert np.abs(audio).max() > 0.1
+    assert (src.gap_count, len(mic.streams)) == (gaps, streams)  # no reopen, no gap
+    assert any(m.startswith("audio: ok again after") for m in _messages(caplog))
