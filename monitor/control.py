@@ -40,7 +40,9 @@ __all__ = [
 
 OVERRIDES_FILENAME = "overrides.json"
 MAX_PAYLOAD_BYTES = 64
-"""No valid command is longer ("0.123456789" or "OFF"); anything larger is refused unread."""
+"""No valid command is longer ("0.123456789" or "OFF"); anything larger is refused (the publisher
+keeps one byte more of it: MQTT has delivered the whole message by then, so a broker ACL on
+`<base>/set/#` is what keeps large ones out)."""
 
 Key = Literal["threshold", "enabled"]
 
@@ -74,7 +76,7 @@ def parse_command(base: str, topic: str, payload: bytes, labels: Iterable[str]) 
     if label not in set(labels):
         raise CommandError(f"{_short(topic)}: the model has no watched label {_short(label)}")
     if len(payload) > MAX_PAYLOAD_BYTES:
-        raise CommandError(f"{topic}: payload of {len(payload)} bytes is too long")
+        raise CommandError(f"{topic}: payload longer than {MAX_PAYLOAD_BYTES} bytes")
     try:
         text = payload.decode("utf-8").strip()
     except UnicodeDecodeError:
