@@ -713,9 +713,10 @@ class Daemon:
         if not cfg.mqtt.enabled:
             return
         path = Path(cfg.storage.state_dir) / ANNOUNCED_FILENAME
-        where = {"node_id": cfg.mqtt.node_id, "base": cfg.mqtt.base, "discovery_prefix": cfg.mqtt.discovery_prefix}
+        where = self._where(cfg)
         watched = self._watched()
         if forget:
+            self._retract_previous(path, where, self.publisher)
             gone = self._announced_before(path, where, set(watched))
             if gone:
                 shown = ", ".join(gone[:20]) + (", ..." if len(gone) > 20 else "")
@@ -735,24 +736,50 @@ class Daemon:
                         getattr(exc, "strerror", None) or exc)  # fmt: skip
 
     @staticmethod
-    def _announced_before(path: Path, where: dict[str, str], watched: set[str]) -> list[str]:
-        """The labels `path` says were published under `where` and are not in `watched`; [] when
-        the file is missing, unreadable, malformed or about another node or topic."""
+    def _where(cfg: Config) -> dict[str, str]:
+        """The identity this node's topics live under (announced.json's keys)."""
+        return {"node_id": cfg.mqtt.node_id, "base": cfg.mqtt.base, "discovery_prefix": cfg.mqtt.discovery_prefix}
+
+    @staticmethod
+    def _read_announced(path: Path) -> dict[str, Any] | None:
+        """`path` (an announced.json): its node id, base topic, discovery prefix (strings that make
+        valid topics) and labels (only names that make a valid topic level); None when it is
+        missing, unreadable or malformed."""
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
         except FileNotFoundError:
-            return []
+            return None
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             log.warning("mqtt: ignoring %s (%s)", path, getattr(exc, "strerror", None) or exc)
-            return []
-        if not isinstance(data, dict) or any(data.get(k) != v for k, v in where.items()):
-            return []
-        labels = data.get("labels")
-        if not isinstance(labels, list):
-            return []
+            return None
+        if not isinstance(data, dict) or not isinstance(data.get("labels"), list):
+            return None
+        where = {k: data.get(k) for k in ("node_id", "base", "discovery_prefix")}
+        if not all(isinstance(v, str) and v and topics.topic_problem(v) is None for v in where.values()):
+            return None
         # read back from disk: only names that make a valid topic level are used
-        return [x for x in dict.fromkeys(labels) if isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS
-                and x not in watched and topics.level_problem(label_topic_level(x)) is None]  # fmt: skip
+        labels = [x for x in dict.fromkeys(data["labels"]) if isinstance(x, str) and 0 < len(x) <= MAX_LABEL_CHARS
+                  and topics.level_problem(label_topic_level(x)) is None]  # fmt: skip
+        return {**where, "labels": labels}
+
+    def _announced_before(self, path: Path, where: dict[str, str], watched: set[str]) -> list[str]:
+        """The labels `path` says were published under `where` and are not in `watched`; [] when
+        the file is missing, unreadable, malformed or about another identity (`_retract_previous`)."""
+        data = self._read_announced(path)
+        if data is None or any(data[k] != v for k, v in where.items()):
+            return []
+        return [x for x in data["labels"] if x not in watched]
+
+    def _retract_previous(self, path: Path, where: dict[str, str], publisher: Publisher) -> None:
+        """`path` says this node was published under another node id, base topic or discovery
+        prefix (renamed in the config since): the publisher empties those retained topics at
+        connect, so Home Assistant does not keep the old device beside the new one."""
+        data = self._read_announced(path)
+        if data is None or all(data[k] == v for k, v in where.items()):
+            return
+        log.info("mqtt: this node was published as %s (discovery under %s/) before: removing those "
+                 "retained topics", data["base"], data["discovery_prefix"])  # fmt: skip
+        publisher.retract_node(data["node_id"], data["base"], data["discovery_prefix"], data["labels"])
 
     def _config_values(self) -> dict[str, tuple[float, bool]]:
         """label -> (threshold, enabled) in force, for the `<base>/config/<label>/...` echoes."""
@@ -1001,6 +1028,8 @@ class Daemon:
         if old_dir.resolve() != new_dir.resolve():
             self._move_spool(old_dir, new_dir, publisher, new)
         publisher.set_config(self._config_values())
+        if new.mqtt.enabled:  # renamed (node id, base topic, discovery prefix): the old topics go
+            self._retract_previous(Path(old_cfg.storage.state_dir) / ANNOUNCED_FILENAME, self._where(new), publisher)
         self.publisher, self._publisher_key = publisher, key
         self.node = new.mqtt.node_id
         if new.mqtt.enabled:

@@ -232,6 +232,7 @@ class Publisher:
         # text, ON/OFF); labels removed since the last connect get an empty retained payload.
         self._config: dict[str, tuple[str, str]] = {}
         self._config_removed: set[str] = set()
+        self._retract_topics: list[str] = []  # a previous identity's retained topics, emptied at connect
 
         self._lock = threading.Lock()
         self._cond = threading.Condition(self._lock)  # any change the sender or stop() waits for
@@ -552,6 +553,7 @@ class Publisher:
             # "online" last: HA shows an entity's retained state as soon as it is available,
             # so a state left ON by an unclean exit must be reset before (no stale ON flash)
             with self._pub_lock:
+                self._send_retractions()
                 if self.cfg.discovery:
                     self._subscribe(f"{self.cfg.discovery_prefix}/status")
                     self._send_discovery(client)
@@ -827,6 +829,39 @@ class Publisher:
             self._publish(f"{self.base}/config/{level}/threshold", threshold, 1, True, "the values in force")
             self._publish(f"{self.base}/config/{level}/enabled", on, 1, True, "the values in force")
         self._config_removed.clear()
+
+    def retract_node(self, node_id: str, base: str, discovery_prefix: str, labels: Iterable[str]) -> None:
+        """The node was published under another identity before (another `mqtt.node_id`,
+        `base_topic` or `discovery_prefix`, `<state_dir>/announced.json` says): at the next
+        connect (now, if connected), empty the retained topics of that identity that this one does
+        not reuse: its Home Assistant entities (else HA keeps a second, unavailable device for
+        good), label states, value echoes, stats and status."""
+        if self._client is None:
+            return
+        labels = list(labels)
+        old = self.cfg.model_copy(update={"node_id": node_id, "base_topic": base, "discovery_prefix": discovery_prefix})
+        mine = {t for t, _ in discovery.discovery_messages(self.cfg, labels, None, self.model_name, self.sw_version,
+                                                           control=True)}  # fmt: skip
+        out = [t for t, _ in discovery.discovery_messages(old, labels, None, self.model_name, self.sw_version,
+                                                          control=True) if t not in mine]  # fmt: skip
+        if base != self.base:
+            for label in labels:
+                out.append(discovery.state_topic(base, label))
+                out += [discovery.config_topic(base, label, key) for key in ("threshold", "enabled")]
+            out += [f"{base}/stats", f"{base}/status"]
+        with self._pub_lock:
+            self._retract_topics = out
+            if self._connected:
+                self._send_retractions()
+
+    def _send_retractions(self) -> None:
+        """Empty retained payloads on `retract_node`'s topics (call with `_pub_lock` held)."""
+        for topic in self._retract_topics:
+            self._publish(topic, b"", 1, True, "the previous node's topics")
+        if self._retract_topics and self._connected:
+            self.log.info("MQTT: removed %d retained topic(s) of this node's previous id or topics",
+                          len(self._retract_topics))  # fmt: skip
+            self._retract_topics = []
 
     def _send_discovery(self, client: mqtt.Client) -> None:
         if not self.cfg.discovery:

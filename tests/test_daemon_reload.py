@@ -7,6 +7,7 @@ the tiny real bundle, the demo recording at real time.
 from __future__ import annotations
 
 import signal
+import time
 
 from monitor.spool import SPOOL_FILENAME, Spool
 from tests.broker import Subscriber
@@ -159,3 +160,46 @@ def test_sighup_to_a_model_without_a_label_drops_its_value_set_over_mqtt(broker,
             d.kill()
     assert "in force: dog_bark threshold 0.75, siren threshold 0.25 (" in d.text()  # at start
     assert f"in force: dog_bark threshold 0.75 ({state / 'overrides.json'})" in d.text()  # after the reload
+
+
+def retained(broker, pattern: str = "#") -> dict[str, bytes]:
+    """The broker's retained messages now (a fresh subscriber gets exactly those)."""
+    with Subscriber(broker, pattern) as sub:
+        time.sleep(0.3)  # the retained copies follow the subscription's acknowledgement
+        sub.wait_quiet(0.3)
+        return {m.topic: m.payload for m in sub.get() if m.payload}
+
+
+def test_a_renamed_node_takes_its_old_topics_away(broker, tiny_bundle, tmp_path):
+    """mqtt.node_id renamed, by SIGHUP and then across a restart: the old name's Home Assistant
+    entities, states, echoes and status are emptied (HA kept a second, unavailable device for
+    good), and the new name's are there."""
+    cfg = write_config(tmp_path / "c.yaml", broker)
+    d = start(cfg, tiny_bundle)
+    try:
+        d.wait_log("MQTT: connected")
+        d.wait_log("audio flowing")
+        assert any("/testnode/" in t for t in retained(broker, "homeassistant/#"))
+        write_config(cfg, broker, mqtt={"node_id": "garage"})
+        d.signal(signal.SIGHUP)
+        d.wait_log("removed")
+        d.wait_log("reload: configuration applied")
+        left = retained(broker)
+        assert not [t for t in left if "testnode" in t], left
+        assert any(t.startswith("homeassistant/binary_sensor/garage/") for t in left)
+        assert left["soundmon/garage/status"] == b"online"
+        d.signal(signal.SIGTERM)
+        assert d.wait(10) == 0
+    finally:
+        d.kill()
+    write_config(cfg, broker, mqtt={"node_id": "cellar"})  # renamed while stopped
+    d = start(cfg, tiny_bundle)
+    try:
+        d.wait_log("removed")
+        left = retained(broker)
+        assert not [t for t in left if "garage" in t or "testnode" in t], left
+        assert any(t.startswith("homeassistant/binary_sensor/cellar/") for t in left)
+        d.signal(signal.SIGTERM)
+        assert d.wait(10) == 0
+    finally:
+        d.kill()
