@@ -110,9 +110,9 @@ class MicSource:
         self._opened_at = 0.0
         self._callbacks_at_open = 0
         # Counters of rings already replaced (totals = these + the current ring's).
-        self._old_dropped = 0
-        self._old_callbacks = 0
-        self._old_overflows = 0
+        # (ring, dropped, callbacks, overflows of the rings before it): replaced as one tuple at a
+        # reopen, so `stats` (another thread) never adds a ring's counts twice or not at all
+        self._counts_base: tuple[AudioRing | None, int, int, int] = (None, 0, 0, 0)
         # Supervision.
         self._attempts = 0  # reopen attempts since the source was last "ok"
         self.reopen_count = 0  # reopen attempts in total
@@ -234,7 +234,7 @@ class MicSource:
     @property
     def stats(self) -> dict[str, Any]:
         """Counters for the stats message and the logs."""
-        ring = self._ring
+        ring, old_dropped, old_callbacks, old_overflows = self._counts_base
         dev = self._device or {}
         last = ring.last_write_time if ring is not None else None
         return {
@@ -244,9 +244,9 @@ class MicSource:
             "device_rate": self._rate or None,
             "channels": self.cfg.channels,
             "target_rate": self.target_rate,
-            "dropped_samples": self._old_dropped + (ring.dropped_samples if ring else 0),
-            "overflows": self._old_overflows + (ring.overflows if ring else 0),
-            "callbacks": self._old_callbacks + (ring.callbacks if ring else 0),
+            "dropped_samples": old_dropped + (ring.dropped_samples if ring else 0),
+            "overflows": old_overflows + (ring.overflows if ring else 0),
+            "callbacks": old_callbacks + (ring.callbacks if ring else 0),
             "reopen_count": self.reopen_count,
             "nonfinite_samples": self._nonfinite,
             "gap_count": self._gap_count,
@@ -312,13 +312,12 @@ class MicSource:
             raise DeviceError(
                 f"audio: cannot start input device [{dev['index']}] {dev['name']}: {_one_line(exc)}"
             ) from None
-        old = self._ring
+        old, dropped, callbacks, overflows = self._counts_base
         if old is not None:
-            self._old_dropped += old.dropped_samples
-            self._old_callbacks += old.callbacks
-            self._old_overflows += old.overflows
+            dropped, callbacks, overflows = dropped + old.dropped_samples, callbacks + old.callbacks, overflows + old.overflows
         self._stream = stream
         self._ring = ring
+        self._counts_base = (ring, dropped, callbacks, overflows)
         self._device = dev
         self._rate = rate
         self._blocksize = blocksize

@@ -9,6 +9,7 @@ stall) and a device returning digital zeros are also exercised for real.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -621,3 +622,42 @@ def test_fake_silent_mic_that_starts_to_sound_is_kept_without_a_reopen(
     assert np.abs(audio).max() > 0.1
     assert (src.gap_count, len(mic.streams)) == (gaps, streams)  # no reopen, no gap
     assert any(m.startswith("audio: ok again after") for m in _messages(caplog))
+
+
+def test_fake_stats_never_go_backwards_while_the_watcher_reopens(log: logging.Logger) -> None:
+    """`stats` runs on the daemon's thread while the watcher may be reopening the device: the
+    all-time counters it reports never count a ring twice (a jump, then a fall) or not at all."""
+    mic = FakeUsbMic()
+    src = MicSource(AudioConfig(device="usb", block_seconds=0.05, stall_seconds=100.0), RATE, logger=log,
+                    stream_factory=mic)  # fmt: skip
+    src.start()
+    stop = threading.Event()
+
+    def reopen_forever() -> None:
+        while not stop.is_set():
+            with src._lock:
+                src._reopen()
+                ring = src._ring
+            assert ring is not None
+            with ring._lock:
+                ring.dropped_samples += 1000  # each ring has lost audio: its count must be added once
+            time.sleep(0.0005)
+
+    old_interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: find the window if there is one
+    reopener = threading.Thread(target=reopen_forever)
+    reopener.start()
+    try:
+        seen, went_back = 0, []
+        end = time.monotonic() + 2.0
+        while time.monotonic() < end:
+            now = src.stats["dropped_samples"]
+            if now < seen:
+                went_back.append((seen, now))
+            seen = max(seen, now)
+    finally:
+        stop.set()
+        reopener.join()
+        sys.setswitchinterval(old_interval)
+        src.stop()
+    assert not went_back, went_back[:3]
