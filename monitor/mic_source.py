@@ -462,6 +462,8 @@ class MicSource:
                 if last is not None and self._last_audio_end is not None:
                     start = last - ring.total_written / max(1, ring.sample_rate)
                     missing_s += max(0.0, start - self._last_audio_end)
+                if self._resampler is not None:  # the old stream's filter delay never comes out
+                    missing_s += self._resampler.held_back / self.target_rate
             self._reader_ring = ring
             self._resampler = StreamResampler(ring.sample_rate, self.target_rate)
             self._seen_dropped = 0

@@ -49,6 +49,14 @@ class StreamResampler:
             if self.in_rate == self.out_rate
             else soxr.ResampleStream(self.in_rate, self.out_rate, 1, dtype="float32", quality="HQ")
         )
+        self._in = 0  # samples given
+        self._out = 0  # samples returned
+
+    @property
+    def held_back(self) -> int:
+        """Output samples the blocks so far are worth and have not come out yet (the filter's
+        delay): lost, and to be counted as lost, if this stream ends without `last=True`."""
+        return max(0, round(self._in * self.out_rate / self.in_rate) - self._out)
 
     def process(self, block: np.ndarray, last: bool = False) -> np.ndarray:
         """Resample one mono block; `last=True` flushes the filter's tail at the end of a stream.
@@ -58,4 +66,7 @@ class StreamResampler:
         block = np.asarray(block, dtype=np.float32)
         if self._stream is None:
             return block
-        return self._stream.resample_chunk(block, last=last)
+        out = self._stream.resample_chunk(block, last=last)
+        self._in += len(block)
+        self._out += len(out)
+        return out

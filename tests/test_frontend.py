@@ -177,3 +177,16 @@ def test_known_variants_and_one_line_mismatch():
 def test_impossible_variant_parameters_are_refused(bad):
     with pytest.raises(ValueError):
         LogMelFrontend(FrontendParams(**bad))
+
+
+@pytest.mark.parametrize("device_rate", [48000, 44100, 32000])
+def test_a_stream_resampler_says_how_much_its_filter_holds_back(device_rate):
+    """`held_back`: what a stream ended without flushing (a device reopened) never delivers; the
+    microphone counts it with the gap, so stream offsets stay true."""
+    rs = StreamResampler(device_rate, 16000)
+    rng = np.random.default_rng(0)
+    got = sum(len(rs.process(rng.standard_normal(device_rate // 20).astype(np.float32))) for _ in range(40))
+    held = rs.held_back
+    assert held > 0 and got + held == 2 * 16000  # 2 s of audio in
+    assert len(rs.process(np.zeros(0, np.float32), last=True)) == pytest.approx(held, abs=1)  # the flushed tail
+    assert StreamResampler(16000, 16000).held_back == 0
