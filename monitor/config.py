@@ -563,7 +563,11 @@ class MqttConfig(_Section):
         default_factory=lambda: _safe_node_id(socket.gethostname()),
         examples=["kitchen-pi"],
         description="This node's name, one MQTT topic level: no `/`, `#`, `+`, whitespace or "
-        "control characters. Default: the host name with other characters replaced by `_`.",
+        "control characters. Default: the host name with other characters replaced by `_`. "
+        "Renamed (this, `base_topic` or `discovery_prefix`), the node empties its old name's "
+        "retained topics and Home Assistant entities at the next connect (`<state_dir>/announced.json` "
+        "remembers them). Home Assistant's ids are the name lower-cased, with runs of characters other "
+        "than letters, digits and `_` replaced by `_`: give two nodes names that differ there.",
     )
     base_topic: str | None = Field(
         default=None,
