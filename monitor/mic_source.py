@@ -394,11 +394,7 @@ class MicSource:
             problem = self._problem(now)
             if problem is None:
                 if state == "reopening" and self._recovered():
-                    n = self._attempts
-                    self.log.info("audio: ok again after %d reopen attempt%s", n, "" if n == 1 else "s")
-                    self._state = "ok"
-                    self._attempts = 0
-                    self._last_open_error = None
+                    self._ok_again()
                 return
             new_state, reason = problem
             self._state = new_state
@@ -411,14 +407,17 @@ class MicSource:
         elif state in ("stalled", "silent") and self._problem(now) is None:
             # the stream came back by itself while waiting for the next attempt (callbacks again,
             # or sound after digital zeros): keep it, a reopen now would only cut live audio
-            n = self._attempts
-            self.log.info("audio: ok again after %d reopen attempt%s", n, "" if n == 1 else "s")
-            self._state = "ok"
-            self._attempts = 0
-            self._last_open_error = None
+            self._ok_again()
             return
         if self._state in _DEGRADED and now >= self._next_attempt_at:
             self._reopen()
+
+    def _ok_again(self) -> None:
+        n = self._attempts
+        self.log.info("audio: ok again after %d reopen attempt%s", n, "" if n == 1 else "s")
+        self._state = "ok"
+        self._attempts = 0
+        self._last_open_error = None
 
     def _reopen(self) -> None:
         self._attempts += 1

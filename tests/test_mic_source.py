@@ -475,6 +475,13 @@ class FakeUsbMic:
         self.plugged = True
 
 
+def _replug_and_capture(src: MicSource, mic: FakeUsbMic) -> None:
+    """The mic comes back: the source gets healthy by itself and delivers its tone."""
+    mic.replug()
+    _read_until(src, lambda: src.health == "ok", timeout=10)
+    assert np.abs(wait_for_audio(src.read)).max() > 0.1
+
+
 def test_fake_unplug_error_backoff_then_replug_ok(log: logging.Logger, caplog: pytest.LogCaptureFixture) -> None:
     mic = FakeUsbMic()
     cfg = AudioConfig(device="usb", reopen_backoff_max=2.0, block_seconds=0.05)
@@ -487,12 +494,9 @@ def test_fake_unplug_error_backoff_then_replug_ok(log: logging.Logger, caplog: p
         _read_until(src, lambda: len(mic.rescans) >= 4, timeout=15)  # attempts at ~0, 1, 2, 2 s
         assert src.health == "error"
         assert src.read(0.05).size == 0  # read() never raises for device trouble
-        mic.replug()
-        _read_until(src, lambda: src.health == "ok", timeout=10)
-        audio = wait_for_audio(src.read)
+        _replug_and_capture(src, mic)
     finally:
         src.stop()
-    assert np.abs(audio).max() > 0.1
     gaps = np.diff(mic.rescans[:4])
     assert gaps[0] >= 0.9 and gaps[1] >= 1.9 and gaps[2] >= 1.9  # 1 s, 2 s, capped at 2 s
     msgs = _messages(caplog)
@@ -515,12 +519,9 @@ def test_fake_start_with_retry_waits_for_a_missing_mic_instead_of_raising(
     src.start(retry=True)
     try:
         assert src.health == "error" and src.read(0.05).size == 0
-        mic.replug()
-        _read_until(src, lambda: src.health == "ok", timeout=10)
-        audio = wait_for_audio(src.read)
+        _replug_and_capture(src, mic)
     finally:
         src.stop()
-    assert np.abs(audio).max() > 0.1
     assert any("retrying with backoff" in m for m in _messages(caplog, logging.WARNING))
 
 
@@ -556,14 +557,24 @@ def test_fake_nan_samples_are_zeroed_and_counted(log: logging.Logger, caplog: py
     assert sum("NaN/inf samples" in m for m in _messages(caplog, logging.WARNING)) == 1
 
 
-def test_fake_zeros_go_silent_keep_reading_and_recover(log: logging.Logger, caplog: pytest.LogCaptureFixture) -> None:
+def _silent_mic_reopened_twice(log: logging.Logger, backoff_max: float) -> tuple[FakeUsbMic, MicSource]:
+    """A started source on a FAKE mic that delivers digital zeros, once it has reopened it twice."""
     mic = FakeUsbMic()
     mic.mode = "zeros"
-    cfg = AudioConfig(silence_seconds=0.5, reopen_backoff_max=0.5, block_seconds=0.05)
+    cfg = AudioConfig(silence_seconds=0.5, reopen_backoff_max=backoff_max, block_seconds=0.05)
     src = MicSource(cfg, RATE, logger=log, stream_factory=mic)
     src.start()
     try:
-        _read_until(src, lambda: len(mic.streams) >= 3, timeout=10)  # silent -> reopen, still zeros -> again
+        _read_until(src, lambda: len(mic.streams) >= 3, timeout=10)
+    except BaseException:
+        src.stop()
+        raise
+    return mic, src
+
+
+def test_fake_zeros_go_silent_keep_reading_and_recover(log: logging.Logger, caplog: pytest.LogCaptureFixture) -> None:
+    mic, src = _silent_mic_reopened_twice(log, backoff_max=0.5)  # silent -> reopen, still zeros -> again
+    try:
         states: set[str] = set()
         blocks = []
         end = time.monotonic() + 0.6
@@ -605,13 +616,8 @@ def test_fake_silent_mic_that_starts_to_sound_is_kept_without_a_reopen(
     """Digital zeros (a noise-gated mic in a quiet room) make the state "silent"; when sound
     comes while the next reopen attempt is still backing off, the stream is fine: it goes back
     to "ok" at once, without the reopen that would cut the sound (and end its event)."""
-    mic = FakeUsbMic()
-    mic.mode = "zeros"
-    cfg = AudioConfig(silence_seconds=0.5, reopen_backoff_max=30.0, block_seconds=0.05)
-    src = MicSource(cfg, RATE, logger=log, stream_factory=mic)
-    src.start()
+    mic, src = _silent_mic_reopened_twice(log, backoff_max=30.0)  # the next attempt 2 s later
     try:
-        _read_until(src, lambda: len(mic.streams) >= 3, timeout=10)  # reopened twice: backoff 2 s next
         _read_until(src, lambda: src.health == "silent", timeout=5)
         gaps, streams = src.gap_count, len(mic.streams)
         mic.mode = "tone"
