@@ -716,8 +716,9 @@ class Daemon:
         where = self._where(cfg)
         watched = self._watched()
         if forget:
-            self._retract_previous(path, where, self.publisher)
-            gone = self._announced_before(path, where, set(watched))
+            before = self._read_announced(path)
+            self._retract_previous(before, where, self.publisher)
+            gone = self._announced_before(before, where, set(watched))
             if gone:
                 shown = ", ".join(gone[:20]) + (", ..." if len(gone) > 20 else "")
                 log.info("mqtt: removing the entities, states and echoes of %d label(s) no longer watched "
@@ -762,19 +763,21 @@ class Daemon:
                   and topics.level_problem(label_topic_level(x)) is None]  # fmt: skip
         return {**where, "labels": labels}
 
-    def _announced_before(self, path: Path, where: dict[str, str], watched: set[str]) -> list[str]:
-        """The labels `path` says were published under `where` and are not in `watched`; [] when
-        the file is missing, unreadable, malformed or about another identity (`_retract_previous`)."""
-        data = self._read_announced(path)
+    @staticmethod
+    def _announced_before(data: dict[str, Any] | None, where: dict[str, str], watched: set[str]) -> list[str]:
+        """The labels announced.json (`_read_announced`'s `data`) says were published under
+        `where` and are not in `watched`; [] without a usable file or when it is about another
+        identity (`_retract_previous`)."""
         if data is None or any(data[k] != v for k, v in where.items()):
             return []
         return [x for x in data["labels"] if x not in watched]
 
-    def _retract_previous(self, path: Path, where: dict[str, str], publisher: Publisher) -> None:
-        """`path` says this node was published under another node id, base topic or discovery
-        prefix (renamed in the config since): the publisher empties those retained topics at
-        connect, so Home Assistant does not keep the old device beside the new one."""
-        data = self._read_announced(path)
+    @staticmethod
+    def _retract_previous(data: dict[str, Any] | None, where: dict[str, str], publisher: Publisher) -> None:
+        """announced.json (`_read_announced`'s `data`) says this node was published under another
+        node id, base topic or discovery prefix (renamed in the config since): the publisher
+        empties those retained topics at connect, so Home Assistant does not keep the old device
+        beside the new one."""
         if data is None or all(data[k] == v for k, v in where.items()):
             return
         log.info("mqtt: this node was published as %s (discovery under %s/) before: removing those "
@@ -933,10 +936,11 @@ class Daemon:
                                          scores=new.detection.scores_interval > 0)  # fmt: skip
             self.publisher.set_config(self._config_values())
         self._announce(new, forget=False)
-        if restart_needed or input_kept:
-            log.warning("reload: configuration applied, except %s",
-                        "; ".join(([f"{', '.join(restart_needed)}: needs a restart to take effect"]
-                                   if restart_needed else []) + ([input_kept] if input_kept else [])))  # fmt: skip
+        not_applied = [input_kept] if input_kept else []
+        if restart_needed:
+            not_applied.insert(0, f"{', '.join(restart_needed)}: needs a restart to take effect")
+        if not_applied:
+            log.warning("reload: configuration applied, except %s", "; ".join(not_applied))
         else:
             log.info("reload: configuration applied")
         self.notifier.ready(self._status_line())
@@ -1029,7 +1033,8 @@ class Daemon:
             self._move_spool(old_dir, new_dir, publisher, new)
         publisher.set_config(self._config_values())
         if new.mqtt.enabled:  # renamed (node id, base topic, discovery prefix): the old topics go
-            self._retract_previous(Path(old_cfg.storage.state_dir) / ANNOUNCED_FILENAME, self._where(new), publisher)
+            before = self._read_announced(Path(old_cfg.storage.state_dir) / ANNOUNCED_FILENAME)
+            self._retract_previous(before, self._where(new), publisher)
         self.publisher, self._publisher_key = publisher, key
         self.node = new.mqtt.node_id
         if new.mqtt.enabled:

@@ -162,8 +162,7 @@ class MicSource:
                 self._attempts = 1
                 self._last_open_error = msg
                 self._next_attempt_at = time.monotonic() + self._backoff()
-                self._watcher = threading.Thread(target=self._watch, name="soundmon-audio-watch", daemon=True)
-                self._watcher.start()
+                self._start_watcher()
                 return
             self._state = "ok"
             self._attempts = 0
@@ -175,8 +174,12 @@ class MicSource:
                 "audio: capturing from [%s] %s at %d Hz, %d ch, blocks of %d frames%s",
                 dev.get("index"), dev.get("name"), self._rate, self.cfg.channels, self._blocksize, resampling,
             )
-            self._watcher = threading.Thread(target=self._watch, name="soundmon-audio-watch", daemon=True)
-            self._watcher.start()
+            self._start_watcher()
+
+    def _start_watcher(self) -> None:
+        """The thread that supervises the stream (stalls, errors, silence) and reopens it."""
+        self._watcher = threading.Thread(target=self._watch, name="soundmon-audio-watch", daemon=True)
+        self._watcher.start()
 
     def stop(self) -> None:
         """Stop capturing and close the device (idempotent)."""
@@ -413,6 +416,7 @@ class MicSource:
             self._reopen()
 
     def _ok_again(self) -> None:
+        """The stream works again: say so once, and start counting attempts afresh."""
         n = self._attempts
         self.log.info("audio: ok again after %d reopen attempt%s", n, "" if n == 1 else "s")
         self._state = "ok"
