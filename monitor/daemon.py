@@ -487,11 +487,16 @@ class Daemon:
         gaps = self.source.gap_count
         if gaps != self._gap_seen:
             self._gap_seen = gaps
-            self._feed_pending()
-            missing = int(self.source.last_gap_samples)
-            self._emit(self.pipeline.gap(missing))
-            if self.clips is not None:
-                self.clips.add_gap(missing)  # the clips' timeline counts the gap as the pipeline's does
+            self._gap(int(self.source.last_gap_samples))
+
+    def _gap(self, missing: int) -> None:
+        """The audio breaks (`missing` samples lost, or a new input): what was held goes in
+        first, the open events end (their ENDs published), and the pipeline's and the clips'
+        timelines count the gap alike."""
+        self._feed_pending()
+        self._emit(self.pipeline.gap(missing))
+        if self.clips is not None:
+            self.clips.add_gap(missing)
 
     def _on_window(self, res: WindowResult) -> None:
         if res.kind == "start_check":  # fast start between two windows: only its event, if any
@@ -952,7 +957,6 @@ class Daemon:
         If even the previous device cannot be opened now (unplugged meanwhile), it is retried in the
         background as after an unplug."""
         log.info("reload: audio settings changed, reopening the input")
-        self._feed_pending()  # the old input's audio goes in before the gap, not after it
         old_stats = self.source.stats
         for key in self._replaced_input_counts:
             self._replaced_input_counts[key] += int(old_stats.get(key, 0))
@@ -969,7 +973,7 @@ class Daemon:
             self.source = self._open_source()
             self.source.start(retry=True)  # gone too (unplugged meanwhile): retried as after an unplug
         self._gap_seen = self.source.gap_count
-        self.pipeline.gap(0)
+        self._gap(0)  # the old input's held audio, then its open events' ENDs
         return kept
 
     def _reload_overrides(self, new: Config, bundle: ModelBundle, model_changed: bool) -> None:

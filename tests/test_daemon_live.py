@@ -19,7 +19,7 @@ import pytest
 import soundfile as sf
 
 from tests.broker import Subscriber
-from tests.daemon_helpers import DaemonProcess, write_config
+from tests.daemon_helpers import DaemonProcess, all_thresholds, write_config
 from tests.paths import DEMO, need_shared, need_shipped_model
 
 TOLERANCE_S = 0.5  # paplay start-up and PulseAudio buffering between "play" and the first sample
@@ -106,6 +106,32 @@ def test_ready_and_watchdog_reach_a_real_notify_socket(tiny_bundle, tmp_path):
     assert ready and "STATUS=" in ready[0]
     assert sum("WATCHDOG=1" in x for x in received) >= 2
     assert any("STOPPING=1" in x for x in received)
+
+
+def test_a_reload_that_reopens_the_input_ends_the_open_events(pulse_sink, broker, tiny_bundle, tmp_path):
+    """New audio settings by SIGHUP reopen the microphone, a break in the audio: the events open
+    then end, and their END is published (it was dropped, leaving Home Assistant's sensor ON)."""
+    cfg = write_config(tmp_path / "c.yaml", broker, audio={"device": pulse_sink.device},
+                       detection=all_thresholds(0.0))  # fmt: skip
+    with Subscriber(broker, "soundmon/testnode/detection") as sub:
+        d = DaemonProcess("--source", "mic", "--config", str(cfg), "--model", str(tiny_bundle), env=pulse_sink.env)
+        player = None
+        try:
+            d.wait_log("audio flowing", timeout=30)
+            player = pulse_sink.play(DEMO)
+            first = sub.wait_for("soundmon/testnode/detection", lambda m: m.json()["type"] == "start", timeout=20)
+            write_config(cfg, broker, audio={"device": pulse_sink.device, "block_seconds": 0.1},
+                         detection=all_thresholds(0.0))  # fmt: skip
+            d.signal(signal.SIGHUP)
+            d.wait_log("reload: configuration applied")
+            sub.wait_for("soundmon/testnode/detection",
+                         lambda m: m.json()["type"] == "end" and m.json()["id"] == first.json()["id"], timeout=5)  # fmt: skip
+            d.signal(signal.SIGTERM)
+            assert d.wait(15) == 0, d.text()
+        finally:
+            if player is not None:
+                player.kill()
+            d.kill()
 
 
 def test_a_reload_to_an_input_that_cannot_be_opened_keeps_the_previous_one(pulse_sink, tiny_bundle, tmp_path):
